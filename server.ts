@@ -1,0 +1,82 @@
+/**
+ * The server role: the TCP front end that clients talk to.
+ *
+ * Usage: `deno task servidor [--host H] [--port P] …`; prints `Conectado a RabbitMQ`, `Servidor iniciado`
+ * and `Escuchando en <host>:<port>` once ready.
+ *
+ * @module
+ */
+import { connectServerBroker } from "./shared/adapters/rabbitmq.ts";
+import { envNames, loadConfig, type ServerConfig } from "./shared/config.ts";
+import { ColmenaError } from "./shared/errors.ts";
+import { exitOnConfigError, readEnv, shutdownSignal } from "./shared/lifecycle.ts";
+import * as log from "./shared/log.ts";
+import { ColmenaServer } from "./server/app.ts";
+import { MemoryTaskStore } from "./server/memory_store.ts";
+
+const USAGE = `Uso: servidor [opciones]
+  --host HOST              dirección de escucha        [COLMENA_HOST, localhost]
+  --port, -p PUERTO        puerto TCP (0 = libre)      [COLMENA_PORT, 8888]
+  --amqp-url URL           RabbitMQ                    [AMQP_URL, amqp://guest:guest@127.0.0.1:5672]
+  --task-queue NOMBRE      cola de tareas              [COLMENA_TASK_QUEUE, task_queue]
+  --result-queue NOMBRE    cola de resultados          [COLMENA_RESULT_QUEUE, result_queue]
+  --server-id ID           id de este servidor         [COLMENA_SERVER_ID, aleatorio]
+  --max-line-bytes N       línea máxima                [COLMENA_MAX_LINE_BYTES, 1048576]
+  --max-json-depth N       anidamiento JSON máximo     [COLMENA_MAX_JSON_DEPTH, 64]
+  --max-connections N      conexiones a la vez         [COLMENA_MAX_CONNECTIONS, 10000]
+  --max-pending N          peticiones sin responder    [COLMENA_MAX_PENDING, 10000]
+  --max-output-bytes N     salida pendiente máxima     [COLMENA_MAX_OUTPUT_BYTES, 16777216]
+  --write-timeout-ms N     espera máxima de escritura  [COLMENA_WRITE_TIMEOUT_MS, 30000]
+  --memory-max-tasks N     registros en memoria        [COLMENA_MEMORY_MAX_TASKS, 200000]`;
+
+/** Runs a server until SIGINT/SIGTERM, then drains it. */
+export async function runServer(config: ServerConfig): Promise<void> {
+  const serverId = config.serverId ?? `srv-${crypto.randomUUID().slice(0, 8)}`;
+  const server = new ColmenaServer(config, {
+    serverId,
+    store: new MemoryTaskStore(config.memoryMaxTasks),
+    connectBroker: (onResults) =>
+      connectServerBroker({
+        url: config.amqpUrl,
+        taskQueue: config.taskQueue,
+        resultQueue: config.resultQueue,
+        serverId,
+        onResults,
+      }),
+  });
+  await server.start();
+  const reason = await Promise.race([shutdownSignal(), server.brokerClosed()]);
+  if (reason instanceof Error) {
+    log.error("Se perdió RabbitMQ definitivamente; el servidor termina", reason);
+    Deno.exit(1);
+  }
+  log.info(`Señal ${reason}: el servidor deja de aceptar y entrega lo pendiente`);
+  await server.drain();
+  const s = server.stats;
+  log.info(
+    `Servidor detenido: ${s.accepted} tareas aceptadas, ${s.results} resultados, ${s.duplicates} duplicados descartados`,
+  );
+  log.flushLog();
+}
+
+if (import.meta.main) {
+  let config: ServerConfig;
+  try {
+    config = loadConfig("servidor", { args: Deno.args, env: readEnv(envNames("servidor")) });
+  } catch (err) {
+    exitOnConfigError(err, USAGE);
+  }
+  try {
+    await runServer(config);
+  } catch (err) {
+    if (err instanceof ColmenaError) {
+      log.error(err.message, err.cause);
+      Deno.exit(1);
+    }
+    if (err instanceof Deno.errors.AddrInUse) {
+      log.error(`El puerto ${config.port} ya está en uso en ${config.host}`);
+      Deno.exit(1);
+    }
+    throw err;
+  }
+}

@@ -1,0 +1,183 @@
+/**
+ * One client's TCP connection: framed reading, and writing with a byte cap and a deadline.
+ *
+ * Frames to send are queued and written together once per turn. A client that does not read its replies is
+ * dropped with `SLOW_CONSUMER` once more than `maxOutputBytes` wait for it, or when one write takes longer
+ * than `writeTimeoutMs`; memory per connection stays bounded either way.
+ *
+ * @module
+ */
+import { setImmediate } from "node:timers";
+import { ColmenaError } from "../shared/errors.ts";
+import { type Framed, LineFramer } from "../shared/framing.ts";
+import * as log from "../shared/log.ts";
+import { encodeFrame, type Reply } from "../shared/protocol.ts";
+import type { ClientKind } from "../shared/protocol.ts";
+
+/** Who the client on a connection is: what `hello` said, or the defaults. */
+export interface ClientIdentity {
+  name: string;
+  kind: ClientKind;
+}
+
+/** Limits of one connection. */
+export interface ConnectionLimits {
+  maxLineBytes: number;
+  maxOutputBytes: number;
+  writeTimeoutMs: number;
+}
+
+const encoder = new TextEncoder();
+let nextConnectionId = 1;
+
+/** A client connection; `serve()` reads frames until the peer goes away. */
+export class ClientConnection {
+  /** A number unique within this server process, for logs. */
+  readonly id = nextConnectionId++;
+  /** Who the client is; `hello` fills it. Later, authentication fills it too. */
+  client: ClientIdentity = { name: "anonimo", kind: "cli" };
+  /** Requests received and not yet answered (submits waiting for the broker's confirm). */
+  pending = 0;
+  /** Tasks submitted on this connection whose result has not been pushed yet. */
+  readonly awaiting = new Set<string>();
+  readonly #conn: Deno.Conn;
+  readonly #limits: ConnectionLimits;
+  #out: string[] = [];
+  #outChars = 0;
+  #writing = false;
+  #writeStartedAt = 0;
+  #closed = false;
+  readonly #done = Promise.withResolvers<void>();
+
+  constructor(conn: Deno.Conn, limits: ConnectionLimits) {
+    this.#conn = conn;
+    this.#limits = limits;
+  }
+
+  /** Whether the connection is closed. */
+  get closed(): boolean {
+    return this.#closed;
+  }
+
+  /** The peer's address, for logs. */
+  get remote(): string {
+    const addr = this.#conn.remoteAddr;
+    return addr.transport === "tcp" ? `${addr.hostname}:${addr.port}` : addr.transport;
+  }
+
+  /** Resolves once the connection is closed and its last write has ended. */
+  done(): Promise<void> {
+    return this.#done.promise;
+  }
+
+  /** Reads frames and hands each to `onFrame`, until the peer closes or the connection is dropped. */
+  async serve(onFrame: (framed: Framed) => void): Promise<void> {
+    try {
+      const frames = this.#conn.readable.pipeThrough(new LineFramer(this.#limits.maxLineBytes));
+      for await (const framed of frames) {
+        if (this.#closed) break;
+        onFrame(framed);
+      }
+    } catch (err) {
+      if (!this.#closed && !isDisconnect(err)) {
+        log.error(`Error leyendo de la conexión ${this.id} (${this.remote})`, err);
+      }
+    } finally {
+      this.#closeSoon();
+    }
+  }
+
+  /** Queues one frame; it is written with the others of this turn. Ignored once closed. */
+  send(frame: Reply): void {
+    if (this.#closed) return;
+    const line = encodeFrame(frame);
+    this.#out.push(line);
+    this.#outChars += line.length;
+    if (this.#outChars > this.#limits.maxOutputBytes) {
+      this.drop(new ColmenaError("SLOW_CONSUMER"));
+      return;
+    }
+    if (!this.#writing) {
+      this.#writing = true;
+      setImmediate(() => this.#writeLoop());
+    }
+  }
+
+  /**
+   * Closes the connection because of `error`: the queued output is discarded, the error frame is tried once
+   * without waiting, then the socket closes.
+   */
+  drop(error: ColmenaError): void {
+    if (this.#closed) return;
+    log.warn(`Se cierra la conexión ${this.id} (${this.remote}): ${error.code}`);
+    this.#out = [];
+    this.#outChars = 0;
+    const line = encoder.encode(encodeFrame({ type: "error", id: null, ...error.toWire() }));
+    this.#conn.write(line).catch(() => {}).finally(() => this.close());
+    setTimeout(() => this.close(), 100);
+  }
+
+  /** Whether a write has been blocked for longer than the write timeout (checked by the server's sweeper). */
+  writeStalled(now: number): boolean {
+    return this.#writing && this.#writeStartedAt > 0 &&
+      now - this.#writeStartedAt > this.#limits.writeTimeoutMs;
+  }
+
+  /** Closes the socket at once; queued output is lost. */
+  close(): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    this.#out = [];
+    try {
+      this.#conn.close();
+    } catch {
+      // already closed by the peer
+    }
+    if (!this.#writing) this.#done.resolve();
+  }
+
+  #closeSoon(): void {
+    // Let what is queued go out before closing, unless the writer is stuck.
+    if (this.#closed) return;
+    if (!this.#writing && this.#out.length === 0) this.close();
+    else this.#afterWrite = () => this.close();
+  }
+
+  #afterWrite: (() => void) | undefined;
+
+  async #writeLoop(): Promise<void> {
+    try {
+      while (this.#out.length > 0 && !this.#closed) {
+        const text = this.#out.length === 1 ? this.#out[0]! : this.#out.join("");
+        const chars = this.#outChars;
+        this.#out = [];
+        const bytes = encoder.encode(text);
+        this.#writeStartedAt = Date.now();
+        let offset = 0;
+        while (offset < bytes.length) {
+          offset += await this.#conn.write(bytes.subarray(offset));
+        }
+        this.#writeStartedAt = 0;
+        this.#outChars -= chars;
+      }
+    } catch (err) {
+      if (!this.#closed && !isDisconnect(err)) {
+        log.error(`Error escribiendo en la conexión ${this.id}`, err);
+      }
+      this.close();
+    } finally {
+      this.#writing = false;
+      this.#writeStartedAt = 0;
+      if (this.#closed) this.#done.resolve();
+      else if (this.#afterWrite) this.#afterWrite();
+    }
+  }
+}
+
+function isDisconnect(err: unknown): boolean {
+  return err instanceof Deno.errors.ConnectionReset ||
+    err instanceof Deno.errors.BrokenPipe ||
+    err instanceof Deno.errors.BadResource ||
+    err instanceof Deno.errors.Interrupted ||
+    err instanceof Deno.errors.NotConnected;
+}

@@ -1,0 +1,234 @@
+/**
+ * Typed configuration of each role, merged from flags, environment and defaults.
+ *
+ * Precedence: flag, then environment variable, then default. Defaults work on loopback. The function is pure:
+ * only the entry files pass `Deno.args` and `Deno.env.toObject()`.
+ *
+ * @module
+ */
+import { parseArgs } from "node:util";
+import { z } from "zod";
+import { CLIENT_KINDS } from "./protocol.ts";
+import { DEFAULT_MAX_JSON_DEPTH, DEFAULT_MAX_LINE_BYTES } from "./framing.ts";
+
+/** The roles, by their Spanish command names. */
+export type Role = "servidor" | "worker" | "cliente";
+
+/** Where one field comes from: its environment variable and its flag. */
+interface Source {
+  readonly env: string;
+  readonly flag: string;
+  readonly short?: string;
+  readonly boolean?: boolean;
+}
+
+const port = z.coerce.number().int().min(0).max(65535);
+const positiveInt = z.coerce.number().int().positive();
+const flag = z.union([z.boolean(), z.stringbool()]);
+const amqpUrl = z.string().regex(/^amqps?:\/\//, "debe empezar por amqp:// o amqps://");
+const queueName = z.string().min(1).max(200).regex(/^[A-Za-z0-9_.:-]+$/);
+
+/**
+ * Server settings.
+ *
+ * - `host` — address to listen on. @defaultValue `"localhost"` · env `COLMENA_HOST` · `--host`
+ * - `port` — TCP port; 0 picks a free one. @defaultValue `8888` · env `COLMENA_PORT` · `--port`
+ * - `amqpUrl` — RabbitMQ URL. @defaultValue `"amqp://guest:guest@127.0.0.1:5672"` · env `AMQP_URL` · `--amqp-url`
+ * - `taskQueue` — queue of tasks. @defaultValue `"task_queue"` · env `COLMENA_TASK_QUEUE` · `--task-queue`
+ * - `resultQueue` — queue of results. @defaultValue `"result_queue"` · env `COLMENA_RESULT_QUEUE` · `--result-queue`
+ * - `serverId` — this server's id; unique per server process. @defaultValue random · env `COLMENA_SERVER_ID` · `--server-id`
+ * - `maxLineBytes` — longest request line. @defaultValue `1048576` · env `COLMENA_MAX_LINE_BYTES` · `--max-line-bytes`
+ * - `maxJsonDepth` — deepest JSON nesting. @defaultValue `64` · env `COLMENA_MAX_JSON_DEPTH` · `--max-json-depth`
+ * - `maxConnections` — open connections at once. @defaultValue `10000` · env `COLMENA_MAX_CONNECTIONS` · `--max-connections`
+ * - `maxPending` — unanswered requests per connection. @defaultValue `10000` · env `COLMENA_MAX_PENDING` · `--max-pending`
+ * - `maxOutputBytes` — unsent bytes held per connection before it is dropped. @defaultValue `16777216` · env `COLMENA_MAX_OUTPUT_BYTES` · `--max-output-bytes`
+ * - `writeTimeoutMs` — longest wait for one socket write. @defaultValue `30000` · env `COLMENA_WRITE_TIMEOUT_MS` · `--write-timeout-ms`
+ * - `memoryMaxTasks` — task records kept in memory. @defaultValue `200000` · env `COLMENA_MEMORY_MAX_TASKS` · `--memory-max-tasks`
+ */
+export const ServerConfig = z.object({
+  host: z.string().min(1).default("localhost"),
+  port: port.default(8888),
+  amqpUrl: amqpUrl.default("amqp://guest:guest@127.0.0.1:5672"),
+  taskQueue: queueName.default("task_queue"),
+  resultQueue: queueName.default("result_queue"),
+  serverId: z.string().regex(/^[A-Za-z0-9_.-]{1,64}$/).optional(),
+  maxLineBytes: positiveInt.default(DEFAULT_MAX_LINE_BYTES),
+  maxJsonDepth: positiveInt.max(1000).default(DEFAULT_MAX_JSON_DEPTH),
+  maxConnections: positiveInt.default(10_000),
+  maxPending: positiveInt.default(10_000),
+  maxOutputBytes: positiveInt.default(16 * 1024 * 1024),
+  writeTimeoutMs: positiveInt.default(30_000),
+  memoryMaxTasks: positiveInt.default(200_000),
+});
+
+/** Server settings, as parsed. */
+export type ServerConfig = Readonly<z.output<typeof ServerConfig>>;
+
+/**
+ * Worker settings.
+ *
+ * - `name` — the worker's name, first positional argument. @defaultValue `worker-<pid>` · env `COLMENA_WORKER_NAME`
+ * - `amqpUrl`, `taskQueue`, `resultQueue` — as for the server.
+ * - `concurrency` — tasks held at once (the prefetch). @defaultValue `100` · env `COLMENA_CONCURRENCY` · `--concurrency`
+ * - `quiet` — print no line per task. @defaultValue `false` · env `COLMENA_QUIET` · `--quiet`
+ */
+export const WorkerConfig = z.object({
+  name: z.string().regex(/^[A-Za-z0-9_.-]{1,64}$/).optional(),
+  amqpUrl: amqpUrl.default("amqp://guest:guest@127.0.0.1:5672"),
+  taskQueue: queueName.default("task_queue"),
+  resultQueue: queueName.default("result_queue"),
+  concurrency: positiveInt.max(10_000).default(100),
+  quiet: flag.default(false),
+});
+
+/** Worker settings, as parsed. */
+export type WorkerConfig = Readonly<z.output<typeof WorkerConfig>>;
+
+/**
+ * Client settings.
+ *
+ * - `host`, `port` — the server to connect to. @defaultValue `localhost:8888` · env `COLMENA_HOST`, `COLMENA_PORT`
+ * - `kind` — the client's kind. @defaultValue `"cli"` · env `COLMENA_CLIENT_KIND` · `--tipo-cliente`
+ * - `name` — the client's name. @defaultValue `"cliente"` · env `COLMENA_CLIENT_NAME` · `--nombre`
+ * - `json` — print JSON for scripts. @defaultValue `false` · `--json`
+ * - `clientes`, `tareas`, `tipos`, `tareasTipos` — options of `simular`.
+ * - `prioridad` — priority of `enviar`. @defaultValue `0` · `--prioridad`
+ */
+export const ClientConfig = z.object({
+  host: z.string().min(1).default("localhost"),
+  port: port.default(8888),
+  kind: z.enum(CLIENT_KINDS).default("cli"),
+  name: z.string().min(1).max(100).default("cliente"),
+  json: flag.default(false),
+  clientes: positiveInt.max(10_000).default(10),
+  tareas: positiveInt.max(10_000_000).default(200),
+  tipos: z.string().default("cli"),
+  tareasTipos: z.string().optional(),
+  prioridad: z.coerce.number().int().min(0).max(9).default(0),
+});
+
+/** Client settings, as parsed. */
+export type ClientConfig = Readonly<z.output<typeof ClientConfig>>;
+
+const SCHEMAS = { servidor: ServerConfig, worker: WorkerConfig, cliente: ClientConfig } as const;
+
+const SOURCES: { [R in Role]: Record<string, Source> } = {
+  servidor: {
+    host: { env: "COLMENA_HOST", flag: "host" },
+    port: { env: "COLMENA_PORT", flag: "port", short: "p" },
+    amqpUrl: { env: "AMQP_URL", flag: "amqp-url" },
+    taskQueue: { env: "COLMENA_TASK_QUEUE", flag: "task-queue" },
+    resultQueue: { env: "COLMENA_RESULT_QUEUE", flag: "result-queue" },
+    serverId: { env: "COLMENA_SERVER_ID", flag: "server-id" },
+    maxLineBytes: { env: "COLMENA_MAX_LINE_BYTES", flag: "max-line-bytes" },
+    maxJsonDepth: { env: "COLMENA_MAX_JSON_DEPTH", flag: "max-json-depth" },
+    maxConnections: { env: "COLMENA_MAX_CONNECTIONS", flag: "max-connections" },
+    maxPending: { env: "COLMENA_MAX_PENDING", flag: "max-pending" },
+    maxOutputBytes: { env: "COLMENA_MAX_OUTPUT_BYTES", flag: "max-output-bytes" },
+    writeTimeoutMs: { env: "COLMENA_WRITE_TIMEOUT_MS", flag: "write-timeout-ms" },
+    memoryMaxTasks: { env: "COLMENA_MEMORY_MAX_TASKS", flag: "memory-max-tasks" },
+  },
+  worker: {
+    name: { env: "COLMENA_WORKER_NAME", flag: "name" },
+    amqpUrl: { env: "AMQP_URL", flag: "amqp-url" },
+    taskQueue: { env: "COLMENA_TASK_QUEUE", flag: "task-queue" },
+    resultQueue: { env: "COLMENA_RESULT_QUEUE", flag: "result-queue" },
+    concurrency: { env: "COLMENA_CONCURRENCY", flag: "concurrency", short: "c" },
+    quiet: { env: "COLMENA_QUIET", flag: "quiet", short: "q", boolean: true },
+  },
+  cliente: {
+    host: { env: "COLMENA_HOST", flag: "host" },
+    port: { env: "COLMENA_PORT", flag: "port", short: "p" },
+    kind: { env: "COLMENA_CLIENT_KIND", flag: "tipo-cliente" },
+    name: { env: "COLMENA_CLIENT_NAME", flag: "nombre" },
+    json: { env: "COLMENA_JSON", flag: "json", boolean: true },
+    clientes: { env: "COLMENA_SIM_CLIENTES", flag: "clientes" },
+    tareas: { env: "COLMENA_SIM_TAREAS", flag: "tareas" },
+    tipos: { env: "COLMENA_SIM_TIPOS", flag: "tipos" },
+    tareasTipos: { env: "COLMENA_SIM_TAREAS_TIPOS", flag: "tareas-tipos" },
+    prioridad: { env: "COLMENA_PRIORIDAD", flag: "prioridad" },
+  },
+};
+
+/** The environment variables each role reads, for `--allow-env` lists and docs. */
+export function envNames(role: Role): string[] {
+  return Object.values(SOURCES[role]).map((s) => s.env);
+}
+
+/** The configuration of each role, with the command line's positional arguments. */
+export type ConfigOf<R extends Role> =
+  & (R extends "servidor" ? ServerConfig : R extends "worker" ? WorkerConfig : ClientConfig)
+  & { readonly positionals: readonly string[] };
+
+/** Where configuration is read from. */
+export interface ConfigInput {
+  /** Command-line arguments, without the program name. */
+  args: readonly string[];
+  /** Environment variables; unset ones may be absent or `undefined`. */
+  env: Readonly<Record<string, string | undefined>>;
+}
+
+/** Thrown by {@linkcode loadConfig} with every problem listed in Spanish. */
+export class ConfigError extends Error {
+  constructor(message: string, options?: ErrorOptions) {
+    super(message, options);
+    this.name = "ConfigError";
+  }
+}
+
+/**
+ * Loads the configuration of one role: flag, then environment variable, then default, validated at once.
+ *
+ * For the worker, the first positional argument is its name.
+ *
+ * @example
+ * ```ts
+ * const config = loadConfig("servidor", { args: ["--port", "0"], env: {} });
+ * config.port; // 0
+ * config.host; // "localhost"
+ * ```
+ * @throws {ConfigError} listing every invalid or unknown setting, in Spanish.
+ */
+export function loadConfig<R extends Role>(role: R, input: ConfigInput): ConfigOf<R> {
+  const sources = SOURCES[role];
+  const options: Record<string, { type: "string" | "boolean"; short?: string }> = {};
+  for (const source of Object.values(sources)) {
+    options[source.flag] = source.short === undefined
+      ? { type: source.boolean ? "boolean" : "string" }
+      : { type: source.boolean ? "boolean" : "string", short: source.short };
+  }
+  let parsed: ReturnType<typeof parseArgs>;
+  try {
+    parsed = parseArgs({
+      args: [...input.args],
+      options,
+      allowPositionals: true,
+      strict: true,
+    });
+  } catch (cause) {
+    const detail = cause instanceof Error ? cause.message : String(cause);
+    throw new ConfigError(`Argumento no válido: ${detail}`, { cause });
+  }
+  const merged: Record<string, unknown> = {};
+  for (const [key, source] of Object.entries(sources)) {
+    const fromFlag = parsed.values[source.flag];
+    const fromEnv = input.env[source.env];
+    if (fromFlag !== undefined) merged[key] = fromFlag;
+    else if (fromEnv !== undefined && fromEnv !== "") merged[key] = fromEnv;
+  }
+  const positionals = [...parsed.positionals];
+  if (role === "worker" && positionals.length > 0 && merged.name === undefined) {
+    merged.name = positionals[0];
+  }
+  const result = SCHEMAS[role].safeParse(merged);
+  if (!result.success) {
+    const lines = result.error.issues.map((issue) => {
+      const key = String(issue.path[0] ?? "");
+      const source = sources[key];
+      const where = source ? `--${source.flag} / ${source.env}` : key;
+      return `  ${where}: ${issue.message}`;
+    });
+    throw new ConfigError(`Configuración no válida:\n${lines.join("\n")}`, { cause: result.error });
+  }
+  return Object.freeze({ ...result.data, positionals }) as unknown as ConfigOf<R>;
+}

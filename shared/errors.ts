@@ -1,0 +1,148 @@
+/**
+ * Error codes of the colmena wire protocol and the one domain error class.
+ *
+ * Every error that crosses a process boundary (TCP reply, result message) is carried as a code from
+ * {@linkcode ERRORS} plus its Spanish message. Stacks and vendor texts never reach the wire; they stay in the
+ * logs through `cause`.
+ *
+ * @module
+ */
+
+/**
+ * The catalogue of error codes: code → Spanish message and whether retrying the same request can succeed.
+ *
+ * - `retryable: true` — a transient condition (broker down, overload); the same request may succeed later.
+ * - `retryable: false` — permanent: resending the same input gives the same error, so it is never retried.
+ */
+export const ERRORS = {
+  INVALID_JSON: {
+    message: "La línea no es JSON válido en UTF-8",
+    retryable: false,
+  },
+  INVALID_MESSAGE: {
+    message: "El mensaje no cumple el protocolo",
+    retryable: false,
+  },
+  UNKNOWN_TASK_TYPE: {
+    message: "Tipo de tarea desconocido",
+    retryable: false,
+  },
+  INVALID_PAYLOAD: {
+    message: "Los datos de la tarea no son válidos para su tipo",
+    retryable: false,
+  },
+  FRAME_TOO_LARGE: {
+    message: "La línea supera el tamaño máximo permitido",
+    retryable: false,
+  },
+  TOO_DEEP: {
+    message: "El JSON está anidado a demasiada profundidad",
+    retryable: false,
+  },
+  NOT_FOUND: {
+    message: "No existe ninguna tarea con ese identificador",
+    retryable: false,
+  },
+  BROKER_UNAVAILABLE: {
+    message: "El broker de mensajes no está disponible; inténtelo de nuevo",
+    retryable: true,
+  },
+  OVERLOADED: {
+    message: "El servidor está sobrecargado; inténtelo de nuevo",
+    retryable: true,
+  },
+  SLOW_CONSUMER: {
+    message: "El cliente no lee sus respuestas; se cierra la conexión",
+    retryable: true,
+  },
+  SHUTTING_DOWN: {
+    message: "El servidor se está apagando",
+    retryable: true,
+  },
+  TASK_FAILED: {
+    message: "La tarea falló durante su ejecución",
+    retryable: true,
+  },
+  TIMEOUT: {
+    message: "La tarea superó su tiempo máximo",
+    retryable: true,
+  },
+  CONNECTION_CLOSED: {
+    message: "La conexión con el servidor se cerró",
+    retryable: true,
+  },
+  INTERNAL: {
+    message: "Error interno del servidor",
+    retryable: true,
+  },
+} as const satisfies Record<string, { message: string; retryable: boolean }>;
+
+/** One of the wire error codes. */
+export type ErrorCode = keyof typeof ERRORS;
+
+/** All error codes, for schemas and docs. */
+export const ERROR_CODES = Object.keys(ERRORS) as [ErrorCode, ...ErrorCode[]];
+
+/** The wire shape of an error: a code and a Spanish message. */
+export interface WireError {
+  code: ErrorCode;
+  message: string;
+}
+
+/** Options of {@linkcode ColmenaError}. */
+export interface ColmenaErrorOptions extends ErrorOptions {
+  /** A Spanish message more precise than the catalogue's; defaults to the catalogue's message. */
+  message?: string;
+}
+
+/**
+ * The domain error of colmena: a typed {@linkcode ErrorCode} and a Spanish message fit for the wire.
+ *
+ * @example
+ * ```ts
+ * try {
+ *   await client.run("text", { text: "hola" });
+ * } catch (err) {
+ *   if (err instanceof ColmenaError && err.code === "BROKER_UNAVAILABLE") {
+ *     // try again later
+ *   }
+ * }
+ * ```
+ */
+export class ColmenaError extends Error {
+  /** The wire code. */
+  readonly code: ErrorCode;
+
+  constructor(code: ErrorCode, options: ColmenaErrorOptions = {}) {
+    super(options.message ?? ERRORS[code].message, options);
+    this.name = "ColmenaError";
+    this.code = code;
+  }
+
+  /** Whether retrying the same request may succeed. */
+  get retryable(): boolean {
+    return ERRORS[this.code].retryable;
+  }
+
+  /** The wire shape: code and Spanish message, never the stack or the cause. */
+  toWire(): WireError {
+    return { code: this.code, message: this.message };
+  }
+
+  /** Rebuilds the error a peer sent; an unknown code becomes `INTERNAL`. */
+  static fromWire(frame: { code: string; message: string }): ColmenaError {
+    const code = isErrorCode(frame.code) ? frame.code : "INTERNAL";
+    return new ColmenaError(code, { message: frame.message });
+  }
+}
+
+/** Whether a string is one of the known error codes. */
+export function isErrorCode(code: string): code is ErrorCode {
+  return Object.hasOwn(ERRORS, code);
+}
+
+/** Normalises anything thrown into a {@linkcode ColmenaError}; unknown throws become `INTERNAL` with the cause. */
+export function toColmenaError(err: unknown): ColmenaError {
+  if (err instanceof ColmenaError) return err;
+  return new ColmenaError("INTERNAL", { cause: err });
+}
