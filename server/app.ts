@@ -83,7 +83,9 @@ export class ColmenaServer {
 
   /** The bound address, once listening. */
   get addr(): Deno.NetAddr {
-    if (this.#listener === undefined) throw new TypeError("Cannot read addr: server is not listening");
+    if (this.#listener === undefined) {
+      throw new TypeError("Cannot read addr: server is not listening");
+    }
     return this.#listener.addr;
   }
 
@@ -139,7 +141,8 @@ export class ColmenaServer {
         client,
         null,
         new ColmenaError("FRAME_TOO_LARGE", {
-          message: `La línea (${framed.bytes} bytes) supera el máximo de ${this.#config.maxLineBytes}`,
+          message:
+            `La línea (${framed.bytes} bytes) supera el máximo de ${this.#config.maxLineBytes}`,
         }),
       );
       return;
@@ -203,7 +206,8 @@ export class ColmenaServer {
         client,
         request.id,
         new ColmenaError("OVERLOADED", {
-          message: `Demasiadas peticiones sin responder en esta conexión (máximo ${this.#config.maxPending})`,
+          message:
+            `Demasiadas peticiones sin responder en esta conexión (máximo ${this.#config.maxPending})`,
         }),
       );
     }
@@ -341,7 +345,8 @@ export class ColmenaServer {
       if (client.writeStalled(now)) {
         client.drop(
           new ColmenaError("SLOW_CONSUMER", {
-            message: `El cliente no lee sus respuestas desde hace más de ${this.#config.writeTimeoutMs} ms`,
+            message:
+              `El cliente no lee sus respuestas desde hace más de ${this.#config.writeTimeoutMs} ms`,
           }),
         );
       }

@@ -25,7 +25,9 @@ const CARRIAGE_RETURN = 0x0d;
 export class LineFramer extends TransformStream<Uint8Array, Framed> {
   constructor(maxLineBytes: number = DEFAULT_MAX_LINE_BYTES) {
     if (!Number.isInteger(maxLineBytes) || maxLineBytes < 1) {
-      throw new RangeError(`Cannot frame lines: maxLineBytes must be a positive integer, got ${maxLineBytes}`);
+      throw new RangeError(
+        `Cannot frame lines: maxLineBytes must be a positive integer, got ${maxLineBytes}`,
+      );
     }
     let parts: Uint8Array[] = [];
     let held = 0;

@@ -3,6 +3,8 @@
  *
  * @module
  */
+// This is the one module allowed to use the console (STYLE §9).
+// deno-lint-ignore-file no-console
 
 let buffered: string[] = [];
 let scheduled = false;

@@ -206,7 +206,9 @@ export class TaskRunner {
     if (this.#verbose) {
       const mark = result.status === "succeeded" ? "✓" : `✗ ${result.error?.code}`;
       log.event(
-        `[${this.#name}] ${mark} ${task.type} ${task.taskId.slice(0, 8)} (${durationMs} ms, cliente ${task.client.kind})`,
+        `[${this.#name}] ${mark} ${task.type} ${
+          task.taskId.slice(0, 8)
+        } (${durationMs} ms, cliente ${task.client.kind})`,
       );
     }
     this.#scheduleFlush();

@@ -19,12 +19,7 @@ import type { Channel, ChannelModel, ConfirmChannel, ConsumeMessage } from "amqp
 import { Buffer } from "node:buffer";
 import { ColmenaError } from "../errors.ts";
 import * as log from "../log.ts";
-import type {
-  ResultBatchHandler,
-  ServerBroker,
-  TaskDelivery,
-  WorkerBroker,
-} from "../ports.ts";
+import type { ResultBatchHandler, ServerBroker, TaskDelivery, WorkerBroker } from "../ports.ts";
 import {
   QUEUE_FORMAT,
   ResultBatch,
@@ -102,12 +97,11 @@ class _Session {
     setup: (model: ChannelModel) => Promise<void>,
     onDown: () => void,
   ): Promise<_Session> {
-    let session: _Session | undefined;
     const model = await _connectRecovering(options, async (m) => {
       m.on("error", (err: Error) => log.error("Error en la conexión con RabbitMQ", err));
       await setup(m);
     });
-    session = new _Session(model);
+    const session = new _Session(model);
     const s = session;
     model.on("connect", () => {
       if (s.#everUp) log.info("Reconectado a RabbitMQ");
@@ -123,7 +117,9 @@ class _Session {
     });
     model.on("reconnect-scheduled", (info: { attempt: number; delay: number }) => {
       if (s.#everUp && info.attempt % 10 === 1) {
-        log.warn(`Reintento ${info.attempt} de conexión a RabbitMQ en ${Math.round(info.delay)} ms`);
+        log.warn(
+          `Reintento ${info.attempt} de conexión a RabbitMQ en ${Math.round(info.delay)} ms`,
+        );
       }
     });
     model.on("reconnect-failed", (err: Error) => {
@@ -132,7 +128,10 @@ class _Session {
       log.error("No se pudo reconectar a RabbitMQ; se abandona", err);
       s.#closed.resolve(unavailable(err));
     });
-    model.on("blocked", (reason: string) => log.warn(`RabbitMQ bloquea las publicaciones: ${reason}`));
+    model.on(
+      "blocked",
+      (reason: string) => log.warn(`RabbitMQ bloquea las publicaciones: ${reason}`),
+    );
     model.on("unblocked", () => log.info("RabbitMQ desbloquea las publicaciones"));
     model.on("error", (err: Error) => log.error("Error en la conexión con RabbitMQ", err));
     model.on(
@@ -193,7 +192,12 @@ async function _connectRecovering(
 }
 
 /** Closes the connection a broken channel belongs to, so that recovery rebuilds everything. */
-function watchChannel(model: ChannelModel, ch: Channel, what: string, stopping: () => boolean): void {
+function watchChannel(
+  model: ChannelModel,
+  ch: Channel,
+  what: string,
+  stopping: () => boolean,
+): void {
   ch.on("error", (err: Error) => log.error(`Error en el canal de ${what}`, err));
   ch.on(
     "handler-error",
@@ -413,7 +417,9 @@ export interface RabbitWorkerBroker extends WorkerBroker {
 }
 
 /** Connects a worker to RabbitMQ: task consumer with manual acks, result publisher with confirms. */
-export async function connectWorkerBroker(options: WorkerBrokerOptions): Promise<RabbitWorkerBroker> {
+export async function connectWorkerBroker(
+  options: WorkerBrokerOptions,
+): Promise<RabbitWorkerBroker> {
   return await _RabbitWorkerBroker.open(options);
 }
 
@@ -530,7 +536,9 @@ class _RabbitWorkerBroker implements RabbitWorkerBroker {
 
   /** Settles a delivery on the channel it came from; after a reconnect the broker redelivers it instead. */
   #settle(delivery: TaskDelivery, how: "ack" | "requeue" | "dead-letter"): void {
-    if (!(delivery instanceof _Delivery)) throw new TypeError("Cannot settle a delivery from elsewhere");
+    if (!(delivery instanceof _Delivery)) {
+      throw new TypeError("Cannot settle a delivery from elsewhere");
+    }
     if (this.#deadChannels.has(delivery.ch)) return;
     try {
       if (how === "ack") delivery.ch.ack(delivery.msg);
@@ -549,5 +557,40 @@ class _RabbitWorkerBroker implements RabbitWorkerBroker {
 
   closed(): Promise<void | Error> {
     return this.#session?.closed() ?? Promise.resolve();
+  }
+}
+
+/**
+ * Deletes a topology's queues and exchange, whatever they hold: for tests and for operators retiring a
+ * deployment. Per-server reply queues expire on their own.
+ */
+export async function deleteTopology(url: string, names: QueueNames): Promise<void> {
+  const conn = await amqp.connect(url, { noDelay: true });
+  try {
+    conn.on("error", () => {});
+    const ch = await conn.createChannel();
+    await ch.deleteQueue(names.taskQueue);
+    await ch.deleteQueue(deadLetterQueue(names.taskQueue));
+    await ch.deleteQueue(names.resultQueue);
+    await ch.deleteExchange(repliesExchange(names.resultQueue));
+  } finally {
+    await conn.close().catch(() => {});
+  }
+}
+
+/** How many messages wait in a queue right now, or `undefined` when it does not exist. */
+export async function queueDepth(url: string, queue: string): Promise<number | undefined> {
+  const conn = await amqp.connect(url, { noDelay: true });
+  try {
+    conn.on("error", () => {});
+    const ch = await conn.createChannel();
+    ch.on("error", () => {});
+    try {
+      return (await ch.checkQueue(queue)).messageCount;
+    } catch {
+      return undefined;
+    }
+  } finally {
+    await conn.close().catch(() => {});
   }
 }

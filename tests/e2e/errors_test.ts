@@ -1,0 +1,134 @@
+/**
+ * End to end: every error code of the protocol, each answered in Spanish with the connection still usable.
+ */
+import assert from "node:assert/strict";
+import { AMQP_URL, needsRabbit } from "../_helpers/services.ts";
+import { startServer, startWorker, uniqueQueues } from "../_helpers/processes.ts";
+import { RawClient } from "../_helpers/raw_client.ts";
+import { TcpProxy } from "../_helpers/tcp_proxy.ts";
+
+const rabbit = await needsRabbit();
+
+function isSpanishMessage(message: unknown): boolean {
+  return typeof message === "string" && message.length > 5 && !/\bat\s+\S+:\d+/.test(message);
+}
+
+Deno.test({
+  name: "server answers each bad request with its typed error and keeps the connection working",
+  ...rabbit,
+  async fn() {
+    await using queues = uniqueQueues("errors");
+    await using server = await startServer(queues, ["--max-line-bytes", "4096"]);
+    await using _worker = await startWorker("worker1", queues);
+    await using client = await RawClient.connect(server.port);
+
+    const cases: { send: string | Uint8Array; code: string; id: string | null }[] = [
+      { send: "esto no es json\n", code: "INVALID_JSON", id: null },
+      { send: new Uint8Array([0x7b, 0xff, 0xfe, 0x7d, 0x0a]), code: "INVALID_JSON", id: null },
+      { send: '{"type":"volar","id":"m1"}\n', code: "INVALID_MESSAGE", id: "m1" },
+      { send: '{"type":"submit","id":"m2"}\n', code: "INVALID_MESSAGE", id: "m2" },
+      { send: "[1,2,3]\n", code: "INVALID_MESSAGE", id: null },
+      {
+        send: '{"type":"submit","id":"u1","task":{"type":"teletransporte","payload":{}}}\n',
+        code: "UNKNOWN_TASK_TYPE",
+        id: "u1",
+      },
+      {
+        send: '{"type":"submit","id":"p1","task":{"type":"numbers","payload":{"numbers":[]}}}\n',
+        code: "INVALID_PAYLOAD",
+        id: "p1",
+      },
+      {
+        send: '{"type":"submit","id":"p2","task":{"type":"sleep","payload":{"ms":60001}}}\n',
+        code: "INVALID_PAYLOAD",
+        id: "p2",
+      },
+      {
+        send: '{"type":"submit","id":"p3","task":{"type":"hash","payload":{"data":1}}}\n',
+        code: "INVALID_PAYLOAD",
+        id: "p3",
+      },
+      { send: "x".repeat(10_000) + "\n", code: "FRAME_TOO_LARGE", id: null },
+      { send: "[".repeat(100) + "]".repeat(100) + "\n", code: "TOO_DEEP", id: null },
+      { send: '{"type":"status","id":"n1","taskId":"no-existe"}\n', code: "NOT_FOUND", id: "n1" },
+    ];
+    for (const c of cases) {
+      const before = client.frames.length;
+      await client.sendRaw(c.send);
+      const frame = await client.next((f) => client.frames.indexOf(f) >= before);
+      assert.equal(frame.type, "error", JSON.stringify(frame));
+      assert.equal(frame.code, c.code, JSON.stringify(frame));
+      assert.equal(frame.id, c.id, JSON.stringify(frame));
+      assert.ok(isSpanishMessage(frame.message), JSON.stringify(frame));
+    }
+    const payloadError = client.frames.find((f) => f.id === "p1")!;
+    assert.match(String(payloadError.message), /numbers/);
+
+    // The same connection still works, and so does a new one: nothing crashed.
+    const taskId = await client.submit("ok", "numbers", { numbers: [1, 2, 3] });
+    assert.equal((await client.result(taskId)).status, "succeeded");
+    await using other = await RawClient.connect(server.port);
+    await other.send({ type: "ping", id: "p" });
+    assert.equal((await other.reply("p")).type, "pong");
+    assert.equal(client.closedByPeer, false);
+  },
+});
+
+Deno.test({
+  name: "an oversized line split across many writes is refused once and the next line is served",
+  ...rabbit,
+  async fn() {
+    await using queues = uniqueQueues("big");
+    await using server = await startServer(queues);
+    await using client = await RawClient.connect(server.port);
+    const chunk = "a".repeat(64 * 1024);
+    for (let i = 0; i < 20; i++) await client.sendRaw(chunk); // 1.25 MiB, no newline yet
+    await client.sendRaw('"\n{"type":"ping","id":"after"}\n');
+    const error = await client.next((f) => f.type === "error");
+    assert.equal(error.code, "FRAME_TOO_LARGE");
+    assert.equal((await client.reply("after")).type, "pong");
+    assert.equal(client.frames.filter((f) => f.type === "error").length, 1);
+  },
+});
+
+Deno.test({
+  name:
+    "while the broker is unreachable a submit gets BROKER_UNAVAILABLE at once, and works again after",
+  ...rabbit,
+  async fn() {
+    const target = new URL(AMQP_URL.replace(/^amqp:/, "http:"));
+    await using proxy = new TcpProxy({
+      hostname: target.hostname,
+      port: Number(target.port || 5672),
+    });
+    proxy.restore();
+    const url = `amqp://${target.username || "guest"}:${
+      target.password || "guest"
+    }@127.0.0.1:${proxy.port}`;
+    await using queues = uniqueQueues("outage");
+    await using server = await startServer(queues, ["--amqp-url", url]);
+    await using _worker = await startWorker("worker1", queues);
+    await using client = await RawClient.connect(server.port);
+    const before = await client.submit("1", "echo", { message: "antes" });
+    assert.equal((await client.result(before)).status, "succeeded");
+
+    await proxy.cut();
+    await server.waitFor(/Conexión con RabbitMQ perdida/);
+    const t0 = performance.now();
+    await client.send({
+      type: "submit",
+      id: "2",
+      task: { type: "echo", payload: { message: "x" } },
+    });
+    const refused = await client.reply("2");
+    assert.equal(refused.type, "error");
+    assert.equal(refused.code, "BROKER_UNAVAILABLE");
+    assert.ok(isSpanishMessage(refused.message));
+    assert.ok(performance.now() - t0 < 5_000, "answered at once, not after a hang");
+
+    proxy.restore();
+    await server.waitFor(/Reconectado a RabbitMQ/, 20_000);
+    const after = await client.submit("3", "echo", { message: "después" });
+    assert.deepEqual((await client.result(after)).output, { message: "después" });
+  },
+});
