@@ -206,8 +206,7 @@ export function loadConfig<R extends Role>(role: R, input: ConfigInput): ConfigO
       strict: true,
     });
   } catch (cause) {
-    const detail = cause instanceof Error ? cause.message : String(cause);
-    throw new ConfigError(`Argumento no válido: ${detail}`, { cause });
+    throw new ConfigError(`Argumento no válido: ${describeArgError(cause)}`, { cause });
   }
   const merged: Record<string, unknown> = {};
   for (const [key, source] of Object.entries(sources)) {
@@ -217,7 +216,8 @@ export function loadConfig<R extends Role>(role: R, input: ConfigInput): ConfigO
     else if (fromEnv !== undefined && fromEnv !== "") merged[key] = fromEnv;
   }
   const positionals = [...parsed.positionals];
-  if (role === "worker" && positionals.length > 0 && merged.name === undefined) {
+  // The worker's name on the command line ranks with its flag, above the environment.
+  if (role === "worker" && positionals.length > 0 && parsed.values["name"] === undefined) {
     merged.name = positionals[0];
   }
   const result = SCHEMAS[role].safeParse(merged);
@@ -230,5 +230,25 @@ export function loadConfig<R extends Role>(role: R, input: ConfigInput): ConfigO
     });
     throw new ConfigError(`Configuración no válida:\n${lines.join("\n")}`, { cause: result.error });
   }
-  return Object.freeze({ ...result.data, positionals }) as unknown as ConfigOf<R>;
+  return Object.freeze({
+    ...result.data,
+    positionals: Object.freeze(positionals),
+  }) as unknown as ConfigOf<
+    R
+  >;
+}
+
+/** Spanish wording of `parseArgs` failures (its own text is English). */
+function describeArgError(cause: unknown): string {
+  const code = (cause as { code?: unknown })?.code;
+  const text = cause instanceof Error ? cause.message : String(cause);
+  const option = text.match(/'(-[^'\s]*)/)?.[1] ?? "";
+  switch (code) {
+    case "ERR_PARSE_ARGS_UNKNOWN_OPTION":
+      return `opción desconocida ${option}`.trim();
+    case "ERR_PARSE_ARGS_INVALID_OPTION_VALUE":
+      return `la opción ${option} necesita un valor, o no lo admite`.replace("  ", " ");
+    default:
+      return "no se pudieron leer las opciones";
+  }
 }

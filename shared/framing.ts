@@ -50,7 +50,8 @@ export class LineFramer extends TransformStream<Uint8Array, Framed> {
           } else if (nl !== -1) {
             let line: Uint8Array;
             if (held === 0) {
-              line = chunk.subarray(start, end);
+              // A copy: the writer may reuse the chunk's buffer once we return.
+              line = chunk.slice(start, end);
             } else {
               parts.push(chunk.subarray(start, end));
               line = concat(parts, held + size);

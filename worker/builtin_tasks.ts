@@ -6,6 +6,7 @@
 import { createHash } from "node:crypto";
 import { setImmediate } from "node:timers";
 import { setTimeout as sleep } from "node:timers/promises";
+import { ColmenaError } from "../shared/errors.ts";
 import { echoTask, hashTask, numbersTask, sleepTask, textTask } from "../shared/tasks.ts";
 import type { TaskRegistry } from "./registry.ts";
 
@@ -31,6 +32,11 @@ export function analyzeNumbers(
     sum += n;
     if (n < min) min = n;
     if (n > max) max = n;
+  }
+  if (!Number.isFinite(sum)) {
+    throw new ColmenaError("INVALID_PAYLOAD", {
+      message: "La suma de los números desborda el rango de coma flotante (IEEE 754 de 64 bits)",
+    });
   }
   return { count: numbers.length, sum, avg: sum / numbers.length, min, max };
 }

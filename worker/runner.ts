@@ -8,7 +8,7 @@
  * @module
  */
 import { setImmediate } from "node:timers";
-import { ColmenaError, toColmenaError, type WireError } from "../shared/errors.ts";
+import { ColmenaError, type WireError } from "../shared/errors.ts";
 import * as log from "../shared/log.ts";
 import type { TaskDelivery, WorkerBroker } from "../shared/ports.ts";
 import { describeIssues } from "../shared/protocol.ts";
@@ -158,13 +158,11 @@ export class TaskRunner {
 
   #failure(task: TaskMessage, err: unknown): WireError {
     if (err instanceof ColmenaError) return err.toWire();
-    const detail = err instanceof Error ? err.message : String(err);
+    // The handler's own text stays in the worker's log; the wire gets the code and a Spanish message.
     log.error(`La tarea ${task.taskId} (${task.type}) falló`, err);
-    return toColmenaError(err).code === "INTERNAL"
-      ? new ColmenaError("TASK_FAILED", {
-        message: `La tarea "${task.type}" falló: ${detail.slice(0, 200)}`,
-      }).toWire()
-      : toColmenaError(err).toWire();
+    return new ColmenaError("TASK_FAILED", {
+      message: `La tarea "${task.type}" falló al ejecutarse`,
+    }).toWire();
   }
 
   #finish(

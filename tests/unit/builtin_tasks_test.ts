@@ -1,0 +1,237 @@
+/**
+ * Unit tests of `worker/builtin_tasks.ts`: the handlers of the built-in task types.
+ *
+ * @module
+ */
+import { ColmenaError } from "../../shared/errors.ts";
+import assert from "node:assert/strict";
+import { createHash } from "node:crypto";
+import { TASK_TYPES } from "../../shared/tasks.ts";
+import {
+  analyzeNumbers,
+  iteratedSha256,
+  processText,
+  registerBuiltinTasks,
+} from "../../worker/builtin_tasks.ts";
+import { type TaskContext, TaskRegistry } from "../../worker/registry.ts";
+
+/** Reference implementation: SHA-256 of the UTF-8 data, then of each previous raw digest. */
+function referenceSha256(data: string, iterations: number): string {
+  let digest = createHash("sha256").update(data, "utf8").digest();
+  for (let i = 1; i < iterations; i++) digest = createHash("sha256").update(digest).digest();
+  return digest.toString("hex");
+}
+
+Deno.test("processText counts words separated by runs of spaces, tabs and newlines", () => {
+  assert.equal(processText("hola mundo").words, 2);
+  assert.equal(processText("  hola   mundo\t\tcruel\n\nadiós \r\n fin  ").words, 5);
+  assert.equal(processText("una").words, 1);
+  assert.equal(processText("a\u00a0b").words, 2);
+});
+
+Deno.test("processText counts 0 words in empty and whitespace-only text", () => {
+  assert.equal(processText("").words, 0);
+  assert.equal(processText("   ").words, 0);
+  assert.equal(processText(" \t\n\r\n ").words, 0);
+});
+
+Deno.test("processText reverses plain text", () => {
+  assert.equal(processText("abc def").reversed, "fed cba");
+  assert.equal(processText("").reversed, "");
+});
+
+Deno.test("processText reverses by grapheme clusters, keeping a skin-tone emoji intact", () => {
+  assert.equal(processText("a👍🏽b").reversed, "b👍🏽a");
+  assert.equal(processText("👍🏽👍🏿").reversed, "👍🏿👍🏽");
+});
+
+Deno.test("processText reverses by grapheme clusters, keeping flags intact", () => {
+  assert.equal(processText("🇪🇸🇫🇷").reversed, "🇫🇷🇪🇸");
+  assert.equal(processText("x🇪🇸").reversed, "🇪🇸x");
+});
+
+Deno.test("processText reverses by grapheme clusters, keeping a combining accent on its letter", () => {
+  const combined = "e\u0301"; // "é" as e + COMBINING ACUTE ACCENT
+  assert.equal(processText(`caf${combined}`).reversed, `${combined}fac`);
+  assert.equal(processText(`${combined}a`).reversed, `a${combined}`);
+});
+
+Deno.test("processText reverses by grapheme clusters, keeping a ZWJ sequence intact", () => {
+  const family = "👨\u200d👩\u200d👧";
+  assert.equal(processText(`1${family}2`).reversed, `2${family}1`);
+});
+
+Deno.test("processText upper-cases the text", () => {
+  assert.equal(processText("ñandú café").upper, "ÑANDÚ CAFÉ");
+  assert.equal(processText("straße").upper, "STRASSE");
+  assert.equal(processText("123 ¡ok!").upper, "123 ¡OK!");
+});
+
+Deno.test("processText returns words, reversed and upper together", () => {
+  assert.deepEqual(processText("Hola  Mundo"), {
+    words: 2,
+    reversed: "odnuM  aloH",
+    upper: "HOLA  MUNDO",
+  });
+});
+
+Deno.test("analyzeNumbers gives count, sum, average, minimum and maximum", () => {
+  assert.deepEqual(analyzeNumbers([1, 2, 3, 4]), { count: 4, sum: 10, avg: 2.5, min: 1, max: 4 });
+});
+
+Deno.test("analyzeNumbers handles negative numbers", () => {
+  assert.deepEqual(analyzeNumbers([-5, 3, -1]), { count: 3, sum: -3, avg: -1, min: -5, max: 3 });
+  assert.deepEqual(analyzeNumbers([-2, -8]), { count: 2, sum: -10, avg: -5, min: -8, max: -2 });
+});
+
+Deno.test("analyzeNumbers handles a single number", () => {
+  assert.deepEqual(analyzeNumbers([42]), { count: 1, sum: 42, avg: 42, min: 42, max: 42 });
+  assert.deepEqual(analyzeNumbers([0]), { count: 1, sum: 0, avg: 0, min: 0, max: 0 });
+});
+
+Deno.test("analyzeNumbers handles fractions", () => {
+  const result = analyzeNumbers([0.5, 1.5, -0.25]);
+  assert.equal(result.sum, 1.75);
+  assert.equal(result.min, -0.25);
+  assert.equal(result.max, 1.5);
+});
+
+Deno.test("analyzeNumbers works on a 200000-element array", () => {
+  const numbers = Array.from({ length: 200_000 }, (_, i) => i);
+  assert.deepEqual(analyzeNumbers(numbers), {
+    count: 200_000,
+    sum: 19_999_900_000,
+    avg: 99_999.5,
+    min: 0,
+    max: 199_999,
+  });
+});
+
+Deno.test('iteratedSha256 matches the FIPS 180-2 vector for one iteration of "abc"', async () => {
+  assert.equal(
+    await iteratedSha256("abc", 1),
+    "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad",
+  );
+});
+
+Deno.test("iteratedSha256 hashes the raw digest, not its hex, on the second iteration", async () => {
+  assert.equal(
+    await iteratedSha256("abc", 2),
+    "4f8b42c22dd3729b519ba6f68d2da7cc5b2d606d05daed5ad5128cc03e6c6358",
+  );
+});
+
+Deno.test("iteratedSha256 hashes the empty string", async () => {
+  assert.equal(
+    await iteratedSha256("", 1),
+    "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855",
+  );
+});
+
+Deno.test("iteratedSha256 encodes the data as UTF-8", async () => {
+  assert.equal(await iteratedSha256("ñandú 👍", 1), referenceSha256("ñandú 👍", 1));
+  assert.notEqual(await iteratedSha256("ñ", 1), await iteratedSha256("n", 1));
+});
+
+Deno.test("iteratedSha256 matches a reference chain of 3 iterations", async () => {
+  assert.equal(await iteratedSha256("abc", 3), referenceSha256("abc", 3));
+});
+
+Deno.test("iteratedSha256 matches a reference chain across its slice boundaries", async () => {
+  for (const iterations of [20_000, 20_001, 40_001]) {
+    assert.equal(
+      await iteratedSha256("colmena", iterations),
+      referenceSha256("colmena", iterations),
+      `${iterations} iterations`,
+    );
+  }
+});
+
+Deno.test("iteratedSha256 matches a reference chain of 50000 iterations", async () => {
+  assert.equal(await iteratedSha256("abc", 50_000), referenceSha256("abc", 50_000));
+});
+
+Deno.test("iteratedSha256 rejects with the abort reason when aborted during a long chain", async () => {
+  const controller = new AbortController();
+  const pending = iteratedSha256("abc", 1_000_000, controller.signal);
+  // The first slice runs before the call returns; abort between slices.
+  queueMicrotask(() => controller.abort());
+  await assert.rejects(pending, (err: unknown) => {
+    assert.ok(err instanceof DOMException);
+    assert.equal(err.name, "AbortError");
+    return true;
+  });
+});
+
+Deno.test("iteratedSha256 rejects with a custom abort reason", async () => {
+  const controller = new AbortController();
+  const reason = new Error("apagando");
+  controller.abort(reason);
+  await assert.rejects(iteratedSha256("abc", 100_000, controller.signal), (err: unknown) => {
+    assert.equal(err, reason);
+    return true;
+  });
+});
+
+Deno.test("registerBuiltinTasks registers every task type of the catalogue", () => {
+  const registry = registerBuiltinTasks(new TaskRegistry());
+  assert.deepEqual([...registry.names()].sort(), [...TASK_TYPES].sort());
+  for (const name of TASK_TYPES) assert.equal(registry.get(name)?.definition.name, name);
+});
+
+Deno.test("registerBuiltinTasks returns the registry it was given", () => {
+  const registry = new TaskRegistry();
+  assert.equal(registerBuiltinTasks(registry), registry);
+});
+
+Deno.test("the built-in handlers return outputs that pass their output schemas", async () => {
+  const registry = registerBuiltinTasks(new TaskRegistry());
+  const context: TaskContext = { signal: new AbortController().signal, taskId: "t-1", attempt: 1 };
+  const cases: [string, unknown, unknown][] = [
+    ["text", { text: "a b" }, { words: 2, reversed: "b a", upper: "A B" }],
+    ["numbers", { numbers: [2, 4] }, { count: 2, sum: 6, avg: 3, min: 2, max: 4 }],
+    ["echo", { message: { a: [null] } }, { message: { a: [null] } }],
+    ["hash", { data: "abc", iterations: 1 }, {
+      sha256: "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad",
+    }],
+  ];
+  for (const [name, payload, expected] of cases) {
+    const registration = registry.get(name);
+    assert.ok(registration, name);
+    const output = await registration.handler(payload, context);
+    assert.deepEqual(output, expected, name);
+    assert.ok(registration.definition.output.safeParse(output).success, name);
+  }
+});
+
+Deno.test("the built-in sleep handler waits and reports a non-negative integer", async () => {
+  const registration = registerBuiltinTasks(new TaskRegistry()).get("sleep");
+  assert.ok(registration);
+  const context: TaskContext = { signal: new AbortController().signal, taskId: "t-2", attempt: 1 };
+  const output = await registration.handler({ ms: 1 }, context);
+  assert.ok(registration.definition.output.safeParse(output).success);
+});
+
+Deno.test("the built-in sleep handler rejects when its signal aborts", async () => {
+  const registration = registerBuiltinTasks(new TaskRegistry()).get("sleep");
+  assert.ok(registration);
+  const controller = new AbortController();
+  const pending = registration.handler({ ms: 60_000 }, {
+    signal: controller.signal,
+    taskId: "t-3",
+    attempt: 1,
+  });
+  controller.abort();
+  await assert.rejects(Promise.resolve(pending), (err: unknown) => {
+    assert.ok(err instanceof Error);
+    assert.equal(err.name, "AbortError");
+    return true;
+  });
+});
+
+Deno.test("analyzeNumbers refuses a sum that overflows with a permanent INVALID_PAYLOAD", () => {
+  assert.throws(
+    () => analyzeNumbers([1.7e308, 1.7e308]),
+    (err) => err instanceof ColmenaError && err.code === "INVALID_PAYLOAD" && !err.retryable,
+  );
+});

@@ -1,0 +1,233 @@
+/**
+ * Unit tests of `shared/config.ts`: `loadConfig` is pure, so every test passes plain args and env objects.
+ *
+ * @module
+ */
+import assert from "node:assert/strict";
+import { ConfigError, envNames, loadConfig, type Role } from "../../shared/config.ts";
+
+/** Asserts `loadConfig` throws a `ConfigError` and returns its message. */
+function configError(
+  role: Role,
+  args: readonly string[],
+  env: Record<string, string | undefined> = {},
+): string {
+  try {
+    loadConfig(role, { args, env });
+  } catch (err) {
+    assert.ok(err instanceof ConfigError, `expected ConfigError, got ${err}`);
+    assert.equal(err.name, "ConfigError");
+    return err.message;
+  }
+  assert.fail("expected loadConfig to throw ConfigError");
+}
+
+Deno.test({
+  name: "loadConfig never reads Deno.env: it works without env permission",
+  permissions: { env: false },
+  fn() {
+    const config = loadConfig("servidor", { args: [], env: {} });
+    assert.equal(config.port, 8888);
+  },
+});
+
+Deno.test("loadConfig gives the servidor loopback defaults", () => {
+  const config = loadConfig("servidor", { args: [], env: {} });
+  assert.equal(config.host, "localhost");
+  assert.equal(config.port, 8888);
+  assert.equal(config.amqpUrl, "amqp://guest:guest@127.0.0.1:5672");
+  assert.equal(config.taskQueue, "task_queue");
+  assert.equal(config.resultQueue, "result_queue");
+  assert.equal(config.serverId, undefined);
+  assert.equal(config.maxLineBytes, 1024 * 1024);
+  assert.equal(config.maxJsonDepth, 64);
+  assert.deepEqual(config.positionals, []);
+});
+
+Deno.test("loadConfig gives the worker defaults", () => {
+  const config = loadConfig("worker", { args: [], env: {} });
+  assert.equal(config.name, undefined);
+  assert.equal(config.amqpUrl, "amqp://guest:guest@127.0.0.1:5672");
+  assert.equal(config.taskQueue, "task_queue");
+  assert.equal(config.resultQueue, "result_queue");
+  assert.equal(config.concurrency, 100);
+  assert.equal(config.quiet, false);
+});
+
+Deno.test("loadConfig gives the cliente defaults: localhost:8888", () => {
+  const config = loadConfig("cliente", { args: [], env: {} });
+  assert.equal(config.host, "localhost");
+  assert.equal(config.port, 8888);
+  assert.equal(config.kind, "cli");
+  assert.equal(config.json, false);
+});
+
+Deno.test("loadConfig takes an environment variable over the default", () => {
+  const config = loadConfig("servidor", {
+    args: [],
+    env: {
+      COLMENA_HOST: "0.0.0.0",
+      COLMENA_PORT: "9000",
+      AMQP_URL: "amqps://u:p@rabbit:5671/vh",
+      COLMENA_TASK_QUEUE: "tq",
+      COLMENA_RESULT_QUEUE: "rq",
+    },
+  });
+  assert.equal(config.host, "0.0.0.0");
+  assert.equal(config.port, 9000);
+  assert.equal(config.amqpUrl, "amqps://u:p@rabbit:5671/vh");
+  assert.equal(config.taskQueue, "tq");
+  assert.equal(config.resultQueue, "rq");
+});
+
+Deno.test("loadConfig takes a flag over the environment variable", () => {
+  const env = { COLMENA_PORT: "9000", AMQP_URL: "amqp://env:5672" };
+  const long = loadConfig("servidor", {
+    args: ["--port", "9100", "--amqp-url=amqp://flag:5672"],
+    env,
+  });
+  assert.equal(long.port, 9100);
+  assert.equal(long.amqpUrl, "amqp://flag:5672");
+  const short = loadConfig("cliente", { args: ["-p", "9200"], env });
+  assert.equal(short.port, 9200);
+});
+
+Deno.test("loadConfig treats an empty or undefined environment variable as unset", () => {
+  const config = loadConfig("servidor", {
+    args: [],
+    env: { COLMENA_PORT: "", COLMENA_HOST: undefined },
+  });
+  assert.equal(config.port, 8888);
+  assert.equal(config.host, "localhost");
+});
+
+Deno.test("loadConfig accepts port 0 to pick a free port", () => {
+  assert.equal(loadConfig("servidor", { args: ["--port", "0"], env: {} }).port, 0);
+});
+
+Deno.test("loadConfig takes the worker name from the first positional argument", () => {
+  const config = loadConfig("worker", { args: ["obrera-1", "extra"], env: {} });
+  assert.equal(config.name, "obrera-1");
+  assert.deepEqual(config.positionals, ["obrera-1", "extra"]);
+});
+
+Deno.test("loadConfig takes the worker name from COLMENA_WORKER_NAME without a positional", () => {
+  const config = loadConfig("worker", { args: [], env: { COLMENA_WORKER_NAME: "desde-env" } });
+  assert.equal(config.name, "desde-env");
+});
+
+Deno.test({
+  name: "loadConfig takes the worker name on the command line over COLMENA_WORKER_NAME",
+  // BUG(config): loadConfig only uses the positional name when `merged.name` is still undefined, so
+  // COLMENA_WORKER_NAME beats the name typed on the command line, against "flag, then environment
+  // variable, then default". Remove `ignore` once fixed.
+  fn() {
+    const config = loadConfig("worker", {
+      args: ["desde-args"],
+      env: { COLMENA_WORKER_NAME: "desde-env" },
+    });
+    assert.equal(config.name, "desde-args");
+  },
+});
+
+Deno.test("loadConfig takes --name over the positional worker name", () => {
+  const config = loadConfig("worker", { args: ["--name", "desde-flag", "posicional"], env: {} });
+  assert.equal(config.name, "desde-flag");
+});
+
+Deno.test("loadConfig rejects a worker name with characters outside [A-Za-z0-9_.-]", () => {
+  const message = configError("worker", ["nombre con espacios"]);
+  assert.match(message, /COLMENA_WORKER_NAME/);
+});
+
+Deno.test("loadConfig sets quiet from --quiet and -q", () => {
+  assert.equal(loadConfig("worker", { args: ["--quiet"], env: {} }).quiet, true);
+  assert.equal(loadConfig("worker", { args: ["-q"], env: {} }).quiet, true);
+});
+
+Deno.test('loadConfig reads COLMENA_QUIET "true" and "false"', () => {
+  assert.equal(loadConfig("worker", { args: [], env: { COLMENA_QUIET: "true" } }).quiet, true);
+  assert.equal(loadConfig("worker", { args: [], env: { COLMENA_QUIET: "false" } }).quiet, false);
+});
+
+Deno.test("loadConfig takes --quiet over COLMENA_QUIET=false", () => {
+  const config = loadConfig("worker", { args: ["--quiet"], env: { COLMENA_QUIET: "false" } });
+  assert.equal(config.quiet, true);
+});
+
+Deno.test("loadConfig rejects a COLMENA_QUIET that is not a boolean", () => {
+  assert.match(
+    configError("worker", [], { COLMENA_QUIET: "quizás" }),
+    /--quiet \/ COLMENA_QUIET: /,
+  );
+});
+
+Deno.test("loadConfig lists an invalid port in Spanish, naming its flag and variable", () => {
+  for (
+    const [args, env] of [
+      [["--port", "abc"], {}],
+      [[], { COLMENA_PORT: "70000" }],
+      [["--port=-1"], {}],
+      [["--port", "80.5"], {}],
+    ] as const
+  ) {
+    const message = configError("servidor", args, env);
+    assert.match(message, /^Configuración no válida:\n/);
+    assert.match(message, /--port \/ COLMENA_PORT: /);
+    assert.match(message, /se esperaba/);
+  }
+});
+
+Deno.test("loadConfig rejects an unknown flag with ConfigError in Spanish naming the flag", () => {
+  const message = configError("servidor", ["--puerto", "80"]);
+  assert.match(message, /^Argumento no válido: /);
+  assert.match(message, /--puerto/);
+});
+
+Deno.test("loadConfig rejects a flag of another role", () => {
+  assert.match(configError("servidor", ["--quiet"]), /--quiet/);
+});
+
+Deno.test("loadConfig rejects a missing flag value", () => {
+  assert.match(configError("servidor", ["--port"]), /^Argumento no válido: /);
+});
+
+Deno.test("loadConfig reports several problems at once", () => {
+  const message = configError("servidor", ["--port", "abc", "--max-json-depth", "0"], {
+    AMQP_URL: "http://rabbit:5672",
+  });
+  const lines = message.split("\n");
+  assert.equal(lines[0], "Configuración no válida:");
+  assert.equal(lines.length, 4);
+  assert.match(message, /--port \/ COLMENA_PORT: /);
+  assert.match(message, /--max-json-depth \/ COLMENA_MAX_JSON_DEPTH: /);
+  assert.match(message, /--amqp-url \/ AMQP_URL: debe empezar por amqp:\/\/ o amqps:\/\//);
+});
+
+Deno.test("loadConfig keeps the zod error as the cause of ConfigError", () => {
+  try {
+    loadConfig("worker", { args: ["--concurrency", "0"], env: {} });
+    assert.fail("expected ConfigError");
+  } catch (err) {
+    assert.ok(err instanceof ConfigError);
+    assert.ok(err.cause instanceof Error);
+  }
+});
+
+Deno.test("loadConfig returns a frozen result", () => {
+  const config = loadConfig("servidor", { args: ["--port", "1234"], env: {} });
+  assert.ok(Object.isFrozen(config));
+  assert.throws(() => {
+    (config as { port: number }).port = 1;
+  }, TypeError);
+  assert.equal(config.port, 1234);
+});
+
+Deno.test("envNames lists every environment variable of a role", () => {
+  const names = envNames("worker");
+  for (const name of ["COLMENA_WORKER_NAME", "AMQP_URL", "COLMENA_QUIET", "COLMENA_CONCURRENCY"]) {
+    assert.ok(names.includes(name), name);
+  }
+  assert.ok(envNames("servidor").includes("COLMENA_PORT"));
+  assert.equal(envNames("servidor").includes("COLMENA_QUIET"), false);
+});
