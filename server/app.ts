@@ -366,7 +366,7 @@ export class ColmenaServer {
       await new Promise((resolve) => setTimeout(resolve, 50));
     }
     clearInterval(this.#sweeper);
-    for (const client of this.#connections) client.close();
+    for (const client of this.#connections) client.end(new ColmenaError("SHUTTING_DOWN"));
     await Promise.all([...this.#connections].map((c) => c.done()));
     await this.#broker?.drain();
   }

@@ -112,9 +112,25 @@ export class ClientConnection {
     log.warn(`Se cierra la conexión ${this.id} (${this.remote}): ${error.code}`);
     this.#out = [];
     this.#outChars = 0;
+    if (this.#writing) {
+      // A write is under way (and stuck, or we would not be here): a frame now could split another.
+      this.close();
+      return;
+    }
     const line = encoder.encode(encodeFrame({ type: "error", id: null, ...error.toWire() }));
     this.#conn.write(line).catch(() => {}).finally(() => this.close());
     setTimeout(() => this.close(), 100);
+  }
+
+  /**
+   * Says goodbye with `error` (id null) after what is already queued, then closes; waits at most
+   * `timeoutMs` for the peer to take it.
+   */
+  end(error: ColmenaError, timeoutMs = 1_000): void {
+    if (this.#closed) return;
+    this.send({ type: "error", id: null, ...error.toWire() });
+    this.#afterWrite = () => this.close();
+    setTimeout(() => this.close(), timeoutMs);
   }
 
   /** Whether a write has been blocked for longer than the write timeout (checked by the server's sweeper). */

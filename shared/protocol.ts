@@ -9,7 +9,7 @@
  * @module
  */
 import { z } from "zod";
-import { ColmenaError, ERROR_CODES } from "./errors.ts";
+import { ColmenaError, ERROR_CODES, ERRORS } from "./errors.ts";
 import { exceedsJsonDepth } from "./framing.ts";
 import { isTaskType, TASKS, type TaskType } from "./tasks.ts";
 
@@ -42,7 +42,10 @@ export const ClientInfo = z.object({
 export const SubmitOptions = z.object({
   /** 0 (lowest, the default) to 9 (highest): queued tasks of higher priority are delivered first. */
   priority: z.number().int().min(0).max(9).optional(),
-  /** How long one attempt may run, in milliseconds; default per task type. */
+  /**
+   * How long one attempt may run, in milliseconds; default per task type. It aborts handlers that work
+   * asynchronously (`sleep`, `hash`); a synchronous handler (`text`, `numbers`, `echo`) runs to its end.
+   */
   timeoutMs: z.number().int().min(1).max(3_600_000).optional(),
 });
 
@@ -222,7 +225,7 @@ export function parseJsonLine(bytes: Uint8Array, limits: DecodeLimits): Decoded<
 export function readRequestId(value: unknown): string | null {
   if (typeof value !== "object" || value === null) return null;
   const id = (value as { id?: unknown }).id;
-  return typeof id === "string" && id.length > 0 && id.length <= 128 ? id : null;
+  return requestId.safeParse(id).success ? id as string : null;
 }
 
 /** Turns zod issues into a short Spanish description: `campo: problema; …`. */
@@ -240,7 +243,7 @@ export function decodeRequest(bytes: Uint8Array, limits: DecodeLimits): Decoded<
   const id = readRequestId(json.value);
   const parsed = Request.safeParse(json.value);
   if (!parsed.success) {
-    const message = `${"El mensaje no cumple el protocolo"}: ${describeIssues(parsed.error)}`;
+    const message = `${ERRORS.INVALID_MESSAGE.message}: ${describeIssues(parsed.error)}`;
     return {
       ok: false,
       id,

@@ -7,7 +7,7 @@
  *
  * Topology, for task queue `T` and result queue `R`:
  * - `T`: durable, priorities 0–9, dead-letters to `T.dlq`.
- * - `T.dlq`: durable; unreadable or finally failed tasks.
+ * - `T.dlq`: durable; task messages no worker could read (later also tasks that failed for good).
  * - `R`: durable; result batches from workers, consumed by every server.
  * - `R.replies`: direct exchange; results that a server consumed for another server go there, routed by the
  *   origin server's id to its queue `R.server.<id>` (durable, removed 5 minutes after its server went away).
@@ -382,7 +382,8 @@ class _InOrderAcker {
         await this.#handler(b);
         this.#done(msg);
       } catch (err) {
-        // Not acknowledged: the channel is closed so that it comes again.
+        // Not acknowledged, nor anything after it: the channel is closed so that they come again.
+        this.#dead = true;
         log.error("No se pudo procesar un lote de resultados; se reintentará", err);
         model.close().catch(() => {});
       }
