@@ -5,7 +5,12 @@
  */
 import { setImmediate } from "node:timers";
 import { ColmenaError } from "../shared/errors.ts";
-import { LineFramer } from "../shared/framing.ts";
+import {
+  DEFAULT_MAX_JSON_DEPTH,
+  DEFAULT_MAX_LINE_BYTES,
+  exceedsJsonDepth,
+  LineFramer,
+} from "../shared/framing.ts";
 import {
   type ClientKind,
   encodeFrame,
@@ -97,6 +102,8 @@ export class TaskClient implements AsyncDisposable {
   #sweeper: ReturnType<typeof setInterval> | undefined;
   #reading: Promise<void> | undefined;
   #closed = false;
+  #closing = false;
+  readonly #closedReason = Promise.withResolvers<void | ColmenaError>();
 
   constructor(options: TaskClientOptions = {}) {
     this.#options = {
@@ -130,6 +137,11 @@ export class TaskClient implements AsyncDisposable {
           `No se puede conectar con el servidor en ${this.#options.host}:${this.#options.port}`,
         cause,
       });
+    }
+    if (this.#closed) {
+      // close() was called while connecting.
+      this.#conn.close();
+      throw new ColmenaError("CONNECTION_CLOSED");
     }
     this.#conn.setNoDelay(true);
     this.#reading = this.#readLoop(this.#conn);
@@ -210,6 +222,11 @@ export class TaskClient implements AsyncDisposable {
     return performance.now() - t0;
   }
 
+  /** Resolves when the connection has closed: with the reason, or nothing after `close()`. */
+  closed(): Promise<void | ColmenaError> {
+    return this.#closedReason.promise;
+  }
+
   /** Calls `listener` with every result this client receives; returns a function that unsubscribes. */
   onResult(listener: (result: TaskResult) => void): () => void {
     this.#listeners.add(listener);
@@ -218,6 +235,7 @@ export class TaskClient implements AsyncDisposable {
 
   /** Closes the connection; whatever still waits is rejected with `CONNECTION_CLOSED`. */
   async close(): Promise<void> {
+    this.#closing = true;
     this.#shutdown(new ColmenaError("CONNECTION_CLOSED"));
     await this.#reading;
   }
@@ -232,13 +250,21 @@ export class TaskClient implements AsyncDisposable {
 
   #request(frame: Request): Promise<ReplyFrame> {
     if (this.#closed) return Promise.reject(new ColmenaError("CONNECTION_CLOSED"));
+    const line = encodeFrame(frame);
+    // The server could not tell which request a too large or too deep line was: refuse it here.
+    if (line.length > DEFAULT_MAX_LINE_BYTES) {
+      return Promise.reject(new ColmenaError("FRAME_TOO_LARGE"));
+    }
+    if (exceedsJsonDepth(line, DEFAULT_MAX_JSON_DEPTH)) {
+      return Promise.reject(new ColmenaError("TOO_DEEP"));
+    }
     const { promise, resolve, reject } = Promise.withResolvers<ReplyFrame>();
     this.#requests.set(frame.id, {
       resolve,
       reject,
       deadline: Date.now() + this.#options.requestTimeoutMs,
     });
-    this.#out.push(encodeFrame(frame));
+    this.#out.push(line);
     if (!this.#writing) {
       this.#writing = true;
       setImmediate(() => this.#writeLoop());
@@ -336,6 +362,7 @@ export class TaskClient implements AsyncDisposable {
     for (const waiter of this.#waiters.values()) waiter.reject(error);
     this.#waiters.clear();
     this.#connecting?.catch(() => {});
+    this.#closedReason.resolve(this.#closing ? undefined : error);
   }
 }
 

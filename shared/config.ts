@@ -97,7 +97,10 @@ export type WorkerConfig = Readonly<z.output<typeof WorkerConfig>>;
 export const ClientConfig = z.object({
   host: z.string().min(1).default("localhost"),
   port: port.default(8888),
-  kind: z.enum(CLIENT_KINDS).default("cli"),
+  kind: z.preprocess(
+    (v) => (v === "movil" || v === "móvil" ? "mobile" : v),
+    z.enum(CLIENT_KINDS),
+  ).default("cli"),
   name: z.string().min(1).max(100).default("cliente"),
   json: flag.default(false),
   clientes: positiveInt.max(10_000).default(10),

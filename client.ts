@@ -1,0 +1,33 @@
+/**
+ * The client role: the `cliente` command line, and the `TaskClient` library.
+ *
+ * As a library: `import { TaskClient } from "./client.ts"`. As a command: `deno task cliente` opens the
+ * interactive menu; `deno task cliente ayuda` lists the subcommands.
+ *
+ * @module
+ */
+import { type ClientConfig, envNames, loadConfig } from "./shared/config.ts";
+import { exitOnConfigError, readEnv } from "./shared/lifecycle.ts";
+import * as log from "./shared/log.ts";
+import { runCli, USAGE, wantsHelp } from "./client/cli.ts";
+
+export {
+  TaskClient,
+  type TaskClientOptions,
+  type TaskResult,
+  type Welcome,
+} from "./client/task_client.ts";
+
+if (import.meta.main) {
+  if (wantsHelp(Deno.args)) {
+    log.info(USAGE);
+    Deno.exit(0);
+  }
+  let config: ClientConfig & { positionals: readonly string[] };
+  try {
+    config = loadConfig("cliente", { args: Deno.args, env: readEnv(envNames("cliente")) });
+  } catch (err) {
+    exitOnConfigError(err, USAGE);
+  }
+  Deno.exit(await runCli(config));
+}

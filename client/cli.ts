@@ -1,0 +1,102 @@
+/**
+ * The `cliente` command line: the interactive menu, `enviar`, `estado`, `ping` and `simular`.
+ *
+ * Exit status: 0 on success, 1 when the server cannot be reached, answers an error or a task fails, 2 on
+ * bad arguments. `simulate` and `formatSummary` are exported for scripts such as `scripts/demo.ts`.
+ *
+ * @module
+ */
+import type { ClientConfig } from "../shared/config.ts";
+import * as log from "../shared/log.ts";
+import { runPing, runSend, runStatus } from "./commands.ts";
+import { stdinInput } from "./input.ts";
+import { runMenu } from "./menu.ts";
+import { EXIT_OK, EXIT_USAGE } from "./output.ts";
+import { runSimulate } from "./simulate_command.ts";
+
+export {
+  DEFAULT_WINDOW,
+  simulate,
+  type SimulationOptions,
+  type SimulationProgress,
+} from "./simulate.ts";
+export type { GroupStats, LatencyStats, SimulatedTask, SimulationSummary } from "./stats.ts";
+export { formatSummary } from "./summary.ts";
+
+/** Usage text of the `cliente` command. */
+export const USAGE = `Uso: cliente [opciones] [orden …]
+
+Órdenes:
+  menu                                menú interactivo (sin orden, también)
+  enviar texto <texto…>               cuenta palabras, invierte y pasa a mayúsculas
+  enviar numeros <n…>                 suma, media, mínimo y máximo (separados por espacios o comas)
+  enviar eco <json o texto>           devuelve el mensaje
+  enviar esperar <ms>                 espera de 0 a 60000 ms
+  enviar hash <datos> [iteraciones]   SHA-256 iterado (1 iteración por defecto)
+  estado <idTarea>                    muestra el registro de una tarea
+  ping                                mide la ida y vuelta al servidor
+  simular                             simula muchos clientes a la vez y resume los resultados
+  ayuda                               muestra esta ayuda
+
+Opciones:
+  --host HOST             servidor                          [COLMENA_HOST, localhost]
+  --port, -p PUERTO       puerto del servidor               [COLMENA_PORT, 8888]
+  --tipo-cliente TIPO     web, mobile o cli                 [COLMENA_CLIENT_KIND, cli]
+  --nombre NOMBRE         nombre de este cliente            [COLMENA_CLIENT_NAME, cliente]
+  --prioridad N           prioridad de 0 (baja) a 9 (alta)  [COLMENA_PRIORIDAD, 0]
+  --json                  salida JSON en una línea          [COLMENA_JSON, false]
+  --clientes N            simular: clientes a la vez        [COLMENA_SIM_CLIENTES, 10]
+  --tareas N              simular: tareas en total          [COLMENA_SIM_TAREAS, 200]
+  --tipos LISTA           simular: tipos de cliente, p. ej. web,movil,cli
+                                                            [COLMENA_SIM_TIPOS, cli]
+  --tareas-tipos LISTA    simular: tipos de tarea, p. ej. texto,numeros
+                                                            [COLMENA_SIM_TAREAS_TIPOS, todos]
+
+Los tipos de tarea se escriben en español o en inglés: texto/text, numeros/numbers, eco/echo,
+esperar/sleep, hash. Los números negativos van detrás de "--": cliente enviar numeros -- -5 3
+
+Ejemplos:
+  deno task cliente enviar texto "hola mundo"
+  deno task cliente --prioridad 9 enviar numeros 4 8 15 16 23 42
+  deno task cliente --json estado 1b4e28ba-2fa1-11d2-883f-0016d3cca427
+  deno task cliente simular --clientes 20 --tipos web,movil --tareas 500`;
+
+/** Whether raw arguments ask for help (`--help` or `-h` before any `--`), which config parsing rejects. */
+export function wantsHelp(args: readonly string[]): boolean {
+  const end = args.indexOf("--");
+  const options = end === -1 ? args : args.slice(0, end);
+  return options.includes("--help") || options.includes("-h");
+}
+
+/** Runs the command line; returns the exit status. */
+export async function runCli(
+  config: ClientConfig & { readonly positionals: readonly string[] },
+): Promise<number> {
+  const [command, ...args] = config.positionals;
+  try {
+    switch (command) {
+      case undefined:
+      case "menu":
+      case "menú":
+        return await runMenu(config, stdinInput());
+      case "enviar":
+        return await runSend(config, args);
+      case "estado":
+        return await runStatus(config, args);
+      case "ping":
+        return await runPing(config, args);
+      case "simular":
+        return await runSimulate(config, args);
+      case "ayuda":
+      case "help":
+        log.info(USAGE);
+        return EXIT_OK;
+      default:
+        log.error(`Orden desconocida: «${command}»`);
+        log.info(USAGE);
+        return EXIT_USAGE;
+    }
+  } finally {
+    log.flushLog();
+  }
+}

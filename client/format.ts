@@ -1,0 +1,176 @@
+/**
+ * Spanish renderings of results, task records, errors and tables, for people; plain objects for `--json`.
+ *
+ * @module
+ */
+import type { ColmenaError } from "../shared/errors.ts";
+import type { TaskStatus, TaskView } from "../shared/protocol.ts";
+import { isTaskType, TASKS, type TaskType } from "../shared/tasks.ts";
+import { CLIENT_KIND_LABELS, TASK_TYPE_LABELS } from "./args.ts";
+import type { TaskResult } from "./task_client.ts";
+
+const STATUS_LABELS: Readonly<Record<TaskStatus, string>> = {
+  queued: "en cola",
+  running: "en ejecución",
+  succeeded: "completada",
+  failed: "fallida",
+};
+
+/** Milliseconds for people: `0.42 ms`, `12.3 ms`, `1.53 s`. */
+export function formatMs(ms: number): string {
+  if (ms >= 10_000) return `${(ms / 1000).toFixed(1)} s`;
+  if (ms >= 1000) return `${(ms / 1000).toFixed(2)} s`;
+  if (ms >= 100) return `${ms.toFixed(0)} ms`;
+  if (ms >= 10) return `${ms.toFixed(1)} ms`;
+  return `${ms.toFixed(2)} ms`;
+}
+
+/** A task type's Spanish name with its wire name: `texto (text)`. */
+export function formatTaskType(type: string): string {
+  if (!isTaskType(type)) return type;
+  const label = TASK_TYPE_LABELS[type];
+  return label === type ? type : `${label} (${type})`;
+}
+
+/** An error for people: `CODE: message`. */
+export function formatError(error: { readonly code: string; readonly message: string }): string {
+  return `${error.code}: ${error.message}`;
+}
+
+function _json(value: unknown): string {
+  return JSON.stringify(value) ?? "undefined";
+}
+
+/** Labelled lines of a task's output, by type; raw JSON when the output has an unexpected shape. */
+export function formatOutput(type: string, output: unknown): string[] {
+  if (!isTaskType(type)) return [_json(output)];
+  return _outputLines(type, output) ?? [_json(output)];
+}
+
+function _outputLines(type: TaskType, output: unknown): string[] | undefined {
+  switch (type) {
+    case "text": {
+      const out = TASKS.text.output.safeParse(output);
+      if (!out.success) return undefined;
+      return [
+        `palabras:    ${out.data.words}`,
+        `invertido:   ${out.data.reversed}`,
+        `mayúsculas:  ${out.data.upper}`,
+      ];
+    }
+    case "numbers": {
+      const out = TASKS.numbers.output.safeParse(output);
+      if (!out.success) return undefined;
+      return [
+        `cantidad:    ${out.data.count}`,
+        `suma:        ${out.data.sum}`,
+        `media:       ${out.data.avg}`,
+        `mínimo:      ${out.data.min}`,
+        `máximo:      ${out.data.max}`,
+      ];
+    }
+    case "echo": {
+      const out = TASKS.echo.output.safeParse(output);
+      return out.success ? [`mensaje:     ${_json(out.data.message)}`] : undefined;
+    }
+    case "sleep": {
+      const out = TASKS.sleep.output.safeParse(output);
+      return out.success ? [`esperó:      ${out.data.sleptMs} ms`] : undefined;
+    }
+    case "hash": {
+      const out = TASKS.hash.output.safeParse(output);
+      return out.success ? [`sha256:      ${out.data.sha256}`] : undefined;
+    }
+  }
+}
+
+function _indent(lines: readonly string[], by = "    "): string[] {
+  return lines.map((line) => by + line.replaceAll("\n", "\n" + by));
+}
+
+/** A task result for people, with the submit → result time measured by the client. */
+export function formatResult(result: TaskResult, roundTripMs: number): string {
+  const head = result.status === "succeeded"
+    ? `Tarea completada: ${formatTaskType(result.taskType)}`
+    : `La tarea falló: ${formatTaskType(result.taskType)}`;
+  const lines = [
+    head,
+    `  id:         ${result.taskId}`,
+    `  worker:     ${result.worker}`,
+    `  duración:   ${formatMs(result.durationMs)} en el worker, ${
+      formatMs(roundTripMs)
+    } desde el envío`,
+  ];
+  if (result.status === "succeeded") {
+    lines.push("  resultado:", ..._indent(formatOutput(result.taskType, result.output)));
+  } else {
+    lines.push(`  error:      ${formatError(result.error)}`);
+  }
+  return lines.join("\n");
+}
+
+/** The plain object `--json` prints for a result: the wire `result` frame without its `type`. */
+export function resultToJson(result: TaskResult): Record<string, unknown> {
+  const base = {
+    taskId: result.taskId,
+    taskType: result.taskType,
+    status: result.status,
+    worker: result.worker,
+    durationMs: result.durationMs,
+  };
+  return result.status === "succeeded"
+    ? { ...base, output: result.output }
+    : { ...base, error: result.error.toWire() };
+}
+
+/** The plain object `--json` prints for an error. */
+export function errorToJson(error: ColmenaError): Record<string, unknown> {
+  return { error: error.toWire() };
+}
+
+/** A task record, as `estado` shows it. */
+export function formatTaskView(view: TaskView): string {
+  const lines = [
+    `Tarea ${view.taskId}`,
+    `  estado:      ${STATUS_LABELS[view.status]} (${view.status})`,
+    `  tipo:        ${formatTaskType(view.taskType)}`,
+    `  prioridad:   ${view.priority}`,
+    `  cliente:     ${view.client.name} (${CLIENT_KIND_LABELS[view.client.kind]})`,
+    `  enviada:     ${view.submittedAt}`,
+  ];
+  if (view.startedAt !== undefined) lines.push(`  iniciada:    ${view.startedAt}`);
+  if (view.finishedAt !== undefined) lines.push(`  terminada:   ${view.finishedAt}`);
+  if (view.worker !== undefined) lines.push(`  worker:      ${view.worker}`);
+  if (view.durationMs !== undefined) lines.push(`  duración:    ${formatMs(view.durationMs)}`);
+  if (view.output !== undefined) {
+    lines.push("  resultado:", ..._indent(formatOutput(view.taskType, view.output)));
+  }
+  if (view.error !== undefined) lines.push(`  error:       ${formatError(view.error)}`);
+  return lines.join("\n");
+}
+
+/** Column alignment of {@linkcode formatTable}. */
+export type Align = "left" | "right";
+
+/** A plain-text table: a header row, a rule, then the rows, columns padded to fit; left-aligned by default. */
+export function formatTable(
+  header: readonly string[],
+  rows: readonly (readonly string[])[],
+  options: { readonly align?: readonly Align[] } = {},
+): string {
+  const align = options.align ?? [];
+  const widths = header.map((cell, i) =>
+    Math.max(_width(cell), ...rows.map((row) => _width(row[i] ?? "")))
+  );
+  const render = (row: readonly string[]): string =>
+    row.map((cell, i) => {
+      const pad = " ".repeat(Math.max(0, (widths[i] ?? 0) - _width(cell)));
+      return (align[i] ?? "left") === "right" ? pad + cell : cell + pad;
+    }).join("  ").trimEnd();
+  const rule = widths.map((width) => "─".repeat(width)).join("  ");
+  return [render(header), rule, ...rows.map(render)].map((line) => "  " + line).join("\n");
+}
+
+function _width(text: string): number {
+  return [...text].length;
+}

@@ -1,0 +1,249 @@
+/**
+ * The interactive menu of `cliente`: pick a task type, type its input, see its result; query a task; ping.
+ *
+ * Bad input is explained in Spanish and asked again; server errors show their code and message; the end of
+ * input (Ctrl-D, or the end of a pipe) leaves the menu cleanly.
+ *
+ * @module
+ */
+import { setTimeout } from "node:timers/promises";
+import type { ClientConfig } from "../shared/config.ts";
+import { ColmenaError } from "../shared/errors.ts";
+import * as log from "../shared/log.ts";
+import { MAX_HASH_ITERATIONS, MAX_SLEEP_MS, TASK_TYPES, TASKS } from "../shared/tasks.ts";
+import {
+  type Parsed,
+  parseEchoMessage,
+  parseInteger,
+  parseNumbers,
+  TASK_TYPE_LABELS,
+  toTaskType,
+} from "./args.ts";
+import { openClient } from "./commands.ts";
+import { formatMs, formatResult, formatTaskView } from "./format.ts";
+import type { LineInput } from "./input.ts";
+import { describeFailure, EXIT_FAILURE, EXIT_OK, isConnectFailure } from "./output.ts";
+import type { TaskClient } from "./task_client.ts";
+import { runTaskRequest, type TaskRequest } from "./task_request.ts";
+
+/** What the person can choose in the menu. */
+type Action = TaskRequest["type"] | "status" | "ping" | "exit";
+
+const ACTIONS: readonly Exclude<Action, "exit">[] = [...TASK_TYPES, "status", "ping"];
+
+const ACTION_NAMES: Readonly<Record<string, Action>> = {
+  estado: "status",
+  status: "status",
+  ping: "ping",
+  salir: "exit",
+  exit: "exit",
+  q: "exit",
+};
+
+/** The menu text: one numbered line per action, `0` to leave. */
+export function menuText(): string {
+  const lines = ACTIONS.map((action, i) => {
+    const [name, description] = action === "status"
+      ? ["estado", "Consultar una tarea por su id"]
+      : action === "ping"
+      ? ["ping", "Medir la ida y vuelta al servidor"]
+      : [TASK_TYPE_LABELS[action], TASKS[action].description];
+    return `  ${i + 1}) ${name.padEnd(9)} ${description}`;
+  });
+  return ["¿Qué quiere hacer?", ...lines, "  0) salir"].join("\n");
+}
+
+/** The action a menu answer picks (`1`, `texto`, `estado`, `0`, `salir`…), if any. */
+export function parseMenuChoice(answer: string): Action | undefined {
+  const text = answer.trim().toLowerCase();
+  if (text === "") return undefined;
+  if (/^\d+$/.test(text)) {
+    const index = Number(text);
+    return index === 0 ? "exit" : ACTIONS[index - 1];
+  }
+  if (Object.hasOwn(ACTION_NAMES, text)) return ACTION_NAMES[text];
+  return toTaskType(text);
+}
+
+function _nonEmpty(what: string): (text: string) => Parsed<string> {
+  return (text) =>
+    text.trim() === "" ? { ok: false, message: `Escriba ${what}` } : { ok: true, value: text };
+}
+
+/** Runs the menu until the person leaves or the input ends; returns the exit status. */
+export async function runMenu(config: ClientConfig, input: LineInput): Promise<number> {
+  const menu = new _Menu(config, input);
+  try {
+    return await menu.run();
+  } finally {
+    await menu.close();
+  }
+}
+
+class _Menu {
+  readonly #config: ClientConfig;
+  readonly #input: LineInput;
+  #client: TaskClient;
+  #lastTaskId: string | undefined;
+
+  constructor(config: ClientConfig, input: LineInput) {
+    this.#config = config;
+    this.#input = input;
+    this.#client = openClient(config);
+  }
+
+  async run(): Promise<number> {
+    const { host, port } = this.#config;
+    let serverId: string;
+    try {
+      serverId = (await this.#client.connect()).serverId;
+    } catch (err) {
+      log.error(describeFailure(err, this.#config));
+      return EXIT_FAILURE;
+    }
+    log.info(`colmena · cliente interactivo, conectado a ${host}:${port} (servidor ${serverId})`);
+    for (;;) {
+      log.info("\n" + menuText());
+      const answer = await this.#input.ask("Opción:");
+      if (answer === null) break;
+      const action = parseMenuChoice(answer);
+      if (action === undefined) {
+        log.info(
+          `Opción no válida: «${answer.trim()}». Elija un número del 0 al ${ACTIONS.length}`,
+        );
+        continue;
+      }
+      if (action === "exit") break;
+      if (!(await this.#perform(action))) break;
+    }
+    log.info("Hasta luego");
+    return EXIT_OK;
+  }
+
+  async close(): Promise<void> {
+    await this.#client.close();
+    await this.#input.close();
+  }
+
+  /** Performs one action; `false` when the input ended while asking for its data. */
+  async #perform(action: Exclude<Action, "exit">): Promise<boolean> {
+    if (action === "ping") {
+      await this.#attempt(() => this.#ping());
+      return true;
+    }
+    if (action === "status") {
+      const hint = this.#lastTaskId === undefined ? "" : ` [${this.#lastTaskId}]`;
+      const answer = await this.#askValid(
+        `Id de la tarea${hint}:`,
+        (text) =>
+          text.trim() === "" && this.#lastTaskId !== undefined
+            ? { ok: true, value: this.#lastTaskId }
+            : _nonEmpty("el id de una tarea")(text.trim()),
+      );
+      if (answer === null) return false;
+      await this.#attempt(() => this.#status(answer));
+      return true;
+    }
+    const request = await this.#askTask(action);
+    if (request === null) return false;
+    await this.#attempt(() => this.#run(request));
+    return true;
+  }
+
+  async #askTask(type: TaskRequest["type"]): Promise<TaskRequest | null> {
+    switch (type) {
+      case "text": {
+        const text = await this.#askValid("Texto:", _nonEmpty("algún texto"));
+        return text === null ? null : { type, payload: { text } };
+      }
+      case "numbers": {
+        const numbers = await this.#askValid(
+          "Números (separados por espacios o comas):",
+          parseNumbers,
+        );
+        return numbers === null ? null : { type, payload: { numbers } };
+      }
+      case "echo": {
+        const message = await this.#askValid("Mensaje (JSON o texto):", _nonEmpty("un mensaje"));
+        return message === null ? null : { type, payload: { message: parseEchoMessage(message) } };
+      }
+      case "sleep": {
+        const ms = await this.#askValid(
+          `Milisegundos (0 a ${MAX_SLEEP_MS}):`,
+          (text) => parseInteger(text, { min: 0, max: MAX_SLEEP_MS, what: "La espera" }),
+        );
+        return ms === null ? null : { type, payload: { ms } };
+      }
+      case "hash": {
+        const data = await this.#askValid("Datos:", (text) => ({ ok: true, value: text }));
+        if (data === null) return null;
+        const iterations = await this.#askValid(
+          `Iteraciones (1 a ${MAX_HASH_ITERATIONS}) [1]:`,
+          (text) =>
+            text.trim() === "" ? { ok: true, value: 1 } : parseInteger(text, {
+              min: 1,
+              max: MAX_HASH_ITERATIONS,
+              what: "El número de iteraciones",
+            }),
+        );
+        return iterations === null ? null : { type, payload: { data, iterations } };
+      }
+    }
+  }
+
+  async #askValid<T>(question: string, parse: (text: string) => Parsed<T>): Promise<T | null> {
+    for (;;) {
+      const answer = await this.#input.ask(question);
+      if (answer === null) return null;
+      const parsed = parse(answer);
+      if (parsed.ok) return parsed.value;
+      log.info(parsed.message);
+    }
+  }
+
+  async #run(request: TaskRequest): Promise<void> {
+    const { result, roundTripMs } = await runTaskRequest(this.#client, request, {
+      priority: this.#config.prioridad,
+    });
+    this.#lastTaskId = result.taskId;
+    log.info(formatResult(result, roundTripMs));
+  }
+
+  async #status(taskId: string): Promise<void> {
+    try {
+      log.info(formatTaskView(await this.#client.status(taskId)));
+    } catch (err) {
+      if (!(err instanceof ColmenaError && err.code === "NOT_FOUND")) throw err;
+      log.info(`No existe ninguna tarea con el id «${taskId}»`);
+    }
+  }
+
+  async #ping(): Promise<void> {
+    log.info(`Pong: ${formatMs(await this.#client.ping())} ida y vuelta`);
+  }
+
+  /** Connects again when the connection was lost since the last action. */
+  async #connected(): Promise<void> {
+    // `prompt()` blocks the event loop: let the client notice a close that happened meanwhile.
+    await setTimeout(0);
+    try {
+      await this.#client.connect();
+    } catch (err) {
+      if (isConnectFailure(err)) throw err;
+      await this.#client.close();
+      this.#client = openClient(this.#config);
+      await this.#client.connect();
+    }
+  }
+
+  /** Runs an action; a failure is shown, never thrown. */
+  async #attempt(action: () => Promise<void>): Promise<void> {
+    try {
+      await this.#connected();
+      await action();
+    } catch (err) {
+      if (err instanceof ColmenaError) log.info(`Error: ${describeFailure(err, this.#config)}`);
+      else log.error("Error inesperado en el cliente", err);
+    }
+  }
+}

@@ -1,0 +1,60 @@
+/**
+ * Output of the `cliente` command besides `shared/log.ts`: exit statuses, raw text for progress bars and
+ * prompts, and the Spanish report of a failure.
+ *
+ * @module
+ */
+import { ColmenaError, toColmenaError } from "../shared/errors.ts";
+import * as log from "../shared/log.ts";
+
+/** Exit status of success. */
+export const EXIT_OK = 0;
+/** Exit status of a failure: no server, a server error, a failed task. */
+export const EXIT_FAILURE = 1;
+/** Exit status of bad arguments. */
+export const EXIT_USAGE = 2;
+
+const encoder = new TextEncoder();
+
+/** Writes text as is (no line end added) to stdout or stderr, all of it. */
+export function writeText(text: string, stream: "stdout" | "stderr" = "stdout"): void {
+  const target = stream === "stdout" ? Deno.stdout : Deno.stderr;
+  const bytes = encoder.encode(text);
+  let offset = 0;
+  while (offset < bytes.length) offset += target.writeSync(bytes.subarray(offset));
+}
+
+/** Whether an error means the server could not be reached at all (nothing listening, unknown host). */
+export function isConnectFailure(err: unknown): boolean {
+  return err instanceof ColmenaError && err.code === "CONNECTION_CLOSED" &&
+    (err.cause instanceof Deno.errors.ConnectionRefused ||
+      err.cause instanceof Deno.errors.NotFound ||
+      err.cause instanceof Deno.errors.TimedOut ||
+      err.cause instanceof Deno.errors.AddrNotAvailable);
+}
+
+/** The Spanish explanation of a failure, with what to do when the server cannot be reached. */
+export function describeFailure(
+  err: unknown,
+  server: { readonly host: string; readonly port: number },
+): string {
+  if (isConnectFailure(err)) {
+    return `No se puede conectar con el servidor en ${server.host}:${server.port}. ` +
+      "¿Está en marcha? Arránquelo con: deno task servidor";
+  }
+  const error = toColmenaError(err);
+  if (error.code === "CONNECTION_CLOSED") {
+    return `${error.code}: ${error.message}. Compruebe que el servidor sigue en marcha`;
+  }
+  return `${error.code}: ${error.message}`;
+}
+
+/** Prints a failure to stderr; errors that are not colmena's own also get their cause chain. */
+export function reportFailure(
+  err: unknown,
+  server: { readonly host: string; readonly port: number },
+): void {
+  const message = describeFailure(err, server);
+  if (err instanceof ColmenaError) log.error(message);
+  else log.error(message, err);
+}

@@ -1,0 +1,202 @@
+/**
+ * `simulate`: many concurrent clients, each on its own connection, sending a mix of tasks and checking
+ * every result against what it sent.
+ *
+ * @module
+ */
+import { toColmenaError } from "../shared/errors.ts";
+import type { ClientKind } from "../shared/protocol.ts";
+import { TASK_TYPES, type TaskType } from "../shared/tasks.ts";
+import { MISMATCH, type SimulatedTask, SimulationStats, type SimulationSummary } from "./stats.ts";
+import { TaskClient } from "./task_client.ts";
+import { submitTask } from "./task_request.ts";
+import { makeTask, type Random, verifyOutput } from "./workload.ts";
+
+/** Progress of a running simulation, reported after every task. */
+export interface SimulationProgress {
+  readonly done: number;
+  readonly failed: number;
+  readonly total: number;
+  /** Milliseconds since the first submit. */
+  readonly elapsedMs: number;
+}
+
+/** Options of {@linkcode simulate}. */
+export interface SimulationOptions {
+  /** Server host. @defaultValue `"localhost"` */
+  readonly host?: string;
+  /** Server port. @defaultValue `8888` */
+  readonly port?: number;
+  /** How many clients to simulate, each with its own connection. */
+  readonly clients: number;
+  /** Client kinds, given to the clients round-robin. */
+  readonly kinds: readonly ClientKind[];
+  /** Tasks in total, spread evenly among the clients. */
+  readonly tasks: number;
+  /** Task types to mix. @defaultValue every built-in type */
+  readonly types?: readonly TaskType[];
+  /** Tasks each client keeps in flight. @defaultValue `20` */
+  readonly window?: number;
+  /** Priority of every task. @defaultValue none (the server's default) */
+  readonly priority?: number;
+  /** Prefix of the clients' names. @defaultValue `"sim"` */
+  readonly namePrefix?: string;
+  /** Source of randomness for the payloads. @defaultValue `Math.random` */
+  readonly random?: Random;
+  /** Called with every finished task. */
+  readonly onResult?: (task: SimulatedTask) => void;
+  /** Called after every finished task. */
+  readonly onProgress?: (progress: SimulationProgress) => void;
+}
+
+/** Default number of tasks each simulated client keeps in flight. */
+export const DEFAULT_WINDOW = 20;
+
+/** How many of `total` tasks each of `clients` clients sends: an even split, the rest to the first ones. */
+export function splitTasks(total: number, clients: number): number[] {
+  return Array.from(
+    { length: clients },
+    (_, index) => Math.floor(total / clients) + (index < total % clients ? 1 : 0),
+  );
+}
+
+interface _Plan {
+  readonly name: string;
+  readonly kind: ClientKind;
+  readonly count: number;
+  readonly offset: number;
+}
+
+/**
+ * Runs a simulation and resolves with its summary once every task has ended.
+ *
+ * Rejects, after closing every connection, when any client cannot connect; task failures (errors, failed
+ * results, outputs that do not match their input) are counted in the summary instead.
+ */
+export async function simulate(options: SimulationOptions): Promise<SimulationSummary> {
+  const types = options.types ?? TASK_TYPES;
+  const window = options.window ?? DEFAULT_WINDOW;
+  _check(options, types, window);
+  const prefix = options.namePrefix ?? "sim";
+  const plans: _Plan[] = [];
+  for (const [index, count] of splitTasks(options.tasks, options.clients).entries()) {
+    if (count === 0) break;
+    const kind = options.kinds[index % options.kinds.length]!;
+    plans.push({ name: `${prefix}-${kind}-${index + 1}`, kind, count, offset: index });
+  }
+  const clients = plans.map((plan) =>
+    new TaskClient({
+      ...(options.host === undefined ? {} : { host: options.host }),
+      ...(options.port === undefined ? {} : { port: options.port }),
+      kind: plan.kind,
+      name: plan.name,
+    })
+  );
+  try {
+    const connectStart = performance.now();
+    const connected = await Promise.allSettled(clients.map((client) => client.connect()));
+    const refused = connected.find((outcome) => outcome.status === "rejected");
+    if (refused !== undefined) throw refused.reason;
+    const connectMs = performance.now() - connectStart;
+
+    const stats = new SimulationStats();
+    const start = performance.now();
+    const record = (task: SimulatedTask): void => {
+      stats.add(task);
+      options.onResult?.(task);
+      options.onProgress?.({
+        done: stats.done,
+        failed: stats.failed,
+        total: options.tasks,
+        elapsedMs: performance.now() - start,
+      });
+    };
+    const context = {
+      types,
+      window,
+      random: options.random ?? Math.random,
+      priority: options.priority,
+      record,
+    };
+    await Promise.all(plans.map((plan, i) => _runClient(clients[i]!, plan, context)));
+    return stats.summarize({
+      clients: plans.length,
+      kinds: [...new Set(plans.map((plan) => plan.kind))],
+      types,
+      window,
+      connectMs,
+      elapsedMs: performance.now() - start,
+    });
+  } finally {
+    await Promise.all(clients.map((client) => client.close()));
+  }
+}
+
+function _check(options: SimulationOptions, types: readonly TaskType[], window: number): void {
+  if (!Number.isSafeInteger(options.clients) || options.clients < 1) {
+    throw new RangeError(
+      `Cannot simulate: clients must be a positive integer, got ${options.clients}`,
+    );
+  }
+  if (!Number.isSafeInteger(options.tasks) || options.tasks < 0) {
+    throw new RangeError(
+      `Cannot simulate: tasks must be a non-negative integer, got ${options.tasks}`,
+    );
+  }
+  if (!Number.isSafeInteger(window) || window < 1) {
+    throw new RangeError(`Cannot simulate: window must be a positive integer, got ${window}`);
+  }
+  if (options.kinds.length === 0) throw new RangeError("Cannot simulate: kinds is empty");
+  if (types.length === 0) throw new RangeError("Cannot simulate: types is empty");
+}
+
+interface _Context {
+  readonly types: readonly TaskType[];
+  readonly window: number;
+  readonly random: Random;
+  readonly priority: number | undefined;
+  readonly record: (task: SimulatedTask) => void;
+}
+
+async function _runClient(client: TaskClient, plan: _Plan, context: _Context): Promise<void> {
+  let next = 0;
+  async function lane(): Promise<void> {
+    while (next < plan.count) {
+      const index = next++;
+      const type = context.types[(plan.offset + index) % context.types.length]!;
+      context.record(await _runTask(context, { client, plan, type }));
+    }
+  }
+  await Promise.all(Array.from({ length: Math.min(context.window, plan.count) }, lane));
+}
+
+async function _runTask(
+  context: _Context,
+  job: { readonly client: TaskClient; readonly plan: _Plan; readonly type: TaskType },
+): Promise<SimulatedTask> {
+  const { client, plan, type } = job;
+  const request = makeTask(type, context.random);
+  const base = { client: plan.name, kind: plan.kind, type };
+  let taskId: string | null = null;
+  const start = performance.now();
+  try {
+    taskId = await submitTask(
+      client,
+      request,
+      context.priority === undefined ? undefined : { priority: context.priority },
+    );
+    const result = await client.result(taskId);
+    const latencyMs = performance.now() - start;
+    const done = { ...base, taskId, worker: result.worker, latencyMs };
+    if (result.status === "failed") {
+      return { ...done, ok: false, error: result.error.toWire() };
+    }
+    const mismatch = verifyOutput(request, result.output);
+    return mismatch === undefined
+      ? { ...done, ok: true, error: null }
+      : { ...done, ok: false, error: { code: MISMATCH, message: mismatch } };
+  } catch (err) {
+    const error = toColmenaError(err);
+    return { ...base, taskId, worker: null, latencyMs: null, ok: false, error: error.toWire() };
+  }
+}

@@ -1,0 +1,73 @@
+/**
+ * The `simular` subcommand: runs {@linkcode simulate} with progress, then prints the summary.
+ *
+ * @module
+ */
+import type { ClientConfig } from "../shared/config.ts";
+import * as log from "../shared/log.ts";
+import { TASK_TYPES, type TaskType } from "../shared/tasks.ts";
+import { CLIENT_KIND_LABELS, parseKinds, parseTaskTypes, TASK_TYPE_LABELS } from "./args.ts";
+import { usageError } from "./commands.ts";
+import { EXIT_FAILURE, EXIT_OK, reportFailure, writeText } from "./output.ts";
+import { type ProgressMode, ProgressReporter } from "./progress.ts";
+import { DEFAULT_WINDOW, simulate } from "./simulate.ts";
+import { formatSummary } from "./summary.ts";
+
+/** How to show progress: on stdout unless `--json` owns it, as a bar only on a terminal. */
+function _progressMode(json: boolean): { mode: ProgressMode; stream: "stdout" | "stderr" } {
+  if (!json) return { mode: Deno.stdout.isTerminal() ? "bar" : "lines", stream: "stdout" };
+  return { mode: Deno.stderr.isTerminal() ? "bar" : "none", stream: "stderr" };
+}
+
+/** `simular`: many concurrent clients; prints the summary (or `--json`); fails when any task failed. */
+export async function runSimulate(config: ClientConfig, args: readonly string[]): Promise<number> {
+  if (args.length > 0) {
+    return usageError(
+      `simular no admite argumentos («${
+        args.join(" ")
+      }»); use --clientes, --tareas, --tipos y --tareas-tipos`,
+    );
+  }
+  const kinds = parseKinds(config.tipos);
+  if (!kinds.ok) return usageError(kinds.message);
+  let types: TaskType[] = TASK_TYPES;
+  if (config.tareasTipos !== undefined) {
+    const parsed = parseTaskTypes(config.tareasTipos);
+    if (!parsed.ok) return usageError(parsed.message);
+    types = parsed.value;
+  }
+  const { mode, stream } = _progressMode(config.json);
+  const progress = new ProgressReporter(mode, {
+    write: (text) => writeText(text, stream),
+    line: (text) => log.info(text),
+  });
+  if (!config.json) {
+    log.info(
+      `Simulando ${config.clientes} clientes (${
+        kinds.value.map((kind) => CLIENT_KIND_LABELS[kind]).join(", ")
+      }) con ${config.tareas} tareas (${
+        types.map((type) => TASK_TYPE_LABELS[type]).join(", ")
+      }) contra ${config.host}:${config.port}`,
+    );
+  }
+  try {
+    const summary = await simulate({
+      host: config.host,
+      port: config.port,
+      clients: config.clientes,
+      kinds: kinds.value,
+      tasks: config.tareas,
+      types,
+      window: DEFAULT_WINDOW,
+      priority: config.prioridad,
+      onProgress: (p) => progress.update(p),
+    });
+    progress.finish();
+    log.info(config.json ? JSON.stringify(summary) : "\n" + formatSummary(summary));
+    return summary.failed === 0 ? EXIT_OK : EXIT_FAILURE;
+  } catch (err) {
+    progress.finish();
+    reportFailure(err, config);
+    return EXIT_FAILURE;
+  }
+}

@@ -1,0 +1,179 @@
+/**
+ * `deno task demo`: the whole system in one command. Starts a server and two workers, runs simulated web and
+ * mobile clients over every task type, prints results as they arrive and the summary, then shuts it all down.
+ *
+ * @module
+ */
+import { fileURLToPath } from "node:url";
+import { deleteTopology } from "../shared/adapters/rabbitmq.ts";
+import * as log from "../shared/log.ts";
+import { simulate } from "../client/simulate.ts";
+import { formatSummary } from "../client/summary.ts";
+import type { SimulatedTask } from "../client/stats.ts";
+
+const ROOT = fileURLToPath(new URL("../", import.meta.url));
+const AMQP_URL = Deno.env.get("AMQP_URL") ?? "amqp://guest:guest@127.0.0.1:5672";
+const TASKS = Number(Deno.env.get("COLMENA_DEMO_TAREAS") ?? 300);
+const CLIENTS = 8;
+
+async function reachable(url: string): Promise<boolean> {
+  const parsed = new URL(url.replace(/^amqps?:/, "http:"));
+  try {
+    const conn = await Deno.connect({
+      hostname: parsed.hostname,
+      port: Number(parsed.port || 5672),
+    });
+    conn.close();
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+async function dockerAvailable(): Promise<boolean> {
+  try {
+    const out = await new Deno.Command("docker", { args: ["info"], stdout: "null", stderr: "null" })
+      .output();
+    return out.success;
+  } catch {
+    return false;
+  }
+}
+
+/** Makes sure RabbitMQ answers: starts it with Docker Compose where possible, or says how. */
+async function ensureRabbit(): Promise<boolean> {
+  if (await reachable(AMQP_URL)) return true;
+  log.warn(`RabbitMQ no responde en ${AMQP_URL.replace(/\/\/[^@/]*@/, "//")}.`);
+  if (await dockerAvailable()) {
+    log.info("Arrancando RabbitMQ con: docker compose up -d rabbitmq");
+    const up = await new Deno.Command("docker", {
+      args: ["compose", "up", "-d", "rabbitmq"],
+      cwd: ROOT,
+    }).output();
+    if (up.success) {
+      for (let i = 0; i < 60; i++) {
+        if (await reachable(AMQP_URL)) return true;
+        await new Promise((r) => setTimeout(r, 1_000));
+      }
+    }
+  }
+  log.error(
+    "No hay RabbitMQ. Arránquelo con `docker compose up -d rabbitmq` (con Docker) o con " +
+      "`rabbitmq-server -detached` (instalado en la máquina), y vuelva a ejecutar `deno task demo`.",
+  );
+  return false;
+}
+
+/** A child role process whose lines are echoed with a prefix. */
+class Role {
+  readonly #child: Deno.ChildProcess;
+  readonly #label: string;
+  readonly #ready = Promise.withResolvers<RegExpMatchArray>();
+  readonly #readyRe: RegExp;
+  readonly #pumps: Promise<void>[];
+
+  constructor(label: string, script: string, args: string[], readyRe: RegExp) {
+    this.#label = label;
+    this.#readyRe = readyRe;
+    this.#child = new Deno.Command(Deno.execPath(), {
+      args: ["run", "--allow-net", "--allow-env", script, ...args],
+      cwd: ROOT,
+      env: { AMQP_URL, NO_COLOR: "1" },
+      stdin: "null",
+      stdout: "piped",
+      stderr: "piped",
+    }).spawn();
+    this.#pumps = [this.#pump(this.#child.stdout), this.#pump(this.#child.stderr)];
+    this.#child.status.then((s) => {
+      this.#ready.reject(new Error(`${label} terminó antes de estar listo (código ${s.code})`));
+    });
+  }
+
+  ready(): Promise<RegExpMatchArray> {
+    return this.#ready.promise;
+  }
+
+  async #pump(stream: ReadableStream<Uint8Array>): Promise<void> {
+    let rest = "";
+    for await (const chunk of stream.pipeThrough(new TextDecoderStream())) {
+      rest += chunk;
+      const lines = rest.split("\n");
+      rest = lines.pop() ?? "";
+      for (const line of lines) {
+        log.event(`[${this.#label}] ${line}`);
+        const match = line.match(this.#readyRe);
+        if (match) this.#ready.resolve(match);
+      }
+    }
+  }
+
+  async stop(): Promise<void> {
+    try {
+      this.#child.kill("SIGTERM");
+    } catch {
+      // already gone
+    }
+    await this.#child.status;
+    await Promise.all(this.#pumps);
+  }
+}
+
+function describe(task: SimulatedTask): string {
+  const kind = task.kind === "mobile" ? "móvil" : task.kind;
+  const mark = task.ok ? "✓" : `✗ ${task.error?.code ?? ""}`;
+  const latency = task.latencyMs === null ? "" : ` ${task.latencyMs.toFixed(1)} ms`;
+  return `${mark} ${task.type.padEnd(7)} ${kind.padEnd(5)} ${task.client.padEnd(7)} ` +
+    `→ ${task.worker ?? "-"}${latency}`;
+}
+
+async function main(): Promise<number> {
+  log.info("colmena · demostración: un servidor, dos workers y clientes web y móviles simulados\n");
+  if (!(await ensureRabbit())) return 1;
+  const id = crypto.randomUUID().slice(0, 8);
+  const queues = { taskQueue: `demo.${id}.task_queue`, resultQueue: `demo.${id}.result_queue` };
+  const queueArgs = ["--task-queue", queues.taskQueue, "--result-queue", queues.resultQueue];
+  const roles: Role[] = [];
+  try {
+    const server = new Role(
+      "servidor",
+      "server.ts",
+      ["--host", "127.0.0.1", "--port", "0", ...queueArgs],
+      /^Escuchando en 127\.0\.0\.1:(\d+)$/,
+    );
+    roles.push(server);
+    const port = Number((await server.ready())[1]);
+    for (const name of ["worker1", "worker2"]) {
+      const worker = new Role(name, "worker.ts", [name, "--quiet", ...queueArgs], /listo/);
+      roles.push(worker);
+      await worker.ready();
+    }
+    log.flushLog();
+    log.info(
+      `\nSimulando ${CLIENTS} clientes (web y móvil) con ${TASKS} tareas de todos los tipos:\n`,
+    );
+    const summary = await simulate({
+      host: "127.0.0.1",
+      port,
+      clients: CLIENTS,
+      kinds: ["web", "mobile"],
+      tasks: TASKS,
+      window: 10,
+      namePrefix: "demo",
+      onResult: (task) => log.event(describe(task)),
+    });
+    log.flushLog();
+    log.info("\n" + formatSummary(summary));
+    log.info("\nApagando workers y servidor…");
+    return summary.failed === 0 ? 0 : 1;
+  } catch (err) {
+    log.error("La demostración falló", err);
+    return 1;
+  } finally {
+    for (const role of roles.reverse()) await role.stop();
+    log.flushLog();
+    await deleteTopology(AMQP_URL, queues).catch(() => {});
+    log.info("Demostración terminada.");
+  }
+}
+
+if (import.meta.main) Deno.exit(await main());
