@@ -8,7 +8,8 @@
  * @module
  */
 import type { ResultBatch, ResultMessage, StartedNotice, TaskMessage } from "./queue_messages.ts";
-import type { TaskView } from "./protocol.ts";
+import type { ClientKind, TaskStatus, TaskView } from "./protocol.ts";
+import type { WireError } from "./errors.ts";
 
 /** Something long-lived that can be stopped gracefully and tells when it has stopped. */
 export interface Closable {
@@ -62,19 +63,101 @@ export interface WorkerBroker extends Closable {
   discard(delivery: TaskDelivery): void;
 }
 
-/** Keeps the record of every task the server knows. */
+/** A task to record at submit time. */
+export interface NewTask {
+  readonly taskId: string;
+  readonly taskType: string;
+  readonly priority: number;
+  readonly client: { readonly name: string; readonly kind: ClientKind };
+  /** ISO 8601 time of the submit. */
+  readonly submittedAt: string;
+  /** The id of the server that accepted it. */
+  readonly origin: string;
+  /** The validated payload, unless it was stored as an object (`payloadRef`). */
+  readonly payload?: unknown;
+  /** The blob key of a payload too large for the queue (claim check). */
+  readonly payloadRef?: string;
+  /** Attempts allowed. */
+  readonly maxAttempts: number;
+  /** Longest one attempt may run, in milliseconds. */
+  readonly timeoutMs: number;
+  /** The client's idempotency key: a second task with the same key and client name is the first one. */
+  readonly idempotencyKey?: string;
+}
+
+/** A filter and page of `list`. Results come newest first (by submit time, then task id). */
+export interface TaskQuery {
+  readonly statuses?: readonly TaskStatus[];
+  readonly taskType?: string;
+  readonly clientKind?: ClientKind;
+  readonly clientName?: string;
+  /** Submitted at or after this ISO 8601 time. */
+  readonly since?: string;
+  /** Submitted before this ISO 8601 time. */
+  readonly until?: string;
+  /** Records in one page, 1 to 500. */
+  readonly limit: number;
+  /** Where the previous page ended (`nextCursor`); opaque. */
+  readonly cursor?: string;
+}
+
+/** One page of `list`. */
+export interface TaskPage {
+  readonly items: readonly TaskView[];
+  /** The cursor of the next page, or `null` on the last one. */
+  readonly nextCursor: string | null;
+}
+
+/** What `cancel` found. */
+export type CancelOutcome = "cancelled" | "too_late" | "not_found";
+
+/**
+ * Keeps the record of every task, from submit to final state; the source of truth that any server can answer
+ * from. Final states (`succeeded`, `failed`, `cancelled`) are never left: a later `complete` or `cancel` of a
+ * final task changes nothing, which is how duplicate deliveries are absorbed.
+ */
 export interface TaskStore {
-  /** Records a task that was just accepted, in state `queued`. */
-  create(view: TaskView): Promise<void> | void;
-  /** Marks a task `running` on a worker; ignored when the task is already final. */
-  markStarted(notice: StartedNotice): Promise<void> | void;
   /**
-   * Records a task's end. Returns `true` the first time and `false` for a duplicate, which the caller must
-   * not deliver again (effectively-once results over at-least-once delivery).
+   * Records a task in state `queued` and resolves once the record is durable. With an `idempotencyKey`
+   * already used by the same client name, records nothing and returns the first task's id, `created: false`.
    */
-  complete(result: ResultMessage): Promise<boolean> | boolean;
+  create(task: NewTask): Promise<{ taskId: string; created: boolean }>;
+  /** Marks a task `running` on a worker and counts the attempt; ignored when the task is final. */
+  markStarted(notice: StartedNotice): Promise<void>;
+  /** Puts a running task back to `queued` after a failed attempt that will be retried; ignored when final. */
+  markRetrying(taskId: string, error: WireError): Promise<void>;
+  /**
+   * Records a task's end. Resolves `true` the first time and `false` when the task was already final (a
+   * duplicate, which the caller must not deliver again). A result for an unknown task creates its record.
+   */
+  complete(result: ResultMessage): Promise<boolean>;
+  /** Cancels a `queued` task (`cancelled`); a running or final one is `too_late`. */
+  cancel(taskId: string): Promise<CancelOutcome>;
   /** Forgets a task whose submission failed before it was accepted. */
-  remove(taskId: string): Promise<void> | void;
-  /** The record of a task, or `undefined` when this store has none. */
-  get(taskId: string): Promise<TaskView | undefined> | TaskView | undefined;
+  remove(taskId: string): Promise<void>;
+  /** The record of a task, or `undefined` when there is none. */
+  get(taskId: string): Promise<TaskView | undefined>;
+  /** A page of records matching `query`, newest first. */
+  list(query: TaskQuery): Promise<TaskPage>;
+  /**
+   * Deletes final records that finished before `before`, at most `limit` of them; returns how many, and the
+   * blob keys (payload and output references) they held, for the caller to delete.
+   */
+  prune(before: string, limit: number): Promise<{ removed: number; blobKeys: string[] }>;
+  /** Closes connections and files. */
+  close(): Promise<void>;
+}
+
+/** Stores objects (large payloads, large outputs, uploaded files) by key. */
+export interface BlobStore {
+  /** Stores an object under `key`, replacing any; resolves once it is durable. */
+  put(key: string, data: Uint8Array | ReadableStream<Uint8Array>): Promise<void>;
+  /** The object's bytes; rejects with `NOT_FOUND` when there is none. */
+  get(key: string): Promise<Uint8Array>;
+  /** The object as a stream, for large ones; rejects with `NOT_FOUND` when there is none. */
+  stream(key: string): Promise<ReadableStream<Uint8Array>>;
+  /** Deletes objects; keys that do not exist are ignored. */
+  delete(keys: readonly string[]): Promise<void>;
+  /** Closes clients and files. */
+  close(): Promise<void>;
 }

@@ -24,8 +24,14 @@ export const CLIENT_KINDS = ["web", "mobile", "cli"] as const;
 /** A kind of client: `web`, `mobile` or `cli`. */
 export type ClientKind = (typeof CLIENT_KINDS)[number];
 
-/** The states of a task. `queued` → `running` → `succeeded` | `failed`. */
-export const TASK_STATUSES = ["queued", "running", "succeeded", "failed"] as const;
+/**
+ * The states of a task. `queued` → `running` → `succeeded` | `failed`; `queued` → `cancelled`. A task that
+ * is retried goes back from `running` to `queued`. The last three are final: a task never leaves them.
+ */
+export const TASK_STATUSES = ["queued", "running", "succeeded", "failed", "cancelled"] as const;
+
+/** The final states, which a task never leaves. */
+export const FINAL_STATUSES: readonly TaskStatus[] = ["succeeded", "failed", "cancelled"];
 
 /** One of {@linkcode TASK_STATUSES}. */
 export type TaskStatus = (typeof TASK_STATUSES)[number];
@@ -138,6 +144,10 @@ export const TaskView = z.object({
   finishedAt: z.string().optional(),
   worker: z.string().optional(),
   durationMs: z.number().optional(),
+  /** Attempts started so far (0 while it has never run). */
+  attempts: z.number().int().nonnegative().optional(),
+  /** Attempts allowed before the task fails for good. */
+  maxAttempts: z.number().int().positive().optional(),
   output: z.unknown().optional(),
   error: WireErrorSchema.optional(),
 });

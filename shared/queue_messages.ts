@@ -55,6 +55,8 @@ export const StartedNotice = z.object({
   origin: z.string(),
   worker: z.string(),
   startedAt: z.string(),
+  /** 1 for the first attempt. */
+  attempt: z.number().int().positive().default(1),
 });
 
 /** The start of one task, as a worker reports it. */

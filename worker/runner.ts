@@ -116,6 +116,7 @@ export class TaskRunner {
       origin: task.origin,
       worker: this.#name,
       startedAt: startedAt.toISOString(),
+      attempt: task.attempt,
     });
     this.#scheduleFlush();
     const timer = setTimeout(() => {
