@@ -1,0 +1,794 @@
+// deno-lint-ignore-file no-console
+// A command-line measuring tool: its progress (stderr) and its report (stdout) are its whole interface, so
+// it writes to the console directly instead of through shared/log.ts.
+/**
+ * `deno task bench`: measures colmena end to end against the raw amqplib round trip, in the same run.
+ *
+ * colmena: the real `server.ts` and K `worker.ts` processes on unique queues; C raw TCP clients each keep W
+ * `submit` frames in flight, and a task is done when its `result` push arrives. Raw baseline
+ * (`crudo`): the same tasks published straight to RabbitMQ with the same durability (durable queues,
+ * persistent messages, publisher confirms, manual acks), worked by K `bench/raw_worker.ts` processes, with
+ * W×C in flight. Rounds of both sides alternate; the report gives medians over the repetitions and the ratio
+ * colmena/crudo. Every queue it declares is deleted at the end and every child process is stopped.
+ *
+ * @module
+ */
+import { fileURLToPath } from "node:url";
+import { parseArgs } from "node:util";
+import { runColmenaRound } from "./colmena_load.ts";
+import {
+  ChildProcess,
+  clockTicksPerSecond,
+  findBrokerPid,
+  type MemorySample,
+  readCpuModel,
+  readCpuTicks,
+  readMachineCpu,
+} from "./processes.ts";
+import { deleteTopology, RawPublisher, readBrokerVersion } from "./raw_load.ts";
+import { formatNumber, median, round, type RoundResult, summarizeLatencies } from "./stats.ts";
+import { BENCH_TASK_TYPES, DEFAULT_TASK_MIX, encodeTaskMix } from "./workload.ts";
+
+const DEFAULT_MIX = DEFAULT_TASK_MIX.join(",");
+
+const USAGE = `Uso: deno task bench [opciones]
+  --tareas N          tareas medidas por ronda                        [20000]
+  --clientes C        conexiones TCP de clientes (colmena)            [10]
+  --ventana W         peticiones en vuelo por cliente (crudo: W×C)    [100]
+  --workers K         procesos worker (colmena y crudo)               [1]
+  --concurrency P     prefetch de cada worker                         [200]
+  --repeticiones R    rondas medidas por lado; se da la mediana       [3]
+  --calentamiento N   tareas de calentamiento antes de medir          [500]
+  --tipos LISTA       tipos de tarea, en rotación                     [${DEFAULT_MIX}]
+  --limite-s S        tiempo máximo de una ronda, en segundos         [120]
+  --amqp-url URL      RabbitMQ                                        [amqp://guest:guest@127.0.0.1:5672]
+  --solo LADO         medir solo "colmena" o solo "crudo"
+  --json              salida para máquinas (JSON) en lugar de la tabla
+  --ayuda, -h         esta ayuda`;
+
+/** The two sides measured. */
+type Side = "colmena" | "crudo";
+
+/** The benchmark's settings, from the command line. */
+interface BenchOptions {
+  tasks: number;
+  clients: number;
+  window: number;
+  workers: number;
+  concurrency: number;
+  repetitions: number;
+  warmup: number;
+  taskTypes: string[];
+  timeoutMs: number;
+  amqpUrl: string;
+  sides: Side[];
+  json: boolean;
+}
+
+/** How every child starts: network access; settings come from flags (`--ignore-env` reads the rest as unset). */
+const DENO_RUN = ["run", "--allow-net", "--allow-env", "--ignore-env"];
+/** How long a child may take to print its ready line, and to exit once asked. */
+const START_TIMEOUT_MS = 30_000;
+const STOP_TIMEOUT_MS = 15_000;
+/** Pause between rounds, so that one round's tail (broker flushes, GC) does not land in the next. */
+const PAUSE_MS = 300;
+/** Prefetch of the raw publisher's result consumer: colmena's server default. */
+const RESULT_PREFETCH = 500;
+
+class _UsageError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = "UsageError";
+  }
+}
+
+function parseOptions(args: readonly string[]): BenchOptions | "help" {
+  let values;
+  try {
+    ({ values } = parseArgs({
+      args: [...args],
+      options: {
+        tareas: { type: "string", default: "20000" },
+        clientes: { type: "string", default: "10" },
+        ventana: { type: "string", default: "100" },
+        workers: { type: "string", default: "1" },
+        concurrency: { type: "string", default: "200" },
+        repeticiones: { type: "string", default: "3" },
+        calentamiento: { type: "string", default: "500" },
+        tipos: { type: "string", default: DEFAULT_MIX },
+        "limite-s": { type: "string", default: "120" },
+        "amqp-url": { type: "string", default: "amqp://guest:guest@127.0.0.1:5672" },
+        solo: { type: "string" },
+        json: { type: "boolean", default: false },
+        ayuda: { type: "boolean", short: "h", default: false },
+      },
+      strict: true,
+      allowPositionals: false,
+    }));
+  } catch (err) {
+    throw new _UsageError(`Argumento no válido: ${err instanceof Error ? err.message : err}`);
+  }
+  if (values.ayuda) return "help";
+  const problems: string[] = [];
+  const int = (flag: string, value: string, min: number, max: number): number => {
+    const n = Number(value);
+    if (!Number.isInteger(n) || n < min || n > max) {
+      problems.push(`--${flag}: debe ser un entero entre ${min} y ${max} (se recibió "${value}")`);
+    }
+    return n;
+  };
+  const taskTypes = values.tipos.split(",").map((t) => t.trim()).filter((t) => t !== "");
+  for (const type of taskTypes) {
+    if (!BENCH_TASK_TYPES.includes(type)) {
+      problems.push(
+        `--tipos: tipo desconocido "${type}" (válidos: ${BENCH_TASK_TYPES.join(", ")})`,
+      );
+    }
+  }
+  if (taskTypes.length === 0) problems.push("--tipos: hace falta al menos un tipo");
+  if (values.solo !== undefined && values.solo !== "colmena" && values.solo !== "crudo") {
+    problems.push(`--solo: debe ser "colmena" o "crudo" (se recibió "${values.solo}")`);
+  }
+  if (!/^amqps?:\/\//.test(values["amqp-url"])) {
+    problems.push("--amqp-url: debe empezar por amqp:// o amqps://");
+  }
+  const options: BenchOptions = {
+    tasks: int("tareas", values.tareas, 1, 10_000_000),
+    clients: int("clientes", values.clientes, 1, 1_000),
+    window: int("ventana", values.ventana, 1, 10_000),
+    workers: int("workers", values.workers, 1, 64),
+    concurrency: int("concurrency", values.concurrency, 1, 10_000),
+    repetitions: int("repeticiones", values.repeticiones, 1, 100),
+    warmup: int("calentamiento", values.calentamiento, 0, 1_000_000),
+    taskTypes,
+    timeoutMs: int("limite-s", values["limite-s"], 1, 3_600) * 1000,
+    amqpUrl: values["amqp-url"],
+    sides: values.solo === "colmena" || values.solo === "crudo"
+      ? [values.solo]
+      : ["colmena", "crudo"],
+    json: values.json,
+  };
+  if (problems.length > 0) throw new _UsageError(problems.join("\n"));
+  return options;
+}
+
+/** One measured round, as reported. */
+interface RoundRecord {
+  side: Side;
+  repetition: number;
+  planned: number;
+  completed: number;
+  failed: number;
+  errors: number;
+  elapsedMs: number;
+  tasksPerSecond: number;
+  p50Ms: number;
+  p95Ms: number;
+  p99Ms: number;
+  maxMs: number;
+  /** Until the task was stored: `accepted` (colmena) or the publisher confirm (crudo). */
+  acceptP50Ms: number;
+  acceptP99Ms: number;
+  /**
+   * CPU time during the round, in milliseconds: per process group (`carga` is this process), `otros` for
+   * every other process on the machine, and `robada` for time the hypervisor gave to other guests.
+   */
+  cpuMs: Record<string, number>;
+  problem: string | null;
+}
+
+/** Medians over the repetitions of one side. */
+interface SideSummary {
+  repetitions: number;
+  tasksPerSecond: number;
+  p50Ms: number;
+  p95Ms: number;
+  p99Ms: number;
+  acceptP50Ms: number;
+  acceptP99Ms: number;
+  errors: number;
+  failed: number;
+  /** Median CPU time per task of each process group, in microseconds. */
+  cpuUsPerTask: Record<string, number>;
+  /** Median cores kept busy by the measured processes (their CPU time over the round's wall time). */
+  busyCores: number;
+  /** Median share of the machine's CPU time used by other processes or stolen by the hypervisor. */
+  foreignShare: number;
+}
+
+/** Share of the machine's CPU taken by others above which the report warns that it is unreliable. */
+const FOREIGN_WARNING = 0.05;
+
+/** CPU time entries that belong to no measured process. */
+const FOREIGN_CPU = ["otros", "robada"];
+
+/** Process groups whose CPU time is sampled around each round. */
+interface CpuGroups {
+  [group: string]: () => Promise<number | undefined>;
+}
+
+async function snapshot(groups: CpuGroups): Promise<Record<string, number | undefined>> {
+  const entries = await Promise.all(
+    Object.entries(groups).map(async ([name, read]) => [name, await read()] as const),
+  );
+  return Object.fromEntries(entries);
+}
+
+function sumTicks(children: readonly ChildProcess[]): () => Promise<number | undefined> {
+  return async () => {
+    const ticks = await Promise.all(children.map((child) => child.cpuTicks()));
+    let total = 0;
+    for (const t of ticks) {
+      if (t === undefined) return undefined;
+      total += t;
+    }
+    return total;
+  };
+}
+
+function toRecord(
+  side: Side,
+  repetition: number,
+  result: RoundResult,
+  cpuMs: Record<string, number>,
+): RoundRecord {
+  const latency = summarizeLatencies(result.latencies, result.latencyCount);
+  const accept = summarizeLatencies(result.acceptLatencies, result.acceptCount);
+  return {
+    side,
+    repetition,
+    planned: result.planned,
+    completed: result.completed,
+    failed: result.failed,
+    errors: result.errors,
+    elapsedMs: round(result.elapsedMs, 1),
+    tasksPerSecond: round(result.completed / (result.elapsedMs / 1000), 1),
+    p50Ms: round(latency.p50Ms),
+    p95Ms: round(latency.p95Ms),
+    p99Ms: round(latency.p99Ms),
+    maxMs: round(latency.maxMs),
+    acceptP50Ms: round(accept.p50Ms),
+    acceptP99Ms: round(accept.p99Ms),
+    cpuMs,
+    problem: result.problem,
+  };
+}
+
+function summarize(records: readonly RoundRecord[]): SideSummary {
+  const groups = new Set(records.flatMap((r) => Object.keys(r.cpuMs)));
+  const cpuUsPerTask: Record<string, number> = {};
+  for (const group of groups) {
+    cpuUsPerTask[group] = round(
+      median(records.map((r) => ((r.cpuMs[group] ?? NaN) * 1000) / r.completed)),
+      1,
+    );
+  }
+  return {
+    repetitions: records.length,
+    tasksPerSecond: round(median(records.map((r) => r.tasksPerSecond)), 1),
+    p50Ms: round(median(records.map((r) => r.p50Ms))),
+    p95Ms: round(median(records.map((r) => r.p95Ms))),
+    p99Ms: round(median(records.map((r) => r.p99Ms))),
+    acceptP50Ms: round(median(records.map((r) => r.acceptP50Ms))),
+    acceptP99Ms: round(median(records.map((r) => r.acceptP99Ms))),
+    errors: records.reduce((n, r) => n + r.errors, 0),
+    failed: records.reduce((n, r) => n + r.failed, 0),
+    cpuUsPerTask,
+    busyCores: round(
+      median(
+        records.map((r) =>
+          Object.entries(r.cpuMs).filter(([group]) => !FOREIGN_CPU.includes(group))
+            .reduce((sum, [, ms]) => sum + ms, 0) / r.elapsedMs
+        ),
+      ),
+      2,
+    ),
+    foreignShare: round(
+      median(
+        records.map((r) =>
+          ((r.cpuMs.otros ?? 0) + (r.cpuMs.robada ?? 0)) /
+          (r.elapsedMs * navigator.hardwareConcurrency)
+        ),
+      ),
+      3,
+    ),
+  };
+}
+
+function progress(message: string): void {
+  console.error(message);
+}
+
+function describeRound(record: RoundRecord): string {
+  const parts = [
+    `${formatNumber(record.tasksPerSecond)} tareas/s`,
+    `p50 ${formatNumber(record.p50Ms, 2)} ms`,
+    `p99 ${formatNumber(record.p99Ms, 2)} ms`,
+    `errores ${record.errors + record.failed}`,
+  ];
+  if (record.completed < record.planned) parts.push(`${record.completed}/${record.planned} tareas`);
+  if (record.problem !== null) parts.push(`INCOMPLETA: ${record.problem}`);
+  return parts.join(", ");
+}
+
+/** Machine facts printed with the results. */
+interface MachineInfo {
+  cpus: number;
+  cpuModel: string;
+  deno: string;
+  v8: string;
+  rabbitmq: string;
+  amqplib: string;
+}
+
+function readAmqplibSpecifier(root: string): string {
+  try {
+    const config = JSON.parse(Deno.readTextFileSync(`${root}deno.json`));
+    return String(config?.imports?.amqplib ?? "desconocido");
+  } catch {
+    return "desconocido";
+  }
+}
+
+function delay(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}
+
+/** Names of everything the run declares on the broker, unique to this run. */
+function topologyNames(runId: string) {
+  const base = `bench-${runId}`;
+  const colmena = {
+    taskQueue: `${base}.colmena.tareas`,
+    resultQueue: `${base}.colmena.resultados`,
+    serverId: `bench-${runId.slice(0, 8)}`,
+  };
+  const raw = { taskQueue: `${base}.crudo.tareas`, resultQueue: `${base}.crudo.resultados` };
+  return {
+    colmena,
+    raw,
+    queues: [
+      colmena.taskQueue,
+      `${colmena.taskQueue}.dlq`,
+      colmena.resultQueue,
+      `${colmena.resultQueue}.server.${colmena.serverId}`,
+      raw.taskQueue,
+      raw.resultQueue,
+    ],
+    exchanges: [`${colmena.resultQueue}.replies`],
+  };
+}
+
+/** The whole report, as `--json` prints it. */
+interface Report {
+  date: string;
+  machine: MachineInfo;
+  options: Omit<BenchOptions, "json" | "amqpUrl">;
+  rounds: RoundRecord[];
+  summary: Partial<Record<Side, SideSummary>>;
+  /** colmena ÷ crudo of the medians: below 1 for tasks/s and above 1 for latency mean colmena is slower. */
+  ratio: { tasksPerSecond: number; p50Ms: number; p95Ms: number; p99Ms: number } | null;
+  /** colmena ÷ crudo of tasks/s within each repetition (its two rounds ran back to back). */
+  ratioPerRepetition: number[];
+  /** Memory of each child process at the end, in KiB. */
+  memory: { name: string; rssKiB: number; peakKiB: number }[];
+  cleanupFailed: string[];
+  /** Lines starting with `ERROR` or `AVISO` that a child printed, by child. */
+  childWarnings: Record<string, string[]>;
+}
+
+async function measure(
+  options: BenchOptions,
+  interrupted: Promise<never>,
+): Promise<Report> {
+  const root = fileURLToPath(new URL("../", import.meta.url));
+  const runId = crypto.randomUUID();
+  const names = topologyNames(runId);
+  const taskSpecs = encodeTaskMix(options.taskTypes);
+  const ticksPerSecond = await clockTicksPerSecond();
+  const version = readBrokerVersion(options.amqpUrl).catch((cause: unknown) => {
+    const where = options.amqpUrl.replace(/\/\/[^@/]*@/, "//");
+    throw new Error(`No se puede conectar a RabbitMQ en ${where}`, { cause });
+  });
+  const rabbitmq = await Promise.race([version, interrupted]);
+  const machine: MachineInfo = {
+    cpus: navigator.hardwareConcurrency,
+    cpuModel: await readCpuModel(),
+    deno: Deno.version.deno,
+    v8: Deno.version.v8,
+    rabbitmq,
+    amqplib: readAmqplibSpecifier(root),
+  };
+  const { json: _json, amqpUrl: _url, ...shownOptions } = options;
+  const report: Report = {
+    date: new Date().toISOString(),
+    machine,
+    options: shownOptions,
+    rounds: [],
+    summary: {},
+    ratio: null,
+    ratioPerRepetition: [],
+    memory: [],
+    cleanupFailed: [],
+    childWarnings: {},
+  };
+  const tasks = formatNumber(options.tasks);
+  progress(
+    `Benchmark de colmena: ${tasks} tareas por ronda, ${options.clients} clientes × ` +
+      `${options.window} en vuelo, ${options.workers} worker(s) con prefetch ${options.concurrency}, ` +
+      `${options.repetitions} repetición(es); RabbitMQ ${rabbitmq}, ${machine.cpus} núcleos`,
+  );
+
+  const server: ChildProcess[] = [];
+  const workers: ChildProcess[] = [];
+  const rawWorkers: ChildProcess[] = [];
+  let publisher: RawPublisher | undefined;
+  const wait = <T>(p: Promise<T>): Promise<T> => Promise.race([p, interrupted]);
+  try {
+    let port = 0;
+    if (options.sides.includes("colmena")) {
+      progress("Arrancando servidor y workers de colmena…");
+      const queues = [
+        ...["--task-queue", names.colmena.taskQueue, "--result-queue", names.colmena.resultQueue],
+        ...["--amqp-url", options.amqpUrl],
+      ];
+      const srv = ChildProcess.spawn("servidor", {
+        cwd: root,
+        args: [
+          ...[...DENO_RUN, "server.ts", "--port", "0", "--host", "127.0.0.1"],
+          ...["--server-id", names.colmena.serverId, ...queues],
+        ],
+      });
+      server.push(srv);
+      const match = await wait(srv.waitForLine(/Escuchando en (\S+):(\d+)/, START_TIMEOUT_MS));
+      port = Number(match[2]);
+      for (let i = 1; i <= options.workers; i++) {
+        workers.push(ChildProcess.spawn(`worker ${i}`, {
+          cwd: root,
+          args: [
+            ...[...DENO_RUN, "worker.ts", `bench-w${i}`, "--quiet"],
+            ...["--concurrency", String(options.concurrency), ...queues],
+          ],
+        }));
+      }
+      await wait(Promise.all(workers.map((w) => w.waitForLine(/ listo/, START_TIMEOUT_MS))));
+    }
+    if (options.sides.includes("crudo")) {
+      progress("Arrancando workers crudos (amqplib)…");
+      for (let i = 1; i <= options.workers; i++) {
+        rawWorkers.push(ChildProcess.spawn(`worker crudo ${i}`, {
+          cwd: root,
+          args: [
+            ...[...DENO_RUN, "bench/raw_worker.ts", "--name", `crudo-${i}`],
+            ...["--task-queue", names.raw.taskQueue, "--result-queue", names.raw.resultQueue],
+            ...["--prefetch", String(options.concurrency), "--amqp-url", options.amqpUrl],
+          ],
+        }));
+      }
+      await wait(Promise.all(rawWorkers.map((w) => w.waitForLine(/ listo/, START_TIMEOUT_MS))));
+      publisher = await wait(RawPublisher.open(options.amqpUrl, {
+        ...names.raw,
+        resultPrefetch: RESULT_PREFETCH,
+      }));
+    }
+
+    const brokerPid = await findBrokerPid();
+    const groups: Record<Side, CpuGroups> = {
+      colmena: {
+        carga: () => readCpuTicks(Deno.pid),
+        servidor: sumTicks(server),
+        worker: sumTicks(workers),
+      },
+      crudo: {
+        carga: () => readCpuTicks(Deno.pid),
+        worker: sumTicks(rawWorkers),
+      },
+    };
+    if (brokerPid !== undefined) {
+      for (const side of ["colmena", "crudo"] as const) {
+        groups[side].rabbitmq = () => readCpuTicks(brokerPid);
+      }
+    }
+
+    const runRound = async (side: Side, tasks: number): Promise<RoundResult> => {
+      if (side === "colmena") {
+        return await wait(runColmenaRound({
+          host: "127.0.0.1",
+          port,
+          clients: options.clients,
+          window: options.window,
+          tasks,
+          taskSpecs,
+          timeoutMs: options.timeoutMs,
+        }));
+      }
+      if (publisher === undefined) throw new TypeError("Cannot run raw round: no publisher");
+      return await wait(publisher.run({
+        tasks,
+        inFlight: options.window * options.clients,
+        taskSpecs,
+        timeoutMs: options.timeoutMs,
+      }));
+    };
+
+    if (options.warmup > 0) {
+      for (const side of options.sides) {
+        progress(`Calentamiento de ${side}: ${formatNumber(options.warmup)} tareas…`);
+        const result = await runRound(side, options.warmup);
+        if (result.problem !== null || result.completed < result.planned) {
+          throw new Error(
+            `El calentamiento de ${side} no terminó (${result.completed}/${result.planned}): ${
+              result.problem ?? "faltan resultados"
+            }`,
+          );
+        }
+        await delay(PAUSE_MS);
+      }
+    }
+
+    for (let rep = 1; rep <= options.repetitions; rep++) {
+      // Alternate which side goes first, so that neither always follows the other's tail.
+      const order = rep % 2 === 1 ? options.sides : [...options.sides].reverse();
+      for (const side of order) {
+        const [before, machineBefore] = await Promise.all([
+          snapshot(groups[side]),
+          readMachineCpu(),
+        ]);
+        const result = await runRound(side, options.tasks);
+        const [after, machineAfter] = await Promise.all([snapshot(groups[side]), readMachineCpu()]);
+        const toMs = (ticks: number): number => round((ticks * 1000) / ticksPerSecond, 1);
+        const cpuMs: Record<string, number> = {};
+        let measured = 0;
+        for (const name of Object.keys(before)) {
+          const a = before[name];
+          const b = after[name];
+          if (a !== undefined && b !== undefined) {
+            cpuMs[name] = toMs(b - a);
+            measured += b - a;
+          }
+        }
+        if (machineBefore !== undefined && machineAfter !== undefined) {
+          cpuMs.otros = toMs(Math.max(0, machineAfter.busy - machineBefore.busy - measured));
+          cpuMs.robada = toMs(machineAfter.steal - machineBefore.steal);
+        }
+        const record = toRecord(side, rep, result, cpuMs);
+        report.rounds.push(record);
+        progress(`Ronda ${rep}/${options.repetitions} · ${side}: ${describeRound(record)}`);
+        await delay(PAUSE_MS);
+      }
+    }
+
+    for (const child of [...server, ...workers, ...rawWorkers]) {
+      const sample: MemorySample | undefined = await child.memory();
+      if (sample !== undefined) report.memory.push({ name: child.name, ...sample });
+    }
+  } finally {
+    await publisher?.close();
+    const children = [...server, ...workers, ...rawWorkers];
+    if (children.length > 0) progress("Deteniendo procesos hijos…");
+    await Promise.all(children.map((c) => c.stop(STOP_TIMEOUT_MS)));
+    for (const child of children) {
+      if (child.warnings.length > 0) report.childWarnings[child.name] = child.warnings;
+    }
+    try {
+      report.cleanupFailed = await deleteTopology(options.amqpUrl, names);
+    } catch {
+      report.cleanupFailed = [...names.queues, ...names.exchanges];
+    }
+    if (report.cleanupFailed.length > 0) {
+      progress(`AVISO: no se pudieron borrar: ${report.cleanupFailed.join(", ")}`);
+    }
+  }
+
+  for (const side of options.sides) {
+    const records = report.rounds.filter((r) => r.side === side);
+    if (records.length > 0) report.summary[side] = summarize(records);
+  }
+  const c = report.summary.colmena;
+  const r = report.summary.crudo;
+  if (c !== undefined && r !== undefined) {
+    report.ratio = {
+      tasksPerSecond: round(c.tasksPerSecond / r.tasksPerSecond),
+      p50Ms: round(c.p50Ms / r.p50Ms),
+      p95Ms: round(c.p95Ms / r.p95Ms),
+      p99Ms: round(c.p99Ms / r.p99Ms),
+    };
+    for (let rep = 1; rep <= options.repetitions; rep++) {
+      const pair = report.rounds.filter((x) => x.repetition === rep);
+      const a = pair.find((x) => x.side === "colmena");
+      const b = pair.find((x) => x.side === "crudo");
+      if (a && b) report.ratioPerRepetition.push(round(a.tasksPerSecond / b.tasksPerSecond));
+    }
+  }
+  return report;
+}
+
+function pad(text: string, width: number, align: "left" | "right" = "right"): string {
+  return align === "left" ? text.padEnd(width) : text.padStart(width);
+}
+
+function renderTable(report: Report): string {
+  const o = report.options;
+  const lines: string[] = [];
+  const m = report.machine;
+  lines.push(
+    `colmena frente a amqplib crudo — ${report.date.slice(0, 10)}`,
+    `Máquina: ${m.cpus} núcleos (${m.cpuModel}), RabbitMQ ${m.rabbitmq}, Deno ${m.deno}, ${m.amqplib}`,
+    `Carga: ${formatNumber(o.tasks)} tareas por ronda (${o.taskTypes.join(", ")}), ` +
+      `${o.clients} clientes × ${o.window} en vuelo (crudo: ${o.clients * o.window} en vuelo), ` +
+      `${o.workers} worker(s), prefetch ${o.concurrency}; mediana de ${o.repetitions} repetición(es)`,
+    "",
+  );
+  const header = [
+    pad("", 18, "left"),
+    pad("tareas/s", 10),
+    pad("p50 ms", 9),
+    pad("p95 ms", 9),
+    pad("p99 ms", 9),
+    pad("errores", 9),
+  ].join("");
+  lines.push(header);
+  const row = (label: string, s: SideSummary): string =>
+    [
+      pad(label, 18, "left"),
+      pad(formatNumber(s.tasksPerSecond), 10),
+      pad(formatNumber(s.p50Ms, 2), 9),
+      pad(formatNumber(s.p95Ms, 2), 9),
+      pad(formatNumber(s.p99Ms, 2), 9),
+      pad(String(s.errors + s.failed), 9),
+    ].join("");
+  if (report.summary.colmena) lines.push(row("colmena", report.summary.colmena));
+  if (report.summary.crudo) lines.push(row("crudo (amqplib)", report.summary.crudo));
+  if (report.ratio !== null) {
+    lines.push(
+      [
+        pad("colmena/crudo", 18, "left"),
+        pad(formatNumber(report.ratio.tasksPerSecond, 2), 10),
+        pad(formatNumber(report.ratio.p50Ms, 2), 9),
+        pad(formatNumber(report.ratio.p95Ms, 2), 9),
+        pad(formatNumber(report.ratio.p99Ms, 2), 9),
+      ].join(""),
+    );
+  }
+  lines.push("");
+  for (const side of ["colmena", "crudo"] as const) {
+    const rounds = report.rounds.filter((r) => r.side === side);
+    if (rounds.length === 0) continue;
+    lines.push(
+      `Por repetición (${side}, tareas/s): ${
+        rounds.map((r) => formatNumber(r.tasksPerSecond)).join(" · ")
+      }`,
+    );
+  }
+  if (report.ratioPerRepetition.length > 0) {
+    lines.push(
+      `colmena/crudo en tareas/s, por repetición: ${
+        report.ratioPerRepetition.map((x) => formatNumber(x, 2)).join(" · ")
+      } (mediana ${formatNumber(median(report.ratioPerRepetition), 2)})`,
+    );
+  }
+  const sc = report.summary.colmena;
+  const sr = report.summary.crudo;
+  if (sc !== undefined || sr !== undefined) {
+    lines.push("", "Hasta que la tarea queda guardada (mediana de p50 / p99):");
+    if (sc !== undefined) {
+      lines.push(
+        `  colmena, frame "accepted": ${formatNumber(sc.acceptP50Ms, 2)} / ${
+          formatNumber(sc.acceptP99Ms, 2)
+        } ms`,
+      );
+    }
+    if (sr !== undefined) {
+      lines.push(
+        `  crudo, confirmación del publish: ${formatNumber(sr.acceptP50Ms, 2)} / ${
+          formatNumber(sr.acceptP99Ms, 2)
+        } ms`,
+      );
+    }
+  }
+  const cpuGroups = ["carga", "servidor", "worker", "rabbitmq"];
+  lines.push(
+    "",
+    "CPU por tarea (µs, mediana), núcleos ocupados por los procesos medidos y parte de la CPU de la",
+    "máquina que se llevaron otros procesos o el hipervisor (ajena) durante la ronda:",
+    [
+      pad("", 18, "left"),
+      ...cpuGroups.map((g) => pad(g === "rabbitmq" ? "RabbitMQ" : g, 10)),
+      pad("total", 9),
+      pad("núcleos", 9),
+      pad("ajena", 8),
+    ].join(""),
+  );
+  for (const side of ["colmena", "crudo"] as const) {
+    const s = report.summary[side];
+    if (s === undefined) continue;
+    const values = cpuGroups.map((g) => s.cpuUsPerTask[g]);
+    const total = values.reduce<number>((a, b) => a + (b ?? 0), 0);
+    lines.push(
+      [
+        pad(side === "crudo" ? "crudo (amqplib)" : side, 18, "left"),
+        ...values.map((v) => pad(v === undefined ? "—" : formatNumber(v), 10)),
+        pad(formatNumber(total), 9),
+        pad(formatNumber(s.busyCores, 2), 9),
+        pad(`${formatNumber(s.foreignShare * 100)} %`, 8),
+      ].join(""),
+    );
+  }
+  if (report.memory.length > 0) {
+    lines.push(
+      "",
+      "Memoria al final (RSS / pico): " +
+        report.memory.map((mem) =>
+          `${mem.name} ${formatNumber(mem.rssKiB / 1024)} / ${formatNumber(mem.peakKiB / 1024)} MB`
+        ).join("; "),
+    );
+  }
+  const foreign = Math.max(...Object.values(report.summary).map((s) => s.foreignShare));
+  if (foreign > FOREIGN_WARNING) {
+    lines.push(
+      "",
+      `AVISO: otros procesos o el hipervisor se llevaron el ${
+        formatNumber(foreign * 100)
+      } % de la CPU durante las rondas; estos números no son fiables. Repita con la máquina en reposo.`,
+    );
+  }
+  for (const [name, warnings] of Object.entries(report.childWarnings)) {
+    lines.push("", `Avisos de ${name}:`, ...warnings.map((w) => `  ${w}`));
+  }
+  const incomplete = report.rounds.filter((r) => r.problem !== null || r.completed < r.planned);
+  if (incomplete.length > 0) {
+    lines.push("", `ATENCIÓN: ${incomplete.length} ronda(s) incompletas; ver el detalle arriba.`);
+  }
+  if (report.ratio !== null) {
+    lines.push(
+      "",
+      "colmena/crudo: por debajo de 1 en tareas/s, o por encima de 1 en latencia, colmena es más lento.",
+    );
+  }
+  return lines.join("\n");
+}
+
+async function main(): Promise<number> {
+  let options: BenchOptions | "help";
+  try {
+    options = parseOptions(Deno.args);
+  } catch (err) {
+    if (!(err instanceof _UsageError)) throw err;
+    console.error(`ERROR: ${err.message}\n${USAGE}`);
+    return 2;
+  }
+  if (options === "help") {
+    console.log(USAGE);
+    return 0;
+  }
+
+  // Ctrl-C stops the measurement but still runs the clean-up; a second one exits at once.
+  const interrupt = Promise.withResolvers<never>();
+  interrupt.promise.catch(() => {});
+  let signals = 0;
+  const onSignal = (): void => {
+    if (++signals > 1) Deno.exit(130);
+    progress("Interrumpido: se detienen los procesos y se borran las colas…");
+    interrupt.reject(new Error("Interrumpido por una señal"));
+  };
+  Deno.addSignalListener("SIGINT", onSignal);
+  Deno.addSignalListener("SIGTERM", onSignal);
+  try {
+    const report = await measure(options, interrupt.promise);
+    console.log(options.json ? JSON.stringify(report, null, 2) : renderTable(report));
+    const incomplete = report.rounds.some((r) => r.problem !== null || r.completed < r.planned);
+    return incomplete ? 1 : 0;
+  } catch (err) {
+    console.error(`ERROR: ${err instanceof Error ? err.message : err}`);
+    let cause = err instanceof Error ? err.cause : undefined;
+    for (let depth = 0; cause !== undefined && depth < 5; depth++) {
+      console.error(`  causa: ${cause instanceof Error ? cause.message : String(cause)}`);
+      cause = cause instanceof Error ? cause.cause : undefined;
+    }
+    return 1;
+  } finally {
+    Deno.removeSignalListener("SIGINT", onSignal);
+    Deno.removeSignalListener("SIGTERM", onSignal);
+  }
+}
+
+if (import.meta.main) Deno.exit(await main());
