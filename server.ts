@@ -12,7 +12,8 @@ import { ColmenaError } from "./shared/errors.ts";
 import { exitOnConfigError, readEnv, shutdownSignal } from "./shared/lifecycle.ts";
 import * as log from "./shared/log.ts";
 import { ColmenaServer } from "./server/app.ts";
-import { MemoryTaskStore } from "./server/memory_store.ts";
+import { describeStore, openTaskStore, schedulePruning } from "./server/stores.ts";
+import { describeBlobStore, openBlobStore } from "./shared/blobs.ts";
 
 const USAGE = `Uso: servidor [opciones]
   --host HOST              dirección de escucha        [COLMENA_HOST, localhost]
@@ -32,16 +33,22 @@ const USAGE = `Uso: servidor [opciones]
 /** Runs a server until SIGINT/SIGTERM, then drains it. */
 export async function runServer(config: ServerConfig): Promise<void> {
   const serverId = config.serverId ?? `srv-${crypto.randomUUID().slice(0, 8)}`;
+  const store = await openTaskStore(config);
+  const blobs = await openBlobStore(config);
+  log.info(`Registros de tareas: ${describeStore(config)}; objetos: ${describeBlobStore(config)}`);
+  const stopPruning = schedulePruning(store, blobs, config.retentionDays);
   const server = new ColmenaServer(config, {
     serverId,
-    store: new MemoryTaskStore(config.memoryMaxTasks),
-    connectBroker: (onResults) =>
+    store,
+    blobs,
+    connectBroker: ({ onResults, onHeartbeat }) =>
       connectServerBroker({
         url: config.amqpUrl,
         taskQueue: config.taskQueue,
         resultQueue: config.resultQueue,
         serverId,
         onResults,
+        onHeartbeat,
       }),
   });
   await server.start();
@@ -52,6 +59,9 @@ export async function runServer(config: ServerConfig): Promise<void> {
   }
   log.info(`Señal ${reason}: el servidor deja de aceptar y entrega lo pendiente`);
   await server.drain();
+  stopPruning();
+  await store.close();
+  await blobs.close();
   const s = server.stats;
   log.info(
     `Servidor detenido: ${s.accepted} tareas aceptadas, ${s.results} resultados, ${s.duplicates} duplicados descartados`,

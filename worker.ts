@@ -10,6 +10,7 @@ import { envNames, loadConfig, type WorkerConfig } from "./shared/config.ts";
 import { ColmenaError } from "./shared/errors.ts";
 import { exitOnConfigError, readEnv, shutdownSignal } from "./shared/lifecycle.ts";
 import * as log from "./shared/log.ts";
+import { openBlobStore } from "./shared/blobs.ts";
 import { registerBuiltinTasks } from "./worker/builtin_tasks.ts";
 import { TaskRegistry } from "./worker/registry.ts";
 import { TaskRunner } from "./worker/runner.ts";
@@ -19,24 +20,60 @@ const USAGE = `Uso: worker <nombre> [opciones]
   --quiet, -q           no imprimir una línea por tarea   [COLMENA_QUIET]
   --amqp-url URL        RabbitMQ                          [AMQP_URL]
   --task-queue NOMBRE   cola de tareas                    [COLMENA_TASK_QUEUE, task_queue]
-  --result-queue NOMBRE cola de resultados                [COLMENA_RESULT_QUEUE, result_queue]`;
-
-/** How long a worker waits for its tasks in progress at shutdown before handing them back. */
-const DRAIN_TIMEOUT_MS = 30_000;
+  --result-queue NOMBRE cola de resultados                [COLMENA_RESULT_QUEUE, result_queue]
+  --retry-base-ms N     espera antes del 2º intento        [COLMENA_RETRY_BASE_MS, 1000]
+  --max-deliveries N    entregas de un intento como máximo [COLMENA_MAX_DELIVERIES, 5]
+  --heartbeat-ms N      intervalo del latido               [COLMENA_HEARTBEAT_MS, 5000]
+  --drain-timeout-ms N  espera a las tareas al apagarse    [COLMENA_DRAIN_TIMEOUT_MS, 30000]`;
 
 /** Runs a worker until SIGINT/SIGTERM, then drains it. */
 export async function runWorker(config: WorkerConfig): Promise<void> {
   const name = config.name ?? `worker-${Deno.pid}`;
   const registry = registerBuiltinTasks(new TaskRegistry());
-  const runner = new TaskRunner({ name, registry, verbose: !config.quiet });
+  const blobs = await openBlobStore(config);
+  const runner = new TaskRunner({
+    name,
+    registry,
+    verbose: !config.quiet,
+    retryBaseMs: config.retryBaseMs,
+    maxDeliveries: config.maxDeliveries,
+    blobs,
+    claimCheckBytes: config.claimCheckBytes,
+  });
   const broker = await connectWorkerBroker({
     url: config.amqpUrl,
     taskQueue: config.taskQueue,
     resultQueue: config.resultQueue,
     prefetch: config.concurrency,
     onTask: (delivery) => runner.handle(delivery),
+    onControl: (message) => {
+      if (message.type === "cancel") runner.cancel(message.taskIds);
+    },
   });
   runner.attach(broker);
+  const startedAt = new Date().toISOString();
+  let host = "desconocido";
+  try {
+    host = Deno.hostname();
+  } catch {
+    // without --allow-sys=hostname the host stays unknown
+  }
+  let stopping = false;
+  const beat = () =>
+    broker.publishHeartbeat({
+      worker: name,
+      host,
+      pid: Deno.pid,
+      concurrency: config.concurrency,
+      inProgress: runner.inProgress,
+      processed: runner.processed,
+      failed: runner.failed,
+      startedAt,
+      at: new Date().toISOString(),
+      stopping,
+    });
+  beat();
+  const heartbeats = setInterval(beat, config.heartbeatMs);
   log.info("Conectado a RabbitMQ");
   log.info(
     `Worker ${name} listo: concurrencia ${config.concurrency}, tareas ${
@@ -49,9 +86,13 @@ export async function runWorker(config: WorkerConfig): Promise<void> {
     Deno.exit(1);
   }
   log.info(`Señal ${reason}: el worker deja de aceptar tareas y termina las que tiene`);
+  stopping = true;
+  beat();
   await broker.stopConsuming();
-  await runner.drain(DRAIN_TIMEOUT_MS);
+  await runner.drain(config.drainTimeoutMs);
+  clearInterval(heartbeats);
   await broker.drain();
+  await blobs.close();
   log.info(`Worker ${name} detenido (${runner.processed} tareas procesadas)`);
   log.flushLog();
 }

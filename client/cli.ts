@@ -1,14 +1,17 @@
 /**
- * The `cliente` command line: the interactive menu, `enviar`, `estado`, `ping` and `simular`.
+ * The `cliente` command line: the interactive menu, `enviar`, `estado`, `cancelar`, `historial`, `workers`,
+ * `dlq`, `ping` and `simular`.
  *
- * Exit status: 0 on success, 1 when the server cannot be reached, answers an error or a task fails, 2 on
- * bad arguments. `simulate` and `formatSummary` are exported for scripts such as `scripts/demo.ts`.
+ * Exit status: 0 on success, 1 when the server cannot be reached, answers an error, a task fails or a
+ * cancel comes too late, 2 on bad arguments. `simulate` and `formatSummary` are exported for scripts such as `scripts/demo.ts`.
  *
  * @module
  */
 import type { ClientConfig } from "../shared/config.ts";
 import * as log from "../shared/log.ts";
-import { runPing, runSend, runStatus } from "./commands.ts";
+import { runDlq, runWorkers } from "./admin_commands.ts";
+import { runCancel, runPing, runSend, runStatus } from "./commands.ts";
+import { runHistory } from "./history_command.ts";
 import { stdinInput } from "./input.ts";
 import { runMenu } from "./menu.ts";
 import { EXIT_OK, EXIT_USAGE } from "./output.ts";
@@ -34,6 +37,11 @@ export const USAGE = `Uso: cliente [opciones] [orden …]
   enviar esperar <ms>                 espera de 0 a 60000 ms
   enviar hash <datos> [iteraciones]   SHA-256 iterado (1 iteración por defecto)
   estado <idTarea>                    muestra el registro de una tarea
+  cancelar <idTarea>                  cancela una tarea en cola (sale con 1 si ya era tarde)
+  historial                           tareas, las más recientes primero, por páginas
+  workers                             workers vivos: carga, tareas hechas, última señal
+  dlq listar                          tareas en la cola de tareas muertas (agotaron sus intentos)
+  dlq reintentar [idTarea …]          las devuelve a la cola de tareas (sin ids: las primeras --limite)
   ping                                mide la ida y vuelta al servidor
   simular                             simula muchos clientes a la vez y resume los resultados
   ayuda                               muestra esta ayuda
@@ -51,6 +59,21 @@ Opciones:
                                                             [COLMENA_SIM_TIPOS, cli]
   --tareas-tipos LISTA    simular: tipos de tarea, p. ej. texto,numeros
                                                             [COLMENA_SIM_TAREAS_TIPOS, todos]
+  --estado LISTA          historial: estados, p. ej. fallida,cancelada (o failed,cancelled;
+                          en-cola, ejecutando, completada)  [COLMENA_HIST_ESTADO, todos]
+  --tipo-tarea TIPO       historial: un tipo de tarea       [COLMENA_HIST_TIPO_TAREA, todos]
+  --de-tipo TIPO          historial: un tipo de cliente, web, movil o cli
+                                                            [COLMENA_HIST_DE_TIPO, todos]
+  --desde CUÁNDO          historial: enviadas desde entonces: ISO 8601 o tiempo atrás (30m, 2h, 1d)
+                                                            [COLMENA_HIST_DESDE]
+  --hasta CUÁNDO          historial: enviadas antes de entonces, igual que --desde
+                                                            [COLMENA_HIST_HASTA]
+  --limite N              historial: tareas por página (1 a 500); dlq: cuántas (1 a 1000)
+                                                            [COLMENA_LIMITE, 20]
+  --cursor CURSOR         historial: sigue donde acabó la página anterior
+                                                            [COLMENA_HIST_CURSOR]
+  --todas                 historial: todas las páginas (hasta 100, de 500 si no hay --limite)
+                                                            [COLMENA_HIST_TODAS, false]
 
 Los tipos de tarea se escriben en español o en inglés: texto/text, numeros/numbers, eco/echo,
 esperar/sleep, hash. Los números negativos van detrás de "--": cliente enviar numeros -- -5 3
@@ -59,6 +82,10 @@ Ejemplos:
   deno task cliente enviar texto "hola mundo"
   deno task cliente --prioridad 9 enviar numeros 4 8 15 16 23 42
   deno task cliente --json estado 1b4e28ba-2fa1-11d2-883f-0016d3cca427
+  deno task cliente cancelar 1b4e28ba-2fa1-11d2-883f-0016d3cca427
+  deno task cliente historial --estado fallida,cancelada --desde 2h --limite 50
+  deno task cliente historial --tipo-tarea texto --de-tipo movil --todas --json
+  deno task cliente dlq reintentar 1b4e28ba-2fa1-11d2-883f-0016d3cca427
   deno task cliente simular --clientes 20 --tipos web,movil --tareas 500`;
 
 /** Whether raw arguments ask for help (`--help` or `-h` before any `--`), which config parsing rejects. */
@@ -83,6 +110,16 @@ export async function runCli(
         return await runSend(config, args);
       case "estado":
         return await runStatus(config, args);
+      case "cancelar":
+      case "cancel":
+        return await runCancel(config, args);
+      case "historial":
+      case "history":
+        return await runHistory(config, args);
+      case "workers":
+        return await runWorkers(config, args);
+      case "dlq":
+        return await runDlq(config, args);
       case "ping":
         return await runPing(config, args);
       case "simular":

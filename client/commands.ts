@@ -1,5 +1,5 @@
 /**
- * The one-shot subcommands of `cliente`: `enviar`, `estado` and `ping`.
+ * The one-shot subcommands of `cliente`: `enviar`, `estado`, `cancelar` and `ping`.
  *
  * @module
  */
@@ -8,7 +8,14 @@ import * as log from "../shared/log.ts";
 import type { ClientConfig } from "../shared/config.ts";
 import { TASK_TYPES } from "../shared/tasks.ts";
 import { parseTaskArgs, TASK_TYPE_LABELS, toTaskType } from "./args.ts";
-import { formatMs, formatResult, formatTaskView, resultToJson } from "./format.ts";
+import {
+  formatCancel,
+  formatError,
+  formatMs,
+  formatResult,
+  formatTaskView,
+  resultToJson,
+} from "./format.ts";
 import { EXIT_FAILURE, EXIT_OK, EXIT_USAGE, reportFailure } from "./output.ts";
 import { TaskClient } from "./task_client.ts";
 import { runTaskRequest } from "./task_request.ts";
@@ -23,9 +30,10 @@ export function openClient(config: ClientConfig): TaskClient {
   });
 }
 
-/** Reports bad arguments in Spanish and returns the usage exit status. */
-export function usageError(message: string): number {
-  log.error(`${message}\n  Ayuda: deno task cliente ayuda`);
+/** Reports bad arguments in Spanish, with the subcommand's usage when given; returns the usage exit status. */
+export function usageError(message: string, usage?: string): number {
+  const how = usage === undefined ? "" : `\n  Uso: cliente ${usage}`;
+  log.error(`${message}${how}\n  Ayuda: deno task cliente ayuda`);
   return EXIT_USAGE;
 }
 
@@ -71,6 +79,37 @@ export async function runStatus(config: ClientConfig, args: readonly string[]): 
   } catch (err) {
     if (err instanceof ColmenaError && err.code === "NOT_FOUND") {
       log.error(`No existe ninguna tarea con el id «${taskId}»`);
+    } else {
+      reportFailure(err, config);
+    }
+    return EXIT_FAILURE;
+  }
+}
+
+const CANCEL_USAGE = "cancelar <idTarea> [--json]";
+
+/**
+ * `cancelar <taskId>`: cancels a queued task and says whether it was in time. Exits 0 when the task will
+ * not run (cancelled now or before), 1 when it was too late or there is no such task.
+ */
+export async function runCancel(config: ClientConfig, args: readonly string[]): Promise<number> {
+  const [taskId, ...rest] = args;
+  if (taskId === undefined || taskId.trim() === "") {
+    return usageError("Falta el id de la tarea", CANCEL_USAGE);
+  }
+  if (rest.length > 0) return usageError("cancelar admite un solo id de tarea", CANCEL_USAGE);
+  await using client = openClient(config);
+  try {
+    const outcome = await client.cancel(taskId);
+    log.info(
+      config.json ? JSON.stringify({ taskId, ...outcome }) : formatCancel(outcome),
+    );
+    return outcome.cancelled || outcome.status === "cancelled" ? EXIT_OK : EXIT_FAILURE;
+  } catch (err) {
+    if (err instanceof ColmenaError && err.code === "NOT_FOUND") {
+      log.error(
+        formatError({ code: err.code, message: `No existe ninguna tarea con el id «${taskId}»` }),
+      );
     } else {
       reportFailure(err, config);
     }

@@ -9,11 +9,13 @@ import { isTaskType, TASKS, type TaskType } from "../shared/tasks.ts";
 import { CLIENT_KIND_LABELS, TASK_TYPE_LABELS } from "./args.ts";
 import type { TaskResult } from "./task_client.ts";
 
-const STATUS_LABELS: Readonly<Record<TaskStatus, string>> = {
+/** The Spanish name of each task state, as `estado`, `historial` and the menu show it. */
+export const STATUS_LABELS: Readonly<Record<TaskStatus, string>> = {
   queued: "en cola",
   running: "en ejecución",
   succeeded: "completada",
   failed: "fallida",
+  cancelled: "cancelada",
 };
 
 /** Milliseconds for people: `0.42 ms`, `12.3 ms`, `1.53 s`. */
@@ -23,6 +25,44 @@ export function formatMs(ms: number): string {
   if (ms >= 100) return `${ms.toFixed(0)} ms`;
   if (ms >= 10) return `${ms.toFixed(1)} ms`;
   return `${ms.toFixed(2)} ms`;
+}
+
+/** A time for people, in this machine's time zone: `2025-11-26 21:03:04`; the text itself if it is no time. */
+export function formatTime(iso: string): string {
+  const date = new Date(iso);
+  if (Number.isNaN(date.getTime())) return iso;
+  const two = (n: number): string => String(n).padStart(2, "0");
+  return `${date.getFullYear()}-${two(date.getMonth() + 1)}-${two(date.getDate())} ` +
+    `${two(date.getHours())}:${two(date.getMinutes())}:${two(date.getSeconds())}`;
+}
+
+/** How long ago a time was, in whole seconds (never negative): `hace 3 s`. */
+export function formatAgo(iso: string, now: number): string {
+  const then = Date.parse(iso);
+  if (Number.isNaN(then)) return iso;
+  return `hace ${Math.max(0, Math.round((now - then) / 1000))} s`;
+}
+
+/** The first 8 characters of a task id, enough to tell tasks apart in a table. */
+export function shortId(taskId: string): string {
+  return taskId.length <= 8 ? taskId : taskId.slice(0, 8);
+}
+
+/** Text cut to `max` characters, with `…` when cut; line ends become spaces. */
+export function truncate(text: string, max: number): string {
+  const flat = text.replaceAll(/\s*\n\s*/g, " ");
+  const chars = [...flat];
+  return chars.length <= max ? flat : chars.slice(0, Math.max(0, max - 1)).join("") + "…";
+}
+
+/** What `cancelar` says: whether the task was cancelled in time, or the state that made it too late. */
+export function formatCancel(
+  outcome: { readonly cancelled: boolean; readonly status: TaskStatus },
+): string {
+  if (outcome.cancelled) return "Cancelada: no se ejecutará";
+  if (outcome.status === "cancelled") return "Ya estaba cancelada: no se ejecutará";
+  if (outcome.status === "queued") return "No se pudo cancelar: la tarea sigue en cola";
+  return `Demasiado tarde: la tarea ya está ${STATUS_LABELS[outcome.status]}`;
 }
 
 /** A task type's Spanish name with its wire name: `texto (text)`. */

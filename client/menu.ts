@@ -1,5 +1,6 @@
 /**
- * The interactive menu of `cliente`: pick a task type, type its input, see its result; query a task; ping.
+ * The interactive menu of `cliente`: pick a task type, type its input, see its result; query or cancel a
+ * task; see the latest tasks and the live workers; ping.
  *
  * Bad input is explained in Spanish and asked again; server errors show their code and message; the end of
  * input (Ctrl-D, or the end of a pipe) leaves the menu cleanly.
@@ -10,7 +11,13 @@ import { setTimeout } from "node:timers/promises";
 import type { ClientConfig } from "../shared/config.ts";
 import { ColmenaError } from "../shared/errors.ts";
 import * as log from "../shared/log.ts";
-import { MAX_HASH_ITERATIONS, MAX_SLEEP_MS, TASK_TYPES, TASKS } from "../shared/tasks.ts";
+import {
+  isTaskType,
+  MAX_HASH_ITERATIONS,
+  MAX_SLEEP_MS,
+  TASK_TYPES,
+  TASKS,
+} from "../shared/tasks.ts";
 import {
   type Parsed,
   parseEchoMessage,
@@ -20,21 +27,53 @@ import {
   toTaskType,
 } from "./args.ts";
 import { openClient } from "./commands.ts";
-import { formatMs, formatResult, formatTaskView } from "./format.ts";
+import { formatWorkers } from "./admin.ts";
+import { formatCancel, formatMs, formatResult, formatTaskView } from "./format.ts";
+import { DEFAULT_HISTORY_LIMIT, formatHistory } from "./history.ts";
 import type { LineInput } from "./input.ts";
 import { describeFailure, EXIT_FAILURE, EXIT_OK, isConnectFailure } from "./output.ts";
 import type { TaskClient } from "./task_client.ts";
 import { runTaskRequest, type TaskRequest } from "./task_request.ts";
 
 /** What the person can choose in the menu. */
-type Action = TaskRequest["type"] | "status" | "ping" | "exit";
+type Action =
+  | TaskRequest["type"]
+  | "status"
+  | "ping"
+  | "cancel"
+  | "history"
+  | "workers"
+  | "exit";
 
-const ACTIONS: readonly Exclude<Action, "exit">[] = [...TASK_TYPES, "status", "ping"];
+const ACTIONS: readonly Exclude<Action, "exit">[] = [
+  ...TASK_TYPES,
+  "status",
+  "ping",
+  "cancel",
+  "history",
+  "workers",
+];
+
+/** Name and description of the actions that are not task types. */
+const OTHER_ACTIONS: Readonly<
+  Record<Exclude<Action, TaskRequest["type"] | "exit">, readonly [string, string]>
+> = {
+  status: ["estado", "Consultar una tarea por su id"],
+  ping: ["ping", "Medir la ida y vuelta al servidor"],
+  cancel: ["cancelar", "Cancelar una tarea que aún está en cola"],
+  history: ["historial", `Ver las ${DEFAULT_HISTORY_LIMIT} últimas tareas`],
+  workers: ["workers", "Ver los workers vivos"],
+};
 
 const ACTION_NAMES: Readonly<Record<string, Action>> = {
   estado: "status",
   status: "status",
   ping: "ping",
+  cancelar: "cancel",
+  cancel: "cancel",
+  historial: "history",
+  history: "history",
+  workers: "workers",
   salir: "exit",
   exit: "exit",
   q: "exit",
@@ -43,14 +82,12 @@ const ACTION_NAMES: Readonly<Record<string, Action>> = {
 /** The menu text: one numbered line per action, `0` to leave. */
 export function menuText(): string {
   const lines = ACTIONS.map((action, i) => {
-    const [name, description] = action === "status"
-      ? ["estado", "Consultar una tarea por su id"]
-      : action === "ping"
-      ? ["ping", "Medir la ida y vuelta al servidor"]
-      : [TASK_TYPE_LABELS[action], TASKS[action].description];
-    return `  ${i + 1}) ${name.padEnd(9)} ${description}`;
+    const [name, description] = isTaskType(action)
+      ? [TASK_TYPE_LABELS[action], TASKS[action].description]
+      : OTHER_ACTIONS[action];
+    return `  ${String(i + 1).padStart(2)}) ${name.padEnd(10)} ${description}`;
   });
-  return ["¿Qué quiere hacer?", ...lines, "  0) salir"].join("\n");
+  return ["¿Qué quiere hacer?", ...lines, "   0) salir"].join("\n");
 }
 
 /** The action a menu answer picks (`1`, `texto`, `estado`, `0`, `salir`…), if any. */
@@ -131,7 +168,15 @@ class _Menu {
       await this.#attempt(() => this.#ping());
       return true;
     }
-    if (action === "status") {
+    if (action === "history") {
+      await this.#attempt(() => this.#history());
+      return true;
+    }
+    if (action === "workers") {
+      await this.#attempt(() => this.#workers());
+      return true;
+    }
+    if (action === "status" || action === "cancel") {
       const hint = this.#lastTaskId === undefined ? "" : ` [${this.#lastTaskId}]`;
       const answer = await this.#askValid(
         `Id de la tarea${hint}:`,
@@ -141,7 +186,7 @@ class _Menu {
             : _nonEmpty("el id de una tarea")(text.trim()),
       );
       if (answer === null) return false;
-      await this.#attempt(() => this.#status(answer));
+      await this.#attempt(() => action === "status" ? this.#status(answer) : this.#cancel(answer));
       return true;
     }
     const request = await this.#askTask(action);
@@ -216,6 +261,38 @@ class _Menu {
       if (!(err instanceof ColmenaError && err.code === "NOT_FOUND")) throw err;
       log.info(`No existe ninguna tarea con el id «${taskId}»`);
     }
+  }
+
+  async #cancel(taskId: string): Promise<void> {
+    try {
+      log.info(formatCancel(await this.#client.cancel(taskId)));
+    } catch (err) {
+      if (!(err instanceof ColmenaError && err.code === "NOT_FOUND")) throw err;
+      log.info(`No existe ninguna tarea con el id «${taskId}»`);
+    }
+  }
+
+  async #history(): Promise<void> {
+    const page = await this.#client.list({}, { limit: DEFAULT_HISTORY_LIMIT });
+    if (page.items.length === 0) {
+      log.info("Todavía no hay tareas");
+      return;
+    }
+    const more = page.nextCursor === null
+      ? ""
+      : `\nHay más: deno task cliente historial --cursor ${page.nextCursor}`;
+    const count = `${page.items.length} ${page.items.length === 1 ? "tarea" : "tareas"}`;
+    log.info(`${count}, las más recientes primero\n${formatHistory(page.items)}${more}`);
+  }
+
+  async #workers(): Promise<void> {
+    const workers = await this.#client.workers();
+    log.info(
+      workers.length === 0
+        ? "No hay workers vivos"
+        : `${workers.length} ${workers.length === 1 ? "worker vivo" : "workers vivos"}\n` +
+          formatWorkers(workers, Date.now()),
+    );
   }
 
   async #ping(): Promise<void> {

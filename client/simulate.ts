@@ -188,7 +188,7 @@ async function _runTask(
     const result = await client.result(taskId);
     const latencyMs = performance.now() - start;
     const done = { ...base, taskId, worker: result.worker, latencyMs };
-    if (result.status === "failed") {
+    if (result.status !== "succeeded") {
       return { ...done, ok: false, error: result.error.toWire() };
     }
     const mismatch = verifyOutput(request, result.output);

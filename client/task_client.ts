@@ -3,6 +3,7 @@
  *
  * @module
  */
+import { Buffer } from "node:buffer";
 import { setImmediate } from "node:timers";
 import { ColmenaError } from "../shared/errors.ts";
 import {
@@ -19,6 +20,7 @@ import {
   Reply,
   type Request,
   type SubmitOptions,
+  type TaskStatus,
   type TaskView,
 } from "../shared/protocol.ts";
 import type { TaskInput, TaskOutput, TaskType } from "../shared/tasks.ts";
@@ -33,8 +35,13 @@ export interface TaskClientOptions {
   kind?: ClientKind;
   /** This client's name. @defaultValue `"cliente"` */
   name?: string;
-  /** How long a request may wait for its reply. @defaultValue `30000` */
+  /** How long a request may wait for its reply, reconnections included. @defaultValue `60000` */
   requestTimeoutMs?: number;
+  /**
+   * After losing the server, how long to keep trying to reconnect (then resend what had no reply and watch
+   * the results still awaited); 0 disables reconnection. @defaultValue `30000`
+   */
+  reconnectForMs?: number;
 }
 
 /** The end of a task of type `T`: its typed output, or the error it failed with. */
@@ -44,10 +51,14 @@ export type TaskResult<T extends TaskType = TaskType> =
     readonly taskType: T;
     readonly worker: string;
     readonly durationMs: number;
+    /** The attempt that produced it. */
+    readonly attempts?: number;
+    /** Where a large output was stored; `result()` has already downloaded it into `output`. */
+    readonly outputRef?: string;
   }
   & (
     | { readonly status: "succeeded"; readonly output: TaskOutput<T> }
-    | { readonly status: "failed"; readonly error: ColmenaError }
+    | { readonly status: "failed" | "cancelled"; readonly error: ColmenaError }
   );
 
 /** What the server said to `hello`. */
@@ -57,13 +68,37 @@ export interface Welcome {
   readonly taskTypes: readonly string[];
 }
 
+/** Filters of {@linkcode TaskClient.list}. */
+export interface ListFilter {
+  statuses?: TaskStatus[];
+  taskType?: string;
+  clientKind?: ClientKind;
+  clientName?: string;
+  /** ISO 8601. */
+  since?: string;
+  /** ISO 8601. */
+  until?: string;
+}
+
 type ReplyFrame = Reply;
+type WorkersFrame = Extract<ReplyFrame, { type: "workers" }>;
+type DlqFrame = Extract<ReplyFrame, { type: "dlq" }>;
+
+/** A worker as the server last heard from it. */
+export type WorkerInfo = WorkersFrame["workers"][number];
+
+/** A task in the dead-letter queue. */
+export type DeadLetterInfo = NonNullable<DlqFrame["entries"]>[number];
 
 interface PendingRequest {
+  readonly line: string;
   readonly resolve: (frame: ReplyFrame) => void;
   readonly reject: (err: ColmenaError) => void;
   readonly deadline: number;
 }
+
+/** Bytes of one `upload` piece. */
+const UPLOAD_PIECE_BYTES = 512 * 1024;
 
 /** Result frames kept for tasks nobody has asked about yet, at most. */
 const MAX_UNCLAIMED_RESULTS = 100_000;
@@ -73,7 +108,9 @@ const MAX_REPLY_LINE_BYTES = 256 * 1024 * 1024;
  * A connection to a colmena server: submits tasks, waits for their results, queries tasks by id.
  *
  * Many requests can be in flight at once on one client; replies are matched by request id and results by
- * task id. Results are also announced to `onResult` listeners.
+ * task id. Results are also announced to `onResult` listeners. When the connection drops, the client
+ * reconnects (for `reconnectForMs`), resends the requests that had no reply — each submit carries an
+ * idempotency key, so a resent one never makes a second task — and asks for the results it still awaits.
  *
  * @example
  * ```ts
@@ -96,6 +133,7 @@ export class TaskClient implements AsyncDisposable {
     { resolve: (r: TaskResult) => void; reject: (e: ColmenaError) => void }
   >();
   readonly #unclaimed = new Map<string, TaskResult>();
+  readonly #downloads = new Map<string, Buffer[]>();
   readonly #listeners = new Set<(result: TaskResult) => void>();
   #out: string[] = [];
   #writing = false;
@@ -103,6 +141,9 @@ export class TaskClient implements AsyncDisposable {
   #reading: Promise<void> | undefined;
   #closed = false;
   #closing = false;
+  #reconnecting = false;
+  #reconnects = 0;
+  #lastError: ColmenaError | undefined;
   readonly #closedReason = Promise.withResolvers<void | ColmenaError>();
 
   constructor(options: TaskClientOptions = {}) {
@@ -111,14 +152,18 @@ export class TaskClient implements AsyncDisposable {
       port: options.port ?? 8888,
       kind: options.kind ?? "cli",
       name: options.name ?? "cliente",
-      requestTimeoutMs: options.requestTimeoutMs ?? 30_000,
+      requestTimeoutMs: options.requestTimeoutMs ?? 60_000,
+      reconnectForMs: options.reconnectForMs ?? 30_000,
     };
   }
 
   /** Connects and says `hello`; called by the other methods when needed. */
   connect(): Promise<Welcome> {
     if (this.#closed) return Promise.reject(new ColmenaError("CONNECTION_CLOSED"));
-    this.#connecting ??= this.#open();
+    this.#connecting ??= this.#open().catch((err) => {
+      this.#connecting = undefined;
+      throw err;
+    });
     return this.#connecting;
   }
 
@@ -127,25 +172,42 @@ export class TaskClient implements AsyncDisposable {
     return this.#welcome;
   }
 
-  async #open(): Promise<Welcome> {
+  /** How many times the client has reconnected after losing the server. */
+  get reconnects(): number {
+    return this.#reconnects;
+  }
+
+  async #dial(): Promise<Deno.TcpConn> {
     try {
-      this.#conn = await Deno.connect({ hostname: this.#options.host, port: this.#options.port });
+      return await Deno.connect({ hostname: this.#options.host, port: this.#options.port });
     } catch (cause) {
-      this.#connecting = undefined;
       throw new ColmenaError("CONNECTION_CLOSED", {
         message:
           `No se puede conectar con el servidor en ${this.#options.host}:${this.#options.port}`,
         cause,
       });
     }
+  }
+
+  async #open(): Promise<Welcome> {
+    const conn = await this.#dial();
     if (this.#closed) {
       // close() was called while connecting.
-      this.#conn.close();
+      conn.close();
       throw new ColmenaError("CONNECTION_CLOSED");
     }
-    this.#conn.setNoDelay(true);
-    this.#reading = this.#readLoop(this.#conn);
+    this.#attach(conn);
     this.#sweeper = setInterval(() => this.#expire(), 250);
+    return await this.#hello();
+  }
+
+  #attach(conn: Deno.TcpConn): void {
+    conn.setNoDelay(true);
+    this.#conn = conn;
+    this.#reading = this.#readLoop(conn);
+  }
+
+  async #hello(): Promise<Welcome> {
     const reply = await this.#request({
       type: "hello",
       id: this.#id(),
@@ -161,23 +223,41 @@ export class TaskClient implements AsyncDisposable {
     return this.#welcome;
   }
 
-  /** Submits a task; resolves with its id once the server has it stored in the broker. */
+  /**
+   * Submits a task; resolves with its id once the server has it recorded and stored in the broker. Without
+   * an `idempotencyKey` in `options`, one is made up, so that a resend after a reconnect is the same task.
+   */
   async submit<T extends TaskType>(
     type: T,
     payload: TaskInput<T>,
-    options?: SubmitOptions,
+    options: SubmitOptions = {},
   ): Promise<string> {
     await this.connect();
-    const request: Request = options === undefined
-      ? { type: "submit", id: this.#id(), task: { type, payload } }
-      : { type: "submit", id: this.#id(), task: { type, payload }, options };
-    const reply = await this.#request(request);
+    const withKey = options.idempotencyKey === undefined
+      ? { ...options, idempotencyKey: crypto.randomUUID() }
+      : options;
+    const reply = await this.#request({
+      type: "submit",
+      id: this.#id(),
+      task: { type, payload },
+      options: withKey,
+    });
     if (reply.type !== "accepted") throw unexpected(reply);
     return reply.taskId;
   }
 
-  /** Waits for the result of a task submitted on this client. */
-  result<T extends TaskType = TaskType>(taskId: string): Promise<TaskResult<T>> {
+  /**
+   * Waits for the result of a task submitted (or watched) on this client. An output too large to be pushed
+   * comes as a reference; it is downloaded here, so `output` is always there.
+   */
+  async result<T extends TaskType = TaskType>(taskId: string): Promise<TaskResult<T>> {
+    const result = await this.#result<T>(taskId);
+    if (result.status !== "succeeded" || result.outputRef === undefined) return result;
+    const bytes = await this.download(result.outputRef);
+    return { ...result, output: JSON.parse(new TextDecoder().decode(bytes)) as TaskOutput<T> };
+  }
+
+  #result<T extends TaskType = TaskType>(taskId: string): Promise<TaskResult<T>> {
     const done = this.#unclaimed.get(taskId);
     if (done !== undefined) {
       this.#unclaimed.delete(taskId);
@@ -185,11 +265,82 @@ export class TaskClient implements AsyncDisposable {
     }
     if (this.#closed) return Promise.reject(new ColmenaError("CONNECTION_CLOSED"));
     const { promise, resolve, reject } = Promise.withResolvers<TaskResult<T>>();
-    this.#waiters.set(taskId, {
-      resolve: resolve as (r: TaskResult) => void,
-      reject,
-    });
+    this.#waiters.set(taskId, { resolve: resolve as (r: TaskResult) => void, reject });
     return promise;
+  }
+
+  /**
+   * Uploads a file in pieces and resolves with its reference, for {@linkcode TaskClient.submitFile}. The
+   * file streams: memory stays bounded whatever its size.
+   */
+  async upload(
+    data: Uint8Array | ReadableStream<Uint8Array>,
+  ): Promise<{ ref: string; bytes: number }> {
+    await this.connect();
+    const stream = data instanceof Uint8Array ? ReadableStream.from([data]) : data;
+    let uploadId: string | undefined;
+    let held = Buffer.alloc(0);
+    const send = async (piece: Buffer, last: boolean) => {
+      const reply = await this.#request({
+        type: "upload",
+        id: this.#id(),
+        data: piece.toString("base64"),
+        last,
+        ...(uploadId === undefined ? {} : { uploadId }),
+      });
+      if (reply.type === "uploading") uploadId = reply.uploadId;
+      else if (reply.type === "uploaded") return { ref: reply.ref, bytes: reply.bytes };
+      else throw unexpected(reply);
+      return undefined;
+    };
+    for await (const part of stream) {
+      held = Buffer.concat([held, part]);
+      while (held.length > UPLOAD_PIECE_BYTES) {
+        await send(held.subarray(0, UPLOAD_PIECE_BYTES), false);
+        held = held.subarray(UPLOAD_PIECE_BYTES);
+      }
+    }
+    const done = await send(held, true);
+    if (done === undefined) throw new ColmenaError("INTERNAL");
+    return done;
+  }
+
+  /**
+   * Uploads a file and submits a task whose payload field `field` is the file's UTF-8 text (e.g.
+   * `submitFile("text", "text", bytes)`); the rest of the payload comes from `payload`.
+   */
+  async submitFile<T extends TaskType>(
+    type: T,
+    field: string,
+    data: Uint8Array | ReadableStream<Uint8Array>,
+    payload: Partial<TaskInput<T>> = {},
+    options: SubmitOptions = {},
+  ): Promise<string> {
+    const { ref } = await this.upload(data);
+    const reply = await this.#request({
+      type: "submit",
+      id: this.#id(),
+      task: { type, payload, file: { ref, field } },
+      options: options.idempotencyKey === undefined
+        ? { ...options, idempotencyKey: crypto.randomUUID() }
+        : options,
+    });
+    if (reply.type !== "accepted") throw unexpected(reply);
+    return reply.taskId;
+  }
+
+  /** Downloads an object by reference (a large output's `outputRef`). */
+  async download(ref: string): Promise<Uint8Array> {
+    await this.connect();
+    const id = this.#id();
+    this.#downloads.set(id, []);
+    try {
+      const reply = await this.#request({ type: "download", id, ref });
+      if (reply.type !== "chunk") throw unexpected(reply);
+      return new Uint8Array(Buffer.concat(this.#downloads.get(id) ?? []));
+    } finally {
+      this.#downloads.delete(id);
+    }
   }
 
   /** Submits a task and waits for its output; a failed task throws its {@linkcode ColmenaError}. */
@@ -200,7 +351,7 @@ export class TaskClient implements AsyncDisposable {
   ): Promise<TaskOutput<T>> {
     const taskId = await this.submit(type, payload, options);
     const result = await this.result<T>(taskId);
-    if (result.status === "failed") throw result.error;
+    if (result.status !== "succeeded") throw result.error;
     return result.output;
   }
 
@@ -213,6 +364,69 @@ export class TaskClient implements AsyncDisposable {
     return view;
   }
 
+  /** Cancels a queued task; `cancelled` says whether it was in time (it will then not run). */
+  async cancel(taskId: string): Promise<{ cancelled: boolean; status: TaskStatus }> {
+    await this.connect();
+    const reply = await this.#request({ type: "cancel", id: this.#id(), taskId });
+    if (reply.type !== "cancelled") throw unexpected(reply);
+    return { cancelled: reply.cancelled, status: reply.status };
+  }
+
+  /** Has the results of tasks (submitted anywhere) pushed here; `result(taskId)` then waits for them. */
+  async watch(taskIds: readonly string[]): Promise<{ taskIds: string[]; missing: string[] }> {
+    await this.connect();
+    const reply = await this.#request({ type: "watch", id: this.#id(), taskIds: [...taskIds] });
+    if (reply.type !== "watching") throw unexpected(reply);
+    return { taskIds: reply.taskIds, missing: reply.missing };
+  }
+
+  /** A page of task records, newest first; pass `nextCursor` back for the next page. */
+  async list(
+    filter: ListFilter = {},
+    page: { limit?: number; cursor?: string } = {},
+  ): Promise<{ items: TaskView[]; nextCursor: string | null }> {
+    await this.connect();
+    const reply = await this.#request({
+      type: "list",
+      id: this.#id(),
+      filter,
+      limit: page.limit ?? 50,
+      ...(page.cursor === undefined ? {} : { cursor: page.cursor }),
+    });
+    if (reply.type !== "tasks") throw unexpected(reply);
+    return { items: reply.items, nextCursor: reply.nextCursor };
+  }
+
+  /** The workers alive now, as the server heard from them. */
+  async workers(): Promise<WorkerInfo[]> {
+    await this.connect();
+    const reply = await this.#request({ type: "workers", id: this.#id() });
+    if (reply.type !== "workers") throw unexpected(reply);
+    return reply.workers;
+  }
+
+  /** The first tasks in the dead-letter queue, left in place. */
+  async deadLetters(limit = 50): Promise<DeadLetterInfo[]> {
+    await this.connect();
+    const reply = await this.#request({ type: "dlq", id: this.#id(), action: "list", limit });
+    if (reply.type !== "dlq") throw unexpected(reply);
+    return reply.entries ?? [];
+  }
+
+  /** Moves dead-lettered tasks back to the queue for new attempts: these ids, or the first `limit`. */
+  async requeueDeadLetters(taskIds?: readonly string[], limit = 50): Promise<string[]> {
+    await this.connect();
+    const reply = await this.#request({
+      type: "dlq",
+      id: this.#id(),
+      action: "requeue",
+      limit,
+      ...(taskIds === undefined ? {} : { taskIds: [...taskIds] }),
+    });
+    if (reply.type !== "dlq") throw unexpected(reply);
+    return reply.requeued ?? [];
+  }
+
   /** Round trip to the server, in milliseconds. */
   async ping(): Promise<number> {
     await this.connect();
@@ -222,15 +436,15 @@ export class TaskClient implements AsyncDisposable {
     return performance.now() - t0;
   }
 
-  /** Resolves when the connection has closed: with the reason, or nothing after `close()`. */
-  closed(): Promise<void | ColmenaError> {
-    return this.#closedReason.promise;
-  }
-
   /** Calls `listener` with every result this client receives; returns a function that unsubscribes. */
   onResult(listener: (result: TaskResult) => void): () => void {
     this.#listeners.add(listener);
     return () => this.#listeners.delete(listener);
+  }
+
+  /** Resolves when the client has closed for good: with the reason, or nothing after `close()`. */
+  closed(): Promise<void | ColmenaError> {
+    return this.#closedReason.promise;
   }
 
   /** Closes the connection; whatever still waits is rejected with `CONNECTION_CLOSED`. */
@@ -260,29 +474,40 @@ export class TaskClient implements AsyncDisposable {
     }
     const { promise, resolve, reject } = Promise.withResolvers<ReplyFrame>();
     this.#requests.set(frame.id, {
+      line,
       resolve,
       reject,
       deadline: Date.now() + this.#options.requestTimeoutMs,
     });
+    if (!this.#reconnecting) this.#write(line);
+    return promise;
+  }
+
+  #write(line: string): void {
     this.#out.push(line);
     if (!this.#writing) {
       this.#writing = true;
       setImmediate(() => this.#writeLoop());
     }
-    return promise;
   }
 
   async #writeLoop(): Promise<void> {
     const encoder = new TextEncoder();
+    const conn = this.#conn;
     try {
-      while (this.#out.length > 0 && this.#conn !== undefined && !this.#closed) {
+      while (this.#out.length > 0 && conn !== undefined && !this.#closed && !this.#reconnecting) {
         const bytes = encoder.encode(this.#out.join(""));
         this.#out = [];
         let offset = 0;
-        while (offset < bytes.length) offset += await this.#conn.write(bytes.subarray(offset));
+        while (offset < bytes.length) offset += await conn.write(bytes.subarray(offset));
       }
-    } catch (cause) {
-      this.#shutdown(new ColmenaError("CONNECTION_CLOSED", { cause }));
+    } catch {
+      // The read loop sees the same failure and reconnects or shuts down.
+      try {
+        conn?.close();
+      } catch {
+        // already closed
+      }
     } finally {
       this.#writing = false;
     }
@@ -300,10 +525,64 @@ export class TaskClient implements AsyncDisposable {
     } catch {
       // the connection ended; handled below
     }
-    this.#shutdown(this.#lastError ?? new ColmenaError("CONNECTION_CLOSED"));
+    if (this.#closed) return;
+    const reason = this.#lastError ?? new ColmenaError("CONNECTION_CLOSED");
+    this.#lastError = undefined;
+    if (this.#options.reconnectForMs > 0 && this.#welcome !== undefined) {
+      this.#reconnect(reason);
+    } else {
+      this.#shutdown(reason);
+    }
   }
 
-  #lastError: ColmenaError | undefined;
+  /** Dials again with backoff; then says hello, resends what had no reply, and watches awaited results. */
+  async #reconnect(reason: ColmenaError): Promise<void> {
+    this.#reconnecting = true;
+    this.#out = [];
+    const giveUpAt = Date.now() + this.#options.reconnectForMs;
+    let delay = 100;
+    while (!this.#closed) {
+      await new Promise((r) => setTimeout(r, delay));
+      if (this.#closed) return;
+      let conn: Deno.TcpConn;
+      try {
+        conn = await this.#dial();
+      } catch {
+        if (Date.now() + delay > giveUpAt) {
+          this.#shutdown(reason);
+          return;
+        }
+        delay = Math.min(delay * 2, 2_000);
+        continue;
+      }
+      if (this.#closed) {
+        conn.close();
+        return;
+      }
+      this.#reconnects++;
+      const resend = [...this.#requests.values()].map((p) => p.line);
+      // A resent download starts over.
+      for (const parts of this.#downloads.values()) parts.length = 0;
+      this.#reconnecting = false;
+      this.#attach(conn);
+      const hello = this.#hello();
+      for (const line of resend) this.#write(line);
+      const awaited = [...this.#waiters.keys()];
+      try {
+        await hello;
+        if (awaited.length > 0) {
+          const { missing } = await this.watch(awaited);
+          for (const taskId of missing) {
+            this.#waiters.get(taskId)?.reject(new ColmenaError("NOT_FOUND"));
+            this.#waiters.delete(taskId);
+          }
+        }
+      } catch {
+        // The connection failed again: its read loop starts another round.
+      }
+      return;
+    }
+  }
 
   #onFrame(frame: ReplyFrame): void {
     if (frame.type === "result") {
@@ -326,6 +605,22 @@ export class TaskClient implements AsyncDisposable {
       // A connection-level error: the close that follows rejects the rest with it.
       if (frame.type === "error") this.#lastError = ColmenaError.fromWire(frame);
       return;
+    }
+    if (frame.type === "chunk") {
+      const parts = this.#downloads.get(frame.id);
+      if (parts !== undefined) parts.push(Buffer.from(frame.data, "base64"));
+      if (!frame.last) {
+        // A long download keeps its request alive.
+        const pending = this.#requests.get(frame.id);
+        if (pending !== undefined) {
+          this.#requests.delete(frame.id);
+          this.#requests.set(frame.id, {
+            ...pending,
+            deadline: Date.now() + this.#options.requestTimeoutMs,
+          });
+        }
+        return;
+      }
     }
     const pending = this.#requests.get(frame.id);
     if (pending === undefined) return;
@@ -372,14 +667,16 @@ function toTaskResult(frame: Extract<ReplyFrame, { type: "result" }>): TaskResul
     taskType: frame.taskType as TaskType,
     worker: frame.worker,
     durationMs: frame.durationMs,
+    ...(frame.attempts === undefined ? {} : { attempts: frame.attempts }),
+    ...(frame.outputRef === undefined ? {} : { outputRef: frame.outputRef }),
   };
   if (frame.status === "succeeded") {
     return { ...base, status: "succeeded", output: frame.output as TaskOutput<TaskType> };
   }
   const error = frame.error === undefined
-    ? new ColmenaError("TASK_FAILED")
+    ? new ColmenaError(frame.status === "cancelled" ? "CANCELLED" : "TASK_FAILED")
     : ColmenaError.fromWire(frame.error);
-  return { ...base, status: "failed", error };
+  return { ...base, status: frame.status, error };
 }
 
 function unexpected(frame: ReplyFrame): ColmenaError {

@@ -76,7 +76,16 @@ class Role {
     this.#label = label;
     this.#readyRe = readyRe;
     this.#child = new Deno.Command(Deno.execPath(), {
-      args: ["run", "--allow-net", "--allow-env", script, ...args],
+      args: [
+        "run",
+        "--allow-net",
+        "--allow-env",
+        "--allow-read",
+        "--allow-write",
+        "--allow-sys=hostname",
+        script,
+        ...args,
+      ],
       cwd: ROOT,
       env: { AMQP_URL, NO_COLOR: "1" },
       stdin: "null",

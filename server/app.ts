@@ -1,28 +1,43 @@
 /**
- * The server: accepts TCP clients, validates and enqueues their tasks, and routes results back to them.
+ * The server: accepts TCP clients, validates, records and enqueues their tasks, and routes results back.
  *
- * Results are consumed from `result_queue` by every server; a result that belongs to a task another server
- * accepted is forwarded to that server's reply queue, so each result reaches the connection that submitted
- * it. A result is pushed only after its task's `accepted`, and only once (duplicates are absorbed by the store).
+ * Every server consumes `result_queue` and records what it consumes in the task store. A result is pushed to
+ * the connection waiting for it on this server; one that belongs to a task another server accepted is
+ * forwarded to that server's reply queue, so each result reaches the connection that submitted it. A result
+ * is pushed only after its task's `accepted`, and once per connection (duplicates are absorbed by the store).
  *
  * @module
  */
 import { ColmenaError, toColmenaError } from "../shared/errors.ts";
 import type { Framed } from "../shared/framing.ts";
 import * as log from "../shared/log.ts";
-import type { ServerBroker, TaskStore } from "../shared/ports.ts";
+import { Buffer } from "node:buffer";
+import type { BlobStore, NewTask, ServerBroker, TaskStore } from "../shared/ports.ts";
 import {
   decodeRequest,
+  FINAL_STATUSES,
   PROTOCOL_VERSION,
   type Request,
   type ResultPush,
   type TaskView,
   validateTask,
 } from "../shared/protocol.ts";
-import { QUEUE_FORMAT, type ResultBatch, type TaskMessage } from "../shared/queue_messages.ts";
+import type { DeadLetter } from "../shared/adapters/rabbitmq.ts";
+import {
+  type ControlMessage,
+  type Heartbeat,
+  QUEUE_FORMAT,
+  type ResultBatch,
+  type ResultMessage,
+  type TaskMessage,
+} from "../shared/queue_messages.ts";
 import { TASK_TYPES, TASKS } from "../shared/tasks.ts";
 import type { ServerConfig } from "../shared/config.ts";
-import { ClientConnection } from "./connection.ts";
+import { ClientConnection, type Upload } from "./connection.ts";
+
+function abortUpload(upload: Upload): void {
+  upload.writer.abort(new ColmenaError("CONNECTION_CLOSED")).catch(() => {});
+}
 
 /** Where a result goes once it arrives. */
 interface PushTarget {
@@ -31,15 +46,32 @@ interface PushTarget {
   result?: ResultPush;
 }
 
+/** The broker as the server uses it: the port, plus control, dead letters and heartbeats. */
+export interface ServerBrokerWithOps extends ServerBroker {
+  publishControl(message: ControlMessage): Promise<void>;
+  listDeadLetters(limit: number): Promise<DeadLetter[]>;
+  requeueDeadLetters(taskIds: readonly string[] | undefined, limit: number): Promise<TaskMessage[]>;
+}
+
 /** What the server needs besides its configuration. */
 export interface ServerDeps {
   /** This server's id. */
   serverId: string;
-  /** The broker, or a function that connects it given the result handler. */
-  connectBroker: (onResults: (batch: ResultBatch) => Promise<void> | void) => Promise<ServerBroker>;
+  /** Connects the broker, given the handlers of what comes from it. */
+  connectBroker: (handlers: {
+    onResults: (batch: ResultBatch) => Promise<void>;
+    onHeartbeat: (heartbeat: Heartbeat) => void;
+  }) => Promise<ServerBrokerWithOps>;
   /** The task store. */
   store: TaskStore;
+  /** The object store: large payloads, uploaded files, large outputs. */
+  blobs: BlobStore;
 }
+
+const UPLOAD_REF = /^uploads\/[0-9a-f-]{36}$/;
+const OUTPUT_REF = /^tasks\/[0-9a-f-]{36}\/output$/;
+const DOWNLOAD_CHUNK_BYTES = 768 * 1024;
+const encoder = new TextEncoder();
 
 /** Counters that describe the server's work so far. */
 export interface ServerStats {
@@ -49,16 +81,65 @@ export interface ServerStats {
   results: number;
   duplicates: number;
   forwarded: number;
+  republished: number;
+}
+
+/** Heartbeats older than this make a worker count as gone. */
+const WORKER_ALIVE_MS = 15_000;
+
+function isFinal(view: TaskView): boolean {
+  return FINAL_STATUSES.includes(view.status);
+}
+
+function pushFromResult(result: ResultMessage): ResultPush {
+  const push: ResultPush = {
+    type: "result",
+    taskId: result.taskId,
+    taskType: result.taskType,
+    status: result.status,
+    worker: result.worker,
+    durationMs: result.durationMs,
+    attempts: result.attempt,
+  };
+  if (result.output !== undefined) push.output = result.output;
+  if (result.outputRef !== undefined) push.outputRef = result.outputRef;
+  if (result.outputBytes !== undefined) push.outputBytes = result.outputBytes;
+  if (result.error !== undefined) push.error = result.error;
+  return push;
+}
+
+function pushFromView(view: TaskView): ResultPush {
+  const push: ResultPush = {
+    type: "result",
+    taskId: view.taskId,
+    taskType: view.taskType,
+    status: view.status === "succeeded"
+      ? "succeeded"
+      : view.status === "cancelled"
+      ? "cancelled"
+      : "failed",
+    worker: view.worker ?? "",
+    durationMs: view.durationMs ?? 0,
+  };
+  if (view.attempts !== undefined && view.attempts > 0) push.attempts = view.attempts;
+  if (view.output !== undefined) push.output = view.output;
+  if (view.outputRef !== undefined) push.outputRef = view.outputRef;
+  if (view.error !== undefined) push.error = view.error;
+  else if (view.status === "cancelled") push.error = new ColmenaError("CANCELLED").toWire();
+  return push;
 }
 
 /** A running server. */
 export class ColmenaServer {
   readonly #config: ServerConfig;
   readonly #deps: ServerDeps;
-  #broker: ServerBroker | undefined;
+  #broker: ServerBrokerWithOps | undefined;
   #listener: Deno.TcpListener | undefined;
   readonly #connections = new Set<ClientConnection>();
   readonly #pushes = new Map<string, PushTarget>();
+  /** Tasks watched after a reconnect, whose result may be consumed by another server: polled in the store. */
+  readonly #watched = new Set<string>();
+  readonly #workers = new Map<string, Heartbeat & { lastSeen: number }>();
   #sweeper: ReturnType<typeof setInterval> | undefined;
   #accepting: Promise<void> | undefined;
   #stopping = false;
@@ -69,6 +150,7 @@ export class ColmenaServer {
     results: 0,
     duplicates: 0,
     forwarded: 0,
+    republished: 0,
   };
 
   constructor(config: ServerConfig, deps: ServerDeps) {
@@ -91,7 +173,11 @@ export class ColmenaServer {
 
   /** Connects the broker (prints `Conectado a RabbitMQ`), then listens (prints where). */
   async start(): Promise<void> {
-    this.#broker = await this.#deps.connectBroker((batch) => this.#onResults(batch));
+    this.#broker = await this.#deps.connectBroker({
+      onResults: (batch) => this.#onResults(batch),
+      onHeartbeat: (hb) =>
+        this.#workers.set(`${hb.worker}@${hb.host}:${hb.pid}`, { ...hb, lastSeen: Date.now() }),
+    });
     log.info("Conectado a RabbitMQ");
     this.#listener = Deno.listen({ hostname: this.#config.host, port: this.#config.port });
     log.info("Servidor iniciado");
@@ -130,7 +216,11 @@ export class ColmenaServer {
     this.stats.connections++;
     client.serve((framed) => this.#onFrame(client, framed)).finally(() => {
       this.#connections.delete(client);
-      for (const taskId of client.awaiting) this.#pushes.delete(taskId);
+      for (const upload of client.uploads.values()) abortUpload(upload);
+      client.uploads.clear();
+      for (const taskId of client.awaiting) {
+        if (this.#pushes.get(taskId)?.conn === client) this.#pushes.delete(taskId);
+      }
       client.awaiting.clear();
     });
   }
@@ -153,16 +243,25 @@ export class ColmenaServer {
       this.#replyError(client, decoded.id, decoded.error);
       return;
     }
-    try {
-      this.#dispatch(client, decoded.value);
-    } catch (err) {
+    if (!client.takeToken(this.#config.rateLimit, this.#config.rateBurst)) {
+      this.#replyError(
+        client,
+        decoded.value.id,
+        new ColmenaError("RATE_LIMITED", {
+          message:
+            `Más de ${this.#config.rateLimit} peticiones por segundo en esta conexión; espere un poco`,
+        }),
+      );
+      return;
+    }
+    this.#dispatch(client, decoded.value).catch((err: unknown) => {
       const error = toColmenaError(err);
       if (error.code === "INTERNAL") log.error("Error interno atendiendo una petición", err);
       this.#replyError(client, decoded.value.id, error);
-    }
+    });
   }
 
-  #dispatch(client: ClientConnection, request: Request): void {
+  async #dispatch(client: ClientConnection, request: Request): Promise<void> {
     switch (request.type) {
       case "hello":
         if (request.client) client.client = request.client;
@@ -175,14 +274,26 @@ export class ColmenaServer {
         });
         return;
       case "submit":
-        this.#submit(client, request);
-        return;
+        return await this.#submit(client, request);
       case "status":
-        this.#status(client, request);
-        return;
+        return await this.#status(client, request);
       case "ping":
         client.send({ type: "pong", id: request.id });
         return;
+      case "cancel":
+        return await this.#cancel(client, request);
+      case "watch":
+        return await this.#watch(client, request);
+      case "list":
+        return await this.#list(client, request);
+      case "workers":
+        return this.#listWorkers(client, request);
+      case "dlq":
+        return await this.#dlq(client, request);
+      case "upload":
+        return await this.#upload(client, request);
+      case "download":
+        return await this.#download(client, request);
       default: {
         const unreachable: never = request;
         throw new TypeError(`Cannot dispatch frame: ${JSON.stringify(unreachable)}`);
@@ -190,8 +301,19 @@ export class ColmenaServer {
     }
   }
 
-  #submit(client: ClientConnection, request: Extract<Request, { type: "submit" }>): void {
-    const valid = validateTask(request.task);
+  async #submit(
+    client: ClientConnection,
+    request: Extract<Request, { type: "submit" }>,
+  ): Promise<void> {
+    const fileSpec = request.task.file;
+    // With a file, the payload is checked with an empty string standing in for the file's field.
+    const given = fileSpec === undefined ? request.task.payload : {
+      ...(typeof request.task.payload === "object" && request.task.payload !== null
+        ? request.task.payload
+        : {}),
+      [fileSpec.field]: "",
+    };
+    const valid = validateTask({ type: request.task.type, payload: given });
     if (!valid.ok) return this.#replyError(client, request.id, valid.error);
     const broker = this.#broker;
     if (broker === undefined || !broker.connected || this.#stopping) {
@@ -211,75 +333,360 @@ export class ColmenaServer {
         }),
       );
     }
-    const taskId = crypto.randomUUID();
     const type = valid.value.type;
-    const priority = request.options?.priority ?? 0;
-    const submittedAt = new Date().toISOString();
-    const message: TaskMessage = {
-      v: QUEUE_FORMAT,
-      taskId,
-      type,
-      payload: valid.value.payload,
-      client: client.client,
-      origin: this.serverId,
-      priority,
-      timeoutMs: request.options?.timeoutMs ?? TASKS[type].defaultTimeoutMs,
-      submittedAt,
-      attempt: 1,
-    };
-    const view: TaskView = {
+    const file = request.task.file;
+    if (file !== undefined && !UPLOAD_REF.test(file.ref)) {
+      return this.#replyError(
+        client,
+        request.id,
+        new ColmenaError("INVALID_PAYLOAD", {
+          message: `"task.file.ref" no es una referencia de fichero subido: "${
+            file.ref.slice(0, 64)
+          }"`,
+        }),
+      );
+    }
+    const options = request.options ?? {};
+    const taskId = crypto.randomUUID();
+    let payload = valid.value.payload;
+    if (file !== undefined) {
+      const { [file.field]: _placeholder, ...rest } = payload as Record<string, unknown>;
+      payload = rest;
+    }
+    let payloadRef: string | undefined;
+    const payloadJson = JSON.stringify(payload);
+    if (payloadJson.length > this.#config.claimCheckBytes) {
+      // Claim check: the payload travels as an object, the message only names it.
+      payloadRef = `tasks/${taskId}/payload`;
+      await this.#deps.blobs.put(payloadRef, encoder.encode(payloadJson));
+      payload = undefined;
+    }
+    const newTask: NewTask = {
       taskId,
       taskType: type,
-      status: "queued",
-      priority,
+      priority: options.priority ?? 0,
       client: { ...client.client },
-      submittedAt,
+      submittedAt: new Date().toISOString(),
+      origin: this.serverId,
+      ...(payloadRef === undefined ? { payload } : { payloadRef }),
+      maxAttempts: options.maxAttempts ?? this.#config.maxAttempts,
+      timeoutMs: options.timeoutMs ?? TASKS[type].defaultTimeoutMs,
+      ...(options.idempotencyKey === undefined ? {} : { idempotencyKey: options.idempotencyKey }),
     };
-    const store = this.#deps.store;
-    store.create(view);
-    const target: PushTarget = { conn: client, accepted: false };
-    this.#pushes.set(taskId, target);
-    client.awaiting.add(taskId);
     client.pending++;
-    broker.publishTask(message).then(() => {
-      client.pending--;
+    const store = this.#deps.store;
+    try {
+      const { taskId, created } = await store.create(newTask);
+      if (!created) return await this.#resubmitted(client, request.id, taskId);
+      const target: PushTarget = { conn: client, accepted: false };
+      this.#pushes.set(taskId, target);
+      client.awaiting.add(taskId);
+      const message: TaskMessage = {
+        v: QUEUE_FORMAT,
+        taskId,
+        type,
+        payload,
+        client: newTask.client,
+        origin: this.serverId,
+        priority: newTask.priority,
+        timeoutMs: newTask.timeoutMs,
+        submittedAt: newTask.submittedAt,
+        attempt: 1,
+        maxAttempts: newTask.maxAttempts,
+        deliveries: 1,
+        ...(payloadRef === undefined ? {} : { payloadRef }),
+        ...(file === undefined ? {} : { file }),
+      };
+      try {
+        await this.#publishSurely(broker, message);
+      } catch (err) {
+        this.stats.rejected++;
+        if (this.#pushes.get(taskId) === target) this.#pushes.delete(taskId);
+        client.awaiting.delete(taskId);
+        await store.remove(taskId).catch((e) =>
+          log.error("No se pudo borrar una tarea rechazada", e)
+        );
+        throw err;
+      }
       this.stats.accepted++;
       target.accepted = true;
       client.send({ type: "accepted", id: request.id, taskId });
-      if (target.result !== undefined) {
-        client.send(target.result);
-        this.#pushes.delete(taskId);
-        client.awaiting.delete(taskId);
-      }
-    }, (err: unknown) => {
+      if (target.result !== undefined) this.#deliver(taskId, target, target.result);
+    } finally {
       client.pending--;
-      this.stats.rejected++;
-      this.#pushes.delete(taskId);
-      client.awaiting.delete(taskId);
-      store.remove(taskId);
-      this.#replyError(client, request.id, toColmenaError(err));
+    }
+  }
+
+  /**
+   * Publishes a task; when the confirm fails because the broker went away, waits for the reconnect and
+   * publishes it again under the same id (a copy that did reach the queue is absorbed as a duplicate),
+   * until `publishRetryMs` has passed.
+   */
+  async #publishSurely(broker: ServerBrokerWithOps, message: TaskMessage): Promise<void> {
+    const deadline = Date.now() + this.#config.publishRetryMs;
+    for (let attempt = 1;; attempt++) {
+      try {
+        await broker.publishTask(message);
+        if (attempt > 1) this.stats.republished++;
+        return;
+      } catch (err) {
+        const left = deadline - Date.now();
+        if (this.#stopping || left <= 0 || !(await broker.waitConnected(left))) throw err;
+        log.warn(`Confirmación perdida de la tarea ${message.taskId}; se vuelve a publicar`);
+      }
+    }
+  }
+
+  /** A submit that reused an idempotency key: the first task's id, and its result if it has one. */
+  async #resubmitted(client: ClientConnection, requestId: string, taskId: string): Promise<void> {
+    const view = await this.#deps.store.get(taskId);
+    client.send({ type: "accepted", id: requestId, taskId });
+    if (view !== undefined && isFinal(view)) {
+      client.send(pushFromView(view));
+      return;
+    }
+    this.#pushes.set(taskId, { conn: client, accepted: true });
+    client.awaiting.add(taskId);
+    this.#watched.add(taskId);
+  }
+
+  async #status(
+    client: ClientConnection,
+    request: Extract<Request, { type: "status" }>,
+  ): Promise<void> {
+    const view = await this.#deps.store.get(request.taskId);
+    if (view === undefined) return this.#notFound(client, request.id, request.taskId);
+    client.send({ type: "task", id: request.id, ...view });
+  }
+
+  #notFound(client: ClientConnection, id: string, taskId: string): void {
+    this.#replyError(
+      client,
+      id,
+      new ColmenaError("NOT_FOUND", {
+        message: `No existe ninguna tarea con id "${taskId.slice(0, 128)}"`,
+      }),
+    );
+  }
+
+  async #cancel(
+    client: ClientConnection,
+    request: Extract<Request, { type: "cancel" }>,
+  ): Promise<void> {
+    const outcome = await this.#deps.store.cancel(request.taskId);
+    if (outcome === "not_found") return this.#notFound(client, request.id, request.taskId);
+    const view = await this.#deps.store.get(request.taskId);
+    client.send({
+      type: "cancelled",
+      id: request.id,
+      taskId: request.taskId,
+      cancelled: outcome === "cancelled",
+      status: view?.status ?? "cancelled",
+    });
+    if (outcome !== "cancelled") return;
+    this.#broker?.publishControl({ type: "cancel", taskIds: [request.taskId] }).catch((err) =>
+      log.error("No se pudo avisar a los workers de una cancelación", err)
+    );
+    const target = this.#pushes.get(request.taskId);
+    if (target !== undefined && view !== undefined) {
+      this.#deliver(request.taskId, target, pushFromView(view));
+    }
+  }
+
+  async #watch(
+    client: ClientConnection,
+    request: Extract<Request, { type: "watch" }>,
+  ): Promise<void> {
+    const store = this.#deps.store;
+    const views = await Promise.all(request.taskIds.map((taskId) => store.get(taskId)));
+    const found: string[] = [];
+    const missing: string[] = [];
+    const ready: ResultPush[] = [];
+    request.taskIds.forEach((taskId, i) => {
+      const view = views[i];
+      if (view === undefined) {
+        missing.push(taskId);
+        return;
+      }
+      found.push(taskId);
+      if (isFinal(view)) {
+        ready.push(pushFromView(view));
+        return;
+      }
+      this.#pushes.set(taskId, { conn: client, accepted: true });
+      client.awaiting.add(taskId);
+      this.#watched.add(taskId);
+    });
+    client.send({ type: "watching", id: request.id, taskIds: found, missing });
+    for (const push of ready) client.send(push);
+  }
+
+  async #list(
+    client: ClientConnection,
+    request: Extract<Request, { type: "list" }>,
+  ): Promise<void> {
+    const f = request.filter ?? {};
+    const page = await this.#deps.store.list({
+      limit: request.limit,
+      ...(f.statuses === undefined ? {} : { statuses: f.statuses }),
+      ...(f.taskType === undefined ? {} : { taskType: f.taskType }),
+      ...(f.clientKind === undefined ? {} : { clientKind: f.clientKind }),
+      ...(f.clientName === undefined ? {} : { clientName: f.clientName }),
+      ...(f.since === undefined ? {} : { since: f.since }),
+      ...(f.until === undefined ? {} : { until: f.until }),
+      ...(request.cursor === undefined ? {} : { cursor: request.cursor }),
+    });
+    client.send({
+      type: "tasks",
+      id: request.id,
+      items: [...page.items],
+      nextCursor: page.nextCursor,
     });
   }
 
-  #status(client: ClientConnection, request: Extract<Request, { type: "status" }>): void {
-    const found = this.#deps.store.get(request.taskId);
-    Promise.resolve(found).then((view) => {
-      if (view === undefined) {
-        this.#replyError(
-          client,
-          request.id,
-          new ColmenaError("NOT_FOUND", {
-            message: `No existe ninguna tarea con id "${request.taskId.slice(0, 128)}"`,
-          }),
-        );
+  #listWorkers(client: ClientConnection, request: Extract<Request, { type: "workers" }>): void {
+    const now = Date.now();
+    const workers = [];
+    for (const [key, w] of this.#workers) {
+      if (now - w.lastSeen > 4 * WORKER_ALIVE_MS) this.#workers.delete(key);
+      else if (now - w.lastSeen <= WORKER_ALIVE_MS) {
+        workers.push({
+          worker: w.worker,
+          host: w.host,
+          pid: w.pid,
+          concurrency: w.concurrency,
+          inProgress: w.inProgress,
+          processed: w.processed,
+          failed: w.failed,
+          startedAt: w.startedAt,
+          lastSeen: new Date(w.lastSeen).toISOString(),
+          stopping: w.stopping,
+        });
+      }
+    }
+    workers.sort((a, b) => a.worker.localeCompare(b.worker));
+    client.send({ type: "workers", id: request.id, workers });
+  }
+
+  async #dlq(client: ClientConnection, request: Extract<Request, { type: "dlq" }>): Promise<void> {
+    const broker = this.#broker;
+    if (broker === undefined || !broker.connected) {
+      return this.#replyError(client, request.id, new ColmenaError("BROKER_UNAVAILABLE"));
+    }
+    if (request.action === "list") {
+      const entries = await broker.listDeadLetters(request.limit);
+      client.send({ type: "dlq", id: request.id, entries });
+      return;
+    }
+    const store = this.#deps.store;
+    // Reopen first, so that the new attempts' results are not taken for duplicates.
+    if (request.taskIds !== undefined) {
+      await Promise.all(request.taskIds.map((taskId) => store.reopen(taskId)));
+    }
+    const moved = await broker.requeueDeadLetters(request.taskIds, request.limit);
+    if (request.taskIds === undefined) {
+      await Promise.all(moved.map((task) => store.reopen(task.taskId)));
+    }
+    client.send({ type: "dlq", id: request.id, requeued: moved.map((t) => t.taskId) });
+  }
+
+  /** Takes one piece of an uploaded file, streaming it into the object store in order. */
+  #upload(client: ClientConnection, request: Extract<Request, { type: "upload" }>): Promise<void> {
+    let uploadId = request.uploadId;
+    let upload: Upload | undefined;
+    if (uploadId === undefined) {
+      uploadId = crypto.randomUUID();
+      const { readable, writable } = new TransformStream<Uint8Array, Uint8Array>();
+      const ref = `uploads/${uploadId}`;
+      const stored = this.#deps.blobs.put(ref, readable);
+      stored.catch(() => {}); // awaited on the last piece; an abort is no unhandled rejection
+      upload = { ref, writer: writable.getWriter(), stored, bytes: 0, chain: Promise.resolve() };
+      client.uploads.set(uploadId, upload);
+    } else {
+      upload = client.uploads.get(uploadId);
+      if (upload === undefined) {
+        this.#notFound(client, request.id, uploadId);
+        return Promise.resolve();
+      }
+    }
+    const id = uploadId;
+    const current = upload;
+    const step = current.chain.then(async () => {
+      const piece = new Uint8Array(Buffer.from(request.data, "base64"));
+      current.bytes += piece.length;
+      if (current.bytes > this.#config.maxUploadBytes) {
+        client.uploads.delete(id);
+        abortUpload(current);
+        throw new ColmenaError("FRAME_TOO_LARGE", {
+          message: `El fichero supera el máximo de ${this.#config.maxUploadBytes} bytes`,
+        });
+      }
+      if (piece.length > 0) await current.writer.write(piece);
+      if (!request.last) {
+        client.send({ type: "uploading", id: request.id, uploadId: id, bytes: current.bytes });
         return;
       }
-      client.send({ type: "task", id: request.id, ...view });
-    }, (err: unknown) => this.#replyError(client, request.id, toColmenaError(err)));
+      client.uploads.delete(id);
+      await current.writer.close();
+      await current.stored;
+      client.send({
+        type: "uploaded",
+        id: request.id,
+        uploadId: id,
+        ref: current.ref,
+        bytes: current.bytes,
+      });
+    });
+    current.chain = step.catch(() => {});
+    return step;
+  }
+
+  /** Streams an object (a large output) back in `chunk` frames, waiting for slow readers. */
+  async #download(
+    client: ClientConnection,
+    request: Extract<Request, { type: "download" }>,
+  ): Promise<void> {
+    if (!OUTPUT_REF.test(request.ref)) {
+      return this.#notFound(client, request.id, request.ref);
+    }
+    const stream = await this.#deps.blobs.stream(request.ref);
+    let seq = 0;
+    let held = Buffer.alloc(0);
+    const send = async (bytes: Buffer, last: boolean) => {
+      client.send({
+        type: "chunk",
+        id: request.id,
+        seq: seq++,
+        data: bytes.toString("base64"),
+        last,
+      });
+      if (client.queuedChars > 4 * DOWNLOAD_CHUNK_BYTES) await client.flushed();
+    };
+    for await (const part of stream) {
+      if (client.closed) return; // leaving the loop cancels the stream
+      held = Buffer.concat([held, part]);
+      while (held.length >= DOWNLOAD_CHUNK_BYTES) {
+        await send(held.subarray(0, DOWNLOAD_CHUNK_BYTES), false);
+        held = held.subarray(DOWNLOAD_CHUNK_BYTES);
+      }
+    }
+    await send(held, true);
   }
 
   #replyError(client: ClientConnection, id: string | null, error: ColmenaError): void {
     client.send({ type: "error", id, ...error.toWire() });
+  }
+
+  /** Sends a result to its connection once, after `accepted`. */
+  #deliver(taskId: string, target: PushTarget, push: ResultPush): void {
+    if (!target.accepted) {
+      target.result = push;
+      return;
+    }
+    if (this.#pushes.get(taskId) === target) this.#pushes.delete(taskId);
+    this.#watched.delete(taskId);
+    target.conn.awaiting.delete(taskId);
+    target.conn.send(push);
   }
 
   async #onResults(batch: ResultBatch): Promise<void> {
@@ -288,46 +695,30 @@ export class ColmenaServer {
     const foreignOf = (origin: string): ResultBatch => {
       let b = foreign.get(origin);
       if (b === undefined) {
-        b = { v: QUEUE_FORMAT, started: [], results: [] };
+        b = { v: QUEUE_FORMAT, forwarded: true, started: [], retrying: [], results: [] };
         foreign.set(origin, b);
       }
       return b;
     };
-    for (const notice of batch.started) {
-      if (notice.origin === this.serverId) await store.markStarted(notice);
-      else foreignOf(notice.origin).started.push(notice);
-    }
-    for (const result of batch.results) {
-      if (result.origin !== this.serverId) {
-        foreignOf(result.origin).results.push(result);
-        continue;
-      }
-      const first = await store.complete(result);
-      if (!first) {
+    const forwardable = (origin: string) => !batch.forwarded && origin !== this.serverId;
+    await Promise.all([
+      ...batch.started.map((n) => store.markStarted(n)),
+      ...batch.retrying.map((n) => store.markRetrying(n.taskId, n.error)),
+    ]);
+    for (const n of batch.started) if (forwardable(n.origin)) foreignOf(n.origin).started.push(n);
+    for (const n of batch.retrying) if (forwardable(n.origin)) foreignOf(n.origin).retrying.push(n);
+    const firsts = await Promise.all(batch.results.map((r) => store.complete(r)));
+    batch.results.forEach((result, i) => {
+      // A forwarded result was recorded by the server that consumed it; it is pushed here all the same.
+      if (!firsts[i] && !batch.forwarded) {
         this.stats.duplicates++;
-        continue;
+        return;
       }
-      this.stats.results++;
+      if (firsts[i]) this.stats.results++;
       const target = this.#pushes.get(result.taskId);
-      if (target === undefined) continue;
-      const push: ResultPush = {
-        type: "result",
-        taskId: result.taskId,
-        taskType: result.taskType,
-        status: result.status,
-        worker: result.worker,
-        durationMs: result.durationMs,
-      };
-      if (result.output !== undefined) push.output = result.output;
-      if (result.error !== undefined) push.error = result.error;
-      if (target.accepted) {
-        target.conn.send(push);
-        this.#pushes.delete(result.taskId);
-        target.conn.awaiting.delete(result.taskId);
-      } else {
-        target.result = push;
-      }
-    }
+      if (target !== undefined) this.#deliver(result.taskId, target, pushFromResult(result));
+      else if (forwardable(result.origin)) foreignOf(result.origin).results.push(result);
+    });
     if (foreign.size > 0 && this.#broker !== undefined) {
       const broker = this.#broker;
       await Promise.all(
@@ -349,7 +740,42 @@ export class ColmenaServer {
               `El cliente no lee sus respuestas desde hace más de ${this.#config.writeTimeoutMs} ms`,
           }),
         );
+      } else if (client.partialLineFor(now) > this.#config.partialLineTimeoutMs) {
+        client.drop(
+          new ColmenaError("IDLE_TIMEOUT", {
+            message: `Línea incompleta durante más de ${this.#config.partialLineTimeoutMs} ms`,
+          }),
+        );
+      } else if (
+        client.idleFor(now) > this.#config.idleTimeoutMs && client.awaiting.size === 0 &&
+        client.pending === 0
+      ) {
+        client.drop(new ColmenaError("IDLE_TIMEOUT"));
       }
+    }
+    if (this.#watched.size > 0) this.#pollWatched();
+  }
+
+  #polling = false;
+
+  /** Results of watched tasks may be consumed by another server: look for them in the store. */
+  async #pollWatched(): Promise<void> {
+    if (this.#polling) return;
+    this.#polling = true;
+    try {
+      for (const taskId of [...this.#watched]) {
+        const target = this.#pushes.get(taskId);
+        if (target === undefined || target.conn.closed) {
+          this.#watched.delete(taskId);
+          continue;
+        }
+        const view = await this.#deps.store.get(taskId);
+        if (view !== undefined && isFinal(view)) this.#deliver(taskId, target, pushFromView(view));
+      }
+    } catch (err) {
+      log.error("No se pudo consultar el almacén por tareas vigiladas", err);
+    } finally {
+      this.#polling = false;
     }
   }
 

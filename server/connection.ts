@@ -20,6 +20,19 @@ export interface ClientIdentity {
   kind: ClientKind;
 }
 
+/** A file being uploaded on a connection: its pieces stream, in order, into the object store. */
+export interface Upload {
+  /** The object's key. */
+  readonly ref: string;
+  readonly writer: WritableStreamDefaultWriter<Uint8Array>;
+  /** Settles when the object store has the whole file (or failed). */
+  readonly stored: Promise<void>;
+  /** Bytes received so far. */
+  bytes: number;
+  /** The pieces' work, one after another. */
+  chain: Promise<void>;
+}
+
 /** Limits of one connection. */
 export interface ConnectionLimits {
   maxLineBytes: number;
@@ -70,12 +83,51 @@ export class ClientConnection {
     return this.#done.promise;
   }
 
+  #lastByteAt = Date.now();
+  #lastFrameAt = Date.now();
+  #tokens = -1;
+  #tokensAt = 0;
+
+  /**
+   * Takes one request token from the connection's bucket (`rate` per second, at most `burst` saved);
+   * `false` when it is empty.
+   */
+  takeToken(rate: number, burst: number): boolean {
+    const now = performance.now();
+    if (this.#tokens < 0) this.#tokens = burst;
+    else this.#tokens = Math.min(burst, this.#tokens + ((now - this.#tokensAt) * rate) / 1000);
+    this.#tokensAt = now;
+    if (this.#tokens < 1) return false;
+    this.#tokens -= 1;
+    return true;
+  }
+
+  /** Milliseconds since the last complete line. */
+  idleFor(now: number): number {
+    return now - this.#lastFrameAt;
+  }
+
+  /** Milliseconds a line has been incomplete (bytes came after the last complete line), or 0. */
+  partialLineFor(now: number): number {
+    return this.#lastByteAt > this.#lastFrameAt ? now - this.#lastFrameAt : 0;
+  }
+
   /** Reads frames and hands each to `onFrame`, until the peer closes or the connection is dropped. */
   async serve(onFrame: (framed: Framed) => void): Promise<void> {
     try {
-      const frames = this.#conn.readable.pipeThrough(new LineFramer(this.#limits.maxLineBytes));
+      const frames = this.#conn.readable
+        .pipeThrough(
+          new TransformStream<Uint8Array, Uint8Array>({
+            transform: (chunk, controller) => {
+              this.#lastByteAt = Date.now();
+              controller.enqueue(chunk);
+            },
+          }),
+        )
+        .pipeThrough(new LineFramer(this.#limits.maxLineBytes));
       for await (const framed of frames) {
         if (this.#closed) break;
+        this.#lastFrameAt = Date.now();
         onFrame(framed);
       }
     } catch (err) {
@@ -132,6 +184,21 @@ export class ClientConnection {
     this.#afterWrite = () => this.close();
     setTimeout(() => this.close(), timeoutMs);
   }
+
+  /** Characters queued and not yet written. */
+  get queuedChars(): number {
+    return this.#outChars;
+  }
+
+  /** Resolves once everything queued so far has been written (or the connection closed). */
+  async flushed(): Promise<void> {
+    while (!this.#closed && (this.#writing || this.#out.length > 0)) {
+      await new Promise((resolve) => setTimeout(resolve, 5));
+    }
+  }
+
+  /** Uploads under way on this connection, by id. */
+  readonly uploads = new Map<string, Upload>();
 
   /** Whether a write has been blocked for longer than the write timeout (checked by the server's sweeper). */
   writeStalled(now: number): boolean {

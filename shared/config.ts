@@ -44,6 +44,17 @@ const queueName = z.string().min(1).max(200).regex(/^[A-Za-z0-9_.:-]+$/);
  * - `maxOutputBytes` — unsent bytes held per connection before it is dropped. @defaultValue `16777216` · env `COLMENA_MAX_OUTPUT_BYTES` · `--max-output-bytes`
  * - `writeTimeoutMs` — longest wait for one socket write. @defaultValue `30000` · env `COLMENA_WRITE_TIMEOUT_MS` · `--write-timeout-ms`
  * - `memoryMaxTasks` — task records kept in memory. @defaultValue `200000` · env `COLMENA_MEMORY_MAX_TASKS` · `--memory-max-tasks`
+ * - `rateLimit` — requests per second per connection. @defaultValue `20000` · env `COLMENA_RATE_LIMIT` · `--rate-limit`
+ * - `rateBurst` — requests a connection may save up. @defaultValue `40000` · env `COLMENA_RATE_BURST` · `--rate-burst`
+ * - `idleTimeoutMs` — a connection with no request and nothing awaited is closed. @defaultValue `600000` · env `COLMENA_IDLE_TIMEOUT_MS` · `--idle-timeout-ms`
+ * - `partialLineTimeoutMs` — longest time a line may stay incomplete. @defaultValue `60000` · env `COLMENA_PARTIAL_LINE_TIMEOUT_MS` · `--partial-line-timeout-ms`
+ * - `publishRetryMs` — how long a submit whose confirm was lost waits for the broker to come back. @defaultValue `15000` · env `COLMENA_PUBLISH_RETRY_MS` · `--publish-retry-ms`
+ * - `maxAttempts` — attempts of a task unless its submit says otherwise. @defaultValue `3` · env `COLMENA_MAX_ATTEMPTS` · `--max-attempts`
+ * - `store` — where task records live: `sqlite`, `postgres` or `memory`. @defaultValue `postgres` with a `databaseUrl`, else `sqlite` · env `COLMENA_STORE` · `--store`
+ * - `databaseUrl` — PostgreSQL URL. @defaultValue none · env `DATABASE_URL` · `--database-url`
+ * - `retentionDays` — finished records (and their objects) older than this are deleted. @defaultValue `7` · env `COLMENA_RETENTION_DAYS` · `--retention-days`
+ * - `maxUploadBytes` — largest file a client may upload. @defaultValue `268435456` · env `COLMENA_MAX_UPLOAD_BYTES` · `--max-upload-bytes`
+ * - storage of objects, as for the worker below.
  */
 export const ServerConfig = z.object({
   host: z.string().min(1).default("localhost"),
@@ -59,6 +70,25 @@ export const ServerConfig = z.object({
   maxOutputBytes: positiveInt.default(16 * 1024 * 1024),
   writeTimeoutMs: positiveInt.default(30_000),
   memoryMaxTasks: positiveInt.default(200_000),
+  rateLimit: positiveInt.default(20_000),
+  rateBurst: positiveInt.default(40_000),
+  idleTimeoutMs: positiveInt.default(600_000),
+  partialLineTimeoutMs: positiveInt.default(60_000),
+  publishRetryMs: z.coerce.number().int().min(0).default(15_000),
+  maxAttempts: positiveInt.max(20).default(3),
+  store: z.enum(["sqlite", "postgres", "memory"]).optional(),
+  databaseUrl: z.string().regex(/^postgres(ql)?:\/\//, "debe empezar por postgres://").optional(),
+  retentionDays: z.coerce.number().positive().default(7),
+  maxUploadBytes: positiveInt.default(256 * 1024 * 1024),
+  dataDir: z.string().min(1).default("./data"),
+  s3Endpoint: z.url().optional(),
+  s3Bucket: z.string().min(3).max(63).optional(),
+  s3Region: z.string().min(1).default("us-east-1"),
+  s3Prefix: z.string().max(200).default(""),
+  awsAccessKeyId: z.string().min(1).optional(),
+  awsSecretAccessKey: z.string().min(1).optional(),
+  awsSessionToken: z.string().min(1).optional(),
+  claimCheckBytes: positiveInt.default(256 * 1024),
 });
 
 /** Server settings, as parsed. */
@@ -71,6 +101,14 @@ export type ServerConfig = Readonly<z.output<typeof ServerConfig>>;
  * - `amqpUrl`, `taskQueue`, `resultQueue` — as for the server.
  * - `concurrency` — tasks held at once (the prefetch). @defaultValue `100` · env `COLMENA_CONCURRENCY` · `--concurrency`
  * - `quiet` — print no line per task. @defaultValue `false` · env `COLMENA_QUIET` · `--quiet`
+ * - `retryBaseMs` — wait before a 2nd attempt, doubled for each later one. @defaultValue `1000` · env `COLMENA_RETRY_BASE_MS` · `--retry-base-ms`
+ * - `maxDeliveries` — deliveries of one attempt (its worker died) before the task fails. @defaultValue `5` · env `COLMENA_MAX_DELIVERIES` · `--max-deliveries`
+ * - `heartbeatMs` — interval of the worker's heartbeats. @defaultValue `5000` · env `COLMENA_HEARTBEAT_MS` · `--heartbeat-ms`
+ * - `drainTimeoutMs` — wait for tasks in progress at shutdown before handing them back. @defaultValue `30000` · env `COLMENA_DRAIN_TIMEOUT_MS` · `--drain-timeout-ms`
+ * - `dataDir` — folder of the SQLite file and of objects when there is no S3. @defaultValue `"./data"` · env `COLMENA_DATA_DIR` · `--data-dir`
+ * - `s3Endpoint`, `s3Bucket`, `s3Region`, `s3Prefix` — an S3-compatible store for objects, used when a bucket is set. · env `S3_ENDPOINT`, `S3_BUCKET`, `S3_REGION` (`us-east-1`), `S3_PREFIX`
+ * - `awsAccessKeyId`, `awsSecretAccessKey`, `awsSessionToken` — S3 credentials. · env `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN`
+ * - `claimCheckBytes` — payloads and outputs larger than this travel as objects, not through RabbitMQ. @defaultValue `262144` · env `COLMENA_CLAIM_CHECK_BYTES` · `--claim-check-bytes`
  */
 export const WorkerConfig = z.object({
   name: z.string().regex(/^[A-Za-z0-9_.-]{1,64}$/).optional(),
@@ -79,6 +117,19 @@ export const WorkerConfig = z.object({
   resultQueue: queueName.default("result_queue"),
   concurrency: positiveInt.max(10_000).default(100),
   quiet: flag.default(false),
+  retryBaseMs: positiveInt.max(300_000).default(1_000),
+  maxDeliveries: positiveInt.max(100).default(5),
+  heartbeatMs: positiveInt.min(100).default(5_000),
+  drainTimeoutMs: z.coerce.number().int().min(0).default(30_000),
+  dataDir: z.string().min(1).default("./data"),
+  s3Endpoint: z.url().optional(),
+  s3Bucket: z.string().min(3).max(63).optional(),
+  s3Region: z.string().min(1).default("us-east-1"),
+  s3Prefix: z.string().max(200).default(""),
+  awsAccessKeyId: z.string().min(1).optional(),
+  awsSecretAccessKey: z.string().min(1).optional(),
+  awsSessionToken: z.string().min(1).optional(),
+  claimCheckBytes: positiveInt.default(256 * 1024),
 });
 
 /** Worker settings, as parsed. */
@@ -93,6 +144,14 @@ export type WorkerConfig = Readonly<z.output<typeof WorkerConfig>>;
  * - `json` — print JSON for scripts. @defaultValue `false` · `--json`
  * - `clientes`, `tareas`, `tipos`, `tareasTipos` — options of `simular`.
  * - `prioridad` — priority of `enviar`. @defaultValue `0` · `--prioridad`
+ * - `estado` — `historial`: states to show, comma-separated (English or Spanish). @defaultValue all · env `COLMENA_HIST_ESTADO` · `--estado`
+ * - `tipoTarea` — `historial`: one task type to show. @defaultValue all · env `COLMENA_HIST_TIPO_TAREA` · `--tipo-tarea`
+ * - `deTipo` — `historial`: one client kind to show (`web`, `movil`, `cli`). @defaultValue all · env `COLMENA_HIST_DE_TIPO` · `--de-tipo`
+ * - `desde` — `historial`: submitted at or after this ISO 8601 time or span ago (`2h`). @defaultValue none · env `COLMENA_HIST_DESDE` · `--desde`
+ * - `hasta` — `historial`: submitted before this ISO 8601 time or span ago (`30m`). @defaultValue none · env `COLMENA_HIST_HASTA` · `--hasta`
+ * - `limite` — page size of `historial` (1–500) and of `dlq` (1–1000). @defaultValue `20` (`historial --todas`: `500`) · env `COLMENA_LIMITE` · `--limite`
+ * - `cursor` — `historial`: continue after the page that printed this cursor. @defaultValue none · env `COLMENA_HIST_CURSOR` · `--cursor`
+ * - `todas` — `historial`: follow the pages to the end (at most 100). @defaultValue `false` · env `COLMENA_HIST_TODAS` · `--todas`
  */
 export const ClientConfig = z.object({
   host: z.string().min(1).default("localhost"),
@@ -108,6 +167,14 @@ export const ClientConfig = z.object({
   tipos: z.string().default("cli"),
   tareasTipos: z.string().optional(),
   prioridad: z.coerce.number().int().min(0).max(9).default(0),
+  estado: z.string().optional(),
+  tipoTarea: z.string().optional(),
+  deTipo: z.string().optional(),
+  desde: z.string().optional(),
+  hasta: z.string().optional(),
+  limite: positiveInt.max(1_000).optional(),
+  cursor: z.string().min(1).max(500).optional(),
+  todas: flag.default(false),
 });
 
 /** Client settings, as parsed. */
@@ -130,6 +197,28 @@ const SOURCES: { [R in Role]: Record<string, Source> } = {
     maxOutputBytes: { env: "COLMENA_MAX_OUTPUT_BYTES", flag: "max-output-bytes" },
     writeTimeoutMs: { env: "COLMENA_WRITE_TIMEOUT_MS", flag: "write-timeout-ms" },
     memoryMaxTasks: { env: "COLMENA_MEMORY_MAX_TASKS", flag: "memory-max-tasks" },
+    rateLimit: { env: "COLMENA_RATE_LIMIT", flag: "rate-limit" },
+    rateBurst: { env: "COLMENA_RATE_BURST", flag: "rate-burst" },
+    idleTimeoutMs: { env: "COLMENA_IDLE_TIMEOUT_MS", flag: "idle-timeout-ms" },
+    partialLineTimeoutMs: {
+      env: "COLMENA_PARTIAL_LINE_TIMEOUT_MS",
+      flag: "partial-line-timeout-ms",
+    },
+    publishRetryMs: { env: "COLMENA_PUBLISH_RETRY_MS", flag: "publish-retry-ms" },
+    maxAttempts: { env: "COLMENA_MAX_ATTEMPTS", flag: "max-attempts" },
+    store: { env: "COLMENA_STORE", flag: "store" },
+    databaseUrl: { env: "DATABASE_URL", flag: "database-url" },
+    retentionDays: { env: "COLMENA_RETENTION_DAYS", flag: "retention-days" },
+    maxUploadBytes: { env: "COLMENA_MAX_UPLOAD_BYTES", flag: "max-upload-bytes" },
+    dataDir: { env: "COLMENA_DATA_DIR", flag: "data-dir" },
+    s3Endpoint: { env: "S3_ENDPOINT", flag: "s3-endpoint" },
+    s3Bucket: { env: "S3_BUCKET", flag: "s3-bucket" },
+    s3Region: { env: "S3_REGION", flag: "s3-region" },
+    s3Prefix: { env: "S3_PREFIX", flag: "s3-prefix" },
+    awsAccessKeyId: { env: "AWS_ACCESS_KEY_ID", flag: "aws-access-key-id" },
+    awsSecretAccessKey: { env: "AWS_SECRET_ACCESS_KEY", flag: "aws-secret-access-key" },
+    awsSessionToken: { env: "AWS_SESSION_TOKEN", flag: "aws-session-token" },
+    claimCheckBytes: { env: "COLMENA_CLAIM_CHECK_BYTES", flag: "claim-check-bytes" },
   },
   worker: {
     name: { env: "COLMENA_WORKER_NAME", flag: "name" },
@@ -138,6 +227,19 @@ const SOURCES: { [R in Role]: Record<string, Source> } = {
     resultQueue: { env: "COLMENA_RESULT_QUEUE", flag: "result-queue" },
     concurrency: { env: "COLMENA_CONCURRENCY", flag: "concurrency", short: "c" },
     quiet: { env: "COLMENA_QUIET", flag: "quiet", short: "q", boolean: true },
+    retryBaseMs: { env: "COLMENA_RETRY_BASE_MS", flag: "retry-base-ms" },
+    maxDeliveries: { env: "COLMENA_MAX_DELIVERIES", flag: "max-deliveries" },
+    heartbeatMs: { env: "COLMENA_HEARTBEAT_MS", flag: "heartbeat-ms" },
+    drainTimeoutMs: { env: "COLMENA_DRAIN_TIMEOUT_MS", flag: "drain-timeout-ms" },
+    dataDir: { env: "COLMENA_DATA_DIR", flag: "data-dir" },
+    s3Endpoint: { env: "S3_ENDPOINT", flag: "s3-endpoint" },
+    s3Bucket: { env: "S3_BUCKET", flag: "s3-bucket" },
+    s3Region: { env: "S3_REGION", flag: "s3-region" },
+    s3Prefix: { env: "S3_PREFIX", flag: "s3-prefix" },
+    awsAccessKeyId: { env: "AWS_ACCESS_KEY_ID", flag: "aws-access-key-id" },
+    awsSecretAccessKey: { env: "AWS_SECRET_ACCESS_KEY", flag: "aws-secret-access-key" },
+    awsSessionToken: { env: "AWS_SESSION_TOKEN", flag: "aws-session-token" },
+    claimCheckBytes: { env: "COLMENA_CLAIM_CHECK_BYTES", flag: "claim-check-bytes" },
   },
   cliente: {
     host: { env: "COLMENA_HOST", flag: "host" },
@@ -150,6 +252,14 @@ const SOURCES: { [R in Role]: Record<string, Source> } = {
     tipos: { env: "COLMENA_SIM_TIPOS", flag: "tipos" },
     tareasTipos: { env: "COLMENA_SIM_TAREAS_TIPOS", flag: "tareas-tipos" },
     prioridad: { env: "COLMENA_PRIORIDAD", flag: "prioridad" },
+    estado: { env: "COLMENA_HIST_ESTADO", flag: "estado" },
+    tipoTarea: { env: "COLMENA_HIST_TIPO_TAREA", flag: "tipo-tarea" },
+    deTipo: { env: "COLMENA_HIST_DE_TIPO", flag: "de-tipo" },
+    desde: { env: "COLMENA_HIST_DESDE", flag: "desde" },
+    hasta: { env: "COLMENA_HIST_HASTA", flag: "hasta" },
+    limite: { env: "COLMENA_LIMITE", flag: "limite" },
+    cursor: { env: "COLMENA_HIST_CURSOR", flag: "cursor" },
+    todas: { env: "COLMENA_HIST_TODAS", flag: "todas", boolean: true },
   },
 };
 

@@ -47,9 +47,29 @@ export const ERRORS = {
     message: "El broker de mensajes no está disponible; inténtelo de nuevo",
     retryable: true,
   },
+  BLOB_UNAVAILABLE: {
+    message: "El almacén de objetos no está disponible; inténtelo de nuevo",
+    retryable: true,
+  },
+  STORE_UNAVAILABLE: {
+    message: "El almacén de tareas no está disponible; inténtelo de nuevo",
+    retryable: true,
+  },
   OVERLOADED: {
     message: "El servidor está sobrecargado; inténtelo de nuevo",
     retryable: true,
+  },
+  RATE_LIMITED: {
+    message: "Demasiadas peticiones por segundo en esta conexión; espere un poco",
+    retryable: true,
+  },
+  IDLE_TIMEOUT: {
+    message: "La conexión estuvo inactiva demasiado tiempo",
+    retryable: true,
+  },
+  CANCELLED: {
+    message: "La tarea fue cancelada",
+    retryable: false,
   },
   SLOW_CONSUMER: {
     message: "El cliente no lee sus respuestas; se cierra la conexión",

@@ -7,7 +7,13 @@
  *
  * @module
  */
-import type { ResultBatch, ResultMessage, StartedNotice, TaskMessage } from "./queue_messages.ts";
+import type {
+  ResultBatch,
+  ResultMessage,
+  RetryNotice,
+  StartedNotice,
+  TaskMessage,
+} from "./queue_messages.ts";
 import type { ClientKind, TaskStatus, TaskView } from "./protocol.ts";
 import type { WireError } from "./errors.ts";
 
@@ -33,6 +39,8 @@ export interface ServerBroker extends Closable {
   forwardResults(origin: string, batch: ResultBatch): Promise<void>;
   /** Whether the broker connection is up right now. */
   readonly connected: boolean;
+  /** Resolves `true` once connected (at once if it is), or `false` after `timeoutMs`. */
+  waitConnected(timeoutMs: number): Promise<boolean>;
 }
 
 /** Receives what workers report. The broker acknowledges a batch only after the returned promise resolves. */
@@ -46,17 +54,29 @@ export interface TaskDelivery {
   readonly redelivered: boolean;
 }
 
+/** What a worker reports in one message: starts, attempts to be retried, and ends. */
+export interface ReportBatch {
+  readonly started: readonly StartedNotice[];
+  readonly retrying: readonly RetryNotice[];
+  readonly results: readonly ResultMessage[];
+}
+
 /** What the worker needs from the broker. */
 export interface WorkerBroker extends Closable {
   /**
-   * Publishes started notices and results in one persistent message; resolves once the broker confirmed it.
-   * Then, and only then, the tasks of `results` are acknowledged.
+   * Publishes a batch of reports in one persistent message; resolves once the broker confirmed it. Then, and
+   * only then, the given deliveries are acknowledged.
    */
-  publishResults(
-    started: readonly StartedNotice[],
-    results: readonly ResultMessage[],
-    deliveries: readonly TaskDelivery[],
-  ): Promise<void>;
+  publishReports(batch: ReportBatch, deliveries: readonly TaskDelivery[]): Promise<void>;
+  /**
+   * Publishes a copy of a task (its next attempt, or a counted redelivery) durably: to the task queue after
+   * `delayMs`, or at once when it is 0. Resolves on the broker's confirm.
+   */
+  publishTaskCopy(task: TaskMessage, delayMs: number): Promise<void>;
+  /** Publishes a task that failed for good to the dead-letter queue with its error; resolves on confirm. */
+  publishDeadLetter(task: TaskMessage, error: WireError): Promise<void>;
+  /** Acknowledges a delivery whose outcome is already safe elsewhere (a copy was confirmed). */
+  ack(delivery: TaskDelivery): void;
   /** Hands a task back to the queue unprocessed (shutdown). */
   release(delivery: TaskDelivery): void;
   /** Removes an unreadable task message from the queue, to the dead-letter queue. */
@@ -133,6 +153,11 @@ export interface TaskStore {
   complete(result: ResultMessage): Promise<boolean>;
   /** Cancels a `queued` task (`cancelled`); a running or final one is `too_late`. */
   cancel(taskId: string): Promise<CancelOutcome>;
+  /**
+   * Puts a final task back to `queued` for a fresh set of attempts (an operator requeued it from the
+   * dead-letter queue): attempts 0, no worker, output, error or finish time. Ignored when not final.
+   */
+  reopen(taskId: string): Promise<void>;
   /** Forgets a task whose submission failed before it was accepted. */
   remove(taskId: string): Promise<void>;
   /** The record of a task, or `undefined` when there is none. */

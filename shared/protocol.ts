@@ -48,6 +48,13 @@ export const ClientInfo = z.object({
 export const SubmitOptions = z.object({
   /** 0 (lowest, the default) to 9 (highest): queued tasks of higher priority are delivered first. */
   priority: z.number().int().min(0).max(9).optional(),
+  /** Attempts before the task fails for good (a handler that throws or times out is retried). */
+  maxAttempts: z.number().int().min(1).max(20).optional(),
+  /**
+   * A key of the client's choosing: a second submit with the same key from a client of the same name gets
+   * the first task's id instead of a new task (safe retries of a submit whose reply was lost).
+   */
+  idempotencyKey: z.string().min(1).max(200).optional(),
   /**
    * How long one attempt may run, in milliseconds; default per task type. It aborts handlers that work
    * asynchronously (`sleep`, `hash`); a synchronous handler (`text`, `numbers`, `echo`) runs to its end.
@@ -62,6 +69,11 @@ export type SubmitOptions = z.output<typeof SubmitOptions>;
 export const TaskSpec = z.object({
   type: z.string().min(1).max(64),
   payload: z.unknown(),
+  /**
+   * A file uploaded before (`uploaded.ref`) whose UTF-8 text is the payload's field `field` (e.g. the `text` of
+   * a `text` task). The file travels as an object, never through RabbitMQ.
+   */
+  file: z.object({ ref: z.string().min(1).max(300), field: z.string().min(1).max(64) }).optional(),
 });
 
 /** `hello`: optional introduction; answered with `welcome`. */
@@ -90,12 +102,87 @@ export const StatusRequest = z.object({
 /** `ping`: answered with `pong`. */
 export const PingRequest = z.object({ type: z.literal("ping"), id: requestId });
 
+const taskIdField = z.string().min(1).max(128);
+
+/** `cancel`: cancel a queued task; answered with `cancelled`. */
+export const CancelRequest = z.object({
+  type: z.literal("cancel"),
+  id: requestId,
+  taskId: taskIdField,
+});
+
+/** `watch`: have the results of these tasks pushed to this connection (after a reconnect); answered with `watching`. */
+export const WatchRequest = z.object({
+  type: z.literal("watch"),
+  id: requestId,
+  taskIds: z.array(taskIdField).min(1).max(10_000),
+});
+
+/** `list`: a page of task records, newest first; answered with `tasks`. */
+export const ListRequest = z.object({
+  type: z.literal("list"),
+  id: requestId,
+  filter: z.object({
+    statuses: z.array(z.enum(TASK_STATUSES)).optional(),
+    taskType: z.string().max(64).optional(),
+    clientKind: z.enum(CLIENT_KINDS).optional(),
+    clientName: z.string().max(100).optional(),
+    since: z.iso.datetime().optional(),
+    until: z.iso.datetime().optional(),
+  }).optional(),
+  limit: z.number().int().min(1).max(500).default(50),
+  cursor: z.string().max(500).optional(),
+});
+
+/** `workers`: the workers alive now; answered with `workers`. */
+export const WorkersRequest = z.object({ type: z.literal("workers"), id: requestId });
+
+/** `dlq`: look at (`list`) or requeue (`requeue`) tasks in the dead-letter queue; answered with `dlq`. */
+export const DlqRequest = z.object({
+  type: z.literal("dlq"),
+  id: requestId,
+  action: z.enum(["list", "requeue"]),
+  /** For `requeue`: these tasks only; all (up to `limit`) when absent. */
+  taskIds: z.array(taskIdField).max(1_000).optional(),
+  limit: z.number().int().min(1).max(1_000).default(50),
+});
+
+/** Largest `data` of one `upload` frame, in base64 characters (768 KiB of bytes). */
+export const MAX_UPLOAD_CHUNK_CHARS = 1024 * 1024;
+
+/**
+ * `upload`: a piece of a file, in order. The first piece has no `uploadId`; its reply `uploading` gives the
+ * id that the next pieces carry. The piece with `last: true` ends the file: its reply is `uploaded`.
+ */
+export const UploadRequest = z.object({
+  type: z.literal("upload"),
+  id: requestId,
+  uploadId: z.string().min(1).max(64).optional(),
+  /** The bytes of this piece, base64. */
+  data: z.base64().max(MAX_UPLOAD_CHUNK_CHARS),
+  last: z.boolean().default(false),
+});
+
+/** `download`: an object by reference (`outputRef` of a result); answered with `chunk` frames. */
+export const DownloadRequest = z.object({
+  type: z.literal("download"),
+  id: requestId,
+  ref: z.string().min(1).max(300),
+});
+
 /** Every frame a client may send. */
 export const Request = z.discriminatedUnion("type", [
+  UploadRequest,
+  DownloadRequest,
   HelloRequest,
   SubmitRequest,
   StatusRequest,
   PingRequest,
+  CancelRequest,
+  WatchRequest,
+  ListRequest,
+  WorkersRequest,
+  DlqRequest,
 ]);
 
 /** A frame a client sends. */
@@ -125,11 +212,17 @@ export const ResultPush = z.object({
   type: z.literal("result"),
   taskId: z.string(),
   taskType: z.string(),
-  status: z.enum(["succeeded", "failed"]),
+  status: z.enum(["succeeded", "failed", "cancelled"]),
   output: z.unknown().optional(),
   error: WireErrorSchema.optional(),
   worker: z.string(),
   durationMs: z.number(),
+  /** The attempt that produced this result. */
+  attempts: z.number().int().positive().optional(),
+  /** An output too large to push is stored as an object: fetch it with `download`. */
+  outputRef: z.string().optional(),
+  /** The size of that object, in bytes. */
+  outputBytes: z.number().int().nonnegative().optional(),
 });
 
 /** The record of a task, as `status` answers it. */
@@ -149,6 +242,8 @@ export const TaskView = z.object({
   /** Attempts allowed before the task fails for good. */
   maxAttempts: z.number().int().positive().optional(),
   output: z.unknown().optional(),
+  /** An output stored as an object: fetch it with `download`. */
+  outputRef: z.string().optional(),
   error: WireErrorSchema.optional(),
 });
 
@@ -169,14 +264,116 @@ export const ErrorReply = z.object({
   message: z.string(),
 });
 
+/** `cancelled`: reply to `cancel`; `cancelled` says whether it was in time (the task will not run). */
+export const CancelledReply = z.object({
+  type: z.literal("cancelled"),
+  id: z.string(),
+  taskId: z.string(),
+  cancelled: z.boolean(),
+  /** The task's state after the request. */
+  status: z.enum(TASK_STATUSES),
+});
+
+/** `watching`: reply to `watch`; results of `taskIds` follow as `result` pushes, at once for finished ones. */
+export const WatchingReply = z.object({
+  type: z.literal("watching"),
+  id: z.string(),
+  taskIds: z.array(z.string()),
+  /** Ids no task has. */
+  missing: z.array(z.string()),
+});
+
+/** `tasks`: reply to `list`. */
+export const TasksReply = z.object({
+  type: z.literal("tasks"),
+  id: z.string(),
+  items: z.array(TaskView),
+  nextCursor: z.string().nullable(),
+});
+
+/** One worker, as the server last heard from it. */
+export const WorkerView = z.object({
+  worker: z.string(),
+  host: z.string(),
+  pid: z.number().int(),
+  concurrency: z.number().int(),
+  inProgress: z.number().int(),
+  processed: z.number().int(),
+  failed: z.number().int(),
+  startedAt: z.string(),
+  lastSeen: z.string(),
+  stopping: z.boolean(),
+});
+
+/** `workers`: reply to `workers`: those heard from in the last 15 seconds. */
+export const WorkersReply = z.object({
+  type: z.literal("workers"),
+  id: z.string(),
+  workers: z.array(WorkerView),
+});
+
+/** One task in the dead-letter queue. */
+export const DeadLetterView = z.object({
+  taskId: z.string(),
+  taskType: z.string(),
+  attempt: z.number().int(),
+  maxAttempts: z.number().int(),
+  client: z.object({ name: z.string(), kind: z.string() }),
+  submittedAt: z.string(),
+  error: WireErrorSchema.extend({ code: z.string() }).nullable(),
+  deadAt: z.string().nullable(),
+});
+
+/** `dlq`: reply to `dlq`: the entries seen (`list`) or the ids moved back to the task queue (`requeue`). */
+export const DlqReply = z.object({
+  type: z.literal("dlq"),
+  id: z.string(),
+  entries: z.array(DeadLetterView).optional(),
+  requeued: z.array(z.string()).optional(),
+});
+
+/** `uploading`: reply to an `upload` piece that is not the last. */
+export const UploadingReply = z.object({
+  type: z.literal("uploading"),
+  id: z.string(),
+  uploadId: z.string(),
+  bytes: z.number().int(),
+});
+
+/** `uploaded`: reply to the last `upload` piece: the file is stored; use `ref` in `submit`'s `task.file`. */
+export const UploadedReply = z.object({
+  type: z.literal("uploaded"),
+  id: z.string(),
+  uploadId: z.string(),
+  ref: z.string(),
+  bytes: z.number().int(),
+});
+
+/** `chunk`: a piece of a downloaded object, in order; `last: true` ends it. */
+export const ChunkReply = z.object({
+  type: z.literal("chunk"),
+  id: z.string(),
+  seq: z.number().int().nonnegative(),
+  data: z.string(),
+  last: z.boolean(),
+});
+
 /** Every frame a server may send. */
 export const Reply = z.discriminatedUnion("type", [
+  UploadingReply,
+  UploadedReply,
+  ChunkReply,
   WelcomeReply,
   AcceptedReply,
   ResultPush,
   TaskReply,
   PongReply,
   ErrorReply,
+  CancelledReply,
+  WatchingReply,
+  TasksReply,
+  WorkersReply,
+  DlqReply,
 ]);
 
 /** A frame a server sends. */

@@ -13,6 +13,9 @@ import { CLIENT_KINDS, WireErrorSchema } from "./protocol.ts";
 /** Version of the broker message format. */
 export const QUEUE_FORMAT = 1;
 
+/** The most attempts a task may be given. */
+export const MAX_ATTEMPTS_LIMIT = 20;
+
 /** A task as it waits in `task_queue`. */
 export const TaskMessage = z.object({
   v: z.literal(QUEUE_FORMAT),
@@ -26,6 +29,18 @@ export const TaskMessage = z.object({
   timeoutMs: z.number().int().positive(),
   submittedAt: z.string(),
   attempt: z.number().int().positive(),
+  /** Attempts allowed before the task fails for good. */
+  maxAttempts: z.number().int().positive().max(MAX_ATTEMPTS_LIMIT).default(3),
+  /**
+   * How many times this attempt has been delivered to a worker. A worker that gets a redelivery (its
+   * previous holder died) republishes the task with this count raised, so a task that kills its worker
+   * every time is stopped after a bound instead of looping.
+   */
+  deliveries: z.number().int().positive().default(1),
+  /** The blob key of a payload stored as an object (claim check); `payload` is then absent. */
+  payloadRef: z.string().optional(),
+  /** An uploaded file whose UTF-8 text becomes `payload[field]` before the task runs. */
+  file: z.object({ ref: z.string(), field: z.string() }).optional(),
 });
 
 /** A task as it waits in `task_queue`. */
@@ -38,6 +53,10 @@ export const ResultMessage = z.object({
   origin: z.string(),
   status: z.enum(["succeeded", "failed"]),
   output: z.unknown().optional(),
+  /** The blob key of an output stored as an object (claim check); `output` is then absent. */
+  outputRef: z.string().optional(),
+  /** The size of that object in bytes. */
+  outputBytes: z.number().int().nonnegative().optional(),
   error: WireErrorSchema.optional(),
   worker: z.string(),
   durationMs: z.number(),
@@ -62,12 +81,55 @@ export const StartedNotice = z.object({
 /** The start of one task, as a worker reports it. */
 export type StartedNotice = z.output<typeof StartedNotice>;
 
+/** A failed attempt that will be retried after `delayMs`. */
+export const RetryNotice = z.object({
+  taskId: z.string(),
+  origin: z.string(),
+  worker: z.string(),
+  attempt: z.number().int().positive(),
+  delayMs: z.number().int().nonnegative(),
+  error: WireErrorSchema,
+});
+
+/** A failed attempt that will be retried. */
+export type RetryNotice = z.output<typeof RetryNotice>;
+
 /** What one `result_queue` message carries. */
 export const ResultBatch = z.object({
   v: z.literal(QUEUE_FORMAT),
+  /** Sent by another server that consumed it from the result queue (and recorded it already). */
+  forwarded: z.boolean().default(false),
   started: z.array(StartedNotice).default([]),
+  retrying: z.array(RetryNotice).default([]),
   results: z.array(ResultMessage).default([]),
 });
 
 /** What one `result_queue` message carries. */
 export type ResultBatch = z.output<typeof ResultBatch>;
+
+/** A message from servers to every worker, on the control exchange. */
+export const ControlMessage = z.discriminatedUnion("type", [
+  /** These tasks were cancelled while queued: a worker that gets one drops it. */
+  z.object({ type: z.literal("cancel"), taskIds: z.array(z.string()).max(10_000) }),
+]);
+
+/** A message from servers to every worker. */
+export type ControlMessage = z.output<typeof ControlMessage>;
+
+/** A worker's periodic sign of life, on the heartbeat exchange. */
+export const Heartbeat = z.object({
+  worker: z.string(),
+  host: z.string(),
+  pid: z.number().int(),
+  concurrency: z.number().int(),
+  inProgress: z.number().int().nonnegative(),
+  processed: z.number().int().nonnegative(),
+  failed: z.number().int().nonnegative(),
+  startedAt: z.string(),
+  at: z.string(),
+  /** The worker is shutting down: it takes no more tasks. */
+  stopping: z.boolean().default(false),
+});
+
+/** A worker's periodic sign of life. */
+export type Heartbeat = z.output<typeof Heartbeat>;

@@ -1,18 +1,23 @@
 /**
  * The worker's engine: runs delivered tasks through their handlers and reports them in batches.
  *
- * Every result of one event-loop turn leaves in one persistent message; the tasks behind it are acknowledged
- * only after the broker confirmed that message, so a crash at any point leaves each task either reported or
- * still in the queue (at-least-once).
+ * Every report of one event-loop turn leaves in one persistent message; the tasks behind it are acknowledged
+ * only after the broker confirmed that message (and, for a retry or a dead letter, the task's copy), so a
+ * crash at any point leaves each task either reported or still in the queue (at-least-once).
  *
  * @module
  */
 import { setImmediate } from "node:timers";
-import { ColmenaError, type WireError } from "../shared/errors.ts";
+import { ColmenaError, ERRORS, type WireError } from "../shared/errors.ts";
 import * as log from "../shared/log.ts";
-import type { TaskDelivery, WorkerBroker } from "../shared/ports.ts";
+import type { BlobStore, TaskDelivery, WorkerBroker } from "../shared/ports.ts";
 import { describeIssues } from "../shared/protocol.ts";
-import type { ResultMessage, StartedNotice, TaskMessage } from "../shared/queue_messages.ts";
+import type {
+  ResultMessage,
+  RetryNotice,
+  StartedNotice,
+  TaskMessage,
+} from "../shared/queue_messages.ts";
 import type { Registration, TaskRegistry } from "./registry.ts";
 
 /** Options of {@linkcode TaskRunner}. */
@@ -23,35 +28,67 @@ export interface TaskRunnerOptions {
   registry: TaskRegistry;
   /** Print one line per task. @defaultValue `true` */
   verbose?: boolean;
+  /** Wait before the 2nd attempt; doubles for each later one. @defaultValue `1000` */
+  retryBaseMs?: number;
+  /** Deliveries of one attempt (its worker died holding it) before the task fails for good. @defaultValue `5` */
+  maxDeliveries?: number;
+  /** Where payloads, files and outputs stored as objects live. */
+  blobs?: BlobStore;
+  /** Outputs larger than this (JSON characters) are stored as objects. @defaultValue `262144` */
+  claimCheckBytes?: number;
 }
+
+const utf8 = new TextDecoder("utf-8", { fatal: true });
+const encoder = new TextEncoder();
 
 interface Running {
   readonly delivery: TaskDelivery;
   readonly controller: AbortController;
 }
 
+/** One finished delivery waiting to be reported. */
+interface Outcome {
+  readonly delivery: TaskDelivery;
+  readonly result?: ResultMessage;
+  readonly retrying?: RetryNotice;
+  /** The confirm of a copy (next attempt or dead letter) that must come before the ack. */
+  readonly copied?: Promise<void>;
+}
+
+/** How long a cancellation is remembered. */
+const CANCEL_MEMORY_MS = 15 * 60_000;
+
 /** Runs tasks and batches their reports; connect it to a broker with {@linkcode TaskRunner.attach}. */
 export class TaskRunner {
   readonly #name: string;
   readonly #registry: TaskRegistry;
   readonly #verbose: boolean;
+  readonly #retryBaseMs: number;
+  readonly #maxDeliveries: number;
+  readonly #blobs: BlobStore | undefined;
+  readonly #claimCheckBytes: number;
   #broker: WorkerBroker | undefined;
   readonly #running = new Map<string, Running>();
+  readonly #cancelled = new Map<string, number>();
   #started: StartedNotice[] = [];
-  #results: ResultMessage[] = [];
-  #deliveries: TaskDelivery[] = [];
+  #outcomes: Outcome[] = [];
   #flushScheduled = false;
   readonly #publishing = new Set<Promise<void>>();
   #idle: PromiseWithResolvers<void> | undefined;
   #processed = 0;
+  #failed = 0;
 
   constructor(options: TaskRunnerOptions) {
     this.#name = options.name;
     this.#registry = options.registry;
     this.#verbose = options.verbose ?? true;
+    this.#retryBaseMs = options.retryBaseMs ?? 1_000;
+    this.#maxDeliveries = options.maxDeliveries ?? 5;
+    this.#blobs = options.blobs;
+    this.#claimCheckBytes = options.claimCheckBytes ?? 256 * 1024;
   }
 
-  /** Sets the broker that results are published to. */
+  /** Sets the broker that reports are published to. */
   attach(broker: WorkerBroker): void {
     this.#broker = broker;
   }
@@ -61,21 +98,51 @@ export class TaskRunner {
     return this.#running.size;
   }
 
-  /** Tasks finished since start. */
+  /** Tasks finished since start (succeeded or failed for good). */
   get processed(): number {
     return this.#processed;
+  }
+
+  /** Tasks that failed for good since start. */
+  get failed(): number {
+    return this.#failed;
+  }
+
+  /** Remembers cancelled tasks: a delivery of one of them is dropped without running. */
+  cancel(taskIds: readonly string[]): void {
+    const until = Date.now() + CANCEL_MEMORY_MS;
+    for (const taskId of taskIds) this.#cancelled.set(taskId, until);
+    if (this.#cancelled.size > 100_000) {
+      const now = Date.now();
+      for (const [taskId, expiry] of this.#cancelled) {
+        if (expiry < now || this.#cancelled.size > 100_000) this.#cancelled.delete(taskId);
+      }
+    }
   }
 
   /** Takes one delivery: validates it, runs its handler, and queues its report. */
   handle(delivery: TaskDelivery): void {
     const task = delivery.task;
+    const broker = this.#broker;
     if (task === null) {
       log.warn("Mensaje de tarea ilegible; se envía a la cola de mensajes muertos");
-      this.#broker?.discard(delivery);
+      broker?.discard(delivery);
+      return;
+    }
+    const cancelledUntil = this.#cancelled.get(task.taskId);
+    if (cancelledUntil !== undefined && cancelledUntil > Date.now()) {
+      if (this.#verbose) {
+        log.event(`[${this.#name}] ⊘ ${task.type} ${task.taskId.slice(0, 8)} cancelada`);
+      }
+      broker?.ack(delivery);
       return;
     }
     const startedAt = new Date();
     const t0 = performance.now();
+    if (delivery.redelivered && broker !== undefined) {
+      this.#countRedelivery(delivery, task, broker, startedAt, t0);
+      return;
+    }
     const registration = this.#registry.get(task.type);
     if (registration === undefined) {
       this.#finish(delivery, task, startedAt, t0, {
@@ -85,7 +152,61 @@ export class TaskRunner {
       });
       return;
     }
-    const payload = registration.definition.input.safeParse(task.payload);
+    if (task.payloadRef === undefined && task.file === undefined) {
+      this.#run(delivery, task, registration, task.payload, startedAt, t0);
+      return;
+    }
+    // Claim check: fetch the payload (or the file) from the object store first.
+    this.#running.set(task.taskId, { delivery, controller: new AbortController() });
+    this.#fetchPayload(task).then(
+      (raw) => {
+        // Gone from the map: handed back at shutdown while fetching.
+        if (!this.#running.delete(task.taskId)) return;
+        this.#run(delivery, task, registration, raw, startedAt, t0);
+      },
+      (err) => {
+        if (!this.#running.delete(task.taskId)) return;
+        this.#finish(delivery, task, startedAt, t0, { error: this.#failure(task, err) });
+      },
+    );
+  }
+
+  async #fetchPayload(task: TaskMessage): Promise<unknown> {
+    const blobs = this.#blobs;
+    if (blobs === undefined) {
+      throw new ColmenaError("BLOB_UNAVAILABLE", {
+        message: "Este worker no tiene almacén de objetos para leer la tarea",
+      });
+    }
+    let payload = task.payload;
+    if (task.payloadRef !== undefined) {
+      payload = JSON.parse(utf8.decode(await blobs.get(task.payloadRef)));
+    }
+    if (task.file !== undefined) {
+      let text: string;
+      try {
+        text = utf8.decode(await blobs.get(task.file.ref));
+      } catch (err) {
+        if (err instanceof ColmenaError) throw err;
+        throw new ColmenaError("INVALID_PAYLOAD", {
+          message: "El fichero no es texto UTF-8 válido",
+          cause: err,
+        });
+      }
+      payload = { ...(payload as Record<string, unknown> ?? {}), [task.file.field]: text };
+    }
+    return payload;
+  }
+
+  #run(
+    delivery: TaskDelivery,
+    task: TaskMessage,
+    registration: Registration,
+    rawPayload: unknown,
+    startedAt: Date,
+    t0: number,
+  ): void {
+    const payload = registration.definition.input.safeParse(rawPayload);
     if (!payload.success) {
       this.#finish(delivery, task, startedAt, t0, {
         error: new ColmenaError("INVALID_PAYLOAD", {
@@ -142,6 +263,37 @@ export class TaskRunner {
     });
   }
 
+  /**
+   * A redelivered task's previous holder died (or handed it back). Count it in a copy so that a task that
+   * kills every worker that runs it stops after `maxDeliveries`, instead of looping for ever.
+   */
+  #countRedelivery(
+    delivery: TaskDelivery,
+    task: TaskMessage,
+    broker: WorkerBroker,
+    startedAt: Date,
+    t0: number,
+  ): void {
+    const deliveries = task.deliveries + 1;
+    if (deliveries > this.#maxDeliveries) {
+      this.#finish(delivery, task, startedAt, t0, {
+        error: new ColmenaError("TASK_FAILED", {
+          message: `La tarea se entregó ${task.deliveries} veces sin terminar; se abandona`,
+        }).toWire(),
+      }, { final: true });
+      return;
+    }
+    const copied = broker.publishTaskCopy({ ...task, deliveries }, 0);
+    this.#track(
+      copied.then(() => broker.ack(delivery)).catch((err) => {
+        log.error(
+          `No se pudo volver a encolar la tarea ${task.taskId}; se volverá a entregar`,
+          err,
+        );
+      }),
+    );
+  }
+
   #checkOutput(
     registration: Registration,
     task: TaskMessage,
@@ -166,44 +318,92 @@ export class TaskRunner {
     }).toWire();
   }
 
+  /** The wait before attempt `attempt + 1`: `retryBaseMs`, doubled for each attempt after the first. */
+  retryDelay(attempt: number): number {
+    return Math.min(this.#retryBaseMs * 2 ** (attempt - 1), 300_000);
+  }
+
   #finish(
     delivery: TaskDelivery,
     task: TaskMessage,
     startedAt: Date,
     t0: number,
     end: { output: unknown } | { error: WireError },
+    options: { final?: boolean } = {},
   ): void {
     const durationMs = Math.round((performance.now() - t0) * 1000) / 1000;
-    const result: ResultMessage = "output" in end
-      ? {
-        taskId: task.taskId,
-        taskType: task.type,
-        origin: task.origin,
-        status: "succeeded",
-        output: end.output,
-        worker: this.#name,
-        durationMs,
-        startedAt: startedAt.toISOString(),
-        finishedAt: new Date().toISOString(),
-        attempt: task.attempt,
+    const broker = this.#broker;
+    if ("error" in end && broker !== undefined) {
+      const retryable = ERRORS[end.error.code].retryable && !options.final;
+      if (retryable && task.attempt < task.maxAttempts) {
+        const delayMs = this.retryDelay(task.attempt);
+        const next: TaskMessage = { ...task, attempt: task.attempt + 1, deliveries: 1 };
+        this.#outcomes.push({
+          delivery,
+          retrying: {
+            taskId: task.taskId,
+            origin: task.origin,
+            worker: this.#name,
+            attempt: task.attempt,
+            delayMs,
+            error: end.error,
+          },
+          copied: broker.publishTaskCopy(next, delayMs),
+        });
+        if (this.#verbose) {
+          log.event(
+            `[${this.#name}] ↻ ${task.type} ${
+              task.taskId.slice(0, 8)
+            } intento ${task.attempt}/${task.maxAttempts} ` +
+              `falló (${end.error.code}); reintento en ${delayMs} ms`,
+          );
+        }
+        this.#scheduleFlush();
+        return;
       }
-      : {
-        taskId: task.taskId,
-        taskType: task.type,
-        origin: task.origin,
-        status: "failed",
-        error: end.error,
-        worker: this.#name,
-        durationMs,
-        startedAt: startedAt.toISOString(),
-        finishedAt: new Date().toISOString(),
-        attempt: task.attempt,
-      };
-    this.#results.push(result);
-    this.#deliveries.push(delivery);
+    }
+    let copied: Promise<void> | undefined;
+    let error: WireError | undefined;
+    if ("error" in end) {
+      error = end.error;
+      if (ERRORS[end.error.code].retryable || options.final) {
+        // Failed for good after its attempts: say so, and keep the task in the dead-letter queue.
+        error = {
+          code: end.error.code,
+          message: `${end.error.message} (tras ${task.attempt} de ${task.maxAttempts} intentos)`,
+        };
+        copied = broker?.publishDeadLetter(task, error);
+      }
+    }
+    const base = {
+      taskId: task.taskId,
+      taskType: task.type,
+      origin: task.origin,
+      worker: this.#name,
+      durationMs,
+      startedAt: startedAt.toISOString(),
+      finishedAt: new Date().toISOString(),
+      attempt: task.attempt,
+    };
+    let result: ResultMessage = error === undefined
+      ? { ...base, status: "succeeded", output: "output" in end ? end.output : undefined }
+      : { ...base, status: "failed", error };
+    if (error === undefined && this.#blobs !== undefined) {
+      const json = JSON.stringify(result.output);
+      if (json.length > this.#claimCheckBytes) {
+        // Claim check: a large output is stored as an object and the result only names it.
+        const bytes = encoder.encode(json);
+        const outputRef = `tasks/${task.taskId}/output`;
+        copied = this.#blobs.put(outputRef, bytes);
+        const { output: _output, ...rest } = result;
+        result = { ...rest, outputRef, outputBytes: bytes.length };
+      }
+    }
+    this.#outcomes.push(copied === undefined ? { delivery, result } : { delivery, result, copied });
     this.#processed++;
+    if (error !== undefined) this.#failed++;
     if (this.#verbose) {
-      const mark = result.status === "succeeded" ? "✓" : `✗ ${result.error?.code}`;
+      const mark = error === undefined ? "✓" : `✗ ${error.code}`;
       log.event(
         `[${this.#name}] ${mark} ${task.type} ${
           task.taskId.slice(0, 8)
@@ -223,25 +423,46 @@ export class TaskRunner {
     this.#flushScheduled = false;
     const broker = this.#broker;
     if (broker === undefined) return;
-    const results = this.#results;
-    const deliveries = this.#deliveries;
+    const outcomes = this.#outcomes;
     // A task that ended in this batch needs no "started" notice of its own.
     const started = this.#started.filter((s) => this.#running.has(s.taskId));
     this.#started = [];
-    this.#results = [];
-    this.#deliveries = [];
-    if (results.length === 0 && started.length === 0) return this.#checkIdle();
-    const publish = broker.publishResults(started, results, deliveries).catch((err) => {
-      // Unconfirmed: the tasks were not acknowledged, so the broker delivers them again.
-      log.error(
-        `No se pudieron publicar ${results.length} resultados; las tareas se volverán a entregar`,
-        err,
-      );
-    }).finally(() => {
-      this.#publishing.delete(publish);
+    this.#outcomes = [];
+    if (outcomes.length === 0 && started.length === 0) return this.#checkIdle();
+    const copies = outcomes.map((o) => o.copied ?? Promise.resolve());
+    this.#track(
+      Promise.allSettled(copies).then(async (settled) => {
+        // A report whose copy was not confirmed is left out and its task not acknowledged: it comes again.
+        const ok = outcomes.filter((_, i) => settled[i]!.status === "fulfilled");
+        if (ok.length < outcomes.length) {
+          log.error(
+            `${
+              outcomes.length - ok.length
+            } tareas no se pudieron volver a encolar; se volverán a entregar`,
+            settled.find((s) => s.status === "rejected")?.reason,
+          );
+        }
+        const results = ok.flatMap((o) => (o.result ? [o.result] : []));
+        const retrying = ok.flatMap((o) => (o.retrying ? [o.retrying] : []));
+        try {
+          await broker.publishReports({ started, retrying, results }, ok.map((o) => o.delivery));
+        } catch (err) {
+          // Unconfirmed: the tasks were not acknowledged, so the broker delivers them again.
+          log.error(
+            `No se pudieron publicar ${results.length} resultados; las tareas se volverán a entregar`,
+            err,
+          );
+        }
+      }),
+    );
+  }
+
+  #track(work: Promise<void>): void {
+    const tracked = work.finally(() => {
+      this.#publishing.delete(tracked);
       this.#checkIdle();
     });
-    this.#publishing.add(publish);
+    this.#publishing.add(tracked);
   }
 
   #checkIdle(): void {

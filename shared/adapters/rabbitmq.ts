@@ -11,6 +11,11 @@
  * - `R`: durable; result batches from workers, consumed by every server.
  * - `R.replies`: direct exchange; results that a server consumed for another server go there, routed by the
  *   origin server's id to its queue `R.server.<id>` (durable, removed 5 minutes after its server went away).
+ * - `T.retry.<ms>`: durable, declared on first use; a failed attempt waits there `<ms>` (queue TTL), then
+ *   dead-letters back to `T` for its next attempt.
+ * - `T.control`: fanout exchange from servers to every worker (cancellations); each worker binds its own
+ *   exclusive queue.
+ * - `R.heartbeats`: fanout exchange from workers to every server; transient messages, exclusive queues.
  *
  * @module
  */
@@ -19,14 +24,21 @@ import type { Channel, ChannelModel, ConfirmChannel, ConsumeMessage } from "amqp
 import { Buffer } from "node:buffer";
 import { ColmenaError } from "../errors.ts";
 import * as log from "../log.ts";
-import type { ResultBatchHandler, ServerBroker, TaskDelivery, WorkerBroker } from "../ports.ts";
+import type {
+  ReportBatch,
+  ResultBatchHandler,
+  ServerBroker,
+  TaskDelivery,
+  WorkerBroker,
+} from "../ports.ts";
 import {
+  ControlMessage,
+  Heartbeat,
   QUEUE_FORMAT,
   ResultBatch,
-  type ResultMessage,
-  type StartedNotice,
   TaskMessage,
 } from "../queue_messages.ts";
+import type { WireError } from "../errors.ts";
 
 /** Queue names shared by servers and workers. */
 export interface QueueNames {
@@ -57,6 +69,28 @@ function serverQueue(resultQueue: string, serverId: string): string {
   return `${resultQueue}.server.${serverId}`;
 }
 
+function retryQueue(taskQueue: string, delayMs: number): string {
+  return `${taskQueue}.retry.${delayMs}`;
+}
+
+function controlExchange(taskQueue: string): string {
+  return `${taskQueue}.control`;
+}
+
+function heartbeatExchange(resultQueue: string): string {
+  return `${resultQueue}.heartbeats`;
+}
+
+/** Longest wait in a retry queue. */
+export const MAX_RETRY_DELAY_MS = 300_000;
+
+/** Header names on dead-lettered tasks. */
+const DEAD_HEADERS = {
+  code: "x-colmena-error-code",
+  message: "x-colmena-error-message",
+  at: "x-colmena-dead-at",
+} as const;
+
 /** Declares the shared topology; idempotent, run after every (re)connect. */
 async function declareTopology(ch: Channel, names: QueueNames): Promise<void> {
   await ch.assertQueue(names.taskQueue, {
@@ -70,6 +104,89 @@ async function declareTopology(ch: Channel, names: QueueNames): Promise<void> {
   await ch.assertQueue(deadLetterQueue(names.taskQueue), { durable: true });
   await ch.assertQueue(names.resultQueue, { durable: true });
   await ch.assertExchange(repliesExchange(names.resultQueue), "direct", { durable: true });
+  await ch.assertExchange(controlExchange(names.taskQueue), "fanout", { durable: true });
+  await ch.assertExchange(heartbeatExchange(names.resultQueue), "fanout", { durable: true });
+}
+
+function taskProps(task: TaskMessage): {
+  persistent: true;
+  priority: number;
+  messageId: string;
+  contentType: string;
+} {
+  return {
+    persistent: true,
+    priority: task.priority,
+    messageId: task.taskId,
+    contentType: "application/json",
+  };
+}
+
+/** Publishes on a confirm channel and resolves on the broker's confirm; `BROKER_UNAVAILABLE` otherwise. */
+function confirmPublish(
+  ch: ConfirmChannel | undefined,
+  exchange: string,
+  routingKey: string,
+  body: Buffer,
+  props: Record<string, unknown>,
+): Promise<void> {
+  if (ch === undefined) return Promise.reject(unavailable());
+  const { promise, resolve, reject } = Promise.withResolvers<void>();
+  try {
+    ch.publish(exchange, routingKey, body, props, (err: unknown) => {
+      if (err) reject(unavailable(err));
+      else resolve();
+    });
+  } catch (err) {
+    reject(unavailable(err));
+  }
+  return promise;
+}
+
+/** A task waiting in the dead-letter queue, as operators see it. */
+export interface DeadLetter {
+  readonly taskId: string;
+  readonly taskType: string;
+  readonly attempt: number;
+  readonly maxAttempts: number;
+  readonly client: { name: string; kind: string };
+  readonly submittedAt: string;
+  readonly error: { code: string; message: string } | null;
+  readonly deadAt: string | null;
+}
+
+function toDeadLetter(
+  msg: { content: Buffer; properties: { headers?: unknown } },
+): {
+  entry: DeadLetter;
+  task: TaskMessage | null;
+} {
+  const headers = (msg.properties.headers ?? {}) as Record<string, unknown>;
+  let task: TaskMessage | null = null;
+  try {
+    const parsed = TaskMessage.safeParse(JSON.parse(msg.content.toString("utf8")));
+    if (parsed.success) task = parsed.data;
+  } catch {
+    // unreadable message: listed with what is known
+  }
+  const code = headers[DEAD_HEADERS.code];
+  const message = headers[DEAD_HEADERS.message];
+  const at = headers[DEAD_HEADERS.at];
+  return {
+    task,
+    entry: {
+      taskId: task?.taskId ?? "(ilegible)",
+      taskType: task?.type ?? "(ilegible)",
+      attempt: task?.attempt ?? 0,
+      maxAttempts: task?.maxAttempts ?? 0,
+      client: task?.client ?? { name: "desconocido", kind: "cli" },
+      submittedAt: task?.submittedAt ?? "",
+      error: typeof code === "string"
+        ? { code, message: typeof message === "string" ? message : "" }
+        : null,
+      deadAt: typeof at === "string" ? at : null,
+    },
+  };
 }
 
 function unavailable(cause?: unknown): ColmenaError {
@@ -218,20 +335,38 @@ export interface ServerBrokerOptions extends RabbitOptions {
   onResults: ResultBatchHandler;
   /** Result messages held unacknowledged at once. @defaultValue `500` */
   prefetch?: number;
+  /** Receives workers' heartbeats. */
+  onHeartbeat?: (heartbeat: Heartbeat) => void;
+}
+
+/** What the server side of the adapter offers beyond {@linkcode ServerBroker}. */
+export interface RabbitServerBroker extends ServerBroker {
+  /** Sends a control message to every worker; resolves on the broker's confirm. */
+  publishControl(message: ControlMessage): Promise<void>;
+  /** The first `limit` tasks of the dead-letter queue, left in place. */
+  listDeadLetters(limit: number): Promise<DeadLetter[]>;
+  /**
+   * Moves dead-lettered tasks back to the task queue for a fresh set of attempts: those with the given ids,
+   * or the first `limit` when `taskIds` is undefined. Returns the tasks moved.
+   */
+  requeueDeadLetters(taskIds: readonly string[] | undefined, limit: number): Promise<TaskMessage[]>;
 }
 
 /** Connects a server to RabbitMQ: task publisher with confirms, result consumer, reply queue. */
-export async function connectServerBroker(options: ServerBrokerOptions): Promise<ServerBroker> {
+export async function connectServerBroker(
+  options: ServerBrokerOptions,
+): Promise<RabbitServerBroker> {
   return await _RabbitServerBroker.open(options);
 }
 
-class _RabbitServerBroker implements ServerBroker {
+class _RabbitServerBroker implements RabbitServerBroker {
   readonly #options: ServerBrokerOptions;
   #session: _Session | undefined;
   #pub: ConfirmChannel | undefined;
   #stopping = false;
   #pendingConfirms = 0;
   #confirmsIdle: PromiseWithResolvers<void> | undefined;
+  #model: ChannelModel | undefined;
 
   private constructor(options: ServerBrokerOptions) {
     this.#options = options;
@@ -253,6 +388,25 @@ class _RabbitServerBroker implements ServerBroker {
     return this.#pub !== undefined && (this.#session?.up ?? false);
   }
 
+  #connectedWaiters = new Set<() => void>();
+
+  waitConnected(timeoutMs: number): Promise<boolean> {
+    if (this.connected) return Promise.resolve(true);
+    if (this.#stopping) return Promise.resolve(false);
+    const { promise, resolve } = Promise.withResolvers<boolean>();
+    const done = () => {
+      clearTimeout(timer);
+      this.#connectedWaiters.delete(done);
+      resolve(true);
+    };
+    const timer = setTimeout(() => {
+      this.#connectedWaiters.delete(done);
+      resolve(false);
+    }, timeoutMs);
+    this.#connectedWaiters.add(done);
+    return promise;
+  }
+
   async #setup(model: ChannelModel): Promise<void> {
     const names = this.#options;
     const stopping = () => this.#stopping;
@@ -269,21 +423,101 @@ class _RabbitServerBroker implements ServerBroker {
     const acker = new _InOrderAcker(sub, this.#options.onResults);
     await sub.consume(names.resultQueue, (msg) => acker.receive(msg, model), { noAck: false });
     await sub.consume(own, (msg) => acker.receive(msg, model), { noAck: false });
+    const onHeartbeat = this.#options.onHeartbeat;
+    if (onHeartbeat !== undefined) {
+      const hbQueue = await sub.assertQueue("", { exclusive: true, autoDelete: true });
+      await sub.bindQueue(hbQueue.queue, heartbeatExchange(names.resultQueue), "");
+      await sub.consume(hbQueue.queue, (msg) => {
+        if (msg === null) return;
+        try {
+          const parsed = Heartbeat.safeParse(JSON.parse(msg.content.toString("utf8")));
+          if (parsed.success) onHeartbeat(parsed.data);
+        } catch {
+          // an unreadable heartbeat is ignored
+        }
+      }, { noAck: true });
+    }
+    this.#model = model;
     this.#pub = pub;
+    // Recovery calls this before it marks the connection up: wake the waiters a turn later.
+    setTimeout(() => {
+      for (const wake of [...this.#connectedWaiters]) wake();
+    }, 0);
+  }
+
+  publishControl(message: ControlMessage): Promise<void> {
+    return this.#publish(
+      controlExchange(this.#options.taskQueue),
+      "",
+      Buffer.from(JSON.stringify(message)),
+      {
+        persistent: false,
+        contentType: "application/json",
+      },
+    );
+  }
+
+  async listDeadLetters(limit: number): Promise<DeadLetter[]> {
+    const model = this.#model;
+    if (model === undefined || !this.connected) throw unavailable();
+    const ch = await model.createChannel();
+    ch.on("error", () => {});
+    const entries: DeadLetter[] = [];
+    try {
+      for (let i = 0; i < limit; i++) {
+        const msg = await ch.get(deadLetterQueue(this.#options.taskQueue), { noAck: false });
+        if (msg === false) break;
+        entries.push(toDeadLetter(msg).entry);
+      }
+    } finally {
+      // Closing the channel hands every message back, in its place.
+      await ch.close().catch(() => {});
+    }
+    return entries;
+  }
+
+  async requeueDeadLetters(
+    taskIds: readonly string[] | undefined,
+    limit: number,
+  ): Promise<TaskMessage[]> {
+    const model = this.#model;
+    if (model === undefined || !this.connected) throw unavailable();
+    const ch = await model.createConfirmChannel();
+    ch.on("error", () => {});
+    const wanted = taskIds === undefined ? undefined : new Set(taskIds);
+    const moved: TaskMessage[] = [];
+    try {
+      const scan = wanted === undefined ? limit : 100_000;
+      for (let i = 0; i < scan && moved.length < limit; i++) {
+        const msg = await ch.get(deadLetterQueue(this.#options.taskQueue), { noAck: false });
+        if (msg === false) break;
+        const { task } = toDeadLetter(msg);
+        if (task === null || (wanted !== undefined && !wanted.has(task.taskId))) continue;
+        const fresh: TaskMessage = { ...task, attempt: 1, deliveries: 1 };
+        await confirmPublish(
+          ch,
+          "",
+          this.#options.taskQueue,
+          Buffer.from(JSON.stringify(fresh)),
+          taskProps(fresh),
+        );
+        ch.ack(msg);
+        moved.push(fresh);
+        if (wanted !== undefined && moved.length === wanted.size) break;
+      }
+    } finally {
+      await ch.close().catch(() => {});
+    }
+    return moved;
   }
 
   publishTask(task: TaskMessage): Promise<void> {
     const body = Buffer.from(JSON.stringify(task));
-    return this.#publish("", this.#options.taskQueue, body, {
-      persistent: true,
-      priority: task.priority,
-      messageId: task.taskId,
-      contentType: "application/json",
-    });
+    return this.#publish("", this.#options.taskQueue, body, taskProps(task));
   }
 
   forwardResults(origin: string, batch: ResultBatch): Promise<void> {
-    const body = Buffer.from(JSON.stringify(batch));
+    const body = Buffer.from(JSON.stringify({ ...batch, forwarded: true }));
     return this.#publish(repliesExchange(this.#options.resultQueue), origin, body, {
       persistent: true,
       contentType: "application/json",
@@ -296,21 +530,11 @@ class _RabbitServerBroker implements ServerBroker {
     body: Buffer,
     props: { persistent: boolean; priority?: number; messageId?: string; contentType: string },
   ): Promise<void> {
-    const ch = this.#pub;
-    if (ch === undefined || this.#stopping) return Promise.reject(unavailable());
-    const { promise, resolve, reject } = Promise.withResolvers<void>();
+    if (this.#stopping) return Promise.reject(unavailable());
     this.#pendingConfirms++;
-    try {
-      ch.publish(exchange, routingKey, body, props, (err: unknown) => {
-        this.#confirmDone();
-        if (err) reject(unavailable(err));
-        else resolve();
-      });
-    } catch (err) {
-      this.#confirmDone();
-      reject(unavailable(err));
-    }
-    return promise;
+    return confirmPublish(this.#pub, exchange, routingKey, body, props).finally(() =>
+      this.#confirmDone()
+    );
   }
 
   #confirmDone(): void {
@@ -409,12 +633,16 @@ export interface WorkerBrokerOptions extends RabbitOptions {
   prefetch: number;
   /** Receives each task delivered. */
   onTask: (delivery: TaskDelivery) => void;
+  /** Receives control messages from servers. */
+  onControl?: (message: ControlMessage) => void;
 }
 
 /** What the worker side of the adapter offers beyond {@linkcode WorkerBroker}. */
 export interface RabbitWorkerBroker extends WorkerBroker {
   /** Stops receiving new tasks; those held stay held. */
   stopConsuming(): Promise<void>;
+  /** Sends a heartbeat to every server; fire and forget. */
+  publishHeartbeat(heartbeat: Heartbeat): void;
 }
 
 /** Connects a worker to RabbitMQ: task consumer with manual acks, result publisher with confirms. */
@@ -446,6 +674,7 @@ class _RabbitWorkerBroker implements RabbitWorkerBroker {
   #consuming = true;
   #stopping = false;
   readonly #deadChannels = new WeakSet<ConfirmChannel>();
+  readonly #retryQueues = new Set<string>();
 
   private constructor(options: WorkerBrokerOptions) {
     this.#options = options;
@@ -470,6 +699,21 @@ class _RabbitWorkerBroker implements RabbitWorkerBroker {
     await declareTopology(ch, this.#options);
     await ch.prefetch(this.#options.prefetch);
     this.#ch = ch;
+    this.#retryQueues.clear();
+    const onControl = this.#options.onControl;
+    if (onControl !== undefined) {
+      const own = await ch.assertQueue("", { exclusive: true, autoDelete: true });
+      await ch.bindQueue(own.queue, controlExchange(this.#options.taskQueue), "");
+      await ch.consume(own.queue, (msg) => {
+        if (msg === null) return;
+        try {
+          const parsed = ControlMessage.safeParse(JSON.parse(msg.content.toString("utf8")));
+          if (parsed.success) onControl(parsed.data);
+        } catch {
+          // an unreadable control message is ignored
+        }
+      }, { noAck: true });
+    }
     if (!this.#consuming) return;
     const reply = await ch.consume(this.#options.taskQueue, (msg) => {
       if (msg === null) {
@@ -499,32 +743,74 @@ class _RabbitWorkerBroker implements RabbitWorkerBroker {
     }
   }
 
-  publishResults(
-    started: readonly StartedNotice[],
-    results: readonly ResultMessage[],
-    deliveries: readonly TaskDelivery[],
-  ): Promise<void> {
+  async publishReports(batch: ReportBatch, deliveries: readonly TaskDelivery[]): Promise<void> {
+    const body = Buffer.from(JSON.stringify({ v: QUEUE_FORMAT, ...batch }));
+    await confirmPublish(this.#ch, "", this.#options.resultQueue, body, {
+      persistent: true,
+      contentType: "application/json",
+    });
+    for (const d of deliveries) this.#settle(d, "ack");
+  }
+
+  async publishTaskCopy(task: TaskMessage, delayMs: number): Promise<void> {
     const ch = this.#ch;
-    if (ch === undefined) return Promise.reject(unavailable());
-    const batch = { v: QUEUE_FORMAT, started, results };
-    const body = Buffer.from(JSON.stringify(batch));
-    const { promise, resolve, reject } = Promise.withResolvers<void>();
-    try {
-      ch.publish("", this.#options.resultQueue, body, {
-        persistent: true,
-        contentType: "application/json",
-      }, (err: unknown) => {
-        if (err) {
-          reject(unavailable(err));
-          return;
+    let queue = this.#options.taskQueue;
+    if (delayMs > 0) {
+      const delay = Math.min(Math.round(delayMs), MAX_RETRY_DELAY_MS);
+      queue = retryQueue(this.#options.taskQueue, delay);
+      if (ch !== undefined && !this.#retryQueues.has(queue)) {
+        try {
+          await ch.assertQueue(queue, {
+            durable: true,
+            arguments: {
+              "x-message-ttl": delay,
+              "x-dead-letter-exchange": "",
+              "x-dead-letter-routing-key": this.#options.taskQueue,
+            },
+          });
+        } catch (err) {
+          throw unavailable(err);
         }
-        for (const d of deliveries) this.#settle(d, "ack");
-        resolve();
-      });
-    } catch (err) {
-      reject(unavailable(err));
+        this.#retryQueues.add(queue);
+      }
     }
-    return promise;
+    await confirmPublish(ch, "", queue, Buffer.from(JSON.stringify(task)), taskProps(task));
+  }
+
+  async publishDeadLetter(task: TaskMessage, error: WireError): Promise<void> {
+    await confirmPublish(
+      this.#ch,
+      "",
+      deadLetterQueue(this.#options.taskQueue),
+      Buffer.from(JSON.stringify(task)),
+      {
+        ...taskProps(task),
+        headers: {
+          [DEAD_HEADERS.code]: error.code,
+          [DEAD_HEADERS.message]: error.message,
+          [DEAD_HEADERS.at]: new Date().toISOString(),
+        },
+      },
+    );
+  }
+
+  publishHeartbeat(heartbeat: Heartbeat): void {
+    const ch = this.#ch;
+    if (ch === undefined) return;
+    try {
+      ch.publish(
+        heartbeatExchange(this.#options.resultQueue),
+        "",
+        Buffer.from(JSON.stringify(heartbeat)),
+        { persistent: false, contentType: "application/json", expiration: "15000" },
+      );
+    } catch {
+      // the next heartbeat will do
+    }
+  }
+
+  ack(delivery: TaskDelivery): void {
+    this.#settle(delivery, "ack");
   }
 
   release(delivery: TaskDelivery): void {

@@ -36,7 +36,16 @@ export class RoleProcess implements AsyncDisposable {
 
   constructor(script: string, args: string[], env: Record<string, string> = {}) {
     this.#child = new Deno.Command(Deno.execPath(), {
-      args: ["run", "--allow-net", "--allow-env", script, ...args],
+      args: [
+        "run",
+        "--allow-net",
+        "--allow-env",
+        "--allow-read",
+        "--allow-write",
+        "--allow-sys=hostname",
+        script,
+        ...args,
+      ],
       cwd: ROOT,
       env: { AMQP_URL, NO_COLOR: "1", ...env },
       stdin: "null",

@@ -161,7 +161,7 @@ Deno.test("parseMenuChoice accepts numbers and names", () => {
   assert.equal(parseMenuChoice("salir"), "exit");
   assert.equal(parseMenuChoice("números"), "numbers");
   assert.equal(parseMenuChoice("estado"), "status");
-  assert.equal(parseMenuChoice("8"), undefined);
+  assert.equal(parseMenuChoice("11"), undefined);
   assert.equal(parseMenuChoice(""), undefined);
   assert.equal(parseMenuChoice("abc"), undefined);
 });

@@ -1,0 +1,533 @@
+/**
+ * The SQLite task store: the only file that imports `node:sqlite`. Task records in one file beside the
+ * server, durable across restarts and power loss, with no service to run.
+ *
+ * Writes are queued and applied together, in one transaction per event-loop turn (`setImmediate`); each
+ * caller's promise resolves after that transaction's COMMIT. Reads go straight to the database. Times are
+ * stored as milliseconds since the epoch (INTEGER), JSON values as text.
+ *
+ * @module
+ */
+import { DatabaseSync, type SQLInputValue, type SQLOutputValue } from "node:sqlite";
+import { mkdir } from "node:fs/promises";
+import { dirname } from "node:path";
+import { clearImmediate, setImmediate } from "node:timers";
+import { ColmenaError, type WireError } from "../errors.ts";
+import type { CancelOutcome, NewTask, TaskPage, TaskQuery, TaskStore } from "../ports.ts";
+import type { TaskView } from "../protocol.ts";
+import type { ResultMessage, StartedNotice } from "../queue_messages.ts";
+import {
+  asClientKind,
+  asTaskStatus,
+  checkListLimit,
+  checkPruneLimit,
+  decodeCursor,
+  encodeCursor,
+  newTaskRecord,
+  orphanRecord,
+  storableText,
+  type TaskRecord,
+  toMillis,
+  toTaskView,
+} from "../task_records.ts";
+
+/** The schema, one entry per version; an applied version is never edited, a change is a new entry. */
+const MIGRATIONS: readonly { version: number; name: string; sql: string }[] = [
+  {
+    version: 1,
+    name: "tasks",
+    sql: `
+      CREATE TABLE tasks (
+        task_id         TEXT    NOT NULL PRIMARY KEY,
+        task_type       TEXT    NOT NULL,
+        status          TEXT    NOT NULL
+          CHECK (status IN ('queued', 'running', 'succeeded', 'failed', 'cancelled')),
+        priority        INTEGER NOT NULL,
+        client_name     TEXT    NOT NULL,
+        client_kind     TEXT    NOT NULL CHECK (client_kind IN ('web', 'mobile', 'cli')),
+        origin          TEXT    NOT NULL,
+        payload         TEXT,
+        payload_ref     TEXT,
+        output          TEXT,
+        output_ref      TEXT,
+        error_code      TEXT,
+        error_message   TEXT,
+        attempts        INTEGER NOT NULL DEFAULT 0,
+        max_attempts    INTEGER NOT NULL,
+        timeout_ms      INTEGER,
+        worker          TEXT,
+        duration_ms     REAL,
+        submitted_at    INTEGER NOT NULL,
+        started_at      INTEGER,
+        finished_at     INTEGER,
+        idempotency_key TEXT
+      ) STRICT;
+      CREATE UNIQUE INDEX tasks_idempotency ON tasks (client_name, idempotency_key)
+        WHERE idempotency_key IS NOT NULL;
+      CREATE INDEX tasks_submitted ON tasks (submitted_at, task_id);
+      CREATE INDEX tasks_status_submitted ON tasks (status, submitted_at);
+      CREATE INDEX tasks_type_submitted ON tasks (task_type, submitted_at);
+      CREATE INDEX tasks_client_submitted ON tasks (client_name, submitted_at);
+      CREATE INDEX tasks_status_finished ON tasks (status, finished_at);
+    `,
+  },
+];
+
+const NOT_FINAL = "status NOT IN ('succeeded', 'failed', 'cancelled')";
+
+/** Columns read back: every one but the payload, which is never shown (and may be large). */
+const SELECT_COLUMNS = `task_id, task_type, status, priority, client_name, client_kind, origin,
+  NULL AS payload, payload_ref, output, output_ref, error_code, error_message, attempts, max_attempts,
+  timeout_ms, worker, duration_ms, submitted_at, started_at, finished_at, idempotency_key`;
+
+const COLUMNS = [
+  "task_id",
+  "task_type",
+  "status",
+  "priority",
+  "client_name",
+  "client_kind",
+  "origin",
+  "payload",
+  "payload_ref",
+  "output",
+  "output_ref",
+  "error_code",
+  "error_message",
+  "attempts",
+  "max_attempts",
+  "timeout_ms",
+  "worker",
+  "duration_ms",
+  "submitted_at",
+  "started_at",
+  "finished_at",
+  "idempotency_key",
+] as const;
+
+const INSERT_ROW = `INSERT INTO tasks (${COLUMNS.join(", ")}) VALUES (${
+  COLUMNS.map(() => "?").join(", ")
+})`;
+
+function recordParams(record: TaskRecord): SQLInputValue[] {
+  return [
+    record.taskId,
+    record.taskType,
+    record.status,
+    record.priority,
+    record.clientName,
+    record.clientKind,
+    record.origin,
+    record.payload,
+    record.payloadRef,
+    record.output,
+    record.outputRef,
+    record.errorCode,
+    record.errorMessage,
+    record.attempts,
+    record.maxAttempts,
+    record.timeoutMs,
+    record.worker,
+    record.durationMs,
+    record.submittedAt,
+    record.startedAt,
+    record.finishedAt,
+    record.idempotencyKey,
+  ];
+}
+
+type Row = Record<string, SQLOutputValue>;
+
+function text(row: Row, column: string): string {
+  const value = row[column];
+  if (typeof value !== "string") throw new TypeError(`Cannot read column "${column}" as text`);
+  return value;
+}
+
+function num(row: Row, column: string): number {
+  const value = row[column];
+  if (typeof value !== "number") throw new TypeError(`Cannot read column "${column}" as a number`);
+  return value;
+}
+
+function optText(row: Row, column: string): string | null {
+  return row[column] === null ? null : text(row, column);
+}
+
+function optNum(row: Row, column: string): number | null {
+  return row[column] === null ? null : num(row, column);
+}
+
+function recordFromRow(row: Row): TaskRecord {
+  return {
+    taskId: text(row, "task_id"),
+    taskType: text(row, "task_type"),
+    status: asTaskStatus(text(row, "status")),
+    priority: num(row, "priority"),
+    clientName: text(row, "client_name"),
+    clientKind: asClientKind(text(row, "client_kind")),
+    origin: text(row, "origin"),
+    payload: optText(row, "payload"),
+    payloadRef: optText(row, "payload_ref"),
+    output: optText(row, "output"),
+    outputRef: optText(row, "output_ref"),
+    errorCode: optText(row, "error_code"),
+    errorMessage: optText(row, "error_message"),
+    attempts: num(row, "attempts"),
+    maxAttempts: num(row, "max_attempts"),
+    timeoutMs: optNum(row, "timeout_ms"),
+    worker: optText(row, "worker"),
+    durationMs: optNum(row, "duration_ms"),
+    submittedAt: num(row, "submitted_at"),
+    startedAt: optNum(row, "started_at"),
+    finishedAt: optNum(row, "finished_at"),
+    idempotencyKey: optText(row, "idempotency_key"),
+  };
+}
+
+/** A vendor error becomes `STORE_UNAVAILABLE`, with the original as its cause. */
+function storeError(err: unknown): ColmenaError {
+  if (err instanceof ColmenaError) return err;
+  return new ColmenaError("STORE_UNAVAILABLE", { cause: err });
+}
+
+function closedError(): ColmenaError {
+  return new ColmenaError("STORE_UNAVAILABLE", { cause: new Error("Task store is closed") });
+}
+
+interface QueuedWrite {
+  apply(): unknown;
+  resolve(value: unknown): void;
+  reject(err: unknown): void;
+}
+
+/** The statements a store prepares once. */
+function prepareStatements(db: DatabaseSync) {
+  return {
+    insert: db.prepare(`${INSERT_ROW} ON CONFLICT DO NOTHING RETURNING task_id`),
+    findByKey: db.prepare(
+      "SELECT task_id FROM tasks WHERE client_name = ? AND idempotency_key = ?",
+    ),
+    markStarted: db.prepare(
+      `UPDATE tasks SET status = 'running', worker = ?, started_at = ?, attempts = max(attempts, ?)
+       WHERE task_id = ? AND ${NOT_FINAL}`,
+    ),
+    markRetrying: db.prepare(
+      `UPDATE tasks SET status = 'queued', error_code = ?, error_message = ?
+       WHERE task_id = ? AND ${NOT_FINAL}`,
+    ),
+    complete: db.prepare(
+      `${INSERT_ROW} ON CONFLICT (task_id) DO UPDATE SET
+         status = excluded.status, worker = excluded.worker, started_at = excluded.started_at,
+         finished_at = excluded.finished_at, duration_ms = excluded.duration_ms,
+         attempts = max(tasks.attempts, excluded.attempts), output = excluded.output,
+         output_ref = excluded.output_ref,
+         error_code = excluded.error_code, error_message = excluded.error_message
+       WHERE tasks.${NOT_FINAL}
+       RETURNING task_id`,
+    ),
+    cancel: db.prepare(
+      `UPDATE tasks SET status = 'cancelled', finished_at = ?
+       WHERE task_id = ? AND status = 'queued' RETURNING task_id`,
+    ),
+    reopen: db.prepare(
+      `UPDATE tasks SET status = 'queued', attempts = 0, worker = NULL, started_at = NULL,
+         finished_at = NULL, duration_ms = NULL, output = NULL, output_ref = NULL,
+         error_code = NULL, error_message = NULL
+       WHERE task_id = ? AND status IN ('succeeded', 'failed', 'cancelled')`,
+    ),
+    exists: db.prepare("SELECT 1 AS found FROM tasks WHERE task_id = ?"),
+    remove: db.prepare("DELETE FROM tasks WHERE task_id = ?"),
+    prune: db.prepare(
+      `DELETE FROM tasks WHERE task_id IN (
+         SELECT task_id FROM tasks
+         WHERE status IN ('succeeded', 'failed', 'cancelled') AND finished_at < ?
+         ORDER BY finished_at LIMIT ?)
+       RETURNING payload_ref, output_ref`,
+    ),
+    get: db.prepare(`SELECT ${SELECT_COLUMNS} FROM tasks WHERE task_id = ?`),
+  };
+}
+
+function migrate(db: DatabaseSync): void {
+  // IMMEDIATE takes the write lock first, so two processes opening one file migrate one after the other.
+  db.exec("BEGIN IMMEDIATE");
+  try {
+    db.exec(
+      `CREATE TABLE IF NOT EXISTS colmena_migrations (
+         version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at TEXT NOT NULL)`,
+    );
+    const applied = new Set(
+      db.prepare("SELECT version FROM colmena_migrations").all().map((row) => row.version),
+    );
+    const record = db.prepare(
+      "INSERT INTO colmena_migrations (version, name, applied_at) VALUES (?, ?, ?)",
+    );
+    for (const migration of MIGRATIONS) {
+      if (applied.has(migration.version)) continue;
+      db.exec(migration.sql);
+      record.run(migration.version, migration.name, new Date().toISOString());
+    }
+    db.exec("COMMIT");
+  } catch (err) {
+    if (db.isTransaction) db.exec("ROLLBACK");
+    throw err;
+  }
+}
+
+/**
+ * Keeps task records in a SQLite file (WAL, `synchronous=FULL`). Open it with
+ * {@linkcode openSqliteTaskStore}.
+ */
+export class SqliteTaskStore implements TaskStore {
+  readonly #db: DatabaseSync;
+  readonly #sql: ReturnType<typeof prepareStatements>;
+  #queue: QueuedWrite[] = [];
+  #flushTimer: ReturnType<typeof setImmediate> | undefined;
+  #closed = false;
+
+  /** Wraps an open database whose schema is current; {@linkcode openSqliteTaskStore} does both. */
+  constructor(db: DatabaseSync) {
+    this.#db = db;
+    this.#sql = prepareStatements(db);
+  }
+
+  create(task: NewTask): Promise<{ taskId: string; created: boolean }> {
+    return this.#write(() => newTaskRecord(task), (record) => {
+      if (this.#sql.insert.get(...recordParams(record)) !== undefined) {
+        return { taskId: record.taskId, created: true };
+      }
+      if (record.idempotencyKey !== null) {
+        const first = this.#sql.findByKey.get(record.clientName, record.idempotencyKey);
+        if (first !== undefined) return { taskId: text(first, "task_id"), created: false };
+      }
+      return { taskId: record.taskId, created: false };
+    });
+  }
+
+  markStarted(notice: StartedNotice): Promise<void> {
+    return this.#write(() => toMillis(notice.startedAt), (startedAt) => {
+      this.#sql.markStarted.run(
+        storableText(notice.worker),
+        startedAt,
+        notice.attempt,
+        notice.taskId,
+      );
+    });
+  }
+
+  markRetrying(taskId: string, error: WireError): Promise<void> {
+    return this.#write(() => storableText(error.message), (message) => {
+      this.#sql.markRetrying.run(error.code, message, taskId);
+    });
+  }
+
+  complete(result: ResultMessage): Promise<boolean> {
+    return this.#write(() => orphanRecord(result), (record) => {
+      return this.#sql.complete.get(...recordParams(record)) !== undefined;
+    });
+  }
+
+  cancel(taskId: string): Promise<CancelOutcome> {
+    return this.#write(() => Date.now(), (now): CancelOutcome => {
+      if (this.#sql.cancel.get(now, taskId) !== undefined) return "cancelled";
+      return this.#sql.exists.get(taskId) === undefined ? "not_found" : "too_late";
+    });
+  }
+
+  reopen(taskId: string): Promise<void> {
+    return this.#write(() => taskId, (id) => {
+      this.#sql.reopen.run(id);
+    });
+  }
+
+  remove(taskId: string): Promise<void> {
+    return this.#write(() => taskId, (id) => {
+      this.#sql.remove.run(id);
+    });
+  }
+
+  prune(before: string, limit: number): Promise<{ removed: number; blobKeys: string[] }> {
+    return this.#write(
+      () => [toMillis(before), checkPruneLimit(limit)] as const,
+      ([cutoff, max]) => {
+        const rows = this.#sql.prune.all(cutoff, max);
+        const blobKeys: string[] = [];
+        for (const row of rows) {
+          const payloadRef = optText(row, "payload_ref");
+          const outputRef = optText(row, "output_ref");
+          if (payloadRef !== null) blobKeys.push(payloadRef);
+          if (outputRef !== null) blobKeys.push(outputRef);
+        }
+        return { removed: rows.length, blobKeys };
+      },
+    );
+  }
+
+  get(taskId: string): Promise<TaskView | undefined> {
+    return this.#read(() => {
+      const row = this.#sql.get.get(taskId);
+      return row === undefined ? undefined : toTaskView(recordFromRow(row));
+    });
+  }
+
+  list(query: TaskQuery): Promise<TaskPage> {
+    if (this.#closed) return Promise.reject(closedError());
+    return Promise.try(() => {
+      const limit = checkListLimit(query.limit);
+      const where: string[] = [];
+      const params: SQLInputValue[] = [];
+      if (query.statuses !== undefined) {
+        where.push(`status IN (${query.statuses.map(() => "?").join(", ")})`);
+        params.push(...query.statuses);
+      }
+      if (query.taskType !== undefined) {
+        where.push("task_type = ?");
+        params.push(storableText(query.taskType));
+      }
+      if (query.clientKind !== undefined) {
+        where.push("client_kind = ?");
+        params.push(query.clientKind);
+      }
+      if (query.clientName !== undefined) {
+        where.push("client_name = ?");
+        params.push(storableText(query.clientName));
+      }
+      if (query.since !== undefined) {
+        where.push("submitted_at >= ?");
+        params.push(toMillis(query.since));
+      }
+      if (query.until !== undefined) {
+        where.push("submitted_at < ?");
+        params.push(toMillis(query.until));
+      }
+      if (query.cursor !== undefined) {
+        const after = decodeCursor(query.cursor);
+        where.push("(submitted_at, task_id) < (?, ?)");
+        params.push(after.submittedAt, after.taskId);
+      }
+      const sql = `SELECT ${SELECT_COLUMNS} FROM tasks
+        ${where.length > 0 ? `WHERE ${where.join(" AND ")}` : ""}
+        ORDER BY submitted_at DESC, task_id DESC LIMIT ?`;
+      params.push(limit + 1);
+      let records: TaskRecord[];
+      try {
+        records = this.#db.prepare(sql).all(...params).map(recordFromRow);
+      } catch (err) {
+        throw storeError(err);
+      }
+      const page = records.slice(0, limit);
+      const last = page.at(-1);
+      return {
+        items: page.map(toTaskView),
+        nextCursor: records.length > limit && last !== undefined ? encodeCursor(last) : null,
+      };
+    });
+  }
+
+  /** Applies the writes still queued, then closes the file; later calls reject with `STORE_UNAVAILABLE`. */
+  close(): Promise<void> {
+    if (this.#closed) return Promise.resolve();
+    this.#flush();
+    this.#closed = true;
+    try {
+      this.#db.close();
+    } catch (err) {
+      return Promise.reject(storeError(err));
+    }
+    return Promise.resolve();
+  }
+
+  /**
+   * Queues a write for this turn's transaction. `prepare` runs now, so bad input rejects at once without
+   * touching the batch; `apply` runs inside the transaction.
+   */
+  #write<P, T>(prepare: () => P, apply: (input: P) => T): Promise<T> {
+    if (this.#closed) return Promise.reject(closedError());
+    let input: P;
+    try {
+      input = prepare();
+    } catch (err) {
+      return Promise.reject(err);
+    }
+    const { promise, resolve, reject } = Promise.withResolvers<T>();
+    this.#queue.push({
+      apply: () => apply(input),
+      resolve: resolve as (value: unknown) => void,
+      reject,
+    });
+    this.#flushTimer ??= setImmediate(() => this.#flush());
+    return promise;
+  }
+
+  #read<T>(query: () => T): Promise<T> {
+    if (this.#closed) return Promise.reject(closedError());
+    try {
+      return Promise.resolve(query());
+    } catch (err) {
+      return Promise.reject(storeError(err));
+    }
+  }
+
+  #flush(): void {
+    if (this.#flushTimer !== undefined) clearImmediate(this.#flushTimer);
+    this.#flushTimer = undefined;
+    const batch = this.#queue;
+    this.#queue = [];
+    if (batch.length === 0) return;
+    try {
+      const results = this.#transaction(batch);
+      batch.forEach((write, i) => write.resolve(results[i]));
+    } catch (err) {
+      if (batch.length === 1) {
+        batch[0]?.reject(storeError(err));
+        return;
+      }
+      // One write failed the whole batch: apply each alone, so only the faulty one fails.
+      for (const write of batch) {
+        try {
+          write.resolve(this.#transaction([write])[0]);
+        } catch (alone) {
+          write.reject(storeError(alone));
+        }
+      }
+    }
+  }
+
+  #transaction(batch: readonly QueuedWrite[]): unknown[] {
+    this.#db.exec("BEGIN IMMEDIATE");
+    try {
+      const results = batch.map((write) => write.apply());
+      this.#db.exec("COMMIT");
+      return results;
+    } catch (err) {
+      if (this.#db.isTransaction) this.#db.exec("ROLLBACK");
+      throw err;
+    }
+  }
+}
+
+/**
+ * Opens (creating when needed, with its folder) the SQLite file at `path`, sets WAL and `synchronous=FULL`,
+ * and brings its schema up to date. Rejects with `STORE_UNAVAILABLE` when the file cannot be used.
+ */
+export async function openSqliteTaskStore(path: string): Promise<SqliteTaskStore> {
+  if (path !== ":memory:") await mkdir(dirname(path), { recursive: true });
+  let db: DatabaseSync | undefined;
+  try {
+    db = new DatabaseSync(path);
+    db.exec("PRAGMA journal_mode = WAL");
+    // FULL: a task answered `accepted` must survive a power loss. In WAL mode NORMAL skips the fsync at each
+    // COMMIT and can lose the last transactions. Writes are batched one transaction per event-loop turn, so
+    // FULL costs one fsync per batch, not per task: measured on the development machine, 0.44 ms per lone
+    // commit (0.15 with NORMAL) and about 30 µs per task in batches of 500 (27 with NORMAL).
+    db.exec("PRAGMA synchronous = FULL");
+    db.exec("PRAGMA busy_timeout = 5000");
+    migrate(db);
+    return new SqliteTaskStore(db);
+  } catch (err) {
+    db?.close();
+    // A missing permission is a deployment mistake, not an outage: it goes up as it is, naming the flag.
+    throw err instanceof Deno.errors.NotCapable ? err : storeError(err);
+  }
+}

@@ -1,0 +1,650 @@
+/**
+ * The conformance suite of the `TaskStore` port: every implementation registers it once and must pass it
+ * whole, so that the memory, SQLite and PostgreSQL stores answer alike.
+ *
+ * @module
+ */
+import assert from "node:assert/strict";
+import { ColmenaError } from "../../shared/errors.ts";
+import type { NewTask, TaskStore } from "../../shared/ports.ts";
+import type { ClientKind, TaskStatus, TaskView } from "../../shared/protocol.ts";
+import type { ResultMessage, StartedNotice } from "../../shared/queue_messages.ts";
+
+/** One store under test, with what it takes to reopen its data and to clean up after it. */
+export interface StoreHarness extends AsyncDisposable {
+  /** The store under test. */
+  readonly store: TaskStore;
+  /**
+   * Opens another store on the same data (the same file, the same schema), running its start-up again;
+   * the harness closes it on disposal. Absent for a store that keeps nothing beyond its process.
+   */
+  openAgain?(): Promise<TaskStore>;
+}
+
+/** Options of {@linkcode storeConformance}. */
+export interface ConformanceOptions {
+  /** Registers the tests as ignored (a service is down). @defaultValue `false` */
+  ignore?: boolean;
+  /**
+   * Whether the store keeps its records beyond its process; the harness must then offer `openAgain`, and
+   * the restart and migration tests are registered. @defaultValue `false`
+   */
+  persistent?: boolean;
+}
+
+const T0 = Date.parse("2025-01-01T00:00:00.000Z");
+
+/** The ISO time `ms` milliseconds after the suite's epoch. */
+function at(ms: number): string {
+  return new Date(T0 + ms).toISOString();
+}
+
+function newTask(taskId: string, overrides: Partial<NewTask> = {}): NewTask {
+  return {
+    taskId,
+    taskType: "text",
+    priority: 3,
+    client: { name: "web-1", kind: "web" },
+    submittedAt: at(0),
+    origin: "s1",
+    payload: { text: "hola" },
+    maxAttempts: 3,
+    timeoutMs: 30_000,
+    ...overrides,
+  };
+}
+
+function started(taskId: string, overrides: Partial<StartedNotice> = {}): StartedNotice {
+  return { taskId, origin: "s1", worker: "w1", startedAt: at(1_000), attempt: 1, ...overrides };
+}
+
+function result(taskId: string, overrides: Partial<ResultMessage> = {}): ResultMessage {
+  return {
+    taskId,
+    taskType: "text",
+    origin: "s1",
+    status: "succeeded",
+    output: { words: 1, reversed: "aloh", upper: "HOLA" },
+    worker: "w1",
+    durationMs: 12,
+    startedAt: at(1_000),
+    finishedAt: at(1_012),
+    attempt: 1,
+    ...overrides,
+  };
+}
+
+const queuedView = (taskId: string): TaskView => ({
+  taskId,
+  taskType: "text",
+  status: "queued",
+  priority: 3,
+  client: { name: "web-1", kind: "web" },
+  submittedAt: at(0),
+  attempts: 0,
+  maxAttempts: 3,
+});
+
+async function assertStoreUnavailable(promise: Promise<unknown>): Promise<void> {
+  await assert.rejects(
+    promise,
+    (err) => err instanceof ColmenaError && err.code === "STORE_UNAVAILABLE",
+  );
+}
+
+/**
+ * Registers the conformance tests of one `TaskStore` implementation, named `"<name>: <behaviour>"`. Each
+ * test gets a fresh harness from `makeStore` and disposes of it at its end. The restart and migration tests
+ * are registered only for a `persistent` store.
+ */
+export function storeConformance(
+  name: string,
+  makeStore: () => Promise<StoreHarness>,
+  options: ConformanceOptions = {},
+): void {
+  const ignore = options.ignore ?? false;
+
+  function test(title: string, fn: (harness: StoreHarness) => Promise<void>): void {
+    Deno.test({
+      name: `${name}: ${title}`,
+      ignore,
+      async fn() {
+        await using harness = await makeStore();
+        await fn(harness);
+      },
+    });
+  }
+
+  function persistentTest(
+    title: string,
+    fn: (harness: StoreHarness, openAgain: () => Promise<TaskStore>) => Promise<void>,
+  ): void {
+    if (options.persistent !== true) return;
+    test(title, async (harness) => {
+      assert.ok(harness.openAgain !== undefined, "a persistent store's harness offers openAgain");
+      await fn(harness, harness.openAgain.bind(harness));
+    });
+  }
+
+  test("create records a queued task with no attempts, and get never shows the payload", async ({ store }) => {
+    assert.deepEqual(await store.create(newTask("t1")), { taskId: "t1", created: true });
+    assert.deepEqual(await store.get("t1"), queuedView("t1"));
+  });
+
+  test("reopen puts a failed task back to queued with no attempts, error or output", async ({ store }) => {
+    await store.create(newTask("t1"));
+    const error = { code: "TASK_FAILED" as const, message: "falló (tras 3 de 3 intentos)" };
+    const { output: _, ...failed } = result("t1", { status: "failed", error, attempt: 3 });
+    assert.equal(await store.complete(failed), true);
+    await store.reopen("t1");
+    assert.deepEqual(await store.get("t1"), queuedView("t1"));
+    // Its new result counts as the first one again.
+    assert.equal(await store.complete(result("t1")), true);
+    assert.equal((await store.get("t1"))?.status, "succeeded");
+  });
+
+  test("reopen leaves a task that is not final, and an unknown one, as they are", async ({ store }) => {
+    await store.create(newTask("t1"));
+    await store.markStarted(started("t1"));
+    await store.reopen("t1");
+    assert.equal((await store.get("t1"))?.status, "running");
+    await store.reopen("fantasma");
+    assert.equal(await store.get("fantasma"), undefined);
+  });
+
+  test("a result stored as an object keeps its reference and prune returns it", async ({ store }) => {
+    await store.create(newTask("t1"));
+    const { output: _, ...big } = result("t1", {
+      outputRef: "tasks/t1/output",
+      outputBytes: 10_000_000,
+      finishedAt: at(2_000),
+    });
+    assert.equal(await store.complete(big), true);
+    const view = await store.get("t1");
+    assert.equal(view?.outputRef, "tasks/t1/output");
+    assert.equal(view?.output, undefined);
+    const pruned = await store.prune(at(10_000), 10);
+    assert.equal(pruned.removed, 1);
+    assert.deepEqual(pruned.blobKeys, ["tasks/t1/output"]);
+  });
+
+  test("get returns undefined for an unknown task", async ({ store }) => {
+    assert.equal(await store.get("nope"), undefined);
+    assert.equal(await store.get("toString"), undefined);
+  });
+
+  test("create with a reused idempotency key returns the first task and writes nothing", async ({ store }) => {
+    const first = await store.create(newTask("t1", { idempotencyKey: "clave" }));
+    const second = await store.create(newTask("t2", { idempotencyKey: "clave" }));
+    assert.deepEqual(first, { taskId: "t1", created: true });
+    assert.deepEqual(second, { taskId: "t1", created: false });
+    assert.equal(await store.get("t2"), undefined);
+    assert.equal((await store.list({ limit: 10 })).items.length, 1);
+  });
+
+  test("an idempotency key belongs to one client name", async ({ store }) => {
+    await store.create(newTask("t1", { idempotencyKey: "clave" }));
+    const other = await store.create(
+      newTask("t2", { idempotencyKey: "clave", client: { name: "movil-7", kind: "mobile" } }),
+    );
+    assert.deepEqual(other, { taskId: "t2", created: true });
+    assert.equal((await store.get("t2"))?.client.name, "movil-7");
+  });
+
+  test("create of a task id already recorded changes nothing", async ({ store }) => {
+    await store.create(newTask("t1"));
+    const again = await store.create(newTask("t1", { priority: 9, taskType: "echo" }));
+    assert.deepEqual(again, { taskId: "t1", created: false });
+    assert.deepEqual(await store.get("t1"), queuedView("t1"));
+  });
+
+  test("50 concurrent creates with one idempotency key create exactly one task", async ({ store }) => {
+    const outcomes = await Promise.all(
+      Array.from(
+        { length: 50 },
+        (_, i) => store.create(newTask(`t${i}`, { idempotencyKey: "misma" })),
+      ),
+    );
+    const created = outcomes.filter((outcome) => outcome.created);
+    assert.equal(created.length, 1);
+    const winner = created[0]?.taskId;
+    assert.ok(winner !== undefined);
+    for (const outcome of outcomes) assert.equal(outcome.taskId, winner);
+    assert.equal((await store.list({ limit: 100 })).items.length, 1);
+  });
+
+  test("1,000 concurrent creates are all recorded and readable", async (harness) => {
+    const ids = Array.from({ length: 1_000 }, (_, i) => `t${String(i).padStart(4, "0")}`);
+    const outcomes = await Promise.all(
+      ids.map((id, i) => harness.store.create(newTask(id, { submittedAt: at(i) }))),
+    );
+    assert.ok(outcomes.every((outcome, i) => outcome.created && outcome.taskId === ids[i]));
+    // A durable store shows them to a second store opened on the same data.
+    const reader = harness.openAgain === undefined ? harness.store : await harness.openAgain();
+    const seen: string[] = [];
+    let cursor: string | undefined;
+    do {
+      const page = await reader.list({ limit: 500, ...(cursor === undefined ? {} : { cursor }) });
+      seen.push(...page.items.map((item) => item.taskId));
+      cursor = page.nextCursor ?? undefined;
+    } while (cursor !== undefined);
+    assert.deepEqual(seen, ids.toReversed());
+    assert.deepEqual(await reader.get("t0999"), { ...queuedView("t0999"), submittedAt: at(999) });
+  });
+
+  test("markStarted marks a task running on its worker and counts the attempt", async ({ store }) => {
+    await store.create(newTask("t1"));
+    await store.markStarted(started("t1", { worker: "obrera", attempt: 2 }));
+    assert.deepEqual(await store.get("t1"), {
+      ...queuedView("t1"),
+      status: "running",
+      worker: "obrera",
+      startedAt: at(1_000),
+      attempts: 2,
+    });
+    // A late notice of an earlier attempt does not lower the count.
+    await store.markStarted(started("t1", { worker: "w3", startedAt: at(2_000), attempt: 1 }));
+    const view = await store.get("t1");
+    assert.equal(view?.attempts, 2);
+    assert.equal(view?.worker, "w3");
+    assert.equal(view?.startedAt, at(2_000));
+  });
+
+  test("markStarted ignores an unknown task and a final one", async ({ store }) => {
+    await store.markStarted(started("fantasma"));
+    assert.equal(await store.get("fantasma"), undefined);
+    await store.create(newTask("t1"));
+    assert.equal(await store.complete(result("t1")), true);
+    await store.markStarted(started("t1", { worker: "w2", startedAt: at(5_000), attempt: 3 }));
+    const view = await store.get("t1");
+    assert.equal(view?.status, "succeeded");
+    assert.equal(view?.worker, "w1");
+    assert.equal(view?.startedAt, at(1_000));
+    assert.equal(view?.attempts, 1);
+  });
+
+  test("markRetrying puts a running task back to queued and keeps the error", async ({ store }) => {
+    await store.create(newTask("t1"));
+    await store.markStarted(started("t1"));
+    const error = { code: "TIMEOUT", message: "La tarea superó su tiempo máximo" } as const;
+    await store.markRetrying("t1", error);
+    const view = await store.get("t1");
+    assert.equal(view?.status, "queued");
+    assert.deepEqual(view?.error, error);
+    assert.equal(view?.attempts, 1);
+    // The retry that succeeds clears the error.
+    await store.markStarted(started("t1", { attempt: 2, startedAt: at(3_000) }));
+    assert.equal(
+      await store.complete(
+        result("t1", { attempt: 2, startedAt: at(3_000), finishedAt: at(3_010) }),
+      ),
+      true,
+    );
+    const done = await store.get("t1");
+    assert.equal(done?.status, "succeeded");
+    assert.equal(done?.error, undefined);
+    assert.equal(done?.attempts, 2);
+  });
+
+  test("markRetrying ignores a final task and an unknown one", async ({ store }) => {
+    await store.create(newTask("t1"));
+    await store.complete(result("t1"));
+    await store.markRetrying("t1", { code: "TASK_FAILED", message: "falló" });
+    assert.equal((await store.get("t1"))?.status, "succeeded");
+    assert.equal((await store.get("t1"))?.error, undefined);
+    await store.markRetrying("fantasma", { code: "TASK_FAILED", message: "falló" });
+    assert.equal(await store.get("fantasma"), undefined);
+  });
+
+  test("complete records the end of a task and returns true", async ({ store }) => {
+    await store.create(newTask("t1"));
+    await store.markStarted(started("t1"));
+    assert.equal(await store.complete(result("t1")), true);
+    assert.deepEqual(await store.get("t1"), {
+      ...queuedView("t1"),
+      status: "succeeded",
+      worker: "w1",
+      startedAt: at(1_000),
+      finishedAt: at(1_012),
+      durationMs: 12,
+      attempts: 1,
+      output: { words: 1, reversed: "aloh", upper: "HOLA" },
+    });
+  });
+
+  test("complete records a failure with its wire error and no output", async ({ store }) => {
+    await store.create(newTask("t1"));
+    const error = { code: "TASK_FAILED", message: "La tarea falló durante su ejecución" } as const;
+    const { output: _, ...failed } = result("t1", { status: "failed", error, attempt: 3 });
+    assert.equal(await store.complete(failed), true);
+    const view = await store.get("t1");
+    assert.equal(view?.status, "failed");
+    assert.deepEqual(view?.error, error);
+    assert.equal(view?.attempts, 3);
+    assert.equal(view !== undefined && "output" in view, false);
+  });
+
+  test("complete keeps a null output apart from none, and a fractional duration", async ({ store }) => {
+    await store.create(newTask("t1"));
+    await store.complete(result("t1", { output: null, durationMs: 12.345 }));
+    const view = await store.get("t1");
+    assert.ok(view !== undefined && "output" in view);
+    assert.equal(view.output, null);
+    assert.equal(view.durationMs, 12.345);
+  });
+
+  test("a duplicate result is not delivered twice", async ({ store }) => {
+    await store.create(newTask("t1"));
+    assert.equal(
+      await store.complete(result("t1", { worker: "w1", output: { first: true } })),
+      true,
+    );
+    assert.equal(
+      await store.complete(result("t1", { worker: "w2", output: { first: false } })),
+      false,
+    );
+    assert.equal(await store.complete(result("t1", { status: "failed", worker: "w3" })), false);
+    const view = await store.get("t1");
+    assert.equal(view?.status, "succeeded");
+    assert.equal(view?.worker, "w1");
+    assert.deepEqual(view?.output, { first: true });
+  });
+
+  test("complete of an unknown task creates its record", async ({ store }) => {
+    assert.equal(
+      await store.complete(result("huerfana", { taskType: "echo", worker: "w9", attempt: 2 })),
+      true,
+    );
+    assert.deepEqual(await store.get("huerfana"), {
+      taskId: "huerfana",
+      taskType: "echo",
+      status: "succeeded",
+      priority: 0,
+      client: { name: "desconocido", kind: "cli" },
+      submittedAt: at(1_000),
+      startedAt: at(1_000),
+      finishedAt: at(1_012),
+      worker: "w9",
+      durationMs: 12,
+      attempts: 2,
+      maxAttempts: 2,
+      output: { words: 1, reversed: "aloh", upper: "HOLA" },
+    });
+    assert.equal(await store.complete(result("huerfana")), false);
+  });
+
+  test("cancel cancels a queued task only", async ({ store }) => {
+    await store.create(newTask("q"));
+    await store.create(newTask("r"));
+    await store.create(newTask("s"));
+    await store.markStarted(started("r"));
+    await store.complete(result("s"));
+    const before = Date.now();
+    assert.equal(await store.cancel("q"), "cancelled");
+    const after = Date.now();
+    assert.equal(await store.cancel("q"), "too_late");
+    assert.equal(await store.cancel("r"), "too_late");
+    assert.equal(await store.cancel("s"), "too_late");
+    assert.equal(await store.cancel("nadie"), "not_found");
+    const view = await store.get("q");
+    assert.equal(view?.status, "cancelled");
+    const finishedAt = Date.parse(view?.finishedAt ?? "");
+    assert.ok(
+      finishedAt >= before - 1 && finishedAt <= after + 1,
+      `finishedAt ${view?.finishedAt}`,
+    );
+    assert.equal((await store.get("r"))?.status, "running");
+    assert.equal((await store.get("s"))?.status, "succeeded");
+  });
+
+  test("a cancelled task stays cancelled: its result is not delivered", async ({ store }) => {
+    await store.create(newTask("t1"));
+    await store.cancel("t1");
+    assert.equal(await store.complete(result("t1")), false);
+    await store.markStarted(started("t1"));
+    await store.markRetrying("t1", { code: "TASK_FAILED", message: "falló" });
+    const view = await store.get("t1");
+    assert.equal(view?.status, "cancelled");
+    assert.equal(view?.worker, undefined);
+    assert.equal(view?.error, undefined);
+  });
+
+  test("writes queued in one turn apply in the order they were made", async ({ store }) => {
+    const [createdT1, , first, second, createdT2, cancelled, late] = await Promise.all([
+      store.create(newTask("t1")),
+      store.markStarted(started("t1")),
+      store.complete(result("t1", { worker: "w1" })),
+      store.complete(result("t1", { worker: "w2" })),
+      store.create(newTask("t2")),
+      store.cancel("t2"),
+      store.complete(result("t2")),
+    ]);
+    assert.deepEqual(createdT1, { taskId: "t1", created: true });
+    assert.equal(first, true);
+    assert.equal(second, false);
+    assert.deepEqual(createdT2, { taskId: "t2", created: true });
+    assert.equal(cancelled, "cancelled");
+    assert.equal(late, false);
+    assert.equal((await store.get("t1"))?.worker, "w1");
+    assert.equal((await store.get("t2"))?.status, "cancelled");
+  });
+
+  test("remove forgets a task and frees its idempotency key", async ({ store }) => {
+    await store.create(newTask("t1", { idempotencyKey: "clave" }));
+    await store.create(newTask("t2"));
+    await store.remove("t1");
+    await store.remove("no-existe");
+    assert.equal(await store.get("t1"), undefined);
+    assert.ok(await store.get("t2"));
+    assert.deepEqual(await store.create(newTask("t3", { idempotencyKey: "clave" })), {
+      taskId: "t3",
+      created: true,
+    });
+  });
+
+  test("list pages through 120 records newest first, with filters and a cursor", async ({ store }) => {
+    const kinds: ClientKind[] = ["web", "mobile", "cli"];
+    const model: {
+      taskId: string;
+      submittedAt: number;
+      taskType: string;
+      kind: ClientKind;
+      name: string;
+      status: TaskStatus;
+    }[] = [];
+    for (let i = 0; i < 120; i++) {
+      const task = {
+        taskId: `t-${String(i).padStart(3, "0")}`,
+        // Three tasks per millisecond of submit time, so that ties are ordered by task id.
+        submittedAt: Math.floor(i / 3) * 1_000,
+        taskType: i % 2 === 0 ? "text" : "echo",
+        kind: kinds[i % 3] ?? "cli",
+        name: `cliente-${i % 4}`,
+        status: (i % 5 === 0 ? "succeeded" : "queued") as TaskStatus,
+      };
+      model.push(task);
+    }
+    // Created in shuffled order: the order of the list comes from the records, not from insertion.
+    const shuffled = model.map((task, i) => ({ task, key: (i * 37) % 120 })).sort((a, b) =>
+      a.key - b.key
+    );
+    await Promise.all(shuffled.map(({ task }) =>
+      store.create(newTask(task.taskId, {
+        submittedAt: at(task.submittedAt),
+        taskType: task.taskType,
+        client: { name: task.name, kind: task.kind },
+      }))
+    ));
+    await Promise.all(
+      model.filter((task) => task.status === "succeeded").map((task) =>
+        store.complete(result(task.taskId, { taskType: task.taskType }))
+      ),
+    );
+    const newestFirst = (a: (typeof model)[number], b: (typeof model)[number]) =>
+      b.submittedAt - a.submittedAt || (a.taskId < b.taskId ? 1 : -1);
+
+    async function all(
+      filter: Omit<Parameters<TaskStore["list"]>[0], "limit" | "cursor">,
+      limit: number,
+    ): Promise<{ ids: string[]; pages: number[] }> {
+      const ids: string[] = [];
+      const pages: number[] = [];
+      let cursor: string | null = null;
+      do {
+        const page: Awaited<ReturnType<TaskStore["list"]>> = await store.list({
+          ...filter,
+          limit,
+          ...(cursor === null ? {} : { cursor }),
+        });
+        ids.push(...page.items.map((item) => item.taskId));
+        pages.push(page.items.length);
+        cursor = page.nextCursor;
+        assert.ok(pages.length <= 200, "the cursor must move forward");
+      } while (cursor !== null);
+      return { ids, pages };
+    }
+    const expected = (keep: (task: (typeof model)[number]) => boolean) =>
+      model.filter(keep).sort(newestFirst).map((task) => task.taskId);
+
+    const everything = await all({}, 25);
+    assert.deepEqual(everything.ids, expected(() => true));
+    assert.deepEqual(everything.pages, [25, 25, 25, 25, 20]);
+    // A last page that is exactly full still ends the list.
+    assert.deepEqual((await all({}, 40)).pages, [40, 40, 40]);
+
+    assert.deepEqual(
+      (await all({ statuses: ["succeeded"] }, 7)).ids,
+      expected((task) => task.status === "succeeded"),
+    );
+    assert.deepEqual(
+      (await all({ statuses: ["queued", "running"] }, 500)).ids,
+      expected((task) => task.status === "queued"),
+    );
+    assert.deepEqual((await all({ statuses: [] }, 10)).ids, []);
+    assert.deepEqual(
+      (await all({ taskType: "echo", clientKind: "mobile" }, 9)).ids,
+      expected((task) => task.taskType === "echo" && task.kind === "mobile"),
+    );
+    assert.deepEqual(
+      (await all({ clientName: "cliente-2" }, 11)).ids,
+      expected((task) => task.name === "cliente-2"),
+    );
+    assert.deepEqual(
+      (await all({ since: at(10_000), until: at(20_000) }, 4)).ids,
+      expected((task) => task.submittedAt >= 10_000 && task.submittedAt < 20_000),
+    );
+    assert.deepEqual((await all({ clientName: "nadie" }, 5)).pages, [0]);
+
+    const first = await store.list({ limit: 1 });
+    assert.equal(first.items[0]?.taskId, "t-119");
+    assert.deepEqual(first.items[0], {
+      ...queuedView("t-119"),
+      taskType: "echo",
+      client: { name: "cliente-3", kind: "cli" },
+      submittedAt: at(39_000),
+    });
+  });
+
+  test("list refuses a page size outside 1 to 500 and a cursor it did not make", async ({ store }) => {
+    await assert.rejects(store.list({ limit: 0 }), RangeError);
+    await assert.rejects(store.list({ limit: 501 }), RangeError);
+    await assert.rejects(store.list({ limit: 1.5 }), RangeError);
+    await assert.rejects(
+      store.list({ limit: 10, cursor: "esto-no-es-un-cursor" }),
+      (err) => err instanceof ColmenaError && err.code === "INVALID_MESSAGE",
+    );
+  });
+
+  test("prune deletes final tasks finished before a time, oldest first, and returns their blob keys", async ({ store }) => {
+    await store.create(newTask("a", { payloadRef: "payloads/a" }));
+    await store.create(newTask("b", { payloadRef: "payloads/b" }));
+    await store.create(newTask("c"));
+    await store.create(newTask("d"));
+    await store.create(newTask("e", { payloadRef: "payloads/e" }));
+    await store.complete(result("a", { finishedAt: at(10_000) }));
+    await store.complete(result("b", { status: "failed", finishedAt: at(20_000) }));
+    await store.cancel("c");
+    await store.markStarted(started("e"));
+    assert.deepEqual(await store.prune(at(15_000), 100), {
+      removed: 1,
+      blobKeys: ["payloads/a"],
+    });
+    assert.equal(await store.get("a"), undefined);
+    const farFuture = "2999-01-01T00:00:00.000Z";
+    assert.deepEqual(await store.prune(farFuture, 1), { removed: 1, blobKeys: ["payloads/b"] });
+    assert.deepEqual(await store.prune(farFuture, 100), { removed: 1, blobKeys: [] });
+    assert.deepEqual(await store.prune(farFuture, 100), { removed: 0, blobKeys: [] });
+    assert.equal((await store.get("d"))?.status, "queued");
+    assert.equal((await store.get("e"))?.status, "running");
+  });
+
+  test("a closed store refuses calls with STORE_UNAVAILABLE", async ({ store }) => {
+    await store.create(newTask("t1"));
+    await store.close();
+    await store.close();
+    await assertStoreUnavailable(store.get("t1"));
+    await assertStoreUnavailable(store.create(newTask("t2")));
+    await assertStoreUnavailable(store.list({ limit: 10 }));
+  });
+
+  persistentTest("records survive a restart", async ({ store }, openAgain) => {
+    await store.create(newTask("q", { idempotencyKey: "clave" }));
+    await store.create(newTask("r"));
+    await store.create(newTask("s"));
+    await store.create(newTask("c"));
+    await store.markStarted(started("r"));
+    await store.complete(result("s", { output: { texto: "ñandú ✓" } }));
+    await store.cancel("c");
+    const before = await Promise.all(["q", "r", "s", "c"].map((id) => store.get(id)));
+    await store.close();
+    const reopened = await openAgain();
+    assert.deepEqual(await Promise.all(["q", "r", "s", "c"].map((id) => reopened.get(id))), before);
+    assert.deepEqual(await reopened.create(newTask("q2", { idempotencyKey: "clave" })), {
+      taskId: "q",
+      created: false,
+    });
+    assert.equal(await reopened.complete(result("s")), false);
+  });
+
+  persistentTest(
+    "close applies the writes still queued before it closes",
+    async ({ store }, openAgain) => {
+      const pending = store.create(newTask("t1"));
+      const closing = store.close();
+      assert.deepEqual(await pending, { taskId: "t1", created: true });
+      await closing;
+      const reopened = await openAgain();
+      assert.deepEqual(await reopened.get("t1"), queuedView("t1"));
+    },
+  );
+
+  persistentTest(
+    "two stores on the same data create one task for one idempotency key",
+    async ({ store }, openAgain) => {
+      const other = await openAgain();
+      const outcomes = await Promise.all(
+        Array.from(
+          { length: 40 },
+          (_, i) =>
+            (i % 2 === 0 ? store : other).create(newTask(`t${i}`, { idempotencyKey: "misma" })),
+        ),
+      );
+      assert.equal(
+        outcomes.filter((outcome) => outcome.created).length,
+        1,
+      );
+      assert.equal(new Set(outcomes.map((outcome) => outcome.taskId)).size, 1);
+    },
+  );
+
+  persistentTest(
+    "opening the same data again, even twice at once, leaves the schema as it was",
+    async ({ store }, openAgain) => {
+      await store.create(newTask("t1"));
+      const [second, third] = await Promise.all([openAgain(), openAgain()]);
+      assert.deepEqual(await second.get("t1"), queuedView("t1"));
+      await third.create(newTask("t2"));
+      assert.deepEqual(await store.get("t2"), queuedView("t2"));
+    },
+  );
+}
