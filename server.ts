@@ -24,11 +24,13 @@ const USAGE = `Uso: servidor [opciones]
   --server-id ID               id de este servidor                [COLMENA_SERVER_ID, aleatorio]
   --store TIPO                 sqlite, postgres o memory          [COLMENA_STORE, según DATABASE_URL]
   --database-url URL           PostgreSQL                         [DATABASE_URL]
+  --db-schema NOMBRE           esquema de PostgreSQL              [COLMENA_DB_SCHEMA, public]
   --data-dir CARPETA           SQLite y objetos sin S3            [COLMENA_DATA_DIR, ./data]
   --s3-endpoint URL            servidor S3 compatible             [S3_ENDPOINT]
   --s3-bucket NOMBRE           bucket de objetos (activa S3)      [S3_BUCKET]
   --claim-check-bytes N        carga mayor → objeto               [COLMENA_CLAIM_CHECK_BYTES, 262144]
   --retention-days N           borrar terminadas tras N días      [COLMENA_RETENTION_DAYS, 7]
+  --prune-interval-ms N        cada cuánto se borran              [COLMENA_PRUNE_INTERVAL_MS, 3600000]
   --max-attempts N             intentos por tarea                 [COLMENA_MAX_ATTEMPTS, 3]
   --publish-retry-ms N         reintento de publicación           [COLMENA_PUBLISH_RETRY_MS, 15000]
   --max-line-bytes N           línea máxima                       [COLMENA_MAX_LINE_BYTES, 1048576]
@@ -48,7 +50,10 @@ export async function runServer(config: ServerConfig): Promise<void> {
   const store = await openTaskStore(config);
   const blobs = await openBlobStore(config);
   log.info(`Registros de tareas: ${describeStore(config)}; objetos: ${describeBlobStore(config)}`);
-  const stopPruning = schedulePruning(store, blobs, config.retentionDays);
+  const stopPruning = schedulePruning(store, blobs, {
+    retentionDays: config.retentionDays,
+    intervalMs: config.pruneIntervalMs,
+  });
   const server = new ColmenaServer(config, {
     serverId,
     store,

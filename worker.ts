@@ -6,7 +6,7 @@
  * @module
  */
 import { connectWorkerBroker } from "./shared/adapters/rabbitmq.ts";
-import { envNames, loadConfig, type WorkerConfig } from "./shared/config.ts";
+import { type ConfigInput, envNames, loadConfig, type WorkerConfig } from "./shared/config.ts";
 import { ColmenaError } from "./shared/errors.ts";
 import { exitOnConfigError, readEnv, shutdownSignal } from "./shared/lifecycle.ts";
 import * as log from "./shared/log.ts";
@@ -26,10 +26,15 @@ const USAGE = `Uso: worker <nombre> [opciones]
   --heartbeat-ms N      intervalo del latido               [COLMENA_HEARTBEAT_MS, 5000]
   --drain-timeout-ms N  espera a las tareas al apagarse    [COLMENA_DRAIN_TIMEOUT_MS, 30000]`;
 
-/** Runs a worker until SIGINT/SIGTERM, then drains it. */
-export async function runWorker(config: WorkerConfig): Promise<void> {
+/**
+ * Runs a worker until SIGINT/SIGTERM, then drains it. `registry` defaults to the built-in task types; a
+ * program that runs its own task types passes its own.
+ */
+export async function runWorker(
+  config: WorkerConfig,
+  registry: TaskRegistry = registerBuiltinTasks(new TaskRegistry()),
+): Promise<void> {
   const name = config.name ?? `worker-${Deno.pid}`;
-  const registry = registerBuiltinTasks(new TaskRegistry());
   const blobs = await openBlobStore(config);
   const runner = new TaskRunner({
     name,
@@ -97,15 +102,19 @@ export async function runWorker(config: WorkerConfig): Promise<void> {
   log.flushLog();
 }
 
-if (import.meta.main) {
+/**
+ * The worker command: reads its configuration from the command line and the environment, then runs
+ * {@linkcode runWorker} with `registry`. Exits 2 on a bad configuration and 1 when RabbitMQ cannot be reached.
+ */
+export async function workerMain(input: ConfigInput, registry?: TaskRegistry): Promise<void> {
   let config: WorkerConfig;
   try {
-    config = loadConfig("worker", { args: Deno.args, env: readEnv(envNames("worker")) });
+    config = loadConfig("worker", input);
   } catch (err) {
     exitOnConfigError(err, USAGE);
   }
   try {
-    await runWorker(config);
+    await runWorker(config, registry);
   } catch (err) {
     if (err instanceof ColmenaError) {
       log.error(err.message, err.cause);
@@ -113,4 +122,8 @@ if (import.meta.main) {
     }
     throw err;
   }
+}
+
+if (import.meta.main) {
+  await workerMain({ args: Deno.args, env: readEnv(envNames("worker")) });
 }

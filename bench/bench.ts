@@ -4,22 +4,26 @@
 /**
  * `deno task bench`: measures colmena end to end against the raw amqplib round trip, in the same run.
  *
- * colmena: the real `server.ts` and K `worker.ts` processes on unique queues; C raw TCP clients each keep W
+ * colmena: the real `server.ts` and K `worker.ts` processes on unique queues, one server (with its workers)
+ * per task store asked for with `--almacen` (memory, SQLite, PostgreSQL); C raw TCP clients each keep W
  * `submit` frames in flight, and a task is done when its `result` push arrives. Raw baseline
  * (`crudo`): the same tasks published straight to RabbitMQ with the same durability (durable queues,
  * persistent messages, publisher confirms, manual acks), worked by K `bench/raw_worker.ts` processes, with
- * W×C in flight. Rounds of both sides alternate; the report gives medians over the repetitions and the ratio
- * colmena/crudo. Every queue it declares is deleted at the end and every child process is stopped.
+ * W×C in flight. Rounds of every side alternate; the report gives medians over the repetitions, the ratio
+ * colmena/crudo, and each store's ratio to the in-memory one. Every queue it declares is deleted at the end,
+ * every child process is stopped, and the SQLite folder and PostgreSQL schema of the run are removed.
  *
  * @module
  */
 import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
+import { dropPostgresSchema } from "../shared/adapters/postgres.ts";
 import { runColmenaRound } from "./colmena_load.ts";
 import {
   ChildProcess,
   clockTicksPerSecond,
   findBrokerPid,
+  findPostgresPids,
   type MemorySample,
   readCpuModel,
   readCpuTicks,
@@ -30,6 +34,29 @@ import { formatNumber, median, round, type RoundResult, summarizeLatencies } fro
 import { BENCH_TASK_TYPES, DEFAULT_TASK_MIX, encodeTaskMix } from "./workload.ts";
 
 const DEFAULT_MIX = DEFAULT_TASK_MIX.join(",");
+
+/** The task stores colmena's server can be measured on, by their Spanish names. */
+const STORES = ["memoria", "sqlite", "postgres"] as const;
+
+/** A task store of colmena's server. */
+type Store = (typeof STORES)[number];
+
+const STORE_ALIASES: Readonly<Record<string, Store>> = {
+  memoria: "memoria",
+  memory: "memoria",
+  sqlite: "sqlite",
+  postgres: "postgres",
+  postgresql: "postgres",
+};
+
+/** The server's `--store` value of each store. */
+const STORE_FLAG: Readonly<Record<Store, string>> = {
+  memoria: "memory",
+  sqlite: "sqlite",
+  postgres: "postgres",
+};
+
+const DEFAULT_DATABASE_URL = "postgres://postgres@127.0.0.1:5432/test";
 
 const USAGE = `Uso: deno task bench [opciones]
   --tareas N          tareas medidas por ronda                        [20000]
@@ -42,12 +69,24 @@ const USAGE = `Uso: deno task bench [opciones]
   --tipos LISTA       tipos de tarea, en rotación                     [${DEFAULT_MIX}]
   --limite-s S        tiempo máximo de una ronda, en segundos         [120]
   --amqp-url URL      RabbitMQ                                        [amqp://guest:guest@127.0.0.1:5672]
+  --almacen LISTA     almacenes del servidor de colmena: memoria, sqlite, postgres;
+                      separados por comas o repitiendo la opción      [sqlite]
+  --database-url URL  PostgreSQL para --almacen postgres              [DATABASE_URL, ${DEFAULT_DATABASE_URL}]
   --solo LADO         medir solo "colmena" o solo "crudo"
   --json              salida para máquinas (JSON) en lugar de la tabla
   --ayuda, -h         esta ayuda`;
 
-/** The two sides measured. */
-type Side = "colmena" | "crudo";
+/** What is measured: colmena on one store, or the raw baseline. */
+type Side = `colmena-${Store}` | "crudo";
+
+function colmenaSide(store: Store): Side {
+  return `colmena-${store}`;
+}
+
+/** How a side is named in the report: `colmena (sqlite)`, `crudo (amqplib)`. */
+function sideLabel(side: Side): string {
+  return side === "crudo" ? "crudo (amqplib)" : `colmena (${side.slice("colmena-".length)})`;
+}
 
 /** The benchmark's settings, from the command line. */
 interface BenchOptions {
@@ -61,7 +100,11 @@ interface BenchOptions {
   taskTypes: string[];
   timeoutMs: number;
   amqpUrl: string;
-  sides: Side[];
+  /** Whether to measure colmena, the raw baseline, or both. */
+  sides: ("colmena" | "crudo")[];
+  /** colmena's task stores, in the order given. */
+  stores: Store[];
+  databaseUrl: string;
   json: boolean;
 }
 
@@ -98,6 +141,11 @@ function parseOptions(args: readonly string[]): BenchOptions | "help" {
         tipos: { type: "string", default: DEFAULT_MIX },
         "limite-s": { type: "string", default: "120" },
         "amqp-url": { type: "string", default: "amqp://guest:guest@127.0.0.1:5672" },
+        almacen: { type: "string", multiple: true },
+        "database-url": {
+          type: "string",
+          default: Deno.env.get("DATABASE_URL") ?? DEFAULT_DATABASE_URL,
+        },
         solo: { type: "string" },
         json: { type: "boolean", default: false },
         ayuda: { type: "boolean", short: "h", default: false },
@@ -132,6 +180,21 @@ function parseOptions(args: readonly string[]): BenchOptions | "help" {
   if (!/^amqps?:\/\//.test(values["amqp-url"])) {
     problems.push("--amqp-url: debe empezar por amqp:// o amqps://");
   }
+  const stores: Store[] = [];
+  for (const name of (values.almacen ?? ["sqlite"]).flatMap((list) => list.split(","))) {
+    const key = name.trim().toLowerCase();
+    if (key === "") continue;
+    const store = Object.hasOwn(STORE_ALIASES, key) ? STORE_ALIASES[key] : undefined;
+    if (store === undefined) {
+      problems.push(`--almacen: almacén desconocido "${name}" (válidos: ${STORES.join(", ")})`);
+    } else if (!stores.includes(store)) {
+      stores.push(store);
+    }
+  }
+  if (stores.length === 0) problems.push("--almacen: hace falta al menos un almacén");
+  if (!/^postgres(ql)?:\/\//.test(values["database-url"])) {
+    problems.push("--database-url: debe empezar por postgres://");
+  }
   const options: BenchOptions = {
     tasks: int("tareas", values.tareas, 1, 10_000_000),
     clients: int("clientes", values.clientes, 1, 1_000),
@@ -146,6 +209,8 @@ function parseOptions(args: readonly string[]): BenchOptions | "help" {
     sides: values.solo === "colmena" || values.solo === "crudo"
       ? [values.solo]
       : ["colmena", "crudo"],
+    stores,
+    databaseUrl: values["database-url"],
     json: values.json,
   };
   if (problems.length > 0) throw new _UsageError(problems.join("\n"));
@@ -334,41 +399,66 @@ function delay(ms: number): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, ms));
 }
 
-/** Names of everything the run declares on the broker, unique to this run. */
-function topologyNames(runId: string) {
+/** The queues and server id of colmena on one store. */
+interface ColmenaNames {
+  taskQueue: string;
+  resultQueue: string;
+  serverId: string;
+}
+
+/** Names of everything the run declares on the broker, unique to this run (one topology per store). */
+function topologyNames(runId: string, stores: readonly Store[]) {
   const base = `bench-${runId}`;
-  const colmena = {
-    taskQueue: `${base}.colmena.tareas`,
-    resultQueue: `${base}.colmena.resultados`,
-    serverId: `bench-${runId.slice(0, 8)}`,
-  };
+  const colmena = new Map<Store, ColmenaNames>();
+  const queues: string[] = [];
+  const exchanges: string[] = [];
+  for (const store of stores) {
+    const names = {
+      taskQueue: `${base}.colmena-${store}.tareas`,
+      resultQueue: `${base}.colmena-${store}.resultados`,
+      serverId: `bench-${runId.slice(0, 8)}-${store}`,
+    };
+    colmena.set(store, names);
+    queues.push(
+      names.taskQueue,
+      `${names.taskQueue}.dlq`,
+      names.resultQueue,
+      `${names.resultQueue}.server.${names.serverId}`,
+    );
+    exchanges.push(
+      `${names.resultQueue}.replies`,
+      `${names.taskQueue}.control`,
+      `${names.resultQueue}.heartbeats`,
+    );
+  }
   const raw = { taskQueue: `${base}.crudo.tareas`, resultQueue: `${base}.crudo.resultados` };
-  return {
-    colmena,
-    raw,
-    queues: [
-      colmena.taskQueue,
-      `${colmena.taskQueue}.dlq`,
-      colmena.resultQueue,
-      `${colmena.resultQueue}.server.${colmena.serverId}`,
-      raw.taskQueue,
-      raw.resultQueue,
-    ],
-    exchanges: [`${colmena.resultQueue}.replies`],
-  };
+  queues.push(raw.taskQueue, raw.resultQueue);
+  return { colmena, raw, queues, exchanges };
+}
+
+/** colmena ÷ another side, from the medians: below 1 for tasks/s and above 1 for latency mean slower. */
+interface Ratio {
+  tasksPerSecond: number;
+  p50Ms: number;
+  p95Ms: number;
+  p99Ms: number;
 }
 
 /** The whole report, as `--json` prints it. */
 interface Report {
   date: string;
   machine: MachineInfo;
-  options: Omit<BenchOptions, "json" | "amqpUrl">;
+  options: Omit<BenchOptions, "json" | "amqpUrl" | "databaseUrl">;
   rounds: RoundRecord[];
   summary: Partial<Record<Side, SideSummary>>;
-  /** colmena ÷ crudo of the medians: below 1 for tasks/s and above 1 for latency mean colmena is slower. */
-  ratio: { tasksPerSecond: number; p50Ms: number; p95Ms: number; p99Ms: number } | null;
-  /** colmena ÷ crudo of tasks/s within each repetition (its two rounds ran back to back). */
-  ratioPerRepetition: number[];
+  /** Each colmena side ÷ crudo, of the medians. */
+  ratio: Partial<Record<Side, Ratio>>;
+  /** Each colmena side ÷ crudo of tasks/s within each repetition (their rounds ran back to back). */
+  ratioPerRepetition: Partial<Record<Side, number[]>>;
+  /** Each store ÷ the in-memory store, of the medians, when `memoria` was measured. */
+  storeRatio: Partial<Record<Store, Ratio>>;
+  /** Each store ÷ the in-memory store of tasks/s within each repetition. */
+  storeRatioPerRepetition: Partial<Record<Store, number[]>>;
   /** Memory of each child process at the end, in KiB. */
   memory: { name: string; rssKiB: number; peakKiB: number }[];
   cleanupFailed: string[];
@@ -382,7 +472,15 @@ async function measure(
 ): Promise<Report> {
   const root = fileURLToPath(new URL("../", import.meta.url));
   const runId = crypto.randomUUID();
-  const names = topologyNames(runId);
+  const colmenaStores = options.sides.includes("colmena") ? options.stores : [];
+  const names = topologyNames(runId, colmenaStores);
+  const sides: Side[] = [
+    ...colmenaStores.map(colmenaSide),
+    ...(options.sides.includes("crudo") ? ["crudo" as const] : []),
+  ];
+  // The SQLite files and object folders of the run, under the git-ignored ./data, removed at the end.
+  const dataDir = `data/bench-${runId.slice(0, 8)}`;
+  const schema = `bench_${runId.replaceAll("-", "").slice(0, 12)}`;
   const taskSpecs = encodeTaskMix(options.taskTypes);
   const ticksPerSecond = await clockTicksPerSecond();
   const version = readBrokerVersion(options.amqpUrl).catch((cause: unknown) => {
@@ -398,15 +496,17 @@ async function measure(
     rabbitmq,
     amqplib: readAmqplibSpecifier(root),
   };
-  const { json: _json, amqpUrl: _url, ...shownOptions } = options;
+  const { json: _json, amqpUrl: _url, databaseUrl: _db, ...shownOptions } = options;
   const report: Report = {
     date: new Date().toISOString(),
     machine,
     options: shownOptions,
     rounds: [],
     summary: {},
-    ratio: null,
-    ratioPerRepetition: [],
+    ratio: {},
+    ratioPerRepetition: {},
+    storeRatio: {},
+    storeRatioPerRepetition: {},
     memory: [],
     cleanupFailed: [],
     childWarnings: {},
@@ -415,42 +515,58 @@ async function measure(
   progress(
     `Benchmark de colmena: ${tasks} tareas por ronda, ${options.clients} clientes × ` +
       `${options.window} en vuelo, ${options.workers} worker(s) con prefetch ${options.concurrency}, ` +
-      `${options.repetitions} repetición(es); RabbitMQ ${rabbitmq}, ${machine.cpus} núcleos`,
+      `${options.repetitions} repetición(es); almacenes ${colmenaStores.join(", ") || "—"}; ` +
+      `RabbitMQ ${rabbitmq}, ${machine.cpus} núcleos`,
   );
 
-  const server: ChildProcess[] = [];
-  const workers: ChildProcess[] = [];
+  const servers = new Map<Store, { server: ChildProcess; workers: ChildProcess[]; port: number }>();
   const rawWorkers: ChildProcess[] = [];
+  const children = (): ChildProcess[] => [
+    ...[...servers.values()].flatMap((s) => [s.server, ...s.workers]),
+    ...rawWorkers,
+  ];
   let publisher: RawPublisher | undefined;
   const wait = <T>(p: Promise<T>): Promise<T> => Promise.race([p, interrupted]);
   try {
-    let port = 0;
-    if (options.sides.includes("colmena")) {
-      progress("Arrancando servidor y workers de colmena…");
-      const queues = [
-        ...["--task-queue", names.colmena.taskQueue, "--result-queue", names.colmena.resultQueue],
-        ...["--amqp-url", options.amqpUrl],
+    for (const store of colmenaStores) {
+      progress(`Arrancando servidor y workers de colmena (almacén ${store})…`);
+      const own = names.colmena.get(store)!;
+      const storeDir = `${dataDir}/${store}`;
+      // Each child may read and write its data folder (SQLite, objects) and read the migrations.
+      const files = [
+        `--allow-read=${storeDir},shared/adapters/migrations`,
+        `--allow-write=${storeDir}`,
       ];
-      const srv = ChildProcess.spawn("servidor", {
+      const queues = [
+        ...["--task-queue", own.taskQueue, "--result-queue", own.resultQueue],
+        ...["--amqp-url", options.amqpUrl, "--data-dir", storeDir],
+      ];
+      const storeArgs = ["--store", STORE_FLAG[store]];
+      if (store === "postgres") {
+        storeArgs.push("--database-url", options.databaseUrl, "--db-schema", schema);
+      }
+      const server = ChildProcess.spawn(`servidor (${store})`, {
         cwd: root,
         args: [
-          ...[...DENO_RUN, "server.ts", "--port", "0", "--host", "127.0.0.1"],
-          ...["--server-id", names.colmena.serverId, ...queues],
+          ...[...DENO_RUN, ...files, "server.ts", "--port", "0", "--host", "127.0.0.1"],
+          ...["--server-id", own.serverId, ...storeArgs, ...queues],
         ],
       });
-      server.push(srv);
-      const match = await wait(srv.waitForLine(/Escuchando en (\S+):(\d+)/, START_TIMEOUT_MS));
-      port = Number(match[2]);
+      const workers: ChildProcess[] = [];
+      const entry = { server, workers, port: 0 };
+      servers.set(store, entry);
+      const match = await wait(server.waitForLine(/Escuchando en (\S+):(\d+)/, START_TIMEOUT_MS));
+      entry.port = Number(match[2]);
       for (let i = 1; i <= options.workers; i++) {
-        workers.push(ChildProcess.spawn(`worker ${i}`, {
+        entry.workers.push(ChildProcess.spawn(`worker ${i} (${store})`, {
           cwd: root,
           args: [
-            ...[...DENO_RUN, "worker.ts", `bench-w${i}`, "--quiet"],
+            ...[...DENO_RUN, ...files, "worker.ts", `bench-w${i}-${store}`, "--quiet"],
             ...["--concurrency", String(options.concurrency), ...queues],
           ],
         }));
       }
-      await wait(Promise.all(workers.map((w) => w.waitForLine(/ listo/, START_TIMEOUT_MS))));
+      await wait(Promise.all(entry.workers.map((w) => w.waitForLine(/ listo/, START_TIMEOUT_MS))));
     }
     if (options.sides.includes("crudo")) {
       progress("Arrancando workers crudos (amqplib)…");
@@ -472,25 +588,25 @@ async function measure(
     }
 
     const brokerPid = await findBrokerPid();
-    const groups: Record<Side, CpuGroups> = {
-      colmena: {
+    const groups = new Map<Side, CpuGroups>();
+    for (const [store, { server, workers }] of servers) {
+      const group: CpuGroups = {
         carga: () => readCpuTicks(Deno.pid),
-        servidor: sumTicks(server),
+        servidor: sumTicks([server]),
         worker: sumTicks(workers),
-      },
-      crudo: {
-        carga: () => readCpuTicks(Deno.pid),
-        worker: sumTicks(rawWorkers),
-      },
-    };
+      };
+      // PostgreSQL runs on this machine too: its processes' CPU is part of what a task costs.
+      if (store === "postgres") group.postgres = sumPostgresTicks;
+      groups.set(colmenaSide(store), group);
+    }
+    groups.set("crudo", { carga: () => readCpuTicks(Deno.pid), worker: sumTicks(rawWorkers) });
     if (brokerPid !== undefined) {
-      for (const side of ["colmena", "crudo"] as const) {
-        groups[side].rabbitmq = () => readCpuTicks(brokerPid);
-      }
+      for (const group of groups.values()) group.rabbitmq = () => readCpuTicks(brokerPid);
     }
 
     const runRound = async (side: Side, tasks: number): Promise<RoundResult> => {
-      if (side === "colmena") {
+      if (side !== "crudo") {
+        const { port } = servers.get(storeOf(side))!;
         return await wait(runColmenaRound({
           host: "127.0.0.1",
           port,
@@ -511,12 +627,14 @@ async function measure(
     };
 
     if (options.warmup > 0) {
-      for (const side of options.sides) {
-        progress(`Calentamiento de ${side}: ${formatNumber(options.warmup)} tareas…`);
+      for (const side of sides) {
+        progress(`Calentamiento de ${sideLabel(side)}: ${formatNumber(options.warmup)} tareas…`);
         const result = await runRound(side, options.warmup);
         if (result.problem !== null || result.completed < result.planned) {
           throw new Error(
-            `El calentamiento de ${side} no terminó (${result.completed}/${result.planned}): ${
+            `El calentamiento de ${
+              sideLabel(side)
+            } no terminó (${result.completed}/${result.planned}): ${
               result.problem ?? "faltan resultados"
             }`,
           );
@@ -526,15 +644,13 @@ async function measure(
     }
 
     for (let rep = 1; rep <= options.repetitions; rep++) {
-      // Alternate which side goes first, so that neither always follows the other's tail.
-      const order = rep % 2 === 1 ? options.sides : [...options.sides].reverse();
+      // Alternate the order, so that no side always follows the same other side's tail.
+      const order = rep % 2 === 1 ? sides : [...sides].reverse();
       for (const side of order) {
-        const [before, machineBefore] = await Promise.all([
-          snapshot(groups[side]),
-          readMachineCpu(),
-        ]);
+        const group = groups.get(side)!;
+        const [before, machineBefore] = await Promise.all([snapshot(group), readMachineCpu()]);
         const result = await runRound(side, options.tasks);
-        const [after, machineAfter] = await Promise.all([snapshot(groups[side]), readMachineCpu()]);
+        const [after, machineAfter] = await Promise.all([snapshot(group), readMachineCpu()]);
         const toMs = (ticks: number): number => round((ticks * 1000) / ticksPerSecond, 1);
         const cpuMs: Record<string, number> = {};
         let measured = 0;
@@ -542,8 +658,8 @@ async function measure(
           const a = before[name];
           const b = after[name];
           if (a !== undefined && b !== undefined) {
-            cpuMs[name] = toMs(b - a);
-            measured += b - a;
+            cpuMs[name] = toMs(Math.max(0, b - a));
+            measured += Math.max(0, b - a);
           }
         }
         if (machineBefore !== undefined && machineAfter !== undefined) {
@@ -552,21 +668,23 @@ async function measure(
         }
         const record = toRecord(side, rep, result, cpuMs);
         report.rounds.push(record);
-        progress(`Ronda ${rep}/${options.repetitions} · ${side}: ${describeRound(record)}`);
+        progress(
+          `Ronda ${rep}/${options.repetitions} · ${sideLabel(side)}: ${describeRound(record)}`,
+        );
         await delay(PAUSE_MS);
       }
     }
 
-    for (const child of [...server, ...workers, ...rawWorkers]) {
+    for (const child of children()) {
       const sample: MemorySample | undefined = await child.memory();
       if (sample !== undefined) report.memory.push({ name: child.name, ...sample });
     }
   } finally {
     await publisher?.close();
-    const children = [...server, ...workers, ...rawWorkers];
-    if (children.length > 0) progress("Deteniendo procesos hijos…");
-    await Promise.all(children.map((c) => c.stop(STOP_TIMEOUT_MS)));
-    for (const child of children) {
+    const all = children();
+    if (all.length > 0) progress("Deteniendo procesos hijos…");
+    await Promise.all(all.map((c) => c.stop(STOP_TIMEOUT_MS)));
+    for (const child of all) {
       if (child.warnings.length > 0) report.childWarnings[child.name] = child.warnings;
     }
     try {
@@ -574,32 +692,69 @@ async function measure(
     } catch {
       report.cleanupFailed = [...names.queues, ...names.exchanges];
     }
+    if (colmenaStores.includes("postgres")) {
+      await dropPostgresSchema(options.databaseUrl, schema).catch(() => {
+        report.cleanupFailed.push(`esquema ${schema} de PostgreSQL`);
+      });
+    }
+    await Deno.remove(dataDir, { recursive: true }).catch((err) => {
+      if (!(err instanceof Deno.errors.NotFound)) report.cleanupFailed.push(dataDir);
+    });
     if (report.cleanupFailed.length > 0) {
       progress(`AVISO: no se pudieron borrar: ${report.cleanupFailed.join(", ")}`);
     }
   }
 
-  for (const side of options.sides) {
+  for (const side of sides) {
     const records = report.rounds.filter((r) => r.side === side);
     if (records.length > 0) report.summary[side] = summarize(records);
   }
-  const c = report.summary.colmena;
-  const r = report.summary.crudo;
-  if (c !== undefined && r !== undefined) {
-    report.ratio = {
-      tasksPerSecond: round(c.tasksPerSecond / r.tasksPerSecond),
-      p50Ms: round(c.p50Ms / r.p50Ms),
-      p95Ms: round(c.p95Ms / r.p95Ms),
-      p99Ms: round(c.p99Ms / r.p99Ms),
-    };
+  const ratioOf = (a: SideSummary, b: SideSummary): Ratio => ({
+    tasksPerSecond: round(a.tasksPerSecond / b.tasksPerSecond),
+    p50Ms: round(a.p50Ms / b.p50Ms),
+    p95Ms: round(a.p95Ms / b.p95Ms),
+    p99Ms: round(a.p99Ms / b.p99Ms),
+  });
+  const perRepetition = (a: Side, b: Side): number[] => {
+    const ratios: number[] = [];
     for (let rep = 1; rep <= options.repetitions; rep++) {
-      const pair = report.rounds.filter((x) => x.repetition === rep);
-      const a = pair.find((x) => x.side === "colmena");
-      const b = pair.find((x) => x.side === "crudo");
-      if (a && b) report.ratioPerRepetition.push(round(a.tasksPerSecond / b.tasksPerSecond));
+      const x = report.rounds.find((r) => r.repetition === rep && r.side === a);
+      const y = report.rounds.find((r) => r.repetition === rep && r.side === b);
+      if (x && y) ratios.push(round(x.tasksPerSecond / y.tasksPerSecond));
+    }
+    return ratios;
+  };
+  const raw = report.summary.crudo;
+  const memory = report.summary[colmenaSide("memoria")];
+  for (const store of colmenaStores) {
+    const side = colmenaSide(store);
+    const summary = report.summary[side];
+    if (summary === undefined) continue;
+    if (raw !== undefined) {
+      report.ratio[side] = ratioOf(summary, raw);
+      report.ratioPerRepetition[side] = perRepetition(side, "crudo");
+    }
+    if (memory !== undefined && store !== "memoria") {
+      report.storeRatio[store] = ratioOf(summary, memory);
+      report.storeRatioPerRepetition[store] = perRepetition(side, colmenaSide("memoria"));
     }
   }
   return report;
+}
+
+/** The store of a colmena side. */
+function storeOf(side: Side): Store {
+  const store = STORES.find((s) => side === colmenaSide(s));
+  if (store === undefined) throw new TypeError(`Cannot find the store of side "${side}"`);
+  return store;
+}
+
+/** CPU ticks of every PostgreSQL process on this machine (server and backends); `undefined` when none. */
+async function sumPostgresTicks(): Promise<number | undefined> {
+  const pids = await findPostgresPids();
+  if (pids.length === 0) return undefined;
+  const ticks = await Promise.all(pids.map((pid) => readCpuTicks(pid)));
+  return ticks.reduce<number>((sum, t) => sum + (t ?? 0), 0);
 }
 
 function pad(text: string, width: number, align: "left" | "right" = "right"): string {
@@ -610,6 +765,8 @@ function renderTable(report: Report): string {
   const o = report.options;
   const lines: string[] = [];
   const m = report.machine;
+  const sides = [...new Set(report.rounds.map((r) => r.side))];
+  const width = 28;
   lines.push(
     `colmena frente a amqplib crudo — ${report.date.slice(0, 10)}`,
     `Máquina: ${m.cpus} núcleos (${m.cpuModel}), RabbitMQ ${m.rabbitmq}, Deno ${m.deno}, ${m.amqplib}`,
@@ -619,7 +776,7 @@ function renderTable(report: Report): string {
     "",
   );
   const header = [
-    pad("", 18, "left"),
+    pad("", width, "left"),
     pad("tareas/s", 10),
     pad("p50 ms", 9),
     pad("p95 ms", 9),
@@ -629,84 +786,90 @@ function renderTable(report: Report): string {
   lines.push(header);
   const row = (label: string, s: SideSummary): string =>
     [
-      pad(label, 18, "left"),
+      pad(label, width, "left"),
       pad(formatNumber(s.tasksPerSecond), 10),
       pad(formatNumber(s.p50Ms, 2), 9),
       pad(formatNumber(s.p95Ms, 2), 9),
       pad(formatNumber(s.p99Ms, 2), 9),
       pad(String(s.errors + s.failed), 9),
     ].join("");
-  if (report.summary.colmena) lines.push(row("colmena", report.summary.colmena));
-  if (report.summary.crudo) lines.push(row("crudo (amqplib)", report.summary.crudo));
-  if (report.ratio !== null) {
-    lines.push(
-      [
-        pad("colmena/crudo", 18, "left"),
-        pad(formatNumber(report.ratio.tasksPerSecond, 2), 10),
-        pad(formatNumber(report.ratio.p50Ms, 2), 9),
-        pad(formatNumber(report.ratio.p95Ms, 2), 9),
-        pad(formatNumber(report.ratio.p99Ms, 2), 9),
-      ].join(""),
-    );
+  const ratioRow = (label: string, r: Ratio): string =>
+    [
+      pad(label, width, "left"),
+      pad(formatNumber(r.tasksPerSecond, 2), 10),
+      pad(formatNumber(r.p50Ms, 2), 9),
+      pad(formatNumber(r.p95Ms, 2), 9),
+      pad(formatNumber(r.p99Ms, 2), 9),
+    ].join("");
+  for (const side of sides) {
+    const summary = report.summary[side];
+    if (summary !== undefined) lines.push(row(sideLabel(side), summary));
+  }
+  for (const side of sides) {
+    const ratio = report.ratio[side];
+    if (ratio !== undefined) lines.push(ratioRow(`${sideLabel(side)}/crudo`, ratio));
+  }
+  for (const store of STORES) {
+    const ratio = report.storeRatio[store];
+    if (ratio !== undefined) lines.push(ratioRow(`${store}/memoria`, ratio));
   }
   lines.push("");
-  for (const side of ["colmena", "crudo"] as const) {
+  for (const side of sides) {
     const rounds = report.rounds.filter((r) => r.side === side);
-    if (rounds.length === 0) continue;
     lines.push(
-      `Por repetición (${side}, tareas/s): ${
+      `Por repetición (${sideLabel(side)}, tareas/s): ${
         rounds.map((r) => formatNumber(r.tasksPerSecond)).join(" · ")
       }`,
     );
   }
-  if (report.ratioPerRepetition.length > 0) {
+  const perRepetition = (label: string, ratios: readonly number[] | undefined): void => {
+    if (ratios === undefined || ratios.length === 0) return;
     lines.push(
-      `colmena/crudo en tareas/s, por repetición: ${
-        report.ratioPerRepetition.map((x) => formatNumber(x, 2)).join(" · ")
-      } (mediana ${formatNumber(median(report.ratioPerRepetition), 2)})`,
+      `${label} en tareas/s, por repetición: ${
+        ratios.map((x) => formatNumber(x, 2)).join(" · ")
+      } (mediana ${formatNumber(median([...ratios]), 2)})`,
+    );
+  };
+  for (const side of sides) {
+    perRepetition(`${sideLabel(side)}/crudo`, report.ratioPerRepetition[side]);
+  }
+  for (const store of STORES) {
+    perRepetition(`${store}/memoria`, report.storeRatioPerRepetition[store]);
+  }
+  lines.push("", "Hasta que la tarea queda guardada (mediana de p50 / p99):");
+  for (const side of sides) {
+    const s = report.summary[side];
+    if (s === undefined) continue;
+    const what = side === "crudo"
+      ? "crudo, confirmación del publish"
+      : `${sideLabel(side)}, frame "accepted"`;
+    lines.push(
+      `  ${what}: ${formatNumber(s.acceptP50Ms, 2)} / ${formatNumber(s.acceptP99Ms, 2)} ms`,
     );
   }
-  const sc = report.summary.colmena;
-  const sr = report.summary.crudo;
-  if (sc !== undefined || sr !== undefined) {
-    lines.push("", "Hasta que la tarea queda guardada (mediana de p50 / p99):");
-    if (sc !== undefined) {
-      lines.push(
-        `  colmena, frame "accepted": ${formatNumber(sc.acceptP50Ms, 2)} / ${
-          formatNumber(sc.acceptP99Ms, 2)
-        } ms`,
-      );
-    }
-    if (sr !== undefined) {
-      lines.push(
-        `  crudo, confirmación del publish: ${formatNumber(sr.acceptP50Ms, 2)} / ${
-          formatNumber(sr.acceptP99Ms, 2)
-        } ms`,
-      );
-    }
-  }
-  const cpuGroups = ["carga", "servidor", "worker", "rabbitmq"];
+  const cpuGroups = ["carga", "servidor", "worker", "rabbitmq", "postgres"];
+  const cpuTitles: Record<string, string> = { rabbitmq: "RabbitMQ", postgres: "PostgreSQL" };
   lines.push(
     "",
     "CPU por tarea (µs, mediana), núcleos ocupados por los procesos medidos y parte de la CPU de la",
     "máquina que se llevaron otros procesos o el hipervisor (ajena) durante la ronda:",
     [
-      pad("", 18, "left"),
-      ...cpuGroups.map((g) => pad(g === "rabbitmq" ? "RabbitMQ" : g, 10)),
+      pad("", width, "left"),
+      ...cpuGroups.map((g) => pad(cpuTitles[g] ?? g, 11)),
       pad("total", 9),
       pad("núcleos", 9),
       pad("ajena", 8),
     ].join(""),
   );
-  for (const side of ["colmena", "crudo"] as const) {
+  for (const side of sides) {
     const s = report.summary[side];
     if (s === undefined) continue;
     const values = cpuGroups.map((g) => s.cpuUsPerTask[g]);
     const total = values.reduce<number>((a, b) => a + (b ?? 0), 0);
     lines.push(
       [
-        pad(side === "crudo" ? "crudo (amqplib)" : side, 18, "left"),
-        ...values.map((v) => pad(v === undefined ? "—" : formatNumber(v), 10)),
+        pad(sideLabel(side), width, "left"),
+        ...values.map((v) => pad(v === undefined ? "—" : formatNumber(v), 11)),
         pad(formatNumber(total), 9),
         pad(formatNumber(s.busyCores, 2), 9),
         pad(`${formatNumber(s.foreignShare * 100)} %`, 8),
@@ -738,10 +901,10 @@ function renderTable(report: Report): string {
   if (incomplete.length > 0) {
     lines.push("", `ATENCIÓN: ${incomplete.length} ronda(s) incompletas; ver el detalle arriba.`);
   }
-  if (report.ratio !== null) {
+  if (Object.keys(report.ratio).length > 0 || Object.keys(report.storeRatio).length > 0) {
     lines.push(
       "",
-      "colmena/crudo: por debajo de 1 en tareas/s, o por encima de 1 en latencia, colmena es más lento.",
+      "x/crudo y x/memoria: por debajo de 1 en tareas/s, o por encima de 1 en latencia, x es más lento.",
     );
   }
   return lines.join("\n");

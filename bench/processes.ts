@@ -246,3 +246,19 @@ export async function clockTicksPerSecond(): Promise<number> {
     return 100;
   }
 }
+
+/** The process ids of the local PostgreSQL (`postgres` processes, found with `pgrep`); none when it is elsewhere. */
+export async function findPostgresPids(): Promise<number[]> {
+  try {
+    const out = await new Deno.Command("pgrep", {
+      args: ["-x", "postgres"],
+      stdout: "piped",
+      stderr: "null",
+    }).output();
+    if (!out.success) return [];
+    return new TextDecoder().decode(out.stdout).split("\n").filter((line) => /^\d+$/.test(line))
+      .map(Number);
+  } catch {
+    return [];
+  }
+}

@@ -203,3 +203,46 @@ export function parseTaskArgs(type: TaskType, args: readonly string[]): Parsed<T
     }
   }
 }
+
+/** A task whose text comes from a file: its type, the payload field the file's text fills, and the rest. */
+export type FileTaskRequest =
+  | { readonly type: "text"; readonly field: "text"; readonly payload: Record<never, never> }
+  | {
+    readonly type: "hash";
+    readonly field: "data";
+    readonly payload: { readonly iterations?: number };
+  };
+
+/**
+ * Builds the task of `enviar <tipo> --archivo <fichero> <args…>`: `texto` takes no other argument, `hash`
+ * an optional number of iterations; other types cannot read a file.
+ */
+export function parseFileTaskArgs(
+  type: TaskType,
+  args: readonly string[],
+): Parsed<FileTaskRequest> {
+  switch (type) {
+    case "text":
+      if (args.length > 0) {
+        return _fail("Con --archivo, el texto es el del fichero: enviar texto --archivo libro.txt");
+      }
+      return _ok({ type, field: "text", payload: {} });
+    case "hash": {
+      const [iterationsText, ...rest] = args;
+      if (rest.length > 0) {
+        return _fail("Demasiados argumentos: enviar hash --archivo datos.txt [iteraciones]");
+      }
+      if (iterationsText === undefined) return _ok({ type, field: "data", payload: {} });
+      const iterations = parseInteger(iterationsText, {
+        min: 1,
+        max: MAX_HASH_ITERATIONS,
+        what: "El número de iteraciones",
+      });
+      return iterations.ok
+        ? _ok({ type, field: "data", payload: { iterations: iterations.value } })
+        : iterations;
+    }
+    default:
+      return _fail(`--archivo solo sirve con texto y hash, no con ${TASK_TYPE_LABELS[type]}`);
+  }
+}

@@ -32,10 +32,12 @@ export const USAGE = `Uso: cliente [opciones] [orden …]
 Órdenes:
   menu                                menú interactivo (sin orden, también)
   enviar texto <texto…>               cuenta palabras, invierte y pasa a mayúsculas
+  enviar texto --archivo <fichero>    lo mismo con el texto de un fichero (UTF-8), subido por partes
   enviar numeros <n…>                 suma, media, mínimo y máximo (separados por espacios o comas)
   enviar eco <json o texto>           devuelve el mensaje
   enviar esperar <ms>                 espera de 0 a 60000 ms
   enviar hash <datos> [iteraciones]   SHA-256 iterado (1 iteración por defecto)
+  enviar hash --archivo <fichero> [iteraciones]   el SHA-256 del texto de un fichero
   estado <idTarea>                    muestra el registro de una tarea
   cancelar <idTarea>                  cancela una tarea en cola (sale con 1 si ya era tarde)
   historial                           tareas, las más recientes primero, por páginas
@@ -53,6 +55,11 @@ Opciones:
   --nombre NOMBRE         nombre de este cliente            [COLMENA_CLIENT_NAME, cliente]
   --prioridad N           prioridad de 0 (baja) a 9 (alta)  [COLMENA_PRIORIDAD, 0]
   --json                  salida JSON en una línea          [COLMENA_JSON, false]
+  --archivo FICHERO       enviar: el texto de la tarea sale de este fichero
+                                                            [COLMENA_ARCHIVO]
+  --salida FICHERO        enviar: escribe la salida entera de la tarea en este fichero (JSON);
+                          una salida grande solo se resume en pantalla
+                                                            [COLMENA_SALIDA]
   --clientes N            simular: clientes a la vez        [COLMENA_SIM_CLIENTES, 10]
   --tareas N              simular: tareas en total          [COLMENA_SIM_TAREAS, 200]
   --tipos LISTA           simular: tipos de cliente, p. ej. web,movil,cli
@@ -81,6 +88,7 @@ esperar/sleep, hash. Los números negativos van detrás de "--": cliente enviar 
 Ejemplos:
   deno task cliente enviar texto "hola mundo"
   deno task cliente --prioridad 9 enviar numeros 4 8 15 16 23 42
+  deno task cliente enviar texto --archivo libro.txt --salida resultado.json
   deno task cliente --json estado 1b4e28ba-2fa1-11d2-883f-0016d3cca427
   deno task cliente cancelar 1b4e28ba-2fa1-11d2-883f-0016d3cca427
   deno task cliente historial --estado fallida,cancelada --desde 2h --limite 50

@@ -6,8 +6,8 @@
 import { ColmenaError } from "../shared/errors.ts";
 import * as log from "../shared/log.ts";
 import type { ClientConfig } from "../shared/config.ts";
-import { TASK_TYPES } from "../shared/tasks.ts";
-import { parseTaskArgs, TASK_TYPE_LABELS, toTaskType } from "./args.ts";
+import { TASK_TYPES, type TaskType } from "../shared/tasks.ts";
+import { parseFileTaskArgs, parseTaskArgs, TASK_TYPE_LABELS, toTaskType } from "./args.ts";
 import {
   formatCancel,
   formatError,
@@ -15,9 +15,10 @@ import {
   formatResult,
   formatTaskView,
   resultToJson,
+  type SavedOutput,
 } from "./format.ts";
 import { EXIT_FAILURE, EXIT_OK, EXIT_USAGE, reportFailure } from "./output.ts";
-import { TaskClient } from "./task_client.ts";
+import { TaskClient, type TaskResult } from "./task_client.ts";
 import { runTaskRequest } from "./task_request.ts";
 
 /** A client connection configured from the command line. */
@@ -39,7 +40,11 @@ export function usageError(message: string, usage?: string): number {
 
 const TYPE_NAMES = TASK_TYPES.map((type) => TASK_TYPE_LABELS[type]).join(", ");
 
-/** `enviar <tipo> <args…>`: submits one task, waits for its result and prints it. */
+/**
+ * `enviar <tipo> <args…>`: submits one task, waits for its result and prints it. With `--archivo`, the
+ * file is streamed to the server in pieces and its text becomes the task's text (or `hash` data); with
+ * `--salida`, the whole output is written to that file as JSON. A large output is printed summed up.
+ */
 export async function runSend(config: ClientConfig, args: readonly string[]): Promise<number> {
   const [typeName, ...rest] = args;
   if (typeName === undefined) return usageError(`Falta el tipo de tarea: ${TYPE_NAMES}`);
@@ -47,6 +52,7 @@ export async function runSend(config: ClientConfig, args: readonly string[]): Pr
   if (type === undefined) {
     return usageError(`Tipo de tarea desconocido: «${typeName}». Use ${TYPE_NAMES}`);
   }
+  if (config.archivo !== undefined) return await _sendFile(config, config.archivo, type, rest);
   const request = parseTaskArgs(type, rest);
   if (!request.ok) return usageError(request.message);
   await using client = openClient(config);
@@ -54,14 +60,95 @@ export async function runSend(config: ClientConfig, args: readonly string[]): Pr
     const { result, roundTripMs } = await runTaskRequest(client, request.value, {
       priority: config.prioridad,
     });
-    log.info(
-      config.json ? JSON.stringify(resultToJson(result)) : formatResult(result, roundTripMs),
-    );
-    return result.status === "succeeded" ? EXIT_OK : EXIT_FAILURE;
+    return await _printResult(config, result, roundTripMs);
   } catch (err) {
     reportFailure(err, config);
     return EXIT_FAILURE;
   }
+}
+
+async function _sendFile(
+  config: ClientConfig,
+  path: string,
+  type: TaskType,
+  args: readonly string[],
+): Promise<number> {
+  const request = parseFileTaskArgs(type, args);
+  if (!request.ok) return usageError(request.message, "enviar texto --archivo <fichero>");
+  let file: Deno.FsFile;
+  try {
+    file = await Deno.open(path, { read: true });
+    if (!(await file.stat()).isFile) {
+      file.close();
+      log.error(`«${path}» no es un fichero`);
+      return EXIT_FAILURE;
+    }
+  } catch (err) {
+    log.error(_describeFileError("leer", path, err, "--allow-read"));
+    return EXIT_FAILURE;
+  }
+  await using client = openClient(config);
+  try {
+    const start = performance.now();
+    const options = { priority: config.prioridad };
+    const { type: fileType, field, payload } = request.value;
+    // The file streams: its readable is read piece by piece as the upload goes, and closes the file.
+    const taskId = await client.submitFile(fileType, field, file.readable, payload, options);
+    const result = await client.result(taskId);
+    return await _printResult(config, result, performance.now() - start);
+  } catch (err) {
+    reportFailure(err, config);
+    return EXIT_FAILURE;
+  } finally {
+    try {
+      file.close();
+    } catch {
+      // the readable closed it when it was read to the end
+    }
+  }
+}
+
+/** Prints a result (writing its output to `--salida` first); returns the exit status. */
+async function _printResult(
+  config: ClientConfig,
+  result: TaskResult,
+  roundTripMs: number,
+): Promise<number> {
+  let saved: SavedOutput | undefined;
+  if (config.salida !== undefined && result.status === "succeeded") {
+    const json = JSON.stringify(result.output) ?? "null";
+    const bytes = new TextEncoder().encode(json);
+    try {
+      await Deno.writeFile(config.salida, bytes);
+    } catch (err) {
+      log.error(_describeFileError("escribir", config.salida, err, "--allow-write"));
+      return EXIT_FAILURE;
+    }
+    saved = { path: config.salida, bytes: bytes.length };
+  }
+  log.info(
+    config.json
+      ? JSON.stringify(resultToJson(result, saved))
+      : formatResult(result, roundTripMs, saved),
+  );
+  return result.status === "succeeded" ? EXIT_OK : EXIT_FAILURE;
+}
+
+/** Why a file could not be read or written, in Spanish, naming the permission when that is it. */
+function _describeFileError(
+  verb: "leer" | "escribir",
+  path: string,
+  err: unknown,
+  permission: string,
+): string {
+  if (err instanceof Deno.errors.NotFound) return `No existe el fichero «${path}»`;
+  if (err instanceof Deno.errors.NotCapable) {
+    return `Falta el permiso ${permission} para ${verb} «${path}»: ejecute con deno task cliente`;
+  }
+  if (err instanceof Deno.errors.PermissionDenied) {
+    return `El sistema no deja ${verb} «${path}»`;
+  }
+  return `No se puede ${verb} «${path}»: ${err instanceof Error ? err.message : String(err)}`;
 }
 
 /** `estado <taskId>`: prints the record of a task. */

@@ -128,8 +128,63 @@ function _indent(lines: readonly string[], by = "    "): string[] {
   return lines.map((line) => by + line.replaceAll("\n", "\n" + by));
 }
 
-/** A task result for people, with the submit → result time measured by the client. */
-export function formatResult(result: TaskResult, roundTripMs: number): string {
+/** Bytes for people, in binary units: `512 B`, `12.3 KiB`, `5.0 MiB`. */
+export function formatBytes(bytes: number): string {
+  if (bytes < 1024) return `${bytes} B`;
+  if (bytes < 1024 * 1024) return `${(bytes / 1024).toFixed(1)} KiB`;
+  if (bytes < 1024 ** 3) return `${(bytes / 1024 ** 2).toFixed(1)} MiB`;
+  return `${(bytes / 1024 ** 3).toFixed(2)} GiB`;
+}
+
+/** Outputs whose JSON is longer than this many characters are summed up instead of printed whole. */
+export const LARGE_OUTPUT_CHARS = 4096;
+
+/** Where `--salida` wrote a task's whole output, and its size in bytes. */
+export interface SavedOutput {
+  readonly path: string;
+  readonly bytes: number;
+}
+
+const encoder = new TextEncoder();
+
+function _textSize(text: string): string {
+  const bytes = encoder.encode(text).length;
+  return `${formatBytes(bytes)} (${bytes} bytes)`;
+}
+
+/**
+ * Labelled lines that sum up a large output instead of printing it: for `text`, the word count and the size
+ * of each text; for other types, the size of each long string, or of the whole JSON.
+ */
+export function formatOutputSummary(type: string, output: unknown): string[] {
+  if (type === "text") {
+    const out = TASKS.text.output.safeParse(output);
+    if (out.success) {
+      return [
+        `palabras:    ${out.data.words}`,
+        `invertido:   ${_textSize(out.data.reversed)}`,
+        `mayúsculas:  ${_textSize(out.data.upper)}`,
+      ];
+    }
+  }
+  return [`JSON de ${formatBytes(encoder.encode(_json(output)).length)}`];
+}
+
+/** Whether a result's output is too large to print whole: it came as a download, or its JSON is long. */
+export function isLargeOutput(result: TaskResult): boolean {
+  if (result.status !== "succeeded") return false;
+  return result.outputRef !== undefined || _json(result.output).length > LARGE_OUTPUT_CHARS;
+}
+
+/**
+ * A task result for people, with the submit → result time measured by the client. A large output is summed
+ * up (word count and sizes); `saved` says where `--salida` wrote it whole.
+ */
+export function formatResult(
+  result: TaskResult,
+  roundTripMs: number,
+  saved?: SavedOutput,
+): string {
   const head = result.status === "succeeded"
     ? `Tarea completada: ${formatTaskType(result.taskType)}`
     : `La tarea falló: ${formatTaskType(result.taskType)}`;
@@ -141,16 +196,29 @@ export function formatResult(result: TaskResult, roundTripMs: number): string {
       formatMs(roundTripMs)
     } desde el envío`,
   ];
-  if (result.status === "succeeded") {
-    lines.push("  resultado:", ..._indent(formatOutput(result.taskType, result.output)));
-  } else {
+  if (result.status !== "succeeded") {
     lines.push(`  error:      ${formatError(result.error)}`);
+  } else if (isLargeOutput(result)) {
+    lines.push(
+      saved === undefined
+        ? "  resultado (grande; no se muestra entero: guárdelo con --salida <fichero>):"
+        : "  resultado (grande; no se muestra entero):",
+      ..._indent(formatOutputSummary(result.taskType, result.output)),
+    );
+  } else {
+    lines.push("  resultado:", ..._indent(formatOutput(result.taskType, result.output)));
+  }
+  if (saved !== undefined) {
+    lines.push(`  guardado:   ${saved.path} (${formatBytes(saved.bytes)}, JSON)`);
   }
   return lines.join("\n");
 }
 
-/** The plain object `--json` prints for a result: the wire `result` frame without its `type`. */
-export function resultToJson(result: TaskResult): Record<string, unknown> {
+/**
+ * The plain object `--json` prints for a result: the wire `result` frame without its `type`. With `saved`
+ * (`--salida`), the output is in that file: `salida` and `outputBytes` stand in for it.
+ */
+export function resultToJson(result: TaskResult, saved?: SavedOutput): Record<string, unknown> {
   const base = {
     taskId: result.taskId,
     taskType: result.taskType,
@@ -158,9 +226,10 @@ export function resultToJson(result: TaskResult): Record<string, unknown> {
     worker: result.worker,
     durationMs: result.durationMs,
   };
-  return result.status === "succeeded"
+  if (result.status !== "succeeded") return { ...base, error: result.error.toWire() };
+  return saved === undefined
     ? { ...base, output: result.output }
-    : { ...base, error: result.error.toWire() };
+    : { ...base, salida: saved.path, outputBytes: saved.bytes };
 }
 
 /** The plain object `--json` prints for an error. */

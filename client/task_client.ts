@@ -5,7 +5,7 @@
  */
 import { Buffer } from "node:buffer";
 import { setImmediate } from "node:timers";
-import { ColmenaError } from "../shared/errors.ts";
+import { ColmenaError, isErrorCode } from "../shared/errors.ts";
 import {
   DEFAULT_MAX_JSON_DEPTH,
   DEFAULT_MAX_LINE_BYTES,
@@ -134,6 +134,8 @@ export class TaskClient implements AsyncDisposable {
   >();
   readonly #unclaimed = new Map<string, TaskResult>();
   readonly #downloads = new Map<string, Buffer[]>();
+  /** Tasks accepted on this client whose result has not come yet: watched again after a reconnect. */
+  readonly #outstanding = new Set<string>();
   readonly #listeners = new Set<(result: TaskResult) => void>();
   #out: string[] = [];
   #writing = false;
@@ -519,7 +521,7 @@ export class TaskClient implements AsyncDisposable {
         if (framed.kind !== "line" || framed.bytes.length === 0) continue;
         const json = parseJsonLine(framed.bytes, { maxDepth: 10_000 });
         if (!json.ok) continue;
-        const parsed = Reply.safeParse(json.value);
+        const parsed = Reply.safeParse(normalizeErrorCodes(json.value));
         if (parsed.success) this.#onFrame(parsed.data);
       }
     } catch {
@@ -567,12 +569,13 @@ export class TaskClient implements AsyncDisposable {
       this.#attach(conn);
       const hello = this.#hello();
       for (const line of resend) this.#write(line);
-      const awaited = [...this.#waiters.keys()];
+      const awaited = [...new Set([...this.#waiters.keys(), ...this.#outstanding])];
       try {
         await hello;
         if (awaited.length > 0) {
           const { missing } = await this.watch(awaited);
           for (const taskId of missing) {
+            this.#outstanding.delete(taskId);
             this.#waiters.get(taskId)?.reject(new ColmenaError("NOT_FOUND"));
             this.#waiters.delete(taskId);
           }
@@ -585,7 +588,9 @@ export class TaskClient implements AsyncDisposable {
   }
 
   #onFrame(frame: ReplyFrame): void {
+    if (frame.type === "accepted") this.#outstanding.add(frame.taskId);
     if (frame.type === "result") {
+      this.#outstanding.delete(frame.taskId);
       const result = toTaskResult(frame);
       for (const listener of this.#listeners) listener(result);
       const waiter = this.#waiters.get(frame.taskId);
@@ -677,6 +682,26 @@ function toTaskResult(frame: Extract<ReplyFrame, { type: "result" }>): TaskResul
     ? new ColmenaError(frame.status === "cancelled" ? "CANCELLED" : "TASK_FAILED")
     : ColmenaError.fromWire(frame.error);
   return { ...base, status: frame.status, error };
+}
+
+/**
+ * A newer server may send error codes this client does not know: they become `INTERNAL` (keeping the
+ * message), so the frame is still understood instead of dropped.
+ */
+function normalizeErrorCodes(value: unknown): unknown {
+  if (typeof value !== "object" || value === null) return value;
+  const frame = value as Record<string, unknown>;
+  if (frame.type === "error" && typeof frame.code === "string" && !isErrorCode(frame.code)) {
+    return { ...frame, code: "INTERNAL" };
+  }
+  const error = frame.error as Record<string, unknown> | undefined;
+  if (
+    frame.type === "result" && typeof error === "object" && error !== null &&
+    typeof error.code === "string" && !isErrorCode(error.code)
+  ) {
+    return { ...frame, error: { ...error, code: "INTERNAL" } };
+  }
+  return value;
 }
 
 function unexpected(frame: ReplyFrame): ColmenaError {

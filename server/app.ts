@@ -50,7 +50,11 @@ interface PushTarget {
 export interface ServerBrokerWithOps extends ServerBroker {
   publishControl(message: ControlMessage): Promise<void>;
   listDeadLetters(limit: number): Promise<DeadLetter[]>;
-  requeueDeadLetters(taskIds: readonly string[] | undefined, limit: number): Promise<TaskMessage[]>;
+  requeueDeadLetters(
+    taskIds: readonly string[] | undefined,
+    limit: number,
+    beforePublish: (task: TaskMessage) => Promise<void>,
+  ): Promise<TaskMessage[]>;
 }
 
 /** What the server needs besides its configuration. */
@@ -124,8 +128,9 @@ function pushFromView(view: TaskView): ResultPush {
   if (view.attempts !== undefined && view.attempts > 0) push.attempts = view.attempts;
   if (view.output !== undefined) push.output = view.output;
   if (view.outputRef !== undefined) push.outputRef = view.outputRef;
-  if (view.error !== undefined) push.error = view.error;
-  else if (view.status === "cancelled") push.error = new ColmenaError("CANCELLED").toWire();
+  // A task cancelled while it waited for a retry still holds the failed attempt's error: it is CANCELLED.
+  if (view.status === "cancelled") push.error = new ColmenaError("CANCELLED").toWire();
+  else if (view.error !== undefined) push.error = view.error;
   return push;
 }
 
@@ -140,6 +145,8 @@ export class ColmenaServer {
   /** Tasks watched after a reconnect, whose result may be consumed by another server: polled in the store. */
   readonly #watched = new Set<string>();
   readonly #workers = new Map<string, Heartbeat & { lastSeen: number }>();
+  /** Publishes under way, by task id: a resubmit with the same key waits for the first one's outcome. */
+  readonly #inFlight = new Map<string, Promise<void>>();
   #sweeper: ReturnType<typeof setInterval> | undefined;
   #accepting: Promise<void> | undefined;
   #stopping = false;
@@ -369,6 +376,7 @@ export class ColmenaServer {
       submittedAt: new Date().toISOString(),
       origin: this.serverId,
       ...(payloadRef === undefined ? { payload } : { payloadRef }),
+      ...(file === undefined ? {} : { fileRef: file.ref }),
       maxAttempts: options.maxAttempts ?? this.#config.maxAttempts,
       timeoutMs: options.timeoutMs ?? TASKS[type].defaultTimeoutMs,
       ...(options.idempotencyKey === undefined ? {} : { idempotencyKey: options.idempotencyKey }),
@@ -376,14 +384,10 @@ export class ColmenaServer {
     client.pending++;
     const store = this.#deps.store;
     try {
-      const { taskId, created } = await store.create(newTask);
-      if (!created) return await this.#resubmitted(client, request.id, taskId);
-      const target: PushTarget = { conn: client, accepted: false };
-      this.#pushes.set(taskId, target);
-      client.awaiting.add(taskId);
+      const { taskId: recorded, created } = await store.create(newTask);
       const message: TaskMessage = {
         v: QUEUE_FORMAT,
-        taskId,
+        taskId: recorded,
         type,
         payload,
         client: newTask.client,
@@ -397,17 +401,26 @@ export class ColmenaServer {
         ...(payloadRef === undefined ? {} : { payloadRef }),
         ...(file === undefined ? {} : { file }),
       };
+      if (!created) return await this.#resubmitted(client, request.id, { broker, message });
+      const target: PushTarget = { conn: client, accepted: false };
+      this.#pushes.set(taskId, target);
+      client.awaiting.add(taskId);
+      const publishing = this.#publishSurely(broker, message);
+      this.#inFlight.set(taskId, publishing.catch(() => {}));
       try {
-        await this.#publishSurely(broker, message);
+        await publishing;
       } catch (err) {
         this.stats.rejected++;
+        this.#inFlight.delete(taskId);
         if (this.#pushes.get(taskId) === target) this.#pushes.delete(taskId);
         client.awaiting.delete(taskId);
         await store.remove(taskId).catch((e) =>
           log.error("No se pudo borrar una tarea rechazada", e)
         );
+        if (payloadRef !== undefined) await this.#deps.blobs.delete([payloadRef]).catch(() => {});
         throw err;
       }
+      this.#inFlight.delete(taskId);
       this.stats.accepted++;
       target.accepted = true;
       client.send({ type: "accepted", id: request.id, taskId });
@@ -437,9 +450,31 @@ export class ColmenaServer {
     }
   }
 
-  /** A submit that reused an idempotency key: the first task's id, and its result if it has one. */
-  async #resubmitted(client: ClientConnection, requestId: string, taskId: string): Promise<void> {
+  /**
+   * A submit that reused an idempotency key: the first task's id, and its result if it has one. `message` is
+   * the task as this submit would publish it, under the first task's id.
+   */
+  async #resubmitted(
+    client: ClientConnection,
+    requestId: string,
+    { broker, message }: { broker: ServerBrokerWithOps; message: TaskMessage },
+  ): Promise<void> {
+    const taskId = message.taskId;
+    await this.#inFlight.get(taskId);
     const view = await this.#deps.store.get(taskId);
+    if (view === undefined) {
+      // The first submit with this key failed meanwhile, and its record is gone.
+      throw new ColmenaError("BROKER_UNAVAILABLE");
+    }
+    if (view.status === "queued" && (view.attempts ?? 0) === 0) {
+      // Never seen running: the first submit may have died with its server between recording the task and
+      // the broker's confirm, so that no copy is queued. Publish it again under the same id; if a copy was
+      // queued after all, the task runs twice and the store keeps one result.
+      await this.#publishSurely(broker, message);
+    } else if (message.payloadRef !== undefined) {
+      // The object stored for this submit is not needed.
+      await this.#deps.blobs.delete([message.payloadRef]).catch(() => {});
+    }
     client.send({ type: "accepted", id: requestId, taskId });
     if (view !== undefined && isFinal(view)) {
       client.send(pushFromView(view));
@@ -579,14 +614,13 @@ export class ColmenaServer {
       return;
     }
     const store = this.#deps.store;
-    // Reopen first, so that the new attempts' results are not taken for duplicates.
-    if (request.taskIds !== undefined) {
-      await Promise.all(request.taskIds.map((taskId) => store.reopen(taskId)));
-    }
-    const moved = await broker.requeueDeadLetters(request.taskIds, request.limit);
-    if (request.taskIds === undefined) {
-      await Promise.all(moved.map((task) => store.reopen(task.taskId)));
-    }
+    // Each record is reopened before its task is republished, so the new attempt's result is not taken
+    // for a duplicate; only tasks really found in the dead-letter queue are touched.
+    const moved = await broker.requeueDeadLetters(
+      request.taskIds,
+      request.limit,
+      (task) => store.reopen(task.taskId),
+    );
     client.send({ type: "dlq", id: request.id, requeued: moved.map((t) => t.taskId) });
   }
 
@@ -605,7 +639,15 @@ export class ColmenaServer {
     } else {
       upload = client.uploads.get(uploadId);
       if (upload === undefined) {
-        this.#notFound(client, request.id, uploadId);
+        this.#replyError(
+          client,
+          request.id,
+          new ColmenaError("NOT_FOUND", {
+            message: `No hay ninguna subida en curso con id "${
+              uploadId.slice(0, 64)
+            }" en esta conexión`,
+          }),
+        );
         return Promise.resolve();
       }
     }
@@ -647,7 +689,13 @@ export class ColmenaServer {
     request: Extract<Request, { type: "download" }>,
   ): Promise<void> {
     if (!OUTPUT_REF.test(request.ref)) {
-      return this.#notFound(client, request.id, request.ref);
+      return this.#replyError(
+        client,
+        request.id,
+        new ColmenaError("NOT_FOUND", {
+          message: `"${request.ref.slice(0, 128)}" no es una salida descargable`,
+        }),
+      );
     }
     const stream = await this.#deps.blobs.stream(request.ref);
     let seq = 0;
@@ -709,12 +757,10 @@ export class ColmenaServer {
     for (const n of batch.retrying) if (forwardable(n.origin)) foreignOf(n.origin).retrying.push(n);
     const firsts = await Promise.all(batch.results.map((r) => store.complete(r)));
     batch.results.forEach((result, i) => {
-      // A forwarded result was recorded by the server that consumed it; it is pushed here all the same.
-      if (!firsts[i] && !batch.forwarded) {
-        this.stats.duplicates++;
-        return;
-      }
+      // A duplicate is routed like a first result: a connection still waiting, or a forward that failed
+      // after the record was written, would otherwise never get it. Each push target takes one result.
       if (firsts[i]) this.stats.results++;
+      else if (!batch.forwarded) this.stats.duplicates++;
       const target = this.#pushes.get(result.taskId);
       if (target !== undefined) this.#deliver(result.taskId, target, pushFromResult(result));
       else if (forwardable(result.origin)) foreignOf(result.origin).results.push(result);

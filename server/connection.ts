@@ -83,7 +83,7 @@ export class ClientConnection {
     return this.#done.promise;
   }
 
-  #lastByteAt = Date.now();
+  #partialSince = 0;
   #lastFrameAt = Date.now();
   #tokens = -1;
   #tokensAt = 0;
@@ -107,9 +107,9 @@ export class ClientConnection {
     return now - this.#lastFrameAt;
   }
 
-  /** Milliseconds a line has been incomplete (bytes came after the last complete line), or 0. */
+  /** Milliseconds since the first byte of a line that is still incomplete, or 0. */
   partialLineFor(now: number): number {
-    return this.#lastByteAt > this.#lastFrameAt ? now - this.#lastFrameAt : 0;
+    return this.#partialSince === 0 ? 0 : now - this.#partialSince;
   }
 
   /** Reads frames and hands each to `onFrame`, until the peer closes or the connection is dropped. */
@@ -119,7 +119,12 @@ export class ClientConnection {
         .pipeThrough(
           new TransformStream<Uint8Array, Uint8Array>({
             transform: (chunk, controller) => {
-              this.#lastByteAt = Date.now();
+              // Where the unfinished line, if any, began: the bytes after the chunk's last newline.
+              const lastNewline = chunk.lastIndexOf(0x0a);
+              if (lastNewline === chunk.length - 1) this.#partialSince = 0;
+              else if (lastNewline >= 0 || this.#partialSince === 0) {
+                this.#partialSince = Date.now();
+              }
               controller.enqueue(chunk);
             },
           }),

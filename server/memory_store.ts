@@ -208,6 +208,7 @@ export class MemoryTaskStore implements TaskStore {
     const blobKeys: string[] = [];
     for (const record of expired) {
       if (record.payloadRef !== null) blobKeys.push(record.payloadRef);
+      if (record.fileRef !== null) blobKeys.push(record.fileRef);
       if (record.outputRef !== null) blobKeys.push(record.outputRef);
       this.#delete(record.taskId);
     }

@@ -19,7 +19,9 @@ export function storeKind(config: ServerConfig): "sqlite" | "postgres" | "memory
 export function describeStore(config: ServerConfig): string {
   switch (storeKind(config)) {
     case "postgres":
-      return `PostgreSQL ${(config.databaseUrl ?? "").replace(/\/\/[^@/]*@/, "//")}`;
+      return `PostgreSQL ${
+        (config.databaseUrl ?? "").replace(/\/\/[^@/]*@/, "//")
+      }, esquema ${config.dbSchema}`;
     case "memory":
       return "memoria (se pierde al parar)";
     default:
@@ -34,7 +36,7 @@ export async function openTaskStore(config: ServerConfig): Promise<TaskStore> {
       if (config.databaseUrl === undefined) {
         throw new TypeError("Cannot open the PostgreSQL store: DATABASE_URL is not set");
       }
-      return await openPostgresTaskStore(config.databaseUrl);
+      return await openPostgresTaskStore(config.databaseUrl, { schema: config.dbSchema });
     }
     case "memory":
       return new MemoryTaskStore(config.memoryMaxTasks);
@@ -43,39 +45,54 @@ export async function openTaskStore(config: ServerConfig): Promise<TaskStore> {
   }
 }
 
-/** Deletes finished records older than the retention, with their objects; returns how many. */
+/**
+ * Deletes finished records older than the retention, then their objects; returns how many of each. The
+ * records go first: objects of a record whose deletion failed would be lost to a task still on record.
+ */
 export async function pruneOnce(
   store: TaskStore,
   blobs: BlobStore,
   retentionMs: number,
-): Promise<number> {
+): Promise<{ tasks: number; objects: number }> {
   const before = new Date(Date.now() - retentionMs).toISOString();
-  let total = 0;
+  let tasks = 0;
+  let objects = 0;
   for (let round = 0; round < 1_000; round++) {
     const { removed, blobKeys } = await store.prune(before, 1_000);
     if (blobKeys.length > 0) await blobs.delete(blobKeys);
-    total += removed;
+    tasks += removed;
+    objects += blobKeys.length;
     if (removed < 1_000) break;
   }
-  return total;
+  return { tasks, objects };
 }
 
-/** Prunes now and then every hour; returns a function that stops it. */
+/** When and how much {@linkcode schedulePruning} deletes. */
+export interface PruneSchedule {
+  /** Finished records older than this many days are deleted, with their objects. */
+  readonly retentionDays: number;
+  /** Time between two looks, after the first one at once. @defaultValue `3600000` (an hour) */
+  readonly intervalMs?: number;
+}
+
+/** Prunes now and then every `intervalMs` (an hour by default); returns a function that stops it. */
 export function schedulePruning(
   store: TaskStore,
   blobs: BlobStore,
-  retentionDays: number,
+  schedule: PruneSchedule,
 ): () => void {
+  const { retentionDays } = schedule;
   const retentionMs = retentionDays * 24 * 3_600_000;
   let running = false;
   const run = async () => {
     if (running) return;
     running = true;
     try {
-      const removed = await pruneOnce(store, blobs, retentionMs);
-      if (removed > 0) {
+      const { tasks, objects } = await pruneOnce(store, blobs, retentionMs);
+      if (tasks > 0) {
         log.info(
-          `Retención: ${removed} tareas terminadas hace más de ${retentionDays} días borradas`,
+          `Retención: ${tasks} tareas terminadas hace más de ${retentionDays} días borradas, ` +
+            `con ${objects} objetos`,
         );
       }
     } catch (err) {
@@ -85,6 +102,6 @@ export function schedulePruning(
     }
   };
   run();
-  const timer = setInterval(run, 3_600_000);
+  const timer = setInterval(run, schedule.intervalMs ?? 3_600_000);
   return () => clearInterval(timer);
 }

@@ -52,7 +52,9 @@ const queueName = z.string().min(1).max(200).regex(/^[A-Za-z0-9_.:-]+$/);
  * - `maxAttempts` — attempts of a task unless its submit says otherwise. @defaultValue `3` · env `COLMENA_MAX_ATTEMPTS` · `--max-attempts`
  * - `store` — where task records live: `sqlite`, `postgres` or `memory`. @defaultValue `postgres` with a `databaseUrl`, else `sqlite` · env `COLMENA_STORE` · `--store`
  * - `databaseUrl` — PostgreSQL URL. @defaultValue none · env `DATABASE_URL` · `--database-url`
+ * - `dbSchema` — PostgreSQL schema of the tables, created when missing; servers that share one see the same tasks. @defaultValue `"public"` · env `COLMENA_DB_SCHEMA` · `--db-schema`
  * - `retentionDays` — finished records (and their objects) older than this are deleted. @defaultValue `7` · env `COLMENA_RETENTION_DAYS` · `--retention-days`
+ * - `pruneIntervalMs` — how often old records are looked for, after the look at start-up. @defaultValue `3600000` · env `COLMENA_PRUNE_INTERVAL_MS` · `--prune-interval-ms`
  * - `maxUploadBytes` — largest file a client may upload. @defaultValue `268435456` · env `COLMENA_MAX_UPLOAD_BYTES` · `--max-upload-bytes`
  * - storage of objects, as for the worker below.
  */
@@ -78,7 +80,12 @@ export const ServerConfig = z.object({
   maxAttempts: positiveInt.max(20).default(3),
   store: z.enum(["sqlite", "postgres", "memory"]).optional(),
   databaseUrl: z.string().regex(/^postgres(ql)?:\/\//, "debe empezar por postgres://").optional(),
+  dbSchema: z.string().regex(
+    /^[a-z_][a-z0-9_]{0,62}$/,
+    "debe ser un identificador: minúsculas, cifras y _, como mucho 63",
+  ).default("public"),
   retentionDays: z.coerce.number().positive().default(7),
+  pruneIntervalMs: positiveInt.min(100).max(2_147_483_647).default(3_600_000),
   maxUploadBytes: positiveInt.default(256 * 1024 * 1024),
   dataDir: z.string().min(1).default("./data"),
   s3Endpoint: z.url().optional(),
@@ -152,6 +159,8 @@ export type WorkerConfig = Readonly<z.output<typeof WorkerConfig>>;
  * - `limite` — page size of `historial` (1–500) and of `dlq` (1–1000). @defaultValue `20` (`historial --todas`: `500`) · env `COLMENA_LIMITE` · `--limite`
  * - `cursor` — `historial`: continue after the page that printed this cursor. @defaultValue none · env `COLMENA_HIST_CURSOR` · `--cursor`
  * - `todas` — `historial`: follow the pages to the end (at most 100). @defaultValue `false` · env `COLMENA_HIST_TODAS` · `--todas`
+ * - `archivo` — `enviar texto|hash`: a file whose UTF-8 text is the task's text or data, uploaded in pieces. @defaultValue none · env `COLMENA_ARCHIVO` · `--archivo`
+ * - `salida` — `enviar`: a file to write the task's whole output to, as JSON. @defaultValue none · env `COLMENA_SALIDA` · `--salida`
  */
 export const ClientConfig = z.object({
   host: z.string().min(1).default("localhost"),
@@ -175,6 +184,8 @@ export const ClientConfig = z.object({
   limite: positiveInt.max(1_000).optional(),
   cursor: z.string().min(1).max(500).optional(),
   todas: flag.default(false),
+  archivo: z.string().min(1).optional(),
+  salida: z.string().min(1).optional(),
 });
 
 /** Client settings, as parsed. */
@@ -208,7 +219,9 @@ const SOURCES: { [R in Role]: Record<string, Source> } = {
     maxAttempts: { env: "COLMENA_MAX_ATTEMPTS", flag: "max-attempts" },
     store: { env: "COLMENA_STORE", flag: "store" },
     databaseUrl: { env: "DATABASE_URL", flag: "database-url" },
+    dbSchema: { env: "COLMENA_DB_SCHEMA", flag: "db-schema" },
     retentionDays: { env: "COLMENA_RETENTION_DAYS", flag: "retention-days" },
+    pruneIntervalMs: { env: "COLMENA_PRUNE_INTERVAL_MS", flag: "prune-interval-ms" },
     maxUploadBytes: { env: "COLMENA_MAX_UPLOAD_BYTES", flag: "max-upload-bytes" },
     dataDir: { env: "COLMENA_DATA_DIR", flag: "data-dir" },
     s3Endpoint: { env: "S3_ENDPOINT", flag: "s3-endpoint" },
@@ -260,6 +273,8 @@ const SOURCES: { [R in Role]: Record<string, Source> } = {
     limite: { env: "COLMENA_LIMITE", flag: "limite" },
     cursor: { env: "COLMENA_HIST_CURSOR", flag: "cursor" },
     todas: { env: "COLMENA_HIST_TODAS", flag: "todas", boolean: true },
+    archivo: { env: "COLMENA_ARCHIVO", flag: "archivo" },
+    salida: { env: "COLMENA_SALIDA", flag: "salida" },
   },
 };
 

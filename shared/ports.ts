@@ -97,6 +97,8 @@ export interface NewTask {
   readonly payload?: unknown;
   /** The blob key of a payload too large for the queue (claim check). */
   readonly payloadRef?: string;
+  /** The blob key of the uploaded file the task reads (`task.file.ref`); deleted with the record. */
+  readonly fileRef?: string;
   /** Attempts allowed. */
   readonly maxAttempts: number;
   /** Longest one attempt may run, in milliseconds. */
@@ -166,7 +168,7 @@ export interface TaskStore {
   list(query: TaskQuery): Promise<TaskPage>;
   /**
    * Deletes final records that finished before `before`, at most `limit` of them; returns how many, and the
-   * blob keys (payload and output references) they held, for the caller to delete.
+   * blob keys (payload, file and output references) they held, for the caller to delete.
    */
   prune(before: string, limit: number): Promise<{ removed: number; blobKeys: string[] }>;
   /** Closes connections and files. */

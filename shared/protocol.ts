@@ -1,10 +1,11 @@
 /**
  * The wire contract between clients and servers: NDJSON frames tagged by `type`.
  *
- * Each request a client sends carries a client-chosen `id`; the reply to it echoes that `id`. Results are
- * pushed later, unasked, on the connection that submitted the task, and carry the `taskId` instead.
- * Replies to one connection's requests come in the order the requests came, except `accepted`, which waits
- * for the broker's confirm while later requests are answered. `docs/protocol.md` is the prose form of this file.
+ * Each request a client sends carries a client-chosen `id`; the reply to it echoes that `id`. Replies may
+ * come in any order (a submit waits for the store and the broker's confirm while later requests are
+ * answered), so clients match them by `id`. Results are pushed later, unasked, on the connection that
+ * submitted the task (or that sent `watch`), never before the task's `accepted`, and carry the `taskId`.
+ * `docs/protocol.md` is the prose form of this file.
  *
  * @module
  */
@@ -264,7 +265,10 @@ export const ErrorReply = z.object({
   message: z.string(),
 });
 
-/** `cancelled`: reply to `cancel`; `cancelled` says whether it was in time (the task will not run). */
+/**
+ * `cancelled`: reply to `cancel`; `cancelled` says whether it was in time: the task is then final and its
+ * result, if a worker had just taken it, is discarded (it does not run if no worker had taken it yet).
+ */
 export const CancelledReply = z.object({
   type: z.literal("cancelled"),
   id: z.string(),

@@ -21,7 +21,8 @@ export const TaskMessage = z.object({
   v: z.literal(QUEUE_FORMAT),
   taskId: z.string(),
   type: z.string(),
-  payload: z.unknown(),
+  /** The validated payload; absent when it was stored as an object (`payloadRef`). */
+  payload: z.unknown().optional(),
   client: z.object({ name: z.string(), kind: z.enum(CLIENT_KINDS) }),
   /** The id of the server that accepted it: its results are pushed through that server. */
   origin: z.string(),

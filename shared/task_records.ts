@@ -36,6 +36,8 @@ export interface TaskRecord {
   origin: string;
   payload: string | null;
   payloadRef: string | null;
+  /** The uploaded file the task reads, kept only so that pruning deletes it. */
+  fileRef: string | null;
   output: string | null;
   outputRef: string | null;
   errorCode: string | null;
@@ -108,6 +110,7 @@ export function newTaskRecord(task: NewTask): TaskRecord {
     origin: storableText(task.origin),
     payload: toJsonText(task.payload),
     payloadRef: task.payloadRef ?? null,
+    fileRef: task.fileRef ?? null,
     output: null,
     outputRef: null,
     errorCode: null,
@@ -139,6 +142,7 @@ export function orphanRecord(result: ResultMessage): TaskRecord {
     origin: storableText(result.origin),
     payload: null,
     payloadRef: null,
+    fileRef: null,
     output: null,
     outputRef: null,
     errorCode: null,

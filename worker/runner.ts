@@ -42,7 +42,6 @@ const utf8 = new TextDecoder("utf-8", { fatal: true });
 const encoder = new TextEncoder();
 
 interface Running {
-  readonly delivery: TaskDelivery;
   readonly controller: AbortController;
 }
 
@@ -68,9 +67,13 @@ export class TaskRunner {
   readonly #blobs: BlobStore | undefined;
   readonly #claimCheckBytes: number;
   #broker: WorkerBroker | undefined;
-  readonly #running = new Map<string, Running>();
+  /**
+   * Deliveries in progress. Keyed by delivery, not by task id: after a reconnect the same task can be
+   * delivered again while its first run still goes on here, and each delivery must end (acked) on its own.
+   */
+  readonly #running = new Map<TaskDelivery, Running>();
   readonly #cancelled = new Map<string, number>();
-  #started: StartedNotice[] = [];
+  #started: { readonly delivery: TaskDelivery; readonly notice: StartedNotice }[] = [];
   #outcomes: Outcome[] = [];
   #flushScheduled = false;
   readonly #publishing = new Set<Promise<void>>();
@@ -157,15 +160,15 @@ export class TaskRunner {
       return;
     }
     // Claim check: fetch the payload (or the file) from the object store first.
-    this.#running.set(task.taskId, { delivery, controller: new AbortController() });
+    this.#running.set(delivery, { controller: new AbortController() });
     this.#fetchPayload(task).then(
       (raw) => {
         // Gone from the map: handed back at shutdown while fetching.
-        if (!this.#running.delete(task.taskId)) return;
+        if (!this.#running.delete(delivery)) return;
         this.#run(delivery, task, registration, raw, startedAt, t0);
       },
       (err) => {
-        if (!this.#running.delete(task.taskId)) return;
+        if (!this.#running.delete(delivery)) return;
         this.#finish(delivery, task, startedAt, t0, { error: this.#failure(task, err) });
       },
     );
@@ -231,13 +234,16 @@ export class TaskRunner {
       this.#finish(delivery, task, startedAt, t0, this.#checkOutput(registration, task, outcome));
       return;
     }
-    this.#running.set(task.taskId, { delivery, controller });
+    this.#running.set(delivery, { controller });
     this.#started.push({
-      taskId: task.taskId,
-      origin: task.origin,
-      worker: this.#name,
-      startedAt: startedAt.toISOString(),
-      attempt: task.attempt,
+      delivery,
+      notice: {
+        taskId: task.taskId,
+        origin: task.origin,
+        worker: this.#name,
+        startedAt: startedAt.toISOString(),
+        attempt: task.attempt,
+      },
     });
     this.#scheduleFlush();
     const timer = setTimeout(() => {
@@ -258,7 +264,7 @@ export class TaskRunner {
     ).then((end) => {
       clearTimeout(timer);
       // Gone from the map: handed back at shutdown, so it must not be reported.
-      if (!this.#running.delete(task.taskId)) return;
+      if (!this.#running.delete(delivery)) return;
       this.#finish(delivery, task, startedAt, t0, end);
     });
   }
@@ -425,7 +431,7 @@ export class TaskRunner {
     if (broker === undefined) return;
     const outcomes = this.#outcomes;
     // A task that ended in this batch needs no "started" notice of its own.
-    const started = this.#started.filter((s) => this.#running.has(s.taskId));
+    const started = this.#started.filter((s) => this.#running.has(s.delivery)).map((s) => s.notice);
     this.#started = [];
     this.#outcomes = [];
     if (outcomes.length === 0 && started.length === 0) return this.#checkIdle();
@@ -492,8 +498,8 @@ export class TaskRunner {
     ]);
     clearTimeout(timer);
     if (!timedOut) return;
-    for (const [taskId, { delivery, controller }] of this.#running) {
-      this.#running.delete(taskId);
+    for (const [delivery, { controller }] of this.#running) {
+      this.#running.delete(delivery);
       controller.abort(new ColmenaError("SHUTTING_DOWN"));
       this.#broker?.release(delivery);
     }

@@ -192,6 +192,8 @@ export class FolderBlobStore implements BlobStore {
       }
       temp = undefined;
       await syncFolder(folder);
+      // A put usually creates its folder too (`tasks/<uuid>/`): make that entry durable as well.
+      if (folder !== this.#root) await syncFolder(dirname(folder));
     } catch (err) {
       file?.close();
       if (temp !== undefined) await Deno.remove(temp).catch(() => {});
@@ -332,7 +334,14 @@ async function writeStream(file: Deno.FsFile, stream: ReadableStream<Uint8Array>
 }
 
 async function syncFolder(folder: string): Promise<void> {
-  const handle = await Deno.open(folder, { read: true });
+  let handle: Deno.FsFile;
+  try {
+    handle = await Deno.open(folder, { read: true });
+  } catch (err) {
+    // A concurrent delete of the same key already removed it, and the folder with it.
+    if (err instanceof Deno.errors.NotFound) return;
+    throw err;
+  }
   try {
     await handle.sync();
   } finally {

@@ -72,6 +72,7 @@ const COLUMNS = [
   ["started_at", "timestamptz"],
   ["finished_at", "timestamptz"],
   ["idempotency_key", "text"],
+  ["file_ref", "text"],
 ] as const;
 
 type Cell = string | number | null;
@@ -101,6 +102,7 @@ function recordCells(record: TaskRecord): Cell[] {
     time(record.startedAt),
     time(record.finishedAt),
     record.idempotencyKey,
+    record.fileRef,
   ];
 }
 
@@ -122,7 +124,8 @@ const SELECT_COLUMNS = `task_id AS "taskId", task_type AS "taskType", status, pr
   payload_ref AS "payloadRef", output::text AS output, output_ref AS "outputRef",
   error_code AS "errorCode", error_message AS "errorMessage", attempts, max_attempts AS "maxAttempts",
   timeout_ms AS "timeoutMs", worker, duration_ms AS "durationMs", submitted_at AS "submittedAt",
-  started_at AS "startedAt", finished_at AS "finishedAt", idempotency_key AS "idempotencyKey"`;
+  started_at AS "startedAt", finished_at AS "finishedAt", idempotency_key AS "idempotencyKey",
+  file_ref AS "fileRef"`;
 
 interface TaskRow
   extends Omit<TaskRecord, "status" | "clientKind" | "submittedAt" | "startedAt" | "finishedAt"> {
@@ -658,19 +661,22 @@ export class PostgresTaskStore implements TaskStore {
 
   async #pruneOne(client: PoolClient, write: WriteOf<"prune">): Promise<() => void> {
     // SKIP LOCKED: two servers pruning at once take different rows instead of waiting on each other.
-    const { rows } = await client.query<{ payloadRef: string | null; outputRef: string | null }>(
+    const { rows } = await client.query<
+      { payloadRef: string | null; fileRef: string | null; outputRef: string | null }
+    >(
       `DELETE FROM ${this.#table} WHERE task_id IN (
          SELECT task_id FROM ${this.#table}
          WHERE status IN ${FINAL} AND finished_at < $1::timestamptz
          ORDER BY finished_at LIMIT $2
          FOR UPDATE SKIP LOCKED)
-       RETURNING payload_ref AS "payloadRef", output_ref AS "outputRef"`,
+       RETURNING payload_ref AS "payloadRef", file_ref AS "fileRef", output_ref AS "outputRef"`,
       [write.before, write.limit],
     );
     const blobKeys: string[] = [];
     for (const row of rows) {
-      if (row.payloadRef !== null) blobKeys.push(row.payloadRef);
-      if (row.outputRef !== null) blobKeys.push(row.outputRef);
+      for (const key of [row.payloadRef, row.fileRef, row.outputRef]) {
+        if (key !== null) blobKeys.push(key);
+      }
     }
     return () => write.settle.resolve({ removed: rows.length, blobKeys });
   }

@@ -327,6 +327,23 @@ function watchChannel(
   });
 }
 
+/**
+ * Closes a channel and waits (at most `timeoutMs`) for the broker's close-ok. Acks sent on a channel are
+ * applied before its close, whereas those still in flight when the whole connection closes can be dropped
+ * (and their messages delivered again): so a process that stops closes its channels first.
+ */
+async function closeChannel(ch: Channel | undefined, timeoutMs = 5_000): Promise<void> {
+  if (ch === undefined) return;
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  await Promise.race([
+    Promise.resolve().then(() => ch.close()).catch(() => {}),
+    new Promise<void>((resolve) => {
+      timer = setTimeout(resolve, timeoutMs);
+    }),
+  ]);
+  clearTimeout(timer);
+}
+
 /** Options of {@linkcode connectServerBroker}. */
 export interface ServerBrokerOptions extends RabbitOptions {
   /** This server's id; names its own reply queue. */
@@ -367,6 +384,7 @@ class _RabbitServerBroker implements RabbitServerBroker {
   #pendingConfirms = 0;
   #confirmsIdle: PromiseWithResolvers<void> | undefined;
   #model: ChannelModel | undefined;
+  #sub: Channel | undefined;
 
   private constructor(options: ServerBrokerOptions) {
     this.#options = options;
@@ -419,6 +437,7 @@ class _RabbitServerBroker implements RabbitServerBroker {
 
     const sub = await model.createChannel();
     watchChannel(model, sub, "resultados", stopping);
+    this.#sub = sub;
     await sub.prefetch(this.#options.prefetch ?? 500);
     const acker = new _InOrderAcker(sub, this.#options.onResults);
     await sub.consume(names.resultQueue, (msg) => acker.receive(msg, model), { noAck: false });
@@ -553,7 +572,10 @@ class _RabbitServerBroker implements RabbitServerBroker {
       ]);
     }
     this.#stopping = true;
+    const channels = [this.#sub, this.#pub];
     this.#pub = undefined;
+    this.#sub = undefined;
+    await Promise.all(channels.map((ch) => closeChannel(ch)));
     await this.#session?.close();
   }
 
@@ -838,7 +860,9 @@ class _RabbitWorkerBroker implements RabbitWorkerBroker {
   async drain(): Promise<void> {
     await this.stopConsuming();
     this.#stopping = true;
+    const ch = this.#ch;
     this.#ch = undefined;
+    await closeChannel(ch);
     await this.#session?.close();
   }
 

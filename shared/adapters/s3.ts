@@ -33,22 +33,48 @@ export interface S3Credentials {
 export interface S3BlobStoreOptions {
   /** The bucket (`S3_BUCKET`); created when missing. */
   bucket: string;
-  /** Credentials, passed explicitly: the SDK's default chain (env, `~/.aws`, instance metadata) is never used. */
+  /**
+   * Credentials, passed explicitly: the SDK's default chain (environment, `~/.aws`, instance metadata) is
+   * never used.
+   */
   credentials: S3Credentials;
   /** The URL of an S3-compatible server (`S3_ENDPOINT`); AWS's own endpoint when absent. */
   endpoint?: string;
   /** The region. @defaultValue `"us-east-1"` */
   region?: string;
-  /** Addresses buckets as `endpoint/bucket/key` rather than `bucket.endpoint/key`. @defaultValue `true` with an `endpoint`, else `false` */
+  /**
+   * Addresses buckets as `endpoint/bucket/key` rather than `bucket.endpoint/key`, as most S3-compatible
+   * servers need. @defaultValue `true` with an `endpoint`, else `false`
+   */
   forcePathStyle?: boolean;
-  /** Prepended to every key, so several users of one bucket stay apart (`"colmena/"`); a `/` is added if missing. @defaultValue `""` */
+  /**
+   * Prepended to every key, so several users of one bucket stay apart (`"colmena"` stores `tasks/x` as
+   * `colmena/tasks/x`); it follows the key rules, and a final `/` is added if missing. @defaultValue `""`
+   */
   prefix?: string;
-  /** Bytes per part of a streamed (multipart) upload, at least 5 MiB; memory per upload is `partSize × queueSize`. @defaultValue `5 MiB` */
+  /**
+   * Bytes per part of a multipart upload, at least 5 MiB; a put holds up to `partSize × queueSize` bytes in
+   * memory. @defaultValue `5 MiB`
+   */
   partSize?: number;
   /** Parts of one upload sent at once. @defaultValue `2` */
   queueSize?: number;
-  /** Attempts per request, the first included, before a transient failure becomes `BLOB_UNAVAILABLE`. @defaultValue `3` */
+  /**
+   * Attempts per request, the first included, before a transient failure becomes `BLOB_UNAVAILABLE`.
+   * @defaultValue `3`
+   */
   maxAttempts?: number;
+  /**
+   * Longest wait for S3's answer to one request (its headers), retries included, in milliseconds; then it
+   * is aborted as `BLOB_UNAVAILABLE`. @defaultValue `30_000`
+   */
+  requestTimeoutMs?: number;
+  /**
+   * Longest time an upload or a download may go without progress while it waits on S3, in milliseconds;
+   * then it is aborted as `BLOB_UNAVAILABLE`. Time spent waiting on the caller (its source stream, or
+   * its reading of `stream()`) does not count. @defaultValue `120_000`
+   */
+  idleTimeoutMs?: number;
   /** Whether to create the bucket when it is missing. @defaultValue `true` */
   createBucket?: boolean;
 }
@@ -69,6 +95,8 @@ export class S3BlobStore implements BlobStore {
   readonly #prefix: string;
   readonly #partSize: number;
   readonly #queueSize: number;
+  readonly #requestTimeoutMs: number;
+  readonly #idleTimeoutMs: number;
   readonly #pending = new Set<Promise<unknown>>();
   #closed = false;
 
@@ -90,7 +118,10 @@ export class S3BlobStore implements BlobStore {
     this.#prefix = prefix;
     this.#partSize = partSize;
     this.#queueSize = queueSize;
-    // Every setting the SDK would otherwise look up in the environment or ~/.aws is given here.
+    this.#requestTimeoutMs = options.requestTimeoutMs ?? 30_000;
+    this.#idleTimeoutMs = options.idleTimeoutMs ?? 120_000;
+    // Every setting the SDK would otherwise look up in the environment or ~/.aws is given here. Its socket
+    // timeouts are not set: under Deno's node:http they never fire, so requests are aborted by timers here.
     this.#client = new S3Client({
       region: options.region ?? "us-east-1",
       ...(endpoint === undefined ? {} : { endpoint }),
@@ -138,7 +169,9 @@ export class S3BlobStore implements BlobStore {
     return this.#track(async () => {
       if (await this.#bucketExists()) return;
       try {
-        await this.#client.send(new CreateBucketCommand({ Bucket: this.#bucket }));
+        await this.#timed((abortSignal) =>
+          this.#client.send(new CreateBucketCommand({ Bucket: this.#bucket }), { abortSignal })
+        );
       } catch (err) {
         const name = errorName(err);
         // Someone (maybe this very account) created it meanwhile; it is usable if we can reach it.
@@ -159,22 +192,27 @@ export class S3BlobStore implements BlobStore {
         if (data instanceof ReadableStream) await data.cancel(err).catch(() => {});
         throw err;
       }
-      let source: TrackedSource | undefined;
+      const abortController = new AbortController();
+      const watchdog = new Watchdog(this.#idleTimeoutMs, () => abortController.abort());
+      const source = data instanceof Uint8Array ? undefined : trackSource(data, watchdog);
       try {
-        source = data instanceof Uint8Array ? undefined : trackSource(data);
         const upload = new Upload({
           client: this.#client,
           params: { Bucket: this.#bucket, Key: objectKey, Body: source?.stream ?? data },
           partSize: this.#partSize,
           queueSize: this.#queueSize,
           leavePartsOnError: false,
+          abortController,
         });
+        upload.on("httpUploadProgress", () => watchdog.kick());
         await upload.done();
       } catch (err) {
         // The caller's own stream failed: that is its error, not the store's.
         if (source?.failure !== undefined) throw source.failure.error;
-        if (data instanceof ReadableStream && !data.locked) await data.cancel(err).catch(() => {});
-        throw translate(err, key);
+        await source?.cancel(err);
+        throw watchdog.fired ? idle(this.#idleTimeoutMs, err) : translate(err, key);
+      } finally {
+        watchdog.stop();
       }
     });
   }
@@ -182,38 +220,30 @@ export class S3BlobStore implements BlobStore {
   /** The object's bytes; rejects with `NOT_FOUND` when there is none. */
   get(key: string): Promise<Uint8Array> {
     return this.#track(async () => {
-      const body = await this.#getBody(key);
-      try {
-        return await body.transformToByteArray();
-      } catch (err) {
-        throw translate(err, key);
+      const { body, length } = await this.#download(key);
+      const chunks: Uint8Array[] = [];
+      let size = 0;
+      for await (const chunk of body) {
+        chunks.push(chunk);
+        size += chunk.byteLength;
       }
+      if (chunks.length === 1 && size === length) return chunks[0]!;
+      const bytes = new Uint8Array(size);
+      let offset = 0;
+      for (const chunk of chunks) {
+        bytes.set(chunk, offset);
+        offset += chunk.byteLength;
+      }
+      return bytes;
     });
   }
 
-  /** The object as a stream; rejects with `NOT_FOUND` when there is none. Cancel the stream to stop the download. */
+  /**
+   * The object as a stream; rejects with `NOT_FOUND` when there is none. Cancel the stream to stop the
+   * download; a failure or a stall part way errors it with `BLOB_UNAVAILABLE`.
+   */
   stream(key: string): Promise<ReadableStream<Uint8Array>> {
-    return this.#track(async () => {
-      const body = await this.#getBody(key);
-      const source = body.transformToWebStream() as ReadableStream<Uint8Array>;
-      const reader = source.getReader();
-      // Re-wrapped so that a failure mid-download reaches the reader as `BLOB_UNAVAILABLE`.
-      return new ReadableStream<Uint8Array>({
-        async pull(controller) {
-          let next: ReadableStreamReadResult<Uint8Array>;
-          try {
-            next = await reader.read();
-          } catch (err) {
-            throw translate(err, key);
-          }
-          if (next.done) controller.close();
-          else controller.enqueue(next.value);
-        },
-        async cancel(reason) {
-          await reader.cancel(reason);
-        },
-      }, { highWaterMark: 0 });
-    });
+    return this.#track(async () => (await this.#download(key)).body);
   }
 
   /** Deletes objects, 1000 per request; keys that do not exist are ignored. */
@@ -224,11 +254,14 @@ export class S3BlobStore implements BlobStore {
         const batch = objectKeys.slice(i, i + 1000);
         let output;
         try {
-          output = await this.#client.send(
-            new DeleteObjectsCommand({
-              Bucket: this.#bucket,
-              Delete: { Objects: batch.map((Key) => ({ Key })), Quiet: true },
-            }),
+          output = await this.#timed((abortSignal) =>
+            this.#client.send(
+              new DeleteObjectsCommand({
+                Bucket: this.#bucket,
+                Delete: { Objects: batch.map((Key) => ({ Key })), Quiet: true },
+              }),
+              { abortSignal },
+            )
           );
         } catch (err) {
           throw translate(err);
@@ -247,7 +280,10 @@ export class S3BlobStore implements BlobStore {
     });
   }
 
-  /** Waits for requests in progress, then closes the client's connections. Later calls reject. */
+  /**
+   * Waits for requests in progress, then closes the client's connections (streams still being read then
+   * error). Later calls reject.
+   */
   async close(): Promise<void> {
     if (this.#closed) return;
     this.#closed = true;
@@ -269,12 +305,32 @@ export class S3BlobStore implements BlobStore {
     return this.#prefix + key;
   }
 
-  async #getBody(key: string) {
+  /** Runs one request, aborted after `requestTimeoutMs`. */
+  async #timed<T>(request: (abortSignal: AbortSignal) => Promise<T>): Promise<T> {
+    const controller = new AbortController();
+    const timer = setTimeout(() => controller.abort(), this.#requestTimeoutMs);
+    try {
+      return await request(controller.signal);
+    } catch (err) {
+      throw controller.signal.aborted ? timedOut(this.#requestTimeoutMs, err) : err;
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  /**
+   * Starts a download: its body re-wrapped so that failures reach the reader as `BLOB_UNAVAILABLE`, and
+   * aborted when S3 sends nothing for `idleTimeoutMs` while the reader waits.
+   */
+  async #download(key: string): Promise<{ body: ReadableStream<Uint8Array>; length?: number }> {
     const objectKey = this.#key(key);
+    const abort = new AbortController();
     let output;
     try {
-      output = await this.#client.send(
-        new GetObjectCommand({ Bucket: this.#bucket, Key: objectKey }),
+      output = await this.#timed((abortSignal) =>
+        this.#client.send(new GetObjectCommand({ Bucket: this.#bucket, Key: objectKey }), {
+          abortSignal: AbortSignal.any([abortSignal, abort.signal]),
+        })
       );
     } catch (err) {
       throw translate(err, key);
@@ -284,12 +340,38 @@ export class S3BlobStore implements BlobStore {
         cause: new Error(`S3 sent no body for "${objectKey}"`),
       });
     }
-    return output.Body;
+    const reader = (output.Body.transformToWebStream() as ReadableStream<Uint8Array>).getReader();
+    const idleTimeoutMs = this.#idleTimeoutMs;
+    const body = new ReadableStream<Uint8Array>({
+      async pull(controller) {
+        const watchdog = new Watchdog(idleTimeoutMs, () => {
+          abort.abort();
+          reader.cancel().catch(() => {});
+        });
+        let next: ReadableStreamReadResult<Uint8Array>;
+        try {
+          next = await reader.read();
+        } catch (err) {
+          throw watchdog.fired ? idle(idleTimeoutMs, err) : translate(err, key);
+        } finally {
+          watchdog.stop();
+        }
+        if (watchdog.fired) throw idle(idleTimeoutMs);
+        if (next.done) controller.close();
+        else controller.enqueue(next.value);
+      },
+      async cancel(reason) {
+        await reader.cancel(reason);
+      },
+    }, { highWaterMark: 0 });
+    return output.ContentLength === undefined ? { body } : { body, length: output.ContentLength };
   }
 
   async #bucketExists(): Promise<boolean> {
     try {
-      await this.#client.send(new HeadBucketCommand({ Bucket: this.#bucket }));
+      await this.#timed((abortSignal) =>
+        this.#client.send(new HeadBucketCommand({ Bucket: this.#bucket }), { abortSignal })
+      );
       return true;
     } catch (err) {
       if (statusOf(err) === 404) return false;
@@ -324,19 +406,29 @@ function normalizePrefix(prefix: string): string {
 interface TrackedSource {
   readonly stream: ReadableStream<Uint8Array>;
   readonly failure: { error: unknown } | undefined;
+  /** Cancels the caller's stream, whoever holds the pass-through. */
+  cancel(reason: unknown): Promise<void>;
 }
 
-function trackSource(data: ReadableStream<Uint8Array>): TrackedSource {
+/** Wraps the caller's stream; the watchdog is paused while the upload waits on the caller. */
+function trackSource(data: ReadableStream<Uint8Array>, watchdog: Watchdog): TrackedSource {
   const reader = data.getReader();
-  const tracked: { stream: ReadableStream<Uint8Array>; failure: { error: unknown } | undefined } = {
+  const tracked: {
+    stream: ReadableStream<Uint8Array>;
+    failure: { error: unknown } | undefined;
+    cancel(reason: unknown): Promise<void>;
+  } = {
     stream: new ReadableStream<Uint8Array>({
       async pull(controller) {
         let next: ReadableStreamReadResult<Uint8Array>;
+        watchdog.pause();
         try {
           next = await reader.read();
         } catch (error) {
           tracked.failure = { error };
           throw error;
+        } finally {
+          watchdog.resume();
         }
         if (next.done) controller.close();
         else controller.enqueue(next.value);
@@ -346,8 +438,62 @@ function trackSource(data: ReadableStream<Uint8Array>): TrackedSource {
       },
     }, { highWaterMark: 0 }),
     failure: undefined,
+    cancel: (reason) => reader.cancel(reason).catch(() => {}),
   };
   return tracked;
+}
+
+/** Calls `onIdle` once when `ms` pass without a `kick()`, not counting time spent paused. */
+class Watchdog {
+  readonly #ms: number;
+  readonly #onIdle: () => void;
+  #timer: ReturnType<typeof setTimeout> | undefined;
+  #paused = false;
+  #stopped = false;
+  fired = false;
+
+  constructor(ms: number, onIdle: () => void) {
+    this.#ms = ms;
+    this.#onIdle = onIdle;
+    this.kick();
+  }
+
+  kick(): void {
+    clearTimeout(this.#timer);
+    if (this.#paused || this.#stopped) return;
+    this.#timer = setTimeout(() => {
+      this.fired = true;
+      this.stop();
+      this.#onIdle();
+    }, this.#ms);
+  }
+
+  pause(): void {
+    this.#paused = true;
+    clearTimeout(this.#timer);
+  }
+
+  resume(): void {
+    this.#paused = false;
+    this.kick();
+  }
+
+  stop(): void {
+    this.#stopped = true;
+    clearTimeout(this.#timer);
+  }
+}
+
+function timedOut(ms: number, cause: unknown): ColmenaError {
+  return new ColmenaError("BLOB_UNAVAILABLE", {
+    cause: new Error(`S3 did not answer within ${ms} ms`, { cause }),
+  });
+}
+
+function idle(ms: number, cause?: unknown): ColmenaError {
+  return new ColmenaError("BLOB_UNAVAILABLE", {
+    cause: new Error(`S3 transfer made no progress for ${ms} ms`, { cause }),
+  });
 }
 
 function errorName(err: unknown): string | undefined {

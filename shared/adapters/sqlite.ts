@@ -71,6 +71,12 @@ const MIGRATIONS: readonly { version: number; name: string; sql: string }[] = [
       CREATE INDEX tasks_status_finished ON tasks (status, finished_at);
     `,
   },
+  {
+    version: 2,
+    name: "file_ref",
+    // The uploaded file a task reads, so that pruning the task deletes the file too.
+    sql: "ALTER TABLE tasks ADD COLUMN file_ref TEXT;",
+  },
 ];
 
 const NOT_FINAL = "status NOT IN ('succeeded', 'failed', 'cancelled')";
@@ -78,7 +84,7 @@ const NOT_FINAL = "status NOT IN ('succeeded', 'failed', 'cancelled')";
 /** Columns read back: every one but the payload, which is never shown (and may be large). */
 const SELECT_COLUMNS = `task_id, task_type, status, priority, client_name, client_kind, origin,
   NULL AS payload, payload_ref, output, output_ref, error_code, error_message, attempts, max_attempts,
-  timeout_ms, worker, duration_ms, submitted_at, started_at, finished_at, idempotency_key`;
+  timeout_ms, worker, duration_ms, submitted_at, started_at, finished_at, idempotency_key, file_ref`;
 
 const COLUMNS = [
   "task_id",
@@ -103,6 +109,7 @@ const COLUMNS = [
   "started_at",
   "finished_at",
   "idempotency_key",
+  "file_ref",
 ] as const;
 
 const INSERT_ROW = `INSERT INTO tasks (${COLUMNS.join(", ")}) VALUES (${
@@ -133,6 +140,7 @@ function recordParams(record: TaskRecord): SQLInputValue[] {
     record.startedAt,
     record.finishedAt,
     record.idempotencyKey,
+    record.fileRef,
   ];
 }
 
@@ -182,6 +190,7 @@ function recordFromRow(row: Row): TaskRecord {
     startedAt: optNum(row, "started_at"),
     finishedAt: optNum(row, "finished_at"),
     idempotencyKey: optText(row, "idempotency_key"),
+    fileRef: optText(row, "file_ref"),
   };
 }
 
@@ -243,7 +252,7 @@ function prepareStatements(db: DatabaseSync) {
          SELECT task_id FROM tasks
          WHERE status IN ('succeeded', 'failed', 'cancelled') AND finished_at < ?
          ORDER BY finished_at LIMIT ?)
-       RETURNING payload_ref, output_ref`,
+       RETURNING payload_ref, file_ref, output_ref`,
     ),
     get: db.prepare(`SELECT ${SELECT_COLUMNS} FROM tasks WHERE task_id = ?`),
   };
@@ -354,10 +363,10 @@ export class SqliteTaskStore implements TaskStore {
         const rows = this.#sql.prune.all(cutoff, max);
         const blobKeys: string[] = [];
         for (const row of rows) {
-          const payloadRef = optText(row, "payload_ref");
-          const outputRef = optText(row, "output_ref");
-          if (payloadRef !== null) blobKeys.push(payloadRef);
-          if (outputRef !== null) blobKeys.push(outputRef);
+          for (const column of ["payload_ref", "file_ref", "output_ref"]) {
+            const key = optText(row, column);
+            if (key !== null) blobKeys.push(key);
+          }
         }
         return { removed: rows.length, blobKeys };
       },

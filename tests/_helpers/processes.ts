@@ -169,6 +169,7 @@ export async function startWorker(
   name: string,
   queues: QueueNames,
   extraArgs: string[] = [],
+  env: Record<string, string> = {},
 ): Promise<RoleProcess> {
   const proc = new RoleProcess("worker.ts", [
     name,
@@ -177,7 +178,7 @@ export async function startWorker(
     "--result-queue",
     queues.resultQueue,
     ...extraArgs,
-  ]);
+  ], env);
   try {
     await proc.waitFor(/^Worker .* listo/);
     return proc;
@@ -185,4 +186,15 @@ export async function startWorker(
     await proc.stop();
     throw err;
   }
+}
+
+/** A temporary folder for one test's `--data-dir` (SQLite file, objects), removed on disposal. */
+export async function tempDataDir(): Promise<{ readonly path: string } & AsyncDisposable> {
+  const path = await Deno.makeTempDir({ prefix: "colmena-e2e-" });
+  return {
+    path,
+    async [Symbol.asyncDispose]() {
+      await Deno.remove(path, { recursive: true }).catch(() => {});
+    },
+  };
 }

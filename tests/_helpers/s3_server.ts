@@ -1,13 +1,15 @@
 /**
  * Starts a local S3-compatible server for tests: s3rver (npm `@20minutes/s3rver`, `s3rver` in the import map)
- * in a child Deno process on 127.0.0.1, a free port and a temporary data folder. See docs/s3.md.
+ * in a child Deno process on 127.0.0.1, a free port and a temporary folder. See docs/s3.md.
  *
- * Run as the main module, this file is that child: `deno run … s3_server.ts <folder>` serves `<folder>`,
- * prints `{"port":N}` on one line, and exits (removing the folder) when its standard input closes — so it
- * also goes away when the test process dies.
+ * Run as the main module, this file is that child: `deno run … s3_server.ts <folder>` keeps buckets in
+ * `<folder>/data`, writes its port to `<folder>/port`, and exits (removing the folder) when its standard
+ * input closes — so it also goes away when the test process ends or dies.
  *
  * @module
  */
+import { join } from "node:path";
+import { setTimeout as delay } from "node:timers/promises";
 import { fileURLToPath } from "node:url";
 
 const ROOT = fileURLToPath(new URL("../../", import.meta.url));
@@ -23,12 +25,14 @@ export const LOCAL_S3_CREDENTIALS = {
 export interface LocalS3Server extends AsyncDisposable {
   /** `http://127.0.0.1:<port>`. */
   readonly endpoint: string;
-  /** Where it keeps buckets and objects. */
+  /** Its temporary folder (buckets and objects under `data/`). */
   readonly directory: string;
   /** The child's process id. */
   readonly pid: number;
   /** Stops the server and removes its folder; idempotent. */
   stop(): Promise<void>;
+  /** Lets this process exit with the server running; it then stops by itself as its stdin closes. */
+  unref(): void;
 }
 
 /** Options of {@linkcode startS3Server}. */
@@ -39,7 +43,7 @@ export interface StartS3ServerOptions {
 
 /**
  * Starts s3rver in a child process with narrow permissions (`--allow-net=127.0.0.1`, read and write on its
- * folder only). Rejects, after stopping the child, when it does not print its port in time.
+ * folder only). Rejects, after stopping the child, when it does not listen in time or exits first.
  */
 export async function startS3Server(options: StartS3ServerOptions = {}): Promise<LocalS3Server> {
   const directory = await Deno.makeTempDir({ prefix: "colmena-s3-" });
@@ -57,10 +61,16 @@ export async function startS3Server(options: StartS3ServerOptions = {}): Promise
     cwd: ROOT,
     env: { NO_COLOR: "1" },
     stdin: "piped",
-    stdout: "piped",
+    stdout: "null",
+    // Read only if the child exits before listening, to say why; never left with a read pending.
     stderr: "piped",
   }).spawn();
   const stdin = child.stdin.getWriter();
+  let exited = false;
+  const status = child.status.finally(() => {
+    exited = true;
+  });
+
   let stopped: Promise<void> | undefined;
   const stop = (): Promise<void> => {
     stopped ??= (async () => {
@@ -73,69 +83,55 @@ export async function startS3Server(options: StartS3ServerOptions = {}): Promise
         }
       }, 5_000);
       try {
-        await child.status;
+        await status;
       } finally {
         clearTimeout(timer);
       }
+      await child.stderr.cancel().catch(() => {});
       await Deno.remove(directory, { recursive: true }).catch(() => {});
     })();
     return stopped;
   };
 
-  let port: number;
-  try {
-    port = await readPort(child, options.timeoutMs ?? 60_000);
-  } catch (err) {
+  const timeoutMs = options.timeoutMs ?? 60_000;
+  const deadline = Date.now() + timeoutMs;
+  let port: number | undefined;
+  let failure: Error | undefined;
+  while (port === undefined && failure === undefined) {
+    port = await readPortFile(directory);
+    if (port !== undefined) break;
+    if (exited) {
+      const text = await new Response(child.stderr).text().catch(() => "");
+      failure = new Error(`S3 test server exited before listening: ${text.trim() || "no output"}`);
+    } else if (Date.now() > deadline) {
+      failure = new Error(`S3 test server did not listen within ${timeoutMs} ms`);
+    } else {
+      await delay(50);
+    }
+  }
+  if (port === undefined) {
     await stop();
-    throw err;
+    throw failure;
   }
   return {
     endpoint: `http://127.0.0.1:${port}`,
     directory,
     pid: child.pid,
     stop,
+    unref() {
+      child.unref();
+    },
     [Symbol.asyncDispose]: stop,
   };
 }
 
-/** Reads the child's `{"port":N}` line, then lets go of its output so no read stays pending. */
-async function readPort(child: Deno.ChildProcess, timeoutMs: number): Promise<number> {
-  const stdout = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
-  const stderr = child.stderr.pipeThrough(new TextDecoderStream()).getReader();
-  let errText = "";
-  const collectErr = (async () => {
-    while (true) {
-      const { done, value } = await stderr.read().catch(() => ({ done: true, value: undefined }));
-      if (done) return;
-      errText += value;
-    }
-  })();
-  const { promise: timedOut, reject: timeout } = Promise.withResolvers<never>();
-  const timer = setTimeout(
-    () => timeout(new Error(`S3 test server printed no port within ${timeoutMs} ms`)),
-    timeoutMs,
-  );
-  const readLine = (async () => {
-    let text = "";
-    while (!text.includes("\n")) {
-      const { done, value } = await stdout.read();
-      if (done) {
-        await collectErr;
-        throw new Error(`S3 test server exited before listening: ${errText.trim() || "no output"}`);
-      }
-      text += value;
-    }
-    const port: unknown = JSON.parse(text.slice(0, text.indexOf("\n"))).port;
-    if (typeof port !== "number") throw new Error(`S3 test server printed ${JSON.stringify(text)}`);
-    return port;
-  })();
+async function readPortFile(directory: string): Promise<number | undefined> {
   try {
-    return await Promise.race([readLine, timedOut]);
-  } finally {
-    clearTimeout(timer);
-    await stdout.cancel().catch(() => {});
-    await stderr.cancel().catch(() => {});
-    await Promise.allSettled([readLine, collectErr]);
+    const port = Number(await Deno.readTextFile(join(directory, "port")));
+    return Number.isInteger(port) && port > 0 ? port : undefined;
+  } catch (err) {
+    if (err instanceof Deno.errors.NotFound) return undefined;
+    throw err;
   }
 }
 
@@ -144,7 +140,7 @@ interface S3rver {
   run(): Promise<{ port: number }>;
 }
 
-/** The child: serves `directory` until standard input closes. */
+/** The child: serves `<directory>/data` until standard input closes. */
 async function serve(directory: string): Promise<void> {
   const { default: S3rverClass } = await import("s3rver") as {
     default: new (options: Record<string, unknown>) => S3rver;
@@ -152,23 +148,31 @@ async function serve(directory: string): Promise<void> {
   const server = new S3rverClass({
     address: "127.0.0.1",
     port: 0,
-    directory,
+    directory: join(directory, "data"),
     silent: true,
-    // s3rver signs bucket-level requests over `/bucket` while SDK v3 sends `/bucket/`, so it rejects every
-    // CreateBucket, HeadBucket and DeleteObjects. Access key ids are still checked. See docs/s3.md.
+    // s3rver signs bucket-level requests over `/bucket` while SDK v3 sends `/bucket/`, so it would reject
+    // every CreateBucket, HeadBucket and DeleteObjects. Access key ids are still checked. See docs/s3.md.
     allowMismatchedSignatures: true,
     vhostBuckets: false,
   });
-  const { port } = await server.run();
+  let code = 0;
   try {
-    await Deno.stdout.write(new TextEncoder().encode(`${JSON.stringify({ port })}\n`));
+    const { port } = await server.run();
+    // Written whole, then renamed, so the parent never reads half a number.
+    await Deno.writeTextFile(join(directory, "port.tmp"), String(port));
+    await Deno.rename(join(directory, "port.tmp"), join(directory, "port"));
     for await (const _ of Deno.stdin.readable) {
       // Nothing is sent on stdin; its end (or failure) means "stop".
     }
+  } catch (err) {
+    await Deno.stderr.write(
+      new TextEncoder().encode(`${err instanceof Error ? err.stack : err}\n`),
+    );
+    code = 1;
   } finally {
     await Deno.remove(directory, { recursive: true }).catch(() => {});
-    Deno.exit(0);
   }
+  Deno.exit(code);
 }
 
 if (import.meta.main) {

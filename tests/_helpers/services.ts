@@ -126,6 +126,7 @@ async function probeS3(): Promise<S3Target | Error> {
     return err instanceof Error ? err : new Error(String(err));
   }
   // Lives as long as this test process: it exits by itself when our end of its stdin closes.
+  server.unref();
   return {
     endpoint: server.endpoint,
     region: "us-east-1",

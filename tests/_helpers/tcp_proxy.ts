@@ -5,13 +5,17 @@
  * @module
  */
 
-/** Forwards 127.0.0.1:`port` to a target; `cut()` drops every connection and refuses new ones. */
+/**
+ * Forwards 127.0.0.1:`port` to a target; `cut()` drops every connection and refuses new ones, `stall()` keeps
+ * them open but silently drops every byte (a peer that stopped answering).
+ */
 export class TcpProxy implements AsyncDisposable {
   readonly #target: { hostname: string; port: number };
   #listener: Deno.TcpListener | undefined;
   readonly #conns = new Set<Deno.Conn>();
   #port = 0;
   #accepting: Promise<void> | undefined;
+  #stalled = false;
 
   constructor(target: { hostname: string; port: number }) {
     this.#target = target;
@@ -24,6 +28,7 @@ export class TcpProxy implements AsyncDisposable {
 
   /** Starts listening (on the same port as before after a cut). */
   restore(): void {
+    this.#stalled = false;
     this.#listener = Deno.listen({ hostname: "127.0.0.1", port: this.#port });
     this.#port = this.#listener.addr.port;
     this.#accepting = this.#accept(this.#listener);
@@ -58,9 +63,26 @@ export class TcpProxy implements AsyncDisposable {
       }
     };
     await Promise.allSettled([
-      inbound.readable.pipeTo(outbound.writable, { preventClose: true }),
-      outbound.readable.pipeTo(inbound.writable, { preventClose: true }),
+      inbound.readable.pipeThrough(this.#gate()).pipeTo(outbound.writable, { preventClose: true }),
+      outbound.readable.pipeThrough(this.#gate()).pipeTo(inbound.writable, { preventClose: true }),
     ]).finally(close);
+  }
+
+  /** Passes bytes on, unless the proxy is stalled: then they are dropped. */
+  #gate(): TransformStream<Uint8Array, Uint8Array> {
+    return new TransformStream({
+      transform: (chunk, controller) => {
+        if (!this.#stalled) controller.enqueue(chunk);
+      },
+    });
+  }
+
+  /**
+   * Keeps every connection open but drops whatever either side sends from now on, until `cut()` and
+   * `restore()`: the far end looks alive and never answers.
+   */
+  stall(): void {
+    this.#stalled = true;
   }
 
   /** Drops every proxied connection and stops listening. */

@@ -168,6 +168,27 @@ export function storeConformance(
     assert.deepEqual(pruned.blobKeys, ["tasks/t1/output"]);
   });
 
+  test("prune returns the payload, file and output objects of a task, and reopen keeps the file", async ({ store }) => {
+    await store.create(
+      newTask("t1", { payloadRef: "tasks/t1/payload", fileRef: "uploads/f1", payload: undefined }),
+    );
+    const { output: _, ...big } = result("t1", {
+      outputRef: "tasks/t1/output",
+      outputBytes: 10_000_000,
+      finishedAt: at(2_000),
+    });
+    assert.equal(await store.complete(big), true);
+    await store.reopen("t1");
+    assert.equal(await store.complete({ ...big, attempt: 2 }), true);
+    const pruned = await store.prune(at(10_000), 10);
+    assert.equal(pruned.removed, 1);
+    assert.deepEqual(pruned.blobKeys.toSorted(), [
+      "tasks/t1/output",
+      "tasks/t1/payload",
+      "uploads/f1",
+    ]);
+  });
+
   test("get returns undefined for an unknown task", async ({ store }) => {
     assert.equal(await store.get("nope"), undefined);
     assert.equal(await store.get("toString"), undefined);

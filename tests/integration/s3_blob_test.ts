@@ -36,7 +36,7 @@ blobConformance("s3 blobs", async () => {
       await store.close();
     },
   };
-}, s3);
+}, { ...s3, atomicOverwrites: target?.local !== true });
 
 Deno.test({
   name: "s3 blobs: opening creates a missing bucket, and opening it again is harmless",
@@ -140,5 +140,84 @@ Deno.test("s3 blobs: a 503 answer becomes BLOB_UNAVAILABLE, and a missing object
     }
   } finally {
     await server.shutdown();
+  }
+});
+
+Deno.test("s3 blobs: a stalled server is cut off as BLOB_UNAVAILABLE, before and during a transfer", async () => {
+  // Answers HEAD at once, never answers PUT, and sends 10 of the 100 bytes of a GET, then nothing.
+  const release = Promise.withResolvers<void>();
+  const server = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen() {} }, async (request) => {
+    if (request.method === "HEAD") return new Response(null, { status: 200 });
+    if (request.method === "GET") {
+      const body = new ReadableStream<Uint8Array>({
+        async start(controller) {
+          controller.enqueue(new Uint8Array(10));
+          await release.promise;
+          controller.close();
+        },
+      });
+      return new Response(body, { headers: { "content-length": "100" } });
+    }
+    await request.body?.cancel();
+    await release.promise;
+    return new Response(null, { status: 500 });
+  });
+  const isUnavailable = (err: unknown) => {
+    assert.ok(err instanceof ColmenaError);
+    assert.equal(err.code, "BLOB_UNAVAILABLE");
+    return true;
+  };
+  try {
+    const store = await openS3BlobStore({
+      endpoint: `http://127.0.0.1:${server.addr.port}`,
+      bucket: "colmena-test",
+      credentials: { accessKeyId: "x", secretAccessKey: "y" },
+      maxAttempts: 1,
+      requestTimeoutMs: 200,
+      idleTimeoutMs: 200,
+    });
+    try {
+      await assert.rejects(() => store.put("tasks/s/payload", new Uint8Array(10)), isUnavailable);
+      await assert.rejects(
+        () => store.put("tasks/s/payload", ReadableStream.from([new Uint8Array(10)])),
+        isUnavailable,
+      );
+      await assert.rejects(() => store.delete(["tasks/s/payload"]), isUnavailable);
+      await assert.rejects(() => store.get("tasks/s/payload"), isUnavailable);
+      const reader = (await store.stream("tasks/s/payload")).getReader();
+      await assert.rejects(async () => {
+        while (!(await reader.read()).done);
+      }, isUnavailable);
+    } finally {
+      await store.close();
+    }
+  } finally {
+    release.resolve();
+    await server.shutdown();
+  }
+});
+
+Deno.test({
+  name: "s3 blobs: a slow source stream is not taken for a stalled server",
+  ...s3,
+}, async () => {
+  const store = await openS3BlobStore(options({ idleTimeoutMs: 150 }));
+  try {
+    let sent = 0;
+    const slow = new ReadableStream<Uint8Array>({
+      async pull(controller) {
+        if (sent === 3) return controller.close();
+        await new Promise((resolve) => setTimeout(resolve, 300));
+        controller.enqueue(new TextEncoder().encode(`trozo ${++sent};`));
+      },
+    });
+    await store.put("tasks/slow/payload", slow);
+    assert.equal(
+      new TextDecoder().decode(await store.get("tasks/slow/payload")),
+      "trozo 1;trozo 2;trozo 3;",
+    );
+    await store.delete(["tasks/slow/payload"]);
+  } finally {
+    await store.close();
   }
 });

@@ -7,6 +7,7 @@
 import assert from "node:assert/strict";
 import {
   parseEchoMessage,
+  parseFileTaskArgs,
   parseInteger,
   parseKinds,
   parseNumbers,
@@ -171,4 +172,26 @@ Deno.test("wantsHelp sees --help and -h only before --", () => {
   assert.equal(wantsHelp(["enviar", "-h"]), true);
   assert.equal(wantsHelp(["enviar", "texto", "--", "--help"]), false);
   assert.equal(wantsHelp(["ayuda"]), false);
+});
+
+Deno.test("parseFileTaskArgs takes texto with no text, hash with optional iterations, and no other type", () => {
+  assert.deepEqual(parseFileTaskArgs("text", []), {
+    ok: true,
+    value: { type: "text", field: "text", payload: {} },
+  });
+  assert.deepEqual(parseFileTaskArgs("hash", ["10"]), {
+    ok: true,
+    value: { type: "hash", field: "data", payload: { iterations: 10 } },
+  });
+  assert.deepEqual(parseFileTaskArgs("hash", []), {
+    ok: true,
+    value: { type: "hash", field: "data", payload: {} },
+  });
+  const extra = parseFileTaskArgs("text", ["hola"]);
+  assert.equal(extra.ok, false);
+  assert.match(extra.ok ? "" : extra.message, /el texto es el del fichero/);
+  assert.equal(parseFileTaskArgs("hash", ["0"]).ok, false);
+  const other = parseFileTaskArgs("numbers", []);
+  assert.equal(other.ok, false);
+  assert.match(other.ok ? "" : other.message, /solo sirve con texto y hash, no con números/);
 });

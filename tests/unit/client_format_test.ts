@@ -6,10 +6,13 @@
  */
 import assert from "node:assert/strict";
 import {
+  formatBytes,
   formatMs,
   formatOutput,
+  formatOutputSummary,
   formatResult,
   formatTable,
+  isLargeOutput,
   resultToJson,
 } from "../../client/format.ts";
 import { streamInput } from "../../client/input.ts";
@@ -72,6 +75,74 @@ Deno.test("formatResult and resultToJson show a failed task's code and message",
     durationMs: 3,
     error: { code: "TIMEOUT", message: "La tarea superó su tiempo máximo" },
   });
+});
+
+Deno.test("formatBytes picks a binary unit", () => {
+  assert.equal(formatBytes(512), "512 B");
+  assert.equal(formatBytes(12_595), "12.3 KiB");
+  assert.equal(formatBytes(5 * 1024 * 1024), "5.0 MiB");
+  assert.equal(formatBytes(3 * 1024 ** 3), "3.00 GiB");
+});
+
+Deno.test("a large output is summed up, with a hint or the file it was saved to", () => {
+  const text = "ñ".repeat(3_000);
+  const output = { words: 1, reversed: text, upper: text.toUpperCase() };
+  assert.deepEqual(formatOutputSummary("text", output), [
+    "palabras:    1",
+    "invertido:   5.9 KiB (6000 bytes)",
+    "mayúsculas:  5.9 KiB (6000 bytes)",
+  ]);
+  assert.deepEqual(formatOutputSummary("echo", { message: "x".repeat(2048) }), [
+    "JSON de 2.0 KiB",
+  ]);
+  const big = {
+    taskId: "t1",
+    taskType: "text",
+    worker: "w1",
+    durationMs: 3,
+    status: "succeeded",
+    output,
+  } as const;
+  assert.equal(isLargeOutput(big), true);
+  assert.equal(isLargeOutput({ ...big, output: { words: 1, reversed: "a", upper: "A" } }), false);
+  assert.equal(
+    isLargeOutput({ ...big, output: { words: 1, reversed: "a", upper: "A" }, outputRef: "r" }),
+    true,
+  );
+  const shown = formatResult(big, 12);
+  assert.match(shown, /palabras: {4}1/);
+  assert.match(shown, /--salida <fichero>/);
+  assert.doesNotMatch(shown, /ñññ/);
+  const saved = formatResult(big, 12, { path: "salida.json", bytes: 12_345 });
+  assert.match(saved, /guardado: {3}salida\.json \(12\.1 KiB, JSON\)/);
+  assert.doesNotMatch(saved, /--salida/);
+  const small = formatResult({ ...big, output: { words: 1, reversed: "a", upper: "A" } }, 1, {
+    path: "s.json",
+    bytes: 40,
+  });
+  assert.match(small, /invertido: {3}a/);
+  assert.match(small, /guardado: {3}s\.json/);
+});
+
+Deno.test("resultToJson names the --salida file instead of printing the output", () => {
+  const result = {
+    taskId: "t1",
+    taskType: "text",
+    worker: "w1",
+    durationMs: 3,
+    status: "succeeded",
+    output: { words: 1, reversed: "a", upper: "A" },
+  } as const;
+  assert.deepEqual(resultToJson(result, { path: "r.json", bytes: 40 }), {
+    taskId: "t1",
+    taskType: "text",
+    status: "succeeded",
+    worker: "w1",
+    durationMs: 3,
+    salida: "r.json",
+    outputBytes: 40,
+  });
+  assert.deepEqual(resultToJson(result).output, result.output);
 });
 
 const LATENCY = { count: 2, p50: 10, p95: 20, p99: 20, max: 20, mean: 15 };

@@ -231,3 +231,34 @@ Deno.test("envNames lists every environment variable of a role", () => {
   assert.ok(envNames("servidor").includes("COLMENA_PORT"));
   assert.equal(envNames("servidor").includes("COLMENA_QUIET"), false);
 });
+
+Deno.test("the storage options of the servidor and the file options of the cliente load from flags or env", () => {
+  const server = loadConfig("servidor", {
+    args: ["--db-schema", "prueba_1", "--prune-interval-ms", "250", "--retention-days", "0.00001"],
+    env: {},
+  });
+  assert.equal(server.dbSchema, "prueba_1");
+  assert.equal(server.pruneIntervalMs, 250);
+  assert.equal(server.retentionDays, 0.00001);
+  const fromEnv = loadConfig("servidor", {
+    args: [],
+    env: { COLMENA_DB_SCHEMA: "otro", COLMENA_PRUNE_INTERVAL_MS: "1000" },
+  });
+  assert.equal(fromEnv.dbSchema, "otro");
+  assert.equal(fromEnv.pruneIntervalMs, 1000);
+  const defaults = loadConfig("servidor", { args: [], env: {} });
+  assert.equal(defaults.dbSchema, "public");
+  assert.equal(defaults.pruneIntervalMs, 3_600_000);
+  assert.match(
+    configError("servidor", ["--db-schema", 'x"; DROP']),
+    /--db-schema \/ COLMENA_DB_SCHEMA/,
+  );
+
+  const client = loadConfig("cliente", {
+    args: ["enviar", "texto", "--archivo", "libro.txt"],
+    env: { COLMENA_SALIDA: "r.json" },
+  });
+  assert.equal(client.archivo, "libro.txt");
+  assert.equal(client.salida, "r.json");
+  assert.deepEqual(client.positionals, ["enviar", "texto"]);
+});

@@ -1,0 +1,134 @@
+/**
+ * Chaos: the server killed with SIGKILL while tasks are in flight, then started again on the same port and
+ * the same data folder (the SQLite store survives). `TaskClient`s reconnect, resend what had no reply (same
+ * idempotency keys) and watch what they still await: every task they submitted resolves, once.
+ *
+ * Two routing paths: the new server keeps the old id (results come back through its own reply queue and the
+ * shared result queue as its own), or it has a new id (results carry the dead server's id as their origin,
+ * and reach the waiting client through `watch` and the store).
+ */
+import assert from "node:assert/strict";
+import { TaskClient } from "../../client.ts";
+import type { TaskResult } from "../../client/task_client.ts";
+import { needsRabbit } from "../_helpers/services.ts";
+import { startServer, startWorker, uniqueQueues } from "../_helpers/processes.ts";
+import {
+  fetchRecords,
+  freePort,
+  report,
+  scaled,
+  tempDir,
+  waitUntil,
+  withDeadline,
+} from "../_helpers/chaos.ts";
+
+const rabbit = await needsRabbit();
+
+async function serverKillScenario(newServerId: string): Promise<void> {
+  const started = Date.now();
+  const clientCount = 4;
+  const perClient = scaled(100);
+  const total = clientCount * perClient;
+  await using queues = uniqueQueues("srvkill");
+  await using data = await tempDir();
+  const port = freePort();
+  const serverArgs = (
+    id: string,
+  ) => ["--port", String(port), "--data-dir", data.path, "--server-id", id];
+  await using stack = new AsyncDisposableStack();
+  const first = stack.use(await startServer(queues, serverArgs("srv-a")));
+  stack.use(await startWorker("w1", queues, ["--concurrency", "20"]));
+  stack.use(await startWorker("w2", queues, ["--concurrency", "20"]));
+
+  const seen = new Map<string, number>();
+  const clients = Array.from({ length: clientCount }, (_, k) => {
+    const client = new TaskClient({
+      host: "127.0.0.1",
+      port,
+      name: `cliente-${k}`,
+      reconnectForMs: 30_000,
+      requestTimeoutMs: 60_000,
+    });
+    client.onResult((r) => seen.set(r.taskId, (seen.get(r.taskId) ?? 0) + 1));
+    stack.defer(() => client.close());
+    return client;
+  });
+
+  // Each client streams its submits; half of them wait for each result right away, the other half only
+  // after all their submits are accepted (so some accepted tasks have nobody waiting yet when the server dies).
+  let accepted = 0;
+  const work = clients.map(async (client, k) => {
+    const submits: Promise<string>[] = [];
+    const results: Promise<TaskResult>[] = [];
+    for (let i = 0; i < perClient; i++) {
+      const submit = client.submit("sleep", { ms: 200 + (i % 5) * 50 }).then((taskId) => {
+        accepted++;
+        return taskId;
+      });
+      submits.push(submit);
+      if (k % 2 === 0) results.push(submit.then((taskId) => client.result(taskId)));
+      await new Promise((resolve) => setTimeout(resolve, 8));
+    }
+    const taskIds = await Promise.all(submits);
+    if (k % 2 === 1) results.push(...taskIds.map((taskId) => client.result(taskId)));
+    return { taskIds, results: await Promise.all(results) };
+  });
+  const settled = Promise.allSettled(work);
+
+  await waitUntil(() => accepted >= total / 3, "a third of the submits accepted");
+  first.kill("SIGKILL");
+  assert.equal((await first.status).signal, "SIGKILL");
+  const atKill = accepted;
+  const second = stack.use(await startServer(queues, serverArgs(newServerId)));
+
+  const outcomes = await withDeadline(settled, "every submitted task to resolve", 90_000);
+  const taskIds: string[] = [];
+  for (const outcome of outcomes) {
+    if (outcome.status === "rejected") throw outcome.reason;
+    taskIds.push(...outcome.value.taskIds);
+    for (const result of outcome.value.results) {
+      assert.equal(result.status, "succeeded", JSON.stringify(result));
+    }
+  }
+  assert.equal(new Set(taskIds).size, total, "one task per submit, resends included");
+  const records = await fetchRecords(second.port, taskIds);
+  for (const taskId of taskIds) {
+    assert.equal(records.get(taskId)?.status, "succeeded", `record of ${taskId}`);
+  }
+  const duplicated = [...seen.values()].reduce((n, c) => n + Math.max(0, c - 1), 0);
+  const lost = taskIds.filter((id) => !seen.has(id)).length;
+  const reconnects = clients.reduce((n, c) => n + c.reconnects, 0);
+  await report({
+    escenario: `kill -9 del servidor y arranque con ${
+      newServerId === "srv-a" ? "el mismo id" : "otro id"
+    }`,
+    tareas: total,
+    fallos: `kill -9 del servidor con ${atKill}/${total} envíos aceptados`,
+    resultados: seen.size,
+    duplicadosEntregados: duplicated,
+    perdidas: lost,
+    ms: Date.now() - started,
+    notas: `${reconnects} reconexiones de ${clientCount} clientes`,
+  });
+  assert.equal(lost, 0, "every submitted task resolved");
+  assert.equal(duplicated, 0, "no client saw a result twice");
+  assert.ok(reconnects >= clientCount, "every client reconnected");
+}
+
+Deno.test({
+  name:
+    "a server killed with SIGKILL and restarted with the same id on the same port: TaskClients reconnect and every pending task resolves once",
+  ...rabbit,
+  async fn() {
+    await serverKillScenario("srv-a");
+  },
+});
+
+Deno.test({
+  name:
+    "a server killed with SIGKILL and replaced by one with another id: TaskClients reconnect and every pending task resolves once",
+  ...rabbit,
+  async fn() {
+    await serverKillScenario("srv-b");
+  },
+});
