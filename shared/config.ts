@@ -28,6 +28,19 @@ const flag = z.union([z.boolean(), z.stringbool()]);
 const amqpUrl = z.string().regex(/^amqps?:\/\//, "debe empezar por amqp:// o amqps://");
 const queueName = z.string().min(1).max(200).regex(/^[A-Za-z0-9_.:-]+$/);
 
+/** Object storage settings, shared by the server and the worker (both store objects). */
+const OBJECT_STORAGE = {
+  dataDir: z.string().min(1).default("./data"),
+  s3Endpoint: z.url().optional(),
+  s3Bucket: z.string().min(3).max(63).optional(),
+  s3Region: z.string().min(1).default("us-east-1"),
+  s3Prefix: z.string().max(200).default(""),
+  awsAccessKeyId: z.string().min(1).optional(),
+  awsSecretAccessKey: z.string().min(1).optional(),
+  awsSessionToken: z.string().min(1).optional(),
+  claimCheckBytes: positiveInt.default(256 * 1024),
+};
+
 /**
  * Server settings.
  *
@@ -87,15 +100,7 @@ export const ServerConfig = z.object({
   retentionDays: z.coerce.number().positive().default(7),
   pruneIntervalMs: positiveInt.min(100).max(2_147_483_647).default(3_600_000),
   maxUploadBytes: positiveInt.default(256 * 1024 * 1024),
-  dataDir: z.string().min(1).default("./data"),
-  s3Endpoint: z.url().optional(),
-  s3Bucket: z.string().min(3).max(63).optional(),
-  s3Region: z.string().min(1).default("us-east-1"),
-  s3Prefix: z.string().max(200).default(""),
-  awsAccessKeyId: z.string().min(1).optional(),
-  awsSecretAccessKey: z.string().min(1).optional(),
-  awsSessionToken: z.string().min(1).optional(),
-  claimCheckBytes: positiveInt.default(256 * 1024),
+  ...OBJECT_STORAGE,
 });
 
 /** Server settings, as parsed. */
@@ -128,15 +133,7 @@ export const WorkerConfig = z.object({
   maxDeliveries: positiveInt.max(100).default(5),
   heartbeatMs: positiveInt.min(100).default(5_000),
   drainTimeoutMs: z.coerce.number().int().min(0).default(30_000),
-  dataDir: z.string().min(1).default("./data"),
-  s3Endpoint: z.url().optional(),
-  s3Bucket: z.string().min(3).max(63).optional(),
-  s3Region: z.string().min(1).default("us-east-1"),
-  s3Prefix: z.string().max(200).default(""),
-  awsAccessKeyId: z.string().min(1).optional(),
-  awsSecretAccessKey: z.string().min(1).optional(),
-  awsSessionToken: z.string().min(1).optional(),
-  claimCheckBytes: positiveInt.default(256 * 1024),
+  ...OBJECT_STORAGE,
 });
 
 /** Worker settings, as parsed. */
@@ -193,6 +190,18 @@ export type ClientConfig = Readonly<z.output<typeof ClientConfig>>;
 
 const SCHEMAS = { servidor: ServerConfig, worker: WorkerConfig, cliente: ClientConfig } as const;
 
+const OBJECT_STORAGE_SOURCES: Record<keyof typeof OBJECT_STORAGE, Source> = {
+  dataDir: { env: "COLMENA_DATA_DIR", flag: "data-dir" },
+  s3Endpoint: { env: "S3_ENDPOINT", flag: "s3-endpoint" },
+  s3Bucket: { env: "S3_BUCKET", flag: "s3-bucket" },
+  s3Region: { env: "S3_REGION", flag: "s3-region" },
+  s3Prefix: { env: "S3_PREFIX", flag: "s3-prefix" },
+  awsAccessKeyId: { env: "AWS_ACCESS_KEY_ID", flag: "aws-access-key-id" },
+  awsSecretAccessKey: { env: "AWS_SECRET_ACCESS_KEY", flag: "aws-secret-access-key" },
+  awsSessionToken: { env: "AWS_SESSION_TOKEN", flag: "aws-session-token" },
+  claimCheckBytes: { env: "COLMENA_CLAIM_CHECK_BYTES", flag: "claim-check-bytes" },
+};
+
 const SOURCES: { [R in Role]: Record<string, Source> } = {
   servidor: {
     host: { env: "COLMENA_HOST", flag: "host" },
@@ -223,15 +232,7 @@ const SOURCES: { [R in Role]: Record<string, Source> } = {
     retentionDays: { env: "COLMENA_RETENTION_DAYS", flag: "retention-days" },
     pruneIntervalMs: { env: "COLMENA_PRUNE_INTERVAL_MS", flag: "prune-interval-ms" },
     maxUploadBytes: { env: "COLMENA_MAX_UPLOAD_BYTES", flag: "max-upload-bytes" },
-    dataDir: { env: "COLMENA_DATA_DIR", flag: "data-dir" },
-    s3Endpoint: { env: "S3_ENDPOINT", flag: "s3-endpoint" },
-    s3Bucket: { env: "S3_BUCKET", flag: "s3-bucket" },
-    s3Region: { env: "S3_REGION", flag: "s3-region" },
-    s3Prefix: { env: "S3_PREFIX", flag: "s3-prefix" },
-    awsAccessKeyId: { env: "AWS_ACCESS_KEY_ID", flag: "aws-access-key-id" },
-    awsSecretAccessKey: { env: "AWS_SECRET_ACCESS_KEY", flag: "aws-secret-access-key" },
-    awsSessionToken: { env: "AWS_SESSION_TOKEN", flag: "aws-session-token" },
-    claimCheckBytes: { env: "COLMENA_CLAIM_CHECK_BYTES", flag: "claim-check-bytes" },
+    ...OBJECT_STORAGE_SOURCES,
   },
   worker: {
     name: { env: "COLMENA_WORKER_NAME", flag: "name" },
@@ -244,15 +245,7 @@ const SOURCES: { [R in Role]: Record<string, Source> } = {
     maxDeliveries: { env: "COLMENA_MAX_DELIVERIES", flag: "max-deliveries" },
     heartbeatMs: { env: "COLMENA_HEARTBEAT_MS", flag: "heartbeat-ms" },
     drainTimeoutMs: { env: "COLMENA_DRAIN_TIMEOUT_MS", flag: "drain-timeout-ms" },
-    dataDir: { env: "COLMENA_DATA_DIR", flag: "data-dir" },
-    s3Endpoint: { env: "S3_ENDPOINT", flag: "s3-endpoint" },
-    s3Bucket: { env: "S3_BUCKET", flag: "s3-bucket" },
-    s3Region: { env: "S3_REGION", flag: "s3-region" },
-    s3Prefix: { env: "S3_PREFIX", flag: "s3-prefix" },
-    awsAccessKeyId: { env: "AWS_ACCESS_KEY_ID", flag: "aws-access-key-id" },
-    awsSecretAccessKey: { env: "AWS_SECRET_ACCESS_KEY", flag: "aws-secret-access-key" },
-    awsSessionToken: { env: "AWS_SESSION_TOKEN", flag: "aws-session-token" },
-    claimCheckBytes: { env: "COLMENA_CLAIM_CHECK_BYTES", flag: "claim-check-bytes" },
+    ...OBJECT_STORAGE_SOURCES,
   },
   cliente: {
     host: { env: "COLMENA_HOST", flag: "host" },
