@@ -364,9 +364,15 @@ export interface RabbitServerBroker extends ServerBroker {
   listDeadLetters(limit: number): Promise<DeadLetter[]>;
   /**
    * Moves dead-lettered tasks back to the task queue for a fresh set of attempts: those with the given ids,
-   * or the first `limit` when `taskIds` is undefined. Returns the tasks moved.
+   * or the first `limit` when `taskIds` is undefined. `beforePublish` runs for each task found, before it
+   * is published again (the server reopens its record there, so that the new result is not taken for a
+   * duplicate); when it rejects, that task stays in the dead-letter queue. Returns the tasks moved.
    */
-  requeueDeadLetters(taskIds: readonly string[] | undefined, limit: number): Promise<TaskMessage[]>;
+  requeueDeadLetters(
+    taskIds: readonly string[] | undefined,
+    limit: number,
+    beforePublish?: (task: TaskMessage) => Promise<void>,
+  ): Promise<TaskMessage[]>;
 }
 
 /** Connects a server to RabbitMQ: task publisher with confirms, result consumer, reply queue. */
@@ -498,6 +504,7 @@ class _RabbitServerBroker implements RabbitServerBroker {
   async requeueDeadLetters(
     taskIds: readonly string[] | undefined,
     limit: number,
+    beforePublish?: (task: TaskMessage) => Promise<void>,
   ): Promise<TaskMessage[]> {
     const model = this.#model;
     if (model === undefined || !this.connected) throw unavailable();
@@ -513,6 +520,7 @@ class _RabbitServerBroker implements RabbitServerBroker {
         const { task } = toDeadLetter(msg);
         if (task === null || (wanted !== undefined && !wanted.has(task.taskId))) continue;
         const fresh: TaskMessage = { ...task, attempt: 1, deliveries: 1 };
+        await beforePublish?.(fresh);
         await confirmPublish(
           ch,
           "",
@@ -617,15 +625,16 @@ class _InOrderAcker {
     } catch {
       // handled below: unreadable
     }
-    const b = batch;
+    // The handler starts at once, so that batches overlap their store round trips; the acks still
+    // follow delivery order, each only after its own batch and every earlier one are done.
+    const work: Promise<unknown> = batch === undefined
+      ? Promise.resolve("unreadable")
+      : Promise.resolve().then(() => this.#handler(batch));
+    work.catch(() => {}); // observed in order below
     this.#chain = this.#chain.then(async () => {
-      if (b === undefined) {
-        log.warn("Mensaje de resultados ilegible; se descarta");
-        this.#done(msg);
-        return;
-      }
+      if (this.#dead) return;
       try {
-        await this.#handler(b);
+        if ((await work) === "unreadable") log.warn("Mensaje de resultados ilegible; se descarta");
         this.#done(msg);
       } catch (err) {
         // Not acknowledged, nor anything after it: the channel is closed so that they come again.
