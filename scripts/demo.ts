@@ -140,7 +140,15 @@ async function main(): Promise<number> {
   if (!(await ensureRabbit())) return 1;
   const id = crypto.randomUUID().slice(0, 8);
   const queues = { taskQueue: `demo.${id}.task_queue`, resultQueue: `demo.${id}.result_queue` };
-  const queueArgs = ["--task-queue", queues.taskQueue, "--result-queue", queues.resultQueue];
+  const dataDir = await Deno.makeTempDir({ prefix: "colmena-demo-" });
+  const queueArgs = [
+    "--task-queue",
+    queues.taskQueue,
+    "--result-queue",
+    queues.resultQueue,
+    "--data-dir",
+    dataDir,
+  ];
   const roles: Role[] = [];
   try {
     const server = new Role(
@@ -181,6 +189,7 @@ async function main(): Promise<number> {
     for (const role of roles.reverse()) await role.stop();
     log.flushLog();
     await deleteTopology(AMQP_URL, queues).catch(() => {});
+    await Deno.remove(dataDir, { recursive: true }).catch(() => {});
     log.info("Demostración terminada.");
   }
 }
