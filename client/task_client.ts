@@ -136,6 +136,8 @@ export class TaskClient implements AsyncDisposable {
   readonly #downloads = new Map<string, Buffer[]>();
   /** Tasks accepted on this client whose result has not come yet: watched again after a reconnect. */
   readonly #outstanding = new Set<string>();
+  /** Tasks whose result the listeners have seen (the latest ones): a repeat is not announced again. */
+  readonly #announced = new Set<string>();
   readonly #listeners = new Set<(result: TaskResult) => void>();
   #out: string[] = [];
   #writing = false;
@@ -249,8 +251,10 @@ export class TaskClient implements AsyncDisposable {
   }
 
   /**
-   * Waits for the result of a task submitted (or watched) on this client. An output too large to be pushed
-   * comes as a reference; it is downloaded here, so `output` is always there.
+   * Waits for the result of a task. One submitted on this client comes as it is pushed; any other (or one
+   * whose result an earlier call already took) is asked of the server with `watch`, and a task the server
+   * does not know rejects with `NOT_FOUND`. An output too large to be pushed comes as a reference; it is
+   * downloaded here, so `output` is always there.
    */
   async result<T extends TaskType = TaskType>(taskId: string): Promise<TaskResult<T>> {
     const result = await this.#result<T>(taskId);
@@ -267,7 +271,29 @@ export class TaskClient implements AsyncDisposable {
     }
     if (this.#closed) return Promise.reject(new ColmenaError("CONNECTION_CLOSED"));
     const { promise, resolve, reject } = Promise.withResolvers<TaskResult<T>>();
-    this.#waiters.set(taskId, { resolve: resolve as (r: TaskResult) => void, reject });
+    // A second caller waiting for the same task shares the result with the first.
+    const earlier = this.#waiters.get(taskId);
+    this.#waiters.set(taskId, {
+      resolve: (r: TaskResult) => {
+        earlier?.resolve(r);
+        resolve(r as TaskResult<T>);
+      },
+      reject: (e: ColmenaError) => {
+        earlier?.reject(e);
+        reject(e);
+      },
+    });
+    if (earlier === undefined && !this.#outstanding.has(taskId)) {
+      // Nothing is on its way here for this task (an earlier call took its result, or it was submitted
+      // elsewhere): ask the server, which pushes the result at once if the task has ended.
+      this.watch([taskId]).then(({ missing }) => {
+        if (!missing.includes(taskId)) return;
+        this.#waiters.get(taskId)?.reject(new ColmenaError("NOT_FOUND"));
+        this.#waiters.delete(taskId);
+      }, () => {
+        // The connection closed: its shutdown or reconnect deals with the waiter.
+      });
+    }
     return promise;
   }
 
@@ -438,7 +464,10 @@ export class TaskClient implements AsyncDisposable {
     return performance.now() - t0;
   }
 
-  /** Calls `listener` with every result this client receives; returns a function that unsubscribes. */
+  /**
+   * Calls `listener` with the result of each task this client receives, once per task even if the server
+   * pushes it again; returns a function that unsubscribes.
+   */
   onResult(listener: (result: TaskResult) => void): () => void {
     this.#listeners.add(listener);
     return () => this.#listeners.delete(listener);
@@ -592,12 +621,22 @@ export class TaskClient implements AsyncDisposable {
     if (frame.type === "result") {
       this.#outstanding.delete(frame.taskId);
       const result = toTaskResult(frame);
-      for (const listener of this.#listeners) listener(result);
+      // A result that came before (a reconnect's watch, a later `result()` asking again) resolves whoever
+      // waits now, but is announced to the listeners once.
+      const repeated = this.#announced.has(frame.taskId);
+      if (!repeated) {
+        this.#announced.add(frame.taskId);
+        if (this.#announced.size > MAX_UNCLAIMED_RESULTS) {
+          const oldest = this.#announced.values().next().value;
+          if (oldest !== undefined) this.#announced.delete(oldest);
+        }
+        for (const listener of this.#listeners) listener(result);
+      }
       const waiter = this.#waiters.get(frame.taskId);
       if (waiter !== undefined) {
         this.#waiters.delete(frame.taskId);
         waiter.resolve(result);
-      } else {
+      } else if (!repeated) {
         this.#unclaimed.set(frame.taskId, result);
         if (this.#unclaimed.size > MAX_UNCLAIMED_RESULTS) {
           const oldest = this.#unclaimed.keys().next().value;

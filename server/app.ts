@@ -75,6 +75,8 @@ export interface ServerDeps {
 const UPLOAD_REF = /^uploads\/[0-9a-f-]{36}$/;
 const OUTPUT_REF = /^tasks\/[0-9a-f-]{36}\/output$/;
 const DOWNLOAD_CHUNK_BYTES = 768 * 1024;
+/** Records a `watch` reads at once. */
+const WATCH_BATCH = 16;
 const encoder = new TextEncoder();
 
 /** Counters that describe the server's work so far. */
@@ -144,6 +146,8 @@ export class ColmenaServer {
   readonly #pushes = new Map<string, PushTarget>();
   /** Tasks watched after a reconnect, whose result may be consumed by another server: polled in the store. */
   readonly #watched = new Set<string>();
+  /** The last `watch` of each connection, which the next one waits for. */
+  readonly #watching = new WeakMap<ClientConnection, Promise<void>>();
   readonly #workers = new Map<string, Heartbeat & { lastSeen: number }>();
   /** Publishes under way, by task id: a resubmit with the same key waits for the first one's outcome. */
   readonly #inFlight = new Map<string, Promise<void>>();
@@ -528,32 +532,52 @@ export class ColmenaServer {
     }
   }
 
-  async #watch(
+  /** A connection's `watch`es run one after another, so that it holds one batch of records at a time. */
+  #watch(client: ClientConnection, request: Extract<Request, { type: "watch" }>): Promise<void> {
+    const run = (this.#watching.get(client) ?? Promise.resolve()).then(() =>
+      this.#watchNow(client, request)
+    );
+    this.#watching.set(client, run.catch(() => {}));
+    return run;
+  }
+
+  async #watchNow(
     client: ClientConnection,
     request: Extract<Request, { type: "watch" }>,
   ): Promise<void> {
     const store = this.#deps.store;
-    const views = await Promise.all(request.taskIds.map((taskId) => store.get(taskId)));
     const found: string[] = [];
     const missing: string[] = [];
-    const ready: ResultPush[] = [];
-    request.taskIds.forEach((taskId, i) => {
-      const view = views[i];
-      if (view === undefined) {
-        missing.push(taskId);
-        return;
-      }
-      found.push(taskId);
-      if (isFinal(view)) {
-        ready.push(pushFromView(view));
-        return;
-      }
+    const finished: string[] = [];
+    const pending: string[] = [];
+    // A few records at a time, keeping only their ids: a watch of many tasks with large outputs (or of one
+    // id many times) must not hold every output in memory at once.
+    const ids = [...new Set(request.taskIds)];
+    for (let i = 0; i < ids.length; i += WATCH_BATCH) {
+      if (client.closed) return;
+      const chunk = ids.slice(i, i + WATCH_BATCH);
+      const views = await Promise.all(chunk.map((taskId) => store.get(taskId)));
+      chunk.forEach((taskId, k) => {
+        const view = views[k];
+        if (view === undefined) return missing.push(taskId);
+        found.push(taskId);
+        return isFinal(view) ? finished.push(taskId) : pending.push(taskId);
+      });
+    }
+    for (const taskId of pending) {
       this.#pushes.set(taskId, { conn: client, accepted: true });
       client.awaiting.add(taskId);
-      this.#watched.add(taskId);
-    });
+      this.#watched.add(taskId); // one that ended meanwhile is found in the store by the next poll
+    }
     client.send({ type: "watching", id: request.id, taskIds: found, missing });
-    for (const push of ready) client.send(push);
+    const flushAt = Math.min(4 * DOWNLOAD_CHUNK_BYTES, this.#config.maxOutputBytes / 2);
+    for (const taskId of finished) {
+      // A reader takes what is queued before more is loaded; one that never reads is dropped meanwhile.
+      if (client.queuedChars > flushAt) await client.flushed();
+      if (client.closed) return;
+      const view = await store.get(taskId);
+      if (view !== undefined) client.send(pushFromView(view));
+    }
   }
 
   async #list(

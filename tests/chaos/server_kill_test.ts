@@ -10,13 +10,16 @@
 import assert from "node:assert/strict";
 import { TaskClient } from "../../client.ts";
 import type { TaskResult } from "../../client/task_client.ts";
-import { needsRabbit } from "../_helpers/services.ts";
+import { AMQP_URL, needsRabbit } from "../_helpers/services.ts";
+import { RawClient } from "../_helpers/raw_client.ts";
+import { TcpProxy } from "../_helpers/tcp_proxy.ts";
 import { startServer, startWorker, uniqueQueues } from "../_helpers/processes.ts";
 import {
   fetchRecords,
   freePort,
   report,
   scaled,
+  serverStopStats,
   tempDir,
   waitUntil,
   withDeadline,
@@ -98,6 +101,9 @@ async function serverKillScenario(newServerId: string): Promise<void> {
   const duplicated = [...seen.values()].reduce((n, c) => n + Math.max(0, c - 1), 0);
   const lost = taskIds.filter((id) => !seen.has(id)).length;
   const reconnects = clients.reduce((n, c) => n + c.reconnects, 0);
+  await Promise.all(clients.map((c) => c.close()));
+  await second.stop();
+  const absorbed = serverStopStats(second.lines);
   await report({
     escenario: `kill -9 del servidor y arranque con ${
       newServerId === "srv-a" ? "el mismo id" : "otro id"
@@ -106,6 +112,7 @@ async function serverKillScenario(newServerId: string): Promise<void> {
     fallos: `kill -9 del servidor con ${atKill}/${total} envíos aceptados`,
     resultados: seen.size,
     duplicadosEntregados: duplicated,
+    ...(absorbed === undefined ? {} : { duplicadosAbsorbidos: absorbed.duplicates }),
     perdidas: lost,
     ms: Date.now() - started,
     notas: `${reconnects} reconexiones de ${clientCount} clientes`,
@@ -130,5 +137,83 @@ Deno.test({
   ...rabbit,
   async fn() {
     await serverKillScenario("srv-b");
+  },
+});
+
+Deno.test({
+  name:
+    "a server killed while its submits wait for the broker's confirm: the resent submits are published again and every task runs once",
+  ...rabbit,
+  async fn() {
+    const started = Date.now();
+    const count = scaled(20);
+    await using queues = uniqueQueues("srvkill");
+    await using data = await tempDir();
+    const target = new URL(AMQP_URL.replace(/^amqps?:/, "http:"));
+    await using proxy = new TcpProxy({
+      hostname: target.hostname,
+      port: Number(target.port || 5672),
+    });
+    proxy.restore();
+    const viaProxy = new URL(AMQP_URL);
+    viaProxy.hostname = "127.0.0.1";
+    viaProxy.port = String(proxy.port);
+    const port = freePort();
+    const serverArgs = [
+      "--port",
+      String(port),
+      "--data-dir",
+      data.path,
+      "--server-id",
+      "srv-a",
+      "--amqp-url",
+      viaProxy.href,
+    ];
+    await using stack = new AsyncDisposableStack();
+    const first = stack.use(await startServer(queues, serverArgs));
+    stack.use(await startWorker("w1", queues));
+    const client = new TaskClient({ host: "127.0.0.1", port, reconnectForMs: 30_000 });
+    stack.defer(() => client.close());
+    const seen = new Map<string, number>();
+    client.onResult((r) => seen.set(r.taskId, (seen.get(r.taskId) ?? 0) + 1));
+    for (let i = 0; i < count; i++) await client.run("echo", { message: `antes ${i}` });
+
+    // The broker stops answering the server: these submits are recorded, and their publishes never
+    // confirmed (nor delivered). Then the server dies.
+    proxy.stall();
+    const stuck = Promise.all(Array.from(
+      { length: count },
+      (_, i) =>
+        client.submit("echo", { message: `atascada ${i}` }).then((taskId) => client.result(taskId)),
+    ));
+    stuck.catch(() => {}); // awaited below; a failure before then must not go unhandled
+    await using probe = await RawClient.connect(port);
+    let polls = 0;
+    await waitUntil(async () => {
+      const id = `l${polls++}`;
+      await probe.send({ type: "list", id, filter: { statuses: ["queued"] }, limit: 500 });
+      return ((await probe.reply(id)).items as unknown[]).length >= count;
+    }, `${count} tasks recorded and waiting for their confirm`);
+    first.kill("SIGKILL");
+    await first.status;
+    await probe.close();
+    await proxy.cut();
+    proxy.restore();
+    stack.use(await startServer(queues, serverArgs));
+
+    const results = await withDeadline(stuck, "the stuck tasks to run", 60_000);
+    for (const result of results) assert.equal(result.status, "succeeded", JSON.stringify(result));
+    const duplicated = [...seen.values()].reduce((n, c) => n + Math.max(0, c - 1), 0);
+    await report({
+      escenario: "kill -9 del servidor con envíos sin confirmar del broker",
+      tareas: 2 * count,
+      fallos: `broker mudo para el servidor y kill -9 con ${count} envíos sin confirmar`,
+      resultados: seen.size,
+      duplicadosEntregados: duplicated,
+      perdidas: 2 * count - seen.size,
+      ms: Date.now() - started,
+    });
+    assert.equal(seen.size, 2 * count, "every task resolved");
+    assert.equal(duplicated, 0, "no result was seen twice");
   },
 });

@@ -13,6 +13,7 @@ import {
   resultCounts,
   scaled,
   sendSubmits,
+  serverStopStats,
   type TaskSpec,
   tempDir,
   waitUntil,
@@ -68,6 +69,7 @@ async function sigtermScenario(options: {
     () => leaving.lines.filter((l) => l.startsWith("[saliente] ✓")).length >= 3,
     "the leaving worker to finish some tasks",
   );
+  const doneAtSignal = leaving.lines.filter((l) => l.startsWith("[saliente] ✓")).length;
   leaving.kill("SIGTERM");
   const status = await leaving.status;
   assert.equal(status.code, 0, leaving.lines.join("\n"));
@@ -79,6 +81,7 @@ async function sigtermScenario(options: {
   );
   await staying.stop();
   await server.stop();
+  const absorbed = serverStopStats(server.lines);
 
   const counts = resultCounts(client.frames);
   const runs = completions([leaving.lines, staying.lines]);
@@ -88,9 +91,10 @@ async function sigtermScenario(options: {
   await report({
     escenario: options.label,
     tareas: taskIds.length,
-    fallos: `SIGTERM a 1 de 2 workers tras ${byLeaving} tareas suyas`,
+    fallos: `SIGTERM a 1 de 2 workers tras ${doneAtSignal} tareas suyas; terminó ${byLeaving}`,
     resultados: counts.size,
     duplicadosEntregados: extraResults(counts),
+    ...(absorbed === undefined ? {} : { duplicadosAbsorbidos: absorbed.duplicates }),
     perdidas: lost,
     ms: Date.now() - started,
     notas: `${twice} tareas ejecutadas hasta el final dos veces`,
