@@ -10,6 +10,7 @@ import * as log from "../shared/log.ts";
 import { simulate } from "../client/simulate.ts";
 import { formatSummary } from "../client/summary.ts";
 import type { SimulatedTask } from "../client/stats.ts";
+import { RoleProcess } from "./role_process.ts";
 
 const ROOT = fileURLToPath(new URL("../", import.meta.url));
 const AMQP_URL = Deno.env.get("AMQP_URL") ?? "amqp://guest:guest@127.0.0.1:5672";
@@ -64,66 +65,26 @@ async function ensureRabbit(): Promise<boolean> {
   return false;
 }
 
-/** A child role process whose lines are echoed with a prefix. */
-class Role {
-  readonly #child: Deno.ChildProcess;
-  readonly #label: string;
-  readonly #ready = Promise.withResolvers<RegExpMatchArray>();
-  readonly #readyRe: RegExp;
-  readonly #pumps: Promise<void>[];
-
-  constructor(label: string, script: string, args: string[], readyRe: RegExp) {
-    this.#label = label;
-    this.#readyRe = readyRe;
-    this.#child = new Deno.Command(Deno.execPath(), {
-      args: [
-        "run",
-        "--allow-net",
-        "--allow-env",
-        "--allow-read",
-        "--allow-write",
-        "--allow-sys=hostname",
-        script,
-        ...args,
-      ],
-      cwd: ROOT,
-      env: { AMQP_URL, NO_COLOR: "1" },
-      stdin: "null",
-      stdout: "piped",
-      stderr: "piped",
-    }).spawn();
-    this.#pumps = [this.#pump(this.#child.stdout), this.#pump(this.#child.stderr)];
-    this.#child.status.then((s) => {
-      this.#ready.reject(new Error(`${label} terminó antes de estar listo (código ${s.code})`));
-    });
-  }
-
-  ready(): Promise<RegExpMatchArray> {
-    return this.#ready.promise;
-  }
-
-  async #pump(stream: ReadableStream<Uint8Array>): Promise<void> {
-    let rest = "";
-    for await (const chunk of stream.pipeThrough(new TextDecoderStream())) {
-      rest += chunk;
-      const lines = rest.split("\n");
-      rest = lines.pop() ?? "";
-      for (const line of lines) {
-        log.event(`[${this.#label}] ${line}`);
-        const match = line.match(this.#readyRe);
-        if (match) this.#ready.resolve(match);
-      }
-    }
-  }
-
-  async stop(): Promise<void> {
-    try {
-      this.#child.kill("SIGTERM");
-    } catch {
-      // already gone
-    }
-    await this.#child.status;
-    await Promise.all(this.#pumps);
+/** Starts a role whose lines are echoed with a prefix, and waits for its ready line. */
+async function startRole(
+  label: string,
+  script: string,
+  args: string[],
+  readyRe: RegExp,
+): Promise<{ role: RoleProcess; ready: RegExpMatchArray }> {
+  const role = new RoleProcess(script, args, {
+    env: { AMQP_URL },
+    onLine: (line) => log.event(`[${label}] ${line}`),
+  });
+  const exited = role.status.then((s): never => {
+    throw new Error(`${label} terminó antes de estar listo (código ${s.code})`);
+  });
+  exited.catch(() => {}); // a normal exit after being ready is not an error
+  try {
+    return { role, ready: await Promise.race([role.waitFor(readyRe, 60_000), exited]) };
+  } catch (err) {
+    await role.stop();
+    throw err;
   }
 }
 
@@ -149,20 +110,19 @@ async function main(): Promise<number> {
     "--data-dir",
     dataDir,
   ];
-  const roles: Role[] = [];
+  const roles: RoleProcess[] = [];
   try {
-    const server = new Role(
+    const server = await startRole(
       "servidor",
       "server.ts",
       ["--host", "127.0.0.1", "--port", "0", ...queueArgs],
       /^Escuchando en 127\.0\.0\.1:(\d+)$/,
     );
-    roles.push(server);
-    const port = Number((await server.ready())[1]);
+    roles.push(server.role);
+    const port = Number(server.ready[1]);
     for (const name of ["worker1", "worker2"]) {
-      const worker = new Role(name, "worker.ts", [name, "--quiet", ...queueArgs], /listo/);
-      roles.push(worker);
-      await worker.ready();
+      const worker = await startRole(name, "worker.ts", [name, "--quiet", ...queueArgs], /listo/);
+      roles.push(worker.role);
     }
     log.flushLog();
     log.info(

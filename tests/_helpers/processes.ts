@@ -4,11 +4,9 @@
  *
  * @module
  */
-import { fileURLToPath } from "node:url";
 import { deleteTopology, type QueueNames } from "../../shared/adapters/rabbitmq.ts";
 import { AMQP_URL } from "./services.ts";
-
-const ROOT = fileURLToPath(new URL("../../", import.meta.url));
+import { RoleProcess as BaseRoleProcess } from "../../scripts/role_process.ts";
 
 /** Unique queue names for one test, so tests never share a broker queue. */
 export function uniqueQueues(label = "t"): QueueNames & AsyncDisposable {
@@ -25,111 +23,10 @@ export function uniqueQueues(label = "t"): QueueNames & AsyncDisposable {
   };
 }
 
-/** A child process whose output lines are collected, and that can be awaited for a line. */
-export class RoleProcess implements AsyncDisposable {
-  readonly #child: Deno.ChildProcess;
-  readonly lines: string[] = [];
-  readonly #waiters: { re: RegExp; resolve: (m: RegExpMatchArray) => void }[] = [];
-  readonly #pumps: Promise<void>[];
-  readonly status: Promise<Deno.CommandStatus>;
-  #exited = false;
-
+/** A role process (see `scripts/role_process.ts`) pointed at the tests' broker. */
+export class RoleProcess extends BaseRoleProcess {
   constructor(script: string, args: string[], env: Record<string, string> = {}) {
-    this.#child = new Deno.Command(Deno.execPath(), {
-      args: [
-        "run",
-        "--allow-net",
-        "--allow-env",
-        "--allow-read",
-        "--allow-write",
-        "--allow-sys=hostname",
-        script,
-        ...args,
-      ],
-      cwd: ROOT,
-      env: { AMQP_URL, NO_COLOR: "1", ...env },
-      stdin: "null",
-      stdout: "piped",
-      stderr: "piped",
-    }).spawn();
-    this.#pumps = [this.#pump(this.#child.stdout), this.#pump(this.#child.stderr)];
-    this.status = this.#child.status.then((s) => {
-      this.#exited = true;
-      return s;
-    });
-  }
-
-  /** The process id. */
-  get pid(): number {
-    return this.#child.pid;
-  }
-
-  async #pump(stream: ReadableStream<Uint8Array>): Promise<void> {
-    let rest = "";
-    for await (const chunk of stream.pipeThrough(new TextDecoderStream())) {
-      rest += chunk;
-      const parts = rest.split("\n");
-      rest = parts.pop() ?? "";
-      for (const line of parts) this.#line(line);
-    }
-    if (rest) this.#line(rest);
-  }
-
-  #line(line: string): void {
-    this.lines.push(line);
-    for (let i = this.#waiters.length - 1; i >= 0; i--) {
-      const waiter = this.#waiters[i]!;
-      const match = line.match(waiter.re);
-      if (match) {
-        this.#waiters.splice(i, 1);
-        waiter.resolve(match);
-      }
-    }
-  }
-
-  /** Resolves with the first line (already printed or to come) that matches, or rejects after `timeoutMs`. */
-  waitFor(re: RegExp, timeoutMs = 15_000): Promise<RegExpMatchArray> {
-    for (const line of this.lines) {
-      const match = line.match(re);
-      if (match) return Promise.resolve(match);
-    }
-    const { promise, resolve, reject } = Promise.withResolvers<RegExpMatchArray>();
-    const waiter = { re, resolve };
-    this.#waiters.push(waiter);
-    const timer = setTimeout(() => {
-      const i = this.#waiters.indexOf(waiter);
-      if (i >= 0) this.#waiters.splice(i, 1);
-      reject(
-        new Error(
-          `No line matched ${re} within ${timeoutMs} ms; output:\n${this.lines.join("\n")}`,
-        ),
-      );
-    }, timeoutMs);
-    return promise.finally(() => clearTimeout(timer));
-  }
-
-  /** Sends a signal (if still running). */
-  kill(signal: Deno.Signal = "SIGTERM"): void {
-    if (this.#exited) return;
-    try {
-      this.#child.kill(signal);
-    } catch {
-      // already gone
-    }
-  }
-
-  /** Stops the process with SIGTERM (SIGKILL after 10 s) and waits for it and its output. */
-  async stop(): Promise<Deno.CommandStatus> {
-    this.kill("SIGTERM");
-    const timer = setTimeout(() => this.kill("SIGKILL"), 10_000);
-    const status = await this.status;
-    clearTimeout(timer);
-    await Promise.all(this.#pumps);
-    return status;
-  }
-
-  async [Symbol.asyncDispose](): Promise<void> {
-    await this.stop();
+    super(script, args, { env: { AMQP_URL, ...env } });
   }
 }
 
