@@ -80,9 +80,14 @@ export async function runWorker(
   beat();
   const heartbeats = setInterval(beat, config.heartbeatMs);
   log.info("Conectado a RabbitMQ");
+  const isolated = registry.names().filter((type) => registry.get(type)?.isolated);
   log.info(
     `Worker ${name} listo: concurrencia ${config.concurrency}, tareas ${
       registry.names().join(", ")
+    }${
+      isolated.length === 0
+        ? ""
+        : ` (en hilos aparte: ${isolated.join(", ")}; hasta ${registry.maxThreads} a la vez)`
     }`,
   );
   const reason = await Promise.race([shutdownSignal(), broker.closed()]);
@@ -95,6 +100,7 @@ export async function runWorker(
   beat();
   await broker.stopConsuming();
   await runner.drain(config.drainTimeoutMs);
+  await registry.close();
   clearInterval(heartbeats);
   await broker.drain();
   await blobs.close();

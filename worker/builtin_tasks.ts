@@ -3,8 +3,6 @@
  *
  * @module
  */
-import { createHash } from "node:crypto";
-import { setImmediate } from "node:timers";
 import { setTimeout as sleep } from "node:timers/promises";
 import { ColmenaError } from "../shared/errors.ts";
 import { echoTask, hashTask, numbersTask, sleepTask, textTask } from "../shared/tasks.ts";
@@ -41,32 +39,15 @@ export function analyzeNumbers(
   return { count: numbers.length, sum, avg: sum / numbers.length, min, max };
 }
 
-const HASH_SLICE = 20_000;
+/** `hash` chains this long or shorter run on the worker's event loop; longer ones run in a thread. */
+export const INLINE_HASH_ITERATIONS = 1_000;
+
+export { iteratedSha256 } from "./isolated/hash.ts";
 
 /**
- * `hash`: SHA-256 of the UTF-8 data, then again over each previous raw digest; lowercase hex.
- *
- * Long chains yield to the event loop every 20,000 rounds, so the worker stays responsive and an abort
- * (timeout, shutdown) takes effect.
+ * Registers the built-in task types, the same way a user's task type is registered. `hash`, the CPU-bound
+ * one, is isolated: long chains run in a thread, which a timeout terminates.
  */
-export async function iteratedSha256(
-  data: string,
-  iterations: number,
-  signal?: AbortSignal,
-): Promise<string> {
-  let digest = createHash("sha256").update(data, "utf8").digest();
-  for (let done = 1; done < iterations;) {
-    const until = Math.min(iterations, done + HASH_SLICE);
-    for (; done < until; done++) digest = createHash("sha256").update(digest).digest();
-    if (done < iterations) {
-      await new Promise((resolve) => setImmediate(resolve));
-      signal?.throwIfAborted();
-    }
-  }
-  return digest.toString("hex");
-}
-
-/** Registers the built-in task types, the same way a user's task type is registered. */
 export function registerBuiltinTasks(registry: TaskRegistry): TaskRegistry {
   return registry
     .register(textTask, ({ text }) => processText(text))
@@ -77,7 +58,9 @@ export function registerBuiltinTasks(registry: TaskRegistry): TaskRegistry {
       await sleep(ms, undefined, { signal });
       return { sleptMs: Math.round(performance.now() - start) };
     })
-    .register(hashTask, async ({ data, iterations }, { signal }) => ({
-      sha256: await iteratedSha256(data, iterations, signal),
-    }));
+    .registerIsolated(hashTask, {
+      module: new URL("./isolated/hash.ts", import.meta.url),
+      export: "hash",
+      inlineWhen: ({ iterations }) => iterations <= INLINE_HASH_ITERATIONS,
+    });
 }

@@ -7,6 +7,7 @@
  */
 import type { z } from "zod";
 import type { TaskDefinition } from "../shared/tasks.ts";
+import { ThreadPool, type ThreadPoolOptions } from "./threads.ts";
 
 /** What a handler gets besides its payload. */
 export interface TaskContext {
@@ -24,15 +25,47 @@ export type TaskHandler<Def extends TaskDefinition> = (
   context: TaskContext,
 ) => z.input<Def["output"]> | Promise<z.input<Def["output"]>>;
 
+/**
+ * A handler that runs in a thread of its own: for CPU-bound code that cannot watch an AbortSignal. It is an
+ * exported function of a module (a function cannot cross into a thread; a module can be loaded there), and
+ * it gets only the payload.
+ */
+export interface IsolatedHandler<Def extends TaskDefinition> {
+  /** The module that exports the handler, e.g. `new URL("./my_task.ts", import.meta.url)`. */
+  readonly module: URL;
+  /** The name of the export: `(payload) => output`, or a promise of it. */
+  readonly export: string;
+  /**
+   * Payloads cheap enough to run on the worker's own event loop, sparing them the hop to a thread (the same
+   * export, loaded in the worker). By default every call goes to a thread.
+   */
+  readonly inlineWhen?: (payload: z.output<Def["input"]>) => boolean;
+}
+
 /** A registered task type. */
 export interface Registration {
   readonly definition: TaskDefinition;
   readonly handler: (payload: unknown, context: TaskContext) => unknown;
+  /** Whether the handler runs in a thread (some payloads may still run inline). */
+  readonly isolated: boolean;
 }
 
-/** The task types a worker can run. */
-export class TaskRegistry {
+/** Options of {@linkcode TaskRegistry}. */
+export interface TaskRegistryOptions {
+  /** The threads of isolated handlers. */
+  readonly threads?: ThreadPoolOptions;
+}
+
+/**
+ * The task types a worker can run. Dispose of it (or `close()` it) to end the threads of isolated handlers.
+ */
+export class TaskRegistry implements AsyncDisposable {
   readonly #entries = new Map<string, Registration>();
+  readonly #threads: ThreadPool;
+
+  constructor(options: TaskRegistryOptions = {}) {
+    this.#threads = new ThreadPool(options.threads);
+  }
 
   /** Registers a task type; registering a name twice is a programmer error. */
   register<Def extends TaskDefinition>(definition: Def, handler: TaskHandler<Def>): this {
@@ -42,7 +75,42 @@ export class TaskRegistry {
     this.#entries.set(definition.name, {
       definition,
       handler: handler as (payload: unknown, context: TaskContext) => unknown,
+      isolated: false,
     });
+    return this;
+  }
+
+  /**
+   * Registers a task type whose handler runs in a thread: the worker stays responsive however long it
+   * computes, and a timeout or a shutdown terminates the thread instead of waiting for the handler.
+   */
+  registerIsolated<Def extends TaskDefinition>(
+    definition: Def,
+    isolated: IsolatedHandler<Def>,
+  ): this {
+    const threads = this.#threads;
+    let inline: Promise<(payload: unknown) => unknown> | undefined;
+    const loadInline = () =>
+      inline ??= import(isolated.module.href).then((module) => {
+        const fn = (module as Record<string, unknown>)[isolated.export];
+        if (typeof fn !== "function") {
+          throw new TypeError(
+            `${isolated.module} does not export a function named "${isolated.export}"`,
+          );
+        }
+        return fn as (payload: unknown) => unknown;
+      });
+    // The runner checks the output against the definition's schema, as for any handler.
+    this.register(
+      definition,
+      (payload, { signal }) =>
+        (isolated.inlineWhen?.(payload) === true
+          ? loadInline().then((fn) => fn(payload))
+          : threads.run(isolated.module, isolated.export, payload, signal)) as Promise<
+            z.input<Def["output"]>
+          >,
+    );
+    this.#entries.set(definition.name, { ...this.#entries.get(definition.name)!, isolated: true });
     return this;
   }
 
@@ -54,5 +122,19 @@ export class TaskRegistry {
   /** The names of every registered task type. */
   names(): string[] {
     return [...this.#entries.keys()];
+  }
+
+  /** Most threads the isolated handlers use at once. */
+  get maxThreads(): number {
+    return this.#threads.maxThreads;
+  }
+
+  /** Ends the threads of isolated handlers; calls still running in them are rejected. */
+  async close(): Promise<void> {
+    await this.#threads.close();
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.close();
   }
 }

@@ -9,6 +9,7 @@ import { createHash } from "node:crypto";
 import { TASK_TYPES } from "../../shared/tasks.ts";
 import {
   analyzeNumbers,
+  INLINE_HASH_ITERATIONS,
   iteratedSha256,
   processText,
   registerBuiltinTasks,
@@ -107,67 +108,65 @@ Deno.test("analyzeNumbers works on a 200000-element array", () => {
   });
 });
 
-Deno.test('iteratedSha256 matches the FIPS 180-2 vector for one iteration of "abc"', async () => {
+Deno.test('iteratedSha256 matches the FIPS 180-2 vector for one iteration of "abc"', () => {
   assert.equal(
-    await iteratedSha256("abc", 1),
+    iteratedSha256("abc", 1),
     "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad",
   );
 });
 
-Deno.test("iteratedSha256 hashes the raw digest, not its hex, on the second iteration", async () => {
+Deno.test("iteratedSha256 hashes the raw digest, not its hex, on the second iteration", () => {
   assert.equal(
-    await iteratedSha256("abc", 2),
+    iteratedSha256("abc", 2),
     "4f8b42c22dd3729b519ba6f68d2da7cc5b2d606d05daed5ad5128cc03e6c6358",
   );
 });
 
-Deno.test("iteratedSha256 hashes the empty string", async () => {
+Deno.test("iteratedSha256 hashes the empty string", () => {
   assert.equal(
-    await iteratedSha256("", 1),
+    iteratedSha256("", 1),
     "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855",
   );
 });
 
-Deno.test("iteratedSha256 encodes the data as UTF-8", async () => {
-  assert.equal(await iteratedSha256("ñandú 👍", 1), referenceSha256("ñandú 👍", 1));
-  assert.notEqual(await iteratedSha256("ñ", 1), await iteratedSha256("n", 1));
+Deno.test("iteratedSha256 encodes the data as UTF-8", () => {
+  assert.equal(iteratedSha256("ñandú 👍", 1), referenceSha256("ñandú 👍", 1));
+  assert.notEqual(iteratedSha256("ñ", 1), iteratedSha256("n", 1));
 });
 
-Deno.test("iteratedSha256 matches a reference chain of 3 iterations", async () => {
-  assert.equal(await iteratedSha256("abc", 3), referenceSha256("abc", 3));
+Deno.test("iteratedSha256 matches a reference chain of 3 iterations", () => {
+  assert.equal(iteratedSha256("abc", 3), referenceSha256("abc", 3));
 });
 
-Deno.test("iteratedSha256 matches a reference chain across its slice boundaries", async () => {
-  for (const iterations of [20_000, 20_001, 40_001]) {
-    assert.equal(
-      await iteratedSha256("colmena", iterations),
-      referenceSha256("colmena", iterations),
-      `${iterations} iterations`,
-    );
+Deno.test("iteratedSha256 matches a reference chain of 50000 iterations", () => {
+  assert.equal(iteratedSha256("abc", 50_000), referenceSha256("abc", 50_000));
+});
+
+Deno.test("the built-in hash handler runs long chains in a thread and short ones inline, alike", async () => {
+  await using registry = registerBuiltinTasks(new TaskRegistry());
+  const registration = registry.get("hash");
+  assert.ok(registration?.isolated);
+  const context: TaskContext = { signal: new AbortController().signal, taskId: "t-4", attempt: 1 };
+  for (const iterations of [INLINE_HASH_ITERATIONS, INLINE_HASH_ITERATIONS + 1, 30_000]) {
+    assert.deepEqual(await registration.handler({ data: "colmena", iterations }, context), {
+      sha256: referenceSha256("colmena", iterations),
+    });
   }
 });
 
-Deno.test("iteratedSha256 matches a reference chain of 50000 iterations", async () => {
-  assert.equal(await iteratedSha256("abc", 50_000), referenceSha256("abc", 50_000));
-});
-
-Deno.test("iteratedSha256 rejects with the abort reason when aborted during a long chain", async () => {
+Deno.test("the built-in hash handler rejects with the abort reason when a long chain is aborted", async () => {
+  await using registry = registerBuiltinTasks(new TaskRegistry());
+  const registration = registry.get("hash");
+  assert.ok(registration);
   const controller = new AbortController();
-  const pending = iteratedSha256("abc", 1_000_000, controller.signal);
-  // The first slice runs before the call returns; abort between slices.
-  queueMicrotask(() => controller.abort());
-  await assert.rejects(pending, (err: unknown) => {
-    assert.ok(err instanceof DOMException);
-    assert.equal(err.name, "AbortError");
-    return true;
+  const reason = new ColmenaError("TIMEOUT");
+  const pending = registration.handler({ data: "abc", iterations: 1_000_000 }, {
+    signal: controller.signal,
+    taskId: "t-5",
+    attempt: 1,
   });
-});
-
-Deno.test("iteratedSha256 rejects with a custom abort reason", async () => {
-  const controller = new AbortController();
-  const reason = new Error("apagando");
-  controller.abort(reason);
-  await assert.rejects(iteratedSha256("abc", 100_000, controller.signal), (err: unknown) => {
+  setTimeout(() => controller.abort(reason), 50);
+  await assert.rejects(Promise.resolve(pending), (err: unknown) => {
     assert.equal(err, reason);
     return true;
   });

@@ -1,0 +1,57 @@
+/**
+ * What each thread of the {@linkcode ThreadPool} runs: loads the handler's module (once per thread) and calls
+ * the named export with the payload. A {@linkcode ColmenaError} crosses back as its wire shape, so its code
+ * survives the hop; anything else is rethrown for the pool to report.
+ *
+ * @module
+ */
+import { ColmenaError, type WireError } from "../shared/errors.ts";
+
+/** One call into a thread: which export of which module, and its payload. */
+export interface ThreadCall {
+  /** The module's URL, as a string. */
+  readonly module: string;
+  /** The name of the exported function. */
+  readonly export: string;
+  /** The validated payload. */
+  readonly payload: unknown;
+}
+
+/** What a thread answers: the handler's output, or a typed error it threw. */
+export type ThreadAnswer = { readonly output: unknown } | { readonly error: WireError };
+
+const modules = new Map<string, Promise<Record<string, unknown>>>();
+
+// A handler's error that escapes it (thrown in a timer, a promise nobody awaits) would end the whole worker
+// process, not just this thread: it fails the call in progress instead (one at a time per thread).
+let failCurrent: ((err: unknown) => void) | undefined;
+globalThis.addEventListener("error", (event) => {
+  event.preventDefault();
+  failCurrent?.(event.error);
+});
+globalThis.addEventListener("unhandledrejection", (event) => {
+  event.preventDefault();
+  failCurrent?.(event.reason);
+});
+
+/** Runs one call; the pool's default export. */
+export default async function runInThread(call: ThreadCall): Promise<ThreadAnswer> {
+  let loading = modules.get(call.module);
+  if (loading === undefined) {
+    loading = import(call.module) as Promise<Record<string, unknown>>;
+    modules.set(call.module, loading);
+  }
+  const handler = (await loading)[call.export];
+  if (typeof handler !== "function") {
+    throw new TypeError(`${call.module} does not export a function named "${call.export}"`);
+  }
+  const escaped = new Promise<never>((_, reject) => failCurrent = reject);
+  try {
+    return { output: await Promise.race([handler(call.payload), escaped]) };
+  } catch (err) {
+    if (err instanceof ColmenaError) return { error: err.toWire() };
+    throw err;
+  } finally {
+    failCurrent = undefined;
+  }
+}

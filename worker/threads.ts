@@ -1,0 +1,91 @@
+/**
+ * A pool of threads for task handlers that must not run on the worker's event loop: CPU-bound code that
+ * cannot watch its AbortSignal. The worker keeps answering (heartbeats, acks, other tasks) while such a
+ * handler runs, and aborting a task (timeout, shutdown) that is running terminates its thread; the pool
+ * starts another in its place.
+ *
+ * Threads come from Piscina (`node:worker_threads`, which Deno provides); they start on the first call and
+ * stay until the pool is closed. Each thread loads `thread_entry.ts`, which loads the handler's module.
+ *
+ * @module
+ */
+import { Piscina } from "piscina";
+import { ColmenaError } from "../shared/errors.ts";
+import type { ThreadAnswer, ThreadCall } from "./thread_entry.ts";
+
+const ENTRY = new URL("./thread_entry.ts", import.meta.url).href;
+
+/** Options of {@linkcode ThreadPool}. */
+export interface ThreadPoolOptions {
+  /** Most threads at once; calls beyond them wait their turn. Defaults to the number of CPU cores. */
+  readonly maxThreads?: number;
+}
+
+/** Threads that run exported functions by module and name; started on first use. */
+export class ThreadPool implements AsyncDisposable {
+  readonly #maxThreads: number;
+  #pool: Piscina | undefined;
+  #closed = false;
+
+  constructor(options: ThreadPoolOptions = {}) {
+    this.#maxThreads = Math.max(1, options.maxThreads ?? navigator.hardwareConcurrency ?? 1);
+  }
+
+  /** Most threads at once. */
+  get maxThreads(): number {
+    return this.#maxThreads;
+  }
+
+  /** Threads alive right now. */
+  get threads(): number {
+    return this.#pool?.threads.length ?? 0;
+  }
+
+  /**
+   * Calls `exportName` of `module` with `payload` in a thread. Rejects with `signal`'s reason once it aborts,
+   * terminating the thread if the call had started; a typed error thrown by the handler keeps its code.
+   */
+  async run(
+    module: URL | string,
+    exportName: string,
+    payload: unknown,
+    signal?: AbortSignal,
+  ): Promise<unknown> {
+    if (this.#closed) throw new ColmenaError("SHUTTING_DOWN");
+    signal?.throwIfAborted();
+    const call: ThreadCall = { module: String(module), export: exportName, payload };
+    let answer: ThreadAnswer;
+    try {
+      answer = await this.#threads().run(call, signal === undefined ? {} : { signal });
+    } catch (err) {
+      // Piscina rejects with its own AbortError; the caller wants the reason it gave.
+      if (signal?.aborted) throw signal.reason;
+      throw err;
+    }
+    if ("error" in answer) throw ColmenaError.fromWire(answer.error);
+    return answer.output;
+  }
+
+  /** Ends every thread; calls still running are rejected. */
+  async close(): Promise<void> {
+    this.#closed = true;
+    const pool = this.#pool;
+    this.#pool = undefined;
+    await pool?.destroy();
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.close();
+  }
+
+  #threads(): Piscina {
+    // All threads stay up once started: Piscina 5.3 replaces a thread terminated by an abort only to keep
+    // `minThreads`, and with fewer the calls waiting in its queue would wait for ever.
+    this.#pool ??= new Piscina({
+      filename: ENTRY,
+      minThreads: this.#maxThreads,
+      maxThreads: this.#maxThreads,
+    });
+    return this.#pool;
+  }
+}
