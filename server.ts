@@ -8,8 +8,12 @@
  */
 import { connectServerBroker } from "./shared/adapters/rabbitmq.ts";
 import { envNames, loadConfig, type ServerConfig } from "./shared/config.ts";
-import { ColmenaError } from "./shared/errors.ts";
-import { exitOnConfigError, readEnv, shutdownSignal } from "./shared/lifecycle.ts";
+import {
+  exitOnConfigError,
+  exitOnStartupError,
+  readEnv,
+  shutdownSignal,
+} from "./shared/lifecycle.ts";
 import * as log from "./shared/log.ts";
 import { ColmenaServer } from "./server/app.ts";
 import { describeStore, openTaskStore, schedulePruning } from "./server/stores.ts";
@@ -96,14 +100,10 @@ if (import.meta.main) {
   try {
     await runServer(config);
   } catch (err) {
-    if (err instanceof ColmenaError) {
-      log.error(err.message, err.cause);
-      Deno.exit(1);
-    }
     if (err instanceof Deno.errors.AddrInUse) {
       log.error(`El puerto ${config.port} ya está en uso en ${config.host}`);
       Deno.exit(1);
     }
-    throw err;
+    exitOnStartupError(err);
   }
 }

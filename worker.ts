@@ -7,8 +7,12 @@
  */
 import { connectWorkerBroker } from "./shared/adapters/rabbitmq.ts";
 import { type ConfigInput, envNames, loadConfig, type WorkerConfig } from "./shared/config.ts";
-import { ColmenaError } from "./shared/errors.ts";
-import { exitOnConfigError, readEnv, shutdownSignal } from "./shared/lifecycle.ts";
+import {
+  exitOnConfigError,
+  exitOnStartupError,
+  readEnv,
+  shutdownSignal,
+} from "./shared/lifecycle.ts";
 import * as log from "./shared/log.ts";
 import { openBlobStore } from "./shared/blobs.ts";
 import { registerBuiltinTasks } from "./worker/builtin_tasks.ts";
@@ -122,11 +126,7 @@ export async function workerMain(input: ConfigInput, registry?: TaskRegistry): P
   try {
     await runWorker(config, registry);
   } catch (err) {
-    if (err instanceof ColmenaError) {
-      log.error(err.message, err.cause);
-      Deno.exit(1);
-    }
-    throw err;
+    exitOnStartupError(err);
   }
 }
 

@@ -4,6 +4,7 @@
  * @module
  */
 import { ConfigError } from "./config.ts";
+import { ColmenaError } from "./errors.ts";
 import * as log from "./log.ts";
 
 /** Resolves with the name of the first SIGINT or SIGTERM received; a second one exits at once. */
@@ -45,4 +46,33 @@ export function readEnv(names: readonly string[]): Record<string, string> {
     if (value !== undefined) env[name] = value;
   }
   return env;
+}
+
+/**
+ * Prints, in Spanish, why a role could not start or had to stop, and exits with status 1: a typed error, a
+ * Deno permission the role was not given, a file or folder the system does not let it use, a port in use.
+ * Anything else is a bug and is rethrown, stack and all.
+ */
+export function exitOnStartupError(err: unknown): never {
+  if (err instanceof ColmenaError) {
+    log.error(err.message, err.cause);
+    Deno.exit(1);
+  }
+  if (err instanceof Deno.errors.NotCapable) {
+    log.error(
+      `Falta un permiso de Deno: ${err.message}. Las tareas de deno.json solo dejan leer y escribir ` +
+        "bajo ./data: use una carpeta de datos dentro de ./data, o ejecute el fichero con los permisos " +
+        "de la carpeta que quiera",
+    );
+    Deno.exit(1);
+  }
+  if (err instanceof Deno.errors.PermissionDenied) {
+    log.error(`El sistema no permite el acceso: ${err.message}`);
+    Deno.exit(1);
+  }
+  if (err instanceof Deno.errors.AddrInUse) {
+    log.error(`La dirección ya está en uso: ${err.message}`);
+    Deno.exit(1);
+  }
+  throw err;
 }

@@ -521,9 +521,9 @@ export class SqliteTaskStore implements TaskStore {
  * and brings its schema up to date. Rejects with `STORE_UNAVAILABLE` when the file cannot be used.
  */
 export async function openSqliteTaskStore(path: string): Promise<SqliteTaskStore> {
-  if (path !== ":memory:") await mkdir(dirname(path), { recursive: true });
   let db: DatabaseSync | undefined;
   try {
+    if (path !== ":memory:") await mkdir(dirname(path), { recursive: true });
     db = new DatabaseSync(path);
     db.exec("PRAGMA journal_mode = WAL");
     // FULL: a task answered `accepted` must survive a power loss. In WAL mode NORMAL skips the fsync at each
@@ -537,6 +537,10 @@ export async function openSqliteTaskStore(path: string): Promise<SqliteTaskStore
   } catch (err) {
     db?.close();
     // A missing permission is a deployment mistake, not an outage: it goes up as it is, naming the flag.
-    throw err instanceof Deno.errors.NotCapable ? err : storeError(err);
+    if (err instanceof Deno.errors.NotCapable || err instanceof ColmenaError) throw err;
+    throw new ColmenaError("STORE_UNAVAILABLE", {
+      message: `No se puede abrir la base de datos SQLite ${path}`,
+      cause: err,
+    });
   }
 }
