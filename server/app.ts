@@ -77,6 +77,8 @@ const OUTPUT_REF = /^tasks\/[0-9a-f-]{36}\/output$/;
 const DOWNLOAD_CHUNK_BYTES = 768 * 1024;
 /** Records a `watch` reads at once. */
 const WATCH_BATCH = 16;
+/** Request types answered before their handler returns: they take no `maxPending` slot. */
+const ANSWERED_AT_ONCE: ReadonlySet<Request["type"]> = new Set(["hello", "ping", "workers"]);
 const encoder = new TextEncoder();
 
 /** Counters that describe the server's work so far. */
@@ -265,10 +267,26 @@ export class ColmenaServer {
       );
       return;
     }
+    // Requests answered on the spot need no slot; the rest hold one until answered.
+    const slot = !ANSWERED_AT_ONCE.has(decoded.value.type);
+    if (slot && client.pending >= this.#config.maxPending) {
+      this.#replyError(
+        client,
+        decoded.value.id,
+        new ColmenaError("OVERLOADED", {
+          message:
+            `Demasiadas peticiones sin responder en esta conexión (máximo ${this.#config.maxPending})`,
+        }),
+      );
+      return;
+    }
+    if (slot) client.pending++;
     this.#dispatch(client, decoded.value).catch((err: unknown) => {
       const error = toColmenaError(err);
       if (error.code === "INTERNAL") log.error("Error interno atendiendo una petición", err);
       this.#replyError(client, decoded.value.id, error);
+    }).finally(() => {
+      if (slot) client.pending--;
     });
   }
 
@@ -334,16 +352,6 @@ export class ColmenaServer {
         new ColmenaError(this.#stopping ? "SHUTTING_DOWN" : "BROKER_UNAVAILABLE"),
       );
     }
-    if (client.pending >= this.#config.maxPending) {
-      return this.#replyError(
-        client,
-        request.id,
-        new ColmenaError("OVERLOADED", {
-          message:
-            `Demasiadas peticiones sin responder en esta conexión (máximo ${this.#config.maxPending})`,
-        }),
-      );
-    }
     const type = valid.value.type;
     const file = request.task.file;
     if (file !== undefined && !UPLOAD_REF.test(file.ref)) {
@@ -385,53 +393,48 @@ export class ColmenaServer {
       timeoutMs: options.timeoutMs ?? TASKS[type].defaultTimeoutMs,
       ...(options.idempotencyKey === undefined ? {} : { idempotencyKey: options.idempotencyKey }),
     };
-    client.pending++;
     const store = this.#deps.store;
+    const { taskId: recorded, created } = await store.create(newTask);
+    const message: TaskMessage = {
+      v: QUEUE_FORMAT,
+      taskId: recorded,
+      type,
+      payload,
+      client: newTask.client,
+      origin: this.serverId,
+      priority: newTask.priority,
+      timeoutMs: newTask.timeoutMs,
+      submittedAt: newTask.submittedAt,
+      attempt: 1,
+      maxAttempts: newTask.maxAttempts,
+      deliveries: 1,
+      ...(payloadRef === undefined ? {} : { payloadRef }),
+      ...(file === undefined ? {} : { file }),
+    };
+    if (!created) return await this.#resubmitted(client, request.id, { broker, message });
+    const target: PushTarget = { conn: client, accepted: false };
+    this.#pushes.set(taskId, target);
+    client.awaiting.add(taskId);
+    const publishing = this.#publishSurely(broker, message);
+    this.#inFlight.set(taskId, publishing.catch(() => {}));
     try {
-      const { taskId: recorded, created } = await store.create(newTask);
-      const message: TaskMessage = {
-        v: QUEUE_FORMAT,
-        taskId: recorded,
-        type,
-        payload,
-        client: newTask.client,
-        origin: this.serverId,
-        priority: newTask.priority,
-        timeoutMs: newTask.timeoutMs,
-        submittedAt: newTask.submittedAt,
-        attempt: 1,
-        maxAttempts: newTask.maxAttempts,
-        deliveries: 1,
-        ...(payloadRef === undefined ? {} : { payloadRef }),
-        ...(file === undefined ? {} : { file }),
-      };
-      if (!created) return await this.#resubmitted(client, request.id, { broker, message });
-      const target: PushTarget = { conn: client, accepted: false };
-      this.#pushes.set(taskId, target);
-      client.awaiting.add(taskId);
-      const publishing = this.#publishSurely(broker, message);
-      this.#inFlight.set(taskId, publishing.catch(() => {}));
-      try {
-        await publishing;
-      } catch (err) {
-        this.stats.rejected++;
-        this.#inFlight.delete(taskId);
-        if (this.#pushes.get(taskId) === target) this.#pushes.delete(taskId);
-        client.awaiting.delete(taskId);
-        await store.remove(taskId).catch((e) =>
-          log.error("No se pudo borrar una tarea rechazada", e)
-        );
-        if (payloadRef !== undefined) await this.#deps.blobs.delete([payloadRef]).catch(() => {});
-        throw err;
-      }
+      await publishing;
+    } catch (err) {
+      this.stats.rejected++;
       this.#inFlight.delete(taskId);
-      this.stats.accepted++;
-      target.accepted = true;
-      client.send({ type: "accepted", id: request.id, taskId });
-      if (target.result !== undefined) this.#deliver(taskId, target, target.result);
-    } finally {
-      client.pending--;
+      if (this.#pushes.get(taskId) === target) this.#pushes.delete(taskId);
+      client.awaiting.delete(taskId);
+      await store.remove(taskId).catch((e) =>
+        log.error("No se pudo borrar una tarea rechazada", e)
+      );
+      if (payloadRef !== undefined) await this.#deps.blobs.delete([payloadRef]).catch(() => {});
+      throw err;
     }
+    this.#inFlight.delete(taskId);
+    this.stats.accepted++;
+    target.accepted = true;
+    client.send({ type: "accepted", id: request.id, taskId });
+    if (target.result !== undefined) this.#deliver(taskId, target, target.result);
   }
 
   /**

@@ -2,12 +2,14 @@
  * End to end: every error code of the protocol, each answered in Spanish with the connection still usable.
  */
 import assert from "node:assert/strict";
-import { AMQP_URL, needsRabbit } from "../_helpers/services.ts";
+import { dropPostgresSchema } from "../../shared/adapters/postgres.ts";
+import { AMQP_URL, DATABASE_URL, needsPostgres, needsRabbit } from "../_helpers/services.ts";
 import { startServer, startWorker, uniqueQueues } from "../_helpers/processes.ts";
 import { RawClient } from "../_helpers/raw_client.ts";
 import { TcpProxy } from "../_helpers/tcp_proxy.ts";
 
 const rabbit = await needsRabbit();
+const postgres = await needsPostgres();
 
 function isSpanishMessage(message: unknown): boolean {
   return typeof message === "string" && message.length > 5 && !/\bat\s+\S+:\d+/.test(message);
@@ -130,5 +132,81 @@ Deno.test({
     await server.waitFor(/Reconectado a RabbitMQ/, 20_000);
     const after = await client.submit("3", "echo", { message: "después" });
     assert.deepEqual((await client.result(after)).output, { message: "después" });
+  },
+});
+
+Deno.test({
+  name:
+    "a connection with maxPending requests in progress gets OVERLOADED for the next, of any type, and carries on",
+  // PostgreSQL answers over the network, so queries stay in progress while the server reads the burst.
+  ignore: rabbit.ignore || postgres.ignore,
+  async fn() {
+    const maxPending = 5;
+    await using queues = uniqueQueues("pending");
+    const schema = `pending_${crypto.randomUUID().replaceAll("-", "").slice(0, 16)}`;
+    await using _schema = {
+      [Symbol.asyncDispose]: () => dropPostgresSchema(DATABASE_URL, schema),
+    };
+    await using server = await startServer(queues, [
+      "--max-pending",
+      String(maxPending),
+      "--store",
+      "postgres",
+      "--database-url",
+      DATABASE_URL,
+      "--db-schema",
+      schema,
+    ]);
+    await using _worker = await startWorker("worker1", queues, ["--quiet"]);
+    await using client = await RawClient.connect(server.port);
+    const lines = (ids: string[], frame: (id: string, i: number) => unknown) =>
+      ids.map((id, i) => JSON.stringify(frame(id, i)) + "\n").join("");
+    /** Sends the lines in one write, so that the server reads them at once; returns the replies by id. */
+    const burst = async (prefix: string, frame: (id: string, i: number) => unknown) => {
+      const ids = Array.from({ length: 40 }, (_, i) => `${prefix}${i}`);
+      await client.sendRaw(lines(ids, frame));
+      return await Promise.all(ids.map((id) => client.reply(id)));
+    };
+    const overloaded = (replies: { type: string; code?: unknown; message?: unknown }[]) => {
+      const refused = replies.filter((r) => r.type === "error");
+      for (const r of refused) {
+        assert.equal(r.code, "OVERLOADED");
+        assert.ok(isSpanishMessage(r.message));
+        assert.match(String(r.message), new RegExp(`máximo ${maxPending}`));
+      }
+      return refused.length;
+    };
+
+    const submits = await burst("s", (id, i) => ({
+      type: "submit",
+      id,
+      task: { type: "echo", payload: { message: i } },
+    }));
+    const accepted = submits.filter((r) => r.type === "accepted").map((r) => r.taskId as string);
+    const refusedSubmits = overloaded(submits);
+    assert.ok(accepted.length >= maxPending, `${accepted.length} accepted`);
+    assert.ok(refusedSubmits >= 1, "some submits beyond maxPending were refused");
+    assert.equal(accepted.length + refusedSubmits, 40);
+    // Every accepted task still gets its result.
+    await Promise.all(accepted.map((taskId) => client.result(taskId, 30_000)));
+
+    // Queries hold a slot too while the store answers them (a `status` per line, all read at once)...
+    const statuses = await burst("q", (id, i) => ({
+      type: "status",
+      id,
+      taskId: accepted[i % accepted.length],
+    }));
+    assert.ok(overloaded(statuses) >= 1, "some status queries beyond maxPending were refused");
+    for (const r of statuses.filter((r) => r.type !== "error")) assert.equal(r.type, "task");
+
+    // ...but pings are answered on the spot and never refused.
+    const pongs = await burst("p", (id) => ({ type: "ping", id }));
+    assert.ok(
+      pongs.every((r) => r.type === "pong"),
+      JSON.stringify(pongs.find((r) => r.type !== "pong")),
+    );
+
+    // The connection carries on.
+    assert.match(await client.submit("last", "echo", { message: "sigo" }), /^[0-9a-f-]{36}$/);
   },
 });
