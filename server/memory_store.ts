@@ -136,6 +136,17 @@ export class MemoryTaskStore implements TaskStore {
     });
   }
 
+  filesInUse(refs: readonly string[]): Promise<Set<string>> {
+    return this.#run(() => {
+      const wanted = new Set(refs);
+      const found = new Set<string>();
+      for (const record of this.#tasks.values()) {
+        if (record.fileRef !== null && wanted.has(record.fileRef)) found.add(record.fileRef);
+      }
+      return found;
+    });
+  }
+
   get(taskId: string): Promise<TaskView | undefined> {
     return this.#run(() => {
       const record = this.#tasks.get(taskId);
@@ -206,11 +217,19 @@ export class MemoryTaskStore implements TaskStore {
       .sort((a, b) => (a.finishedAt ?? 0) - (b.finishedAt ?? 0))
       .slice(0, max);
     const blobKeys: string[] = [];
+    const files = new Set<string>();
     for (const record of expired) {
       if (record.payloadRef !== null) blobKeys.push(record.payloadRef);
-      if (record.fileRef !== null) blobKeys.push(record.fileRef);
+      if (record.fileRef !== null) files.add(record.fileRef);
       if (record.outputRef !== null) blobKeys.push(record.outputRef);
       this.#delete(record.taskId);
+    }
+    if (files.size > 0) {
+      // An upload several tasks read goes with the last of them.
+      for (const record of this.#tasks.values()) {
+        if (record.fileRef !== null) files.delete(record.fileRef);
+      }
+      blobKeys.push(...files);
     }
     return { removed: expired.length, blobKeys };
   }

@@ -45,16 +45,31 @@ export async function openTaskStore(config: ServerConfig): Promise<TaskStore> {
   }
 }
 
+/** Where the server stores uploaded files (`uploads/<uuid>`). */
+export const UPLOADS_PREFIX = "uploads/";
+
+/** What one {@linkcode pruneOnce} deleted. */
+export interface Pruned {
+  /** Finished records older than the retention. */
+  readonly tasks: number;
+  /** Their objects: payloads, outputs, and the uploaded files no other record reads. */
+  readonly objects: number;
+  /** Uploaded files older than the retention that no record reads (never submitted, or already pruned). */
+  readonly unusedUploads: number;
+}
+
 /**
- * Deletes finished records older than the retention, then their objects; returns how many of each. The
- * records go first: objects of a record whose deletion failed would be lost to a task still on record.
+ * Deletes finished records older than the retention, then their objects, then the uploads older than the
+ * retention that no record reads; returns how many of each. The records go first: objects of a record whose
+ * deletion failed would be lost to a task still on record.
  */
 export async function pruneOnce(
   store: TaskStore,
   blobs: BlobStore,
   retentionMs: number,
-): Promise<{ tasks: number; objects: number }> {
-  const before = new Date(Date.now() - retentionMs).toISOString();
+): Promise<Pruned> {
+  const cutoff = Date.now() - retentionMs;
+  const before = new Date(cutoff).toISOString();
   let tasks = 0;
   let objects = 0;
   for (let round = 0; round < 1_000; round++) {
@@ -64,7 +79,24 @@ export async function pruneOnce(
     objects += blobKeys.length;
     if (removed < 1_000) break;
   }
-  return { tasks, objects };
+  let unusedUploads = 0;
+  const sweep = async (keys: string[]) => {
+    const inUse = await store.filesInUse(keys);
+    const unused = keys.filter((key) => !inUse.has(key));
+    if (unused.length > 0) await blobs.delete(unused);
+    unusedUploads += unused.length;
+  };
+  let old: string[] = [];
+  for await (const { key, modifiedAt } of blobs.list(UPLOADS_PREFIX)) {
+    if (modifiedAt.getTime() >= cutoff) continue;
+    old.push(key);
+    if (old.length === 1_000) {
+      await sweep(old);
+      old = [];
+    }
+  }
+  if (old.length > 0) await sweep(old);
+  return { tasks, objects, unusedUploads };
 }
 
 /** When and how much {@linkcode schedulePruning} deletes. */
@@ -88,11 +120,17 @@ export function schedulePruning(
     if (running) return;
     running = true;
     try {
-      const { tasks, objects } = await pruneOnce(store, blobs, retentionMs);
+      const { tasks, objects, unusedUploads } = await pruneOnce(store, blobs, retentionMs);
       if (tasks > 0) {
         log.info(
           `Retención: ${tasks} tareas terminadas hace más de ${retentionDays} días borradas, ` +
             `con ${objects} objetos`,
+        );
+      }
+      if (unusedUploads > 0) {
+        log.info(
+          `Retención: ${unusedUploads} ficheros subidos hace más de ${retentionDays} días ` +
+            "que ninguna tarea lee, borrados",
         );
       }
     } catch (err) {

@@ -168,9 +168,12 @@ export interface TaskStore {
   list(query: TaskQuery): Promise<TaskPage>;
   /**
    * Deletes final records that finished before `before`, at most `limit` of them; returns how many, and the
-   * blob keys (payload, file and output references) they held, for the caller to delete.
+   * blob keys they held, for the caller to delete: payload and output references, and uploaded files no
+   * other record reads.
    */
   prune(before: string, limit: number): Promise<{ removed: number; blobKeys: string[] }>;
+  /** Which of these uploaded files (`task.file.ref` keys) some record still reads. */
+  filesInUse(refs: readonly string[]): Promise<Set<string>>;
   /** Closes connections and files. */
   close(): Promise<void>;
 }
@@ -185,6 +188,19 @@ export interface BlobStore {
   stream(key: string): Promise<ReadableStream<Uint8Array>>;
   /** Deletes objects; keys that do not exist are ignored. */
   delete(keys: readonly string[]): Promise<void>;
+  /**
+   * Every object whose key starts with `prefix` (e.g. `"uploads/"`), with when it was last written, in no
+   * set order. Objects written or deleted while listing may or may not appear.
+   */
+  list(prefix: string): AsyncIterable<BlobInfo>;
   /** Closes clients and files. */
   close(): Promise<void>;
+}
+
+/** One object, as {@linkcode BlobStore.list} gives it. */
+export interface BlobInfo {
+  /** Its key. */
+  readonly key: string;
+  /** When it was last written. */
+  readonly modifiedAt: Date;
 }

@@ -9,7 +9,7 @@
  */
 import { dirname, join, resolve, sep } from "node:path";
 import { ColmenaError } from "../errors.ts";
-import type { BlobStore } from "../ports.ts";
+import type { BlobInfo, BlobStore } from "../ports.ts";
 
 /** Longest key, in UTF-8 bytes (S3's limit). */
 export const MAX_BLOB_KEY_BYTES = 1024;
@@ -141,6 +141,47 @@ export class FolderBlobStore implements BlobStore {
       const paths = keys.map((key) => this.#path(key));
       await Promise.all(paths.map((path) => this.#deleteOne(path)));
     });
+  }
+
+  /** Objects under `prefix`, walking their folders; files being written (`.…tmp`) are not objects yet. */
+  async *list(prefix: string): AsyncIterable<BlobInfo> {
+    if (this.#closed) throw new TypeError("Cannot use a closed blob store");
+    // The deepest folder every key with this prefix lies in: "uploads/ab" → "uploads".
+    const cut = prefix.lastIndexOf("/");
+    const base = cut < 0 ? "" : prefix.slice(0, cut);
+    const start = base === "" ? this.#root : this.#path(base);
+    const folders = [start];
+    while (folders.length > 0) {
+      const folder = folders.pop()!;
+      let entries: Deno.DirEntry[];
+      try {
+        entries = await Array.fromAsync(Deno.readDir(folder));
+      } catch (err) {
+        // Gone (deleted while listing, or never created), or the base is an object, not a folder.
+        if (err instanceof Deno.errors.NotFound || err instanceof Deno.errors.NotADirectory) {
+          continue;
+        }
+        throw unavailable(err);
+      }
+      for (const entry of entries) {
+        if (entry.name.startsWith(".")) continue;
+        const path = join(folder, entry.name);
+        const key = path.slice(this.#root.length + 1).split(sep).join("/");
+        if (entry.isDirectory) {
+          if (key.startsWith(prefix) || prefix.startsWith(key + "/")) folders.push(path);
+          continue;
+        }
+        if (!entry.isFile || !key.startsWith(prefix)) continue;
+        let info: Deno.FileInfo;
+        try {
+          info = await Deno.stat(path);
+        } catch (err) {
+          if (err instanceof Deno.errors.NotFound) continue;
+          throw unavailable(err);
+        }
+        yield { key, modifiedAt: info.mtime ?? new Date(0) };
+      }
+    }
   }
 
   /** Waits for operations in progress, then errors the streams still open. Later calls reject. */

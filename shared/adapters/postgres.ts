@@ -291,6 +291,16 @@ export class PostgresTaskStore implements TaskStore {
     }));
   }
 
+  async filesInUse(refs: readonly string[]): Promise<Set<string>> {
+    if (this.#closed) throw closedError();
+    if (refs.length === 0) return new Set();
+    const rows = await this.#query<{ fileRef: string }>(
+      `SELECT DISTINCT file_ref AS "fileRef" FROM ${this.#table} WHERE file_ref = ANY($1::text[])`,
+      [[...refs]],
+    );
+    return new Set(rows.map((row) => row.fileRef));
+  }
+
   async get(taskId: string): Promise<TaskView | undefined> {
     if (this.#closed) throw closedError();
     if (!storableId(taskId)) return undefined;
@@ -673,10 +683,21 @@ export class PostgresTaskStore implements TaskStore {
       [write.before, write.limit],
     );
     const blobKeys: string[] = [];
+    const files = new Set<string>();
     for (const row of rows) {
-      for (const key of [row.payloadRef, row.fileRef, row.outputRef]) {
+      for (const key of [row.payloadRef, row.outputRef]) {
         if (key !== null) blobKeys.push(key);
       }
+      if (row.fileRef !== null) files.add(row.fileRef);
+    }
+    if (files.size > 0) {
+      // An upload several tasks read goes with the last of them.
+      const { rows: inUse } = await client.query<{ fileRef: string }>(
+        `SELECT DISTINCT file_ref AS "fileRef" FROM ${this.#table} WHERE file_ref = ANY($1::text[])`,
+        [[...files]],
+      );
+      for (const { fileRef } of inUse) files.delete(fileRef);
+      blobKeys.push(...files);
     }
     return () => write.settle.resolve({ removed: rows.length, blobKeys });
   }

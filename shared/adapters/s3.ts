@@ -14,11 +14,12 @@ import {
   DeleteObjectsCommand,
   GetObjectCommand,
   HeadBucketCommand,
+  ListObjectsV2Command,
   S3Client,
 } from "@aws-sdk/client-s3";
 import { Upload } from "@aws-sdk/lib-storage";
 import { ColmenaError } from "../errors.ts";
-import type { BlobStore } from "../ports.ts";
+import type { BlobInfo, BlobStore } from "../ports.ts";
 import { assertBlobKey, blobNotFound } from "./fs_blob.ts";
 
 /** Static credentials for S3 (from `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN`). */
@@ -278,6 +279,37 @@ export class S3BlobStore implements BlobStore {
         }
       }
     });
+  }
+
+  /** Objects under `prefix` (within the store's own prefix), a page of up to 1000 per request. */
+  async *list(prefix: string): AsyncIterable<BlobInfo> {
+    if (this.#closed) throw new TypeError("Cannot use a closed blob store");
+    let token: string | undefined;
+    do {
+      let page;
+      try {
+        page = await this.#timed((abortSignal) =>
+          this.#client.send(
+            new ListObjectsV2Command({
+              Bucket: this.#bucket,
+              Prefix: this.#prefix + prefix,
+              ...(token === undefined ? {} : { ContinuationToken: token }),
+            }),
+            { abortSignal },
+          )
+        );
+      } catch (err) {
+        throw translate(err);
+      }
+      for (const object of page.Contents ?? []) {
+        if (object.Key === undefined) continue;
+        yield {
+          key: object.Key.slice(this.#prefix.length),
+          modifiedAt: object.LastModified ?? new Date(0),
+        };
+      }
+      token = page.IsTruncated ? page.NextContinuationToken : undefined;
+    } while (token !== undefined);
   }
 
   /**

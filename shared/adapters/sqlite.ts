@@ -77,6 +77,12 @@ const MIGRATIONS: readonly { version: number; name: string; sql: string }[] = [
     // The uploaded file a task reads, so that pruning the task deletes the file too.
     sql: "ALTER TABLE tasks ADD COLUMN file_ref TEXT;",
   },
+  {
+    version: 3,
+    name: "file_ref_index",
+    // Pruning a task deletes its uploaded file only when no other task still reads it.
+    sql: "CREATE INDEX tasks_file_ref ON tasks (file_ref) WHERE file_ref IS NOT NULL;",
+  },
 ];
 
 const NOT_FINAL = "status NOT IN ('succeeded', 'failed', 'cancelled')";
@@ -254,6 +260,7 @@ function prepareStatements(db: DatabaseSync) {
          ORDER BY finished_at LIMIT ?)
        RETURNING payload_ref, file_ref, output_ref`,
     ),
+    fileInUse: db.prepare("SELECT 1 AS found FROM tasks WHERE file_ref = ? LIMIT 1"),
     get: db.prepare(`SELECT ${SELECT_COLUMNS} FROM tasks WHERE task_id = ?`),
   };
 }
@@ -362,14 +369,27 @@ export class SqliteTaskStore implements TaskStore {
       ([cutoff, max]) => {
         const rows = this.#sql.prune.all(cutoff, max);
         const blobKeys: string[] = [];
+        const files = new Set<string>();
         for (const row of rows) {
-          for (const column of ["payload_ref", "file_ref", "output_ref"]) {
+          for (const column of ["payload_ref", "output_ref"]) {
             const key = optText(row, column);
             if (key !== null) blobKeys.push(key);
           }
+          const file = optText(row, "file_ref");
+          if (file !== null) files.add(file);
+        }
+        // An upload several tasks read goes with the last of them.
+        for (const file of files) {
+          if (this.#sql.fileInUse.get(file) === undefined) blobKeys.push(file);
         }
         return { removed: rows.length, blobKeys };
       },
+    );
+  }
+
+  filesInUse(refs: readonly string[]): Promise<Set<string>> {
+    return this.#read(() =>
+      new Set(refs.filter((ref) => this.#sql.fileInUse.get(ref) !== undefined))
     );
   }
 

@@ -7,7 +7,7 @@
 import assert from "node:assert/strict";
 import { createHash } from "node:crypto";
 import { ColmenaError } from "../../shared/errors.ts";
-import type { BlobStore } from "../../shared/ports.ts";
+import type { BlobInfo, BlobStore } from "../../shared/ports.ts";
 
 /** A fresh, empty store for one test; disposing it closes the store and removes what the backend kept. */
 export interface BlobStoreFixture extends AsyncDisposable {
@@ -163,6 +163,41 @@ export function blobConformance(
     // A deleted key can be stored again.
     await store.put("tasks/d/payload", encoder.encode("again"));
     assert.equal(decoder.decode(await store.get("tasks/d/payload")), "again");
+  });
+
+  test("list gives the objects under a prefix, with when they were written", async (store) => {
+    const before = Date.now();
+    await store.put("uploads/a", encoder.encode("a"));
+    await store.put("uploads/b", encoder.encode("bb"));
+    await store.put("uploads/sub/c", encoder.encode("c"));
+    await store.put("uploadsX/d", encoder.encode("d"));
+    await store.put("tasks/t1/output", encoder.encode("o"));
+    const after = Date.now();
+    const listed = await Array.fromAsync(store.list("uploads/"));
+    assert.deepEqual(listed.map((o) => o.key).sort(), ["uploads/a", "uploads/b", "uploads/sub/c"]);
+    for (const { modifiedAt } of listed) {
+      // Clocks and the stores' time resolution (seconds in S3): a generous window, not a timing test.
+      assert.ok(modifiedAt.getTime() >= before - 5_000 && modifiedAt.getTime() <= after + 5_000);
+    }
+    assert.deepEqual(
+      (await Array.fromAsync(store.list("uploads"))).map((o) => o.key).sort(),
+      ["uploads/a", "uploads/b", "uploads/sub/c", "uploadsX/d"],
+    );
+    assert.deepEqual(
+      (await Array.fromAsync(store.list("tasks/t1/"))).map((o) => o.key),
+      ["tasks/t1/output"],
+    );
+  });
+
+  test("list leaves out deleted objects and gives nothing for an unused prefix", async (store) => {
+    await store.put("uploads/keep", encoder.encode("k"));
+    await store.put("uploads/gone", encoder.encode("g"));
+    await store.delete(["uploads/gone"]);
+    assert.deepEqual(
+      (await Array.fromAsync(store.list("uploads/"))).map((o) => o.key),
+      ["uploads/keep"],
+    );
+    assert.deepEqual(await Array.fromAsync(store.list("nadie/")), []);
   });
 
   test("stores with different prefixes do not see each other's keys", async (store) => {
@@ -338,6 +373,10 @@ class TrackingStore implements BlobStore {
 
   delete(keys: readonly string[]): Promise<void> {
     return this.#store.delete(keys);
+  }
+
+  list(prefix: string): AsyncIterable<BlobInfo> {
+    return this.#store.list(prefix);
   }
 
   close(): Promise<void> {

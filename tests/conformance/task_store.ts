@@ -189,6 +189,45 @@ export function storeConformance(
     ]);
   });
 
+  test("prune deletes an uploaded file several tasks read only with the last of them", async ({ store }) => {
+    await store.create(newTask("t1", { fileRef: "uploads/compartido" }));
+    await store.create(newTask("t2", { fileRef: "uploads/compartido" }));
+    await store.create(newTask("t3", { fileRef: "uploads/compartido" }));
+    await store.complete(result("t1", { finishedAt: at(1_000) }));
+    await store.complete(result("t2", { finishedAt: at(2_000) }));
+    // t3 is still queued: the file stays while any task may read it.
+    assert.deepEqual(await store.prune(at(10_000), 100), { removed: 2, blobKeys: [] });
+    await store.complete(result("t3", { finishedAt: at(3_000) }));
+    assert.deepEqual(await store.prune(at(10_000), 100), {
+      removed: 1,
+      blobKeys: ["uploads/compartido"],
+    });
+  });
+
+  test("prune deletes a shared upload once when its last readers go in the same batch", async ({ store }) => {
+    await store.create(newTask("t1", { fileRef: "uploads/f" }));
+    await store.create(newTask("t2", { fileRef: "uploads/f" }));
+    await store.complete(result("t1", { finishedAt: at(1_000) }));
+    await store.complete(result("t2", { finishedAt: at(2_000) }));
+    assert.deepEqual(await store.prune(at(10_000), 100), { removed: 2, blobKeys: ["uploads/f"] });
+  });
+
+  test("filesInUse says which uploaded files some record still reads", async ({ store }) => {
+    assert.deepEqual(await store.filesInUse([]), new Set());
+    await store.create(newTask("t1", { fileRef: "uploads/leido" }));
+    await store.create(newTask("t2", { fileRef: "uploads/terminado" }));
+    await store.complete(result("t2", { finishedAt: at(1_000) }));
+    assert.deepEqual(
+      await store.filesInUse(["uploads/leido", "uploads/terminado", "uploads/nadie"]),
+      new Set(["uploads/leido", "uploads/terminado"]),
+    );
+    await store.prune(at(10_000), 100);
+    assert.deepEqual(
+      await store.filesInUse(["uploads/leido", "uploads/terminado"]),
+      new Set(["uploads/leido"]),
+    );
+  });
+
   test("get returns undefined for an unknown task", async ({ store }) => {
     assert.equal(await store.get("nope"), undefined);
     assert.equal(await store.get("toString"), undefined);

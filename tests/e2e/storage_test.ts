@@ -485,7 +485,7 @@ for (const [kind, useS3] of [["memory", false], ["sqlite", true], ["postgres", t
   Deno.test({
     name: `${kind}${
       useS3 ? " + S3" : ""
-    }: retention deletes finished records and their objects, and logs how many`,
+    }: retention deletes finished records, their objects and unused uploads, and logs how many`,
     ...skip(kind, useS3),
     async fn() {
       await using storage = await openStorage(kind, useS3);
@@ -507,6 +507,8 @@ for (const [kind, useS3] of [["memory", false], ["sqlite", true], ["postgres", t
 
       const echo = await client.submit("echo", { message: "x".repeat(3_000) });
       const numbers = await client.submit("numbers", { numbers: [1, 2, 3] });
+      // A file uploaded for a task that is never submitted (its client died in between).
+      const unused = await client.upload(new TextEncoder().encode("huérfano ".repeat(100)));
       const upload = await client.upload(new TextEncoder().encode("palabra ".repeat(500)));
       const { taskId: text, result } = await submitUploaded(server.port, upload.ref);
       assert.equal(result.status, "succeeded");
@@ -547,6 +549,13 @@ for (const [kind, useS3] of [["memory", false], ["sqlite", true], ["postgres", t
       await eventually("the retention log lines", () => pruned().tasks === 3);
       assert.deepEqual(pruned(), { tasks: 3, objects: keys.length });
       for (const key of keys) await assertCode(storage.blobs.get(key), "NOT_FOUND");
+      const sweptUploads = () =>
+        server.lines.reduce((n, line) => {
+          const match = line.match(/Retención: (\d+) ficheros subidos .* que ninguna tarea lee/);
+          return n + (match ? Number(match[1]) : 0);
+        }, 0);
+      await eventually("the unused upload to be swept", () => sweptUploads() === 1);
+      await assertCode(storage.blobs.get(unused.ref), "NOT_FOUND");
     },
   });
 }
