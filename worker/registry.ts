@@ -7,6 +7,7 @@
  */
 import type { z } from "zod";
 import type { TaskDefinition } from "../shared/tasks.ts";
+import { loadExport } from "./exports.ts";
 import { ThreadPool, type ThreadPoolOptions } from "./threads.ts";
 
 /** What a handler gets besides its payload. */
@@ -69,15 +70,7 @@ export class TaskRegistry implements AsyncDisposable {
 
   /** Registers a task type; registering a name twice is a programmer error. */
   register<Def extends TaskDefinition>(definition: Def, handler: TaskHandler<Def>): this {
-    if (this.#entries.has(definition.name)) {
-      throw new TypeError(`Cannot register task type "${definition.name}": already registered`);
-    }
-    this.#entries.set(definition.name, {
-      definition,
-      handler: handler as (payload: unknown, context: TaskContext) => unknown,
-      isolated: false,
-    });
-    return this;
+    return this.#add(definition, handler as Registration["handler"], false);
   }
 
   /**
@@ -89,28 +82,23 @@ export class TaskRegistry implements AsyncDisposable {
     isolated: IsolatedHandler<Def>,
   ): this {
     const threads = this.#threads;
-    let inline: Promise<(payload: unknown) => unknown> | undefined;
-    const loadInline = () =>
-      inline ??= import(isolated.module.href).then((module) => {
-        const fn = (module as Record<string, unknown>)[isolated.export];
-        if (typeof fn !== "function") {
-          throw new TypeError(
-            `${isolated.module} does not export a function named "${isolated.export}"`,
-          );
-        }
-        return fn as (payload: unknown) => unknown;
-      });
+    const { module, export: name, inlineWhen } = isolated;
     // The runner checks the output against the definition's schema, as for any handler.
-    this.register(
+    return this.#add(
       definition,
       (payload, { signal }) =>
-        (isolated.inlineWhen?.(payload) === true
-          ? loadInline().then((fn) => fn(payload))
-          : threads.run(isolated.module, isolated.export, payload, signal)) as Promise<
-            z.input<Def["output"]>
-          >,
+        inlineWhen?.(payload as z.output<Def["input"]>) === true
+          ? loadExport(module, name).then((fn) => fn(payload))
+          : threads.run(module, name, payload, signal),
+      true,
     );
-    this.#entries.set(definition.name, { ...this.#entries.get(definition.name)!, isolated: true });
+  }
+
+  #add(definition: TaskDefinition, handler: Registration["handler"], isolated: boolean): this {
+    if (this.#entries.has(definition.name)) {
+      throw new TypeError(`Cannot register task type "${definition.name}": already registered`);
+    }
+    this.#entries.set(definition.name, { definition, handler, isolated });
     return this;
   }
 

@@ -6,6 +6,7 @@
  * @module
  */
 import { ColmenaError, type WireError } from "../shared/errors.ts";
+import { loadExport } from "./exports.ts";
 
 /** One call into a thread: which export of which module, and its payload. */
 export interface ThreadCall {
@@ -19,8 +20,6 @@ export interface ThreadCall {
 
 /** What a thread answers: the handler's output, or a typed error it threw. */
 export type ThreadAnswer = { readonly output: unknown } | { readonly error: WireError };
-
-const modules = new Map<string, Promise<Record<string, unknown>>>();
 
 // A handler's error that escapes it (thrown in a timer, a promise nobody awaits) would end the whole worker
 // process, not just this thread: it fails the call in progress instead (one at a time per thread).
@@ -36,15 +35,7 @@ globalThis.addEventListener("unhandledrejection", (event) => {
 
 /** Runs one call; the pool's default export. */
 export default async function runInThread(call: ThreadCall): Promise<ThreadAnswer> {
-  let loading = modules.get(call.module);
-  if (loading === undefined) {
-    loading = import(call.module) as Promise<Record<string, unknown>>;
-    modules.set(call.module, loading);
-  }
-  const handler = (await loading)[call.export];
-  if (typeof handler !== "function") {
-    throw new TypeError(`${call.module} does not export a function named "${call.export}"`);
-  }
+  const handler = await loadExport(call.module, call.export);
   const escaped = new Promise<never>((_, reject) => failCurrent = reject);
   try {
     return { output: await Promise.race([handler(call.payload), escaped]) };

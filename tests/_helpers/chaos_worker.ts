@@ -21,21 +21,13 @@ export { POISON, SPIN };
 
 /** A registry whose `echo` is the chaos one, isolated in a thread when it spins. */
 class _ChaosRegistry extends TaskRegistry {
-  #replacing = false;
-
   override register<Def extends TaskDefinition>(definition: Def, handler: TaskHandler<Def>): this {
-    // registerIsolated registers through this method too.
-    if (definition.name !== "echo" || this.#replacing) return super.register(definition, handler);
-    this.#replacing = true;
-    try {
-      return this.registerIsolated(definition, {
-        module: new URL("./chaos_handlers.ts", import.meta.url),
-        export: "echo",
-        inlineWhen: (payload) => !isSpin(payload),
-      });
-    } finally {
-      this.#replacing = false;
-    }
+    if (definition.name !== "echo") return super.register(definition, handler);
+    return this.registerIsolated(definition, {
+      module: new URL("./chaos_handlers.ts", import.meta.url),
+      export: "echo",
+      inlineWhen: (payload) => !isSpin(payload),
+    });
   }
 }
 
