@@ -83,13 +83,18 @@ export class TaskRegistry implements AsyncDisposable {
   ): this {
     const threads = this.#threads;
     const { module, export: name, inlineWhen } = isolated;
+    // Once loaded, an inline call is a plain call: a synchronous handler then ends in the runner's same turn.
+    let inline: ((payload: unknown) => unknown) | undefined;
     // The runner checks the output against the definition's schema, as for any handler.
     return this.#add(
       definition,
-      (payload, { signal }) =>
-        inlineWhen?.(payload as z.output<Def["input"]>) === true
-          ? loadExport(module, name).then((fn) => fn(payload))
-          : threads.run(module, name, payload, signal),
+      (payload, { signal }) => {
+        if (inlineWhen?.(payload as z.output<Def["input"]>) !== true) {
+          return threads.run(module, name, payload, signal);
+        }
+        if (inline !== undefined) return inline(payload);
+        return loadExport(module, name).then((fn) => (inline = fn)(payload));
+      },
       true,
     );
   }

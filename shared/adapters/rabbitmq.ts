@@ -881,8 +881,9 @@ class _RabbitWorkerBroker implements RabbitWorkerBroker {
 }
 
 /**
- * Deletes a topology's queues and exchange, whatever they hold: for tests and for operators retiring a
- * deployment. Per-server reply queues expire on their own.
+ * Deletes a topology's queues and exchanges (replies, control, heartbeats), whatever they hold: for tests and
+ * for operators retiring a deployment. Per-server reply queues expire on their own; retry queues
+ * (`<task_queue>.retry.<ms>`, one per delay used) are left to the caller.
  */
 export async function deleteTopology(url: string, names: QueueNames): Promise<void> {
   const conn = await amqp.connect(url, { noDelay: true });
@@ -893,6 +894,8 @@ export async function deleteTopology(url: string, names: QueueNames): Promise<vo
     await ch.deleteQueue(deadLetterQueue(names.taskQueue));
     await ch.deleteQueue(names.resultQueue);
     await ch.deleteExchange(repliesExchange(names.resultQueue));
+    await ch.deleteExchange(controlExchange(names.taskQueue));
+    await ch.deleteExchange(heartbeatExchange(names.resultQueue));
   } finally {
     await conn.close().catch(() => {});
   }

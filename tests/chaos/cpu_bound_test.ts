@@ -30,9 +30,12 @@ Deno.test({
     await using queues = uniqueQueues("cpu");
     await using data = await tempDir();
     await using server = await startServer(queues, ["--data-dir", data.path]);
+    // More spinning tasks than the pool has threads (one per core), so some wait for a thread; and room in
+    // the prefetch for the other tasks.
+    const spinners = scaled(3);
     await using worker = await startChaosWorker("calculista", queues, [
       "--concurrency",
-      "8",
+      String(spinners + 8),
       "--heartbeat-ms",
       "200",
       "--drain-timeout-ms",
@@ -42,8 +45,6 @@ Deno.test({
     const order: string[] = [];
     client.onResult((r) => order.push(r.taskId));
 
-    // More spinning tasks than the pool has threads (one per core), so some wait for a thread.
-    const spinners = scaled(3);
     const spins: string[] = [];
     for (let i = 0; i < spinners; i++) {
       spins.push(

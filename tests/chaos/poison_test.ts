@@ -64,14 +64,16 @@ Deno.test({
       { data: "colmena", iterations: 1_000_000 },
       { timeoutMs: 5 },
     );
+    const normalCount = scaled(60);
+    // Long enough for the normal tasks to finish on a loaded machine, though each timed-out attempt of
+    // `stubborn` stalls the worker while its thread is replaced (~0.1 s here).
     const hanging = await client.submit("sleep", { ms: 60_000 }, {
-      timeoutMs: 3_000,
+      timeoutMs: 3_000 + 20 * normalCount,
       maxAttempts: 1,
     });
     // The sum overflows: INVALID_PAYLOAD, a permanent error.
     const permanent = await client.submit("numbers", { numbers: [1.7e308, 1.7e308] });
     const normal: string[] = [];
-    const normalCount = scaled(60);
     for (let i = 0; i < normalCount; i++) {
       normal.push(
         await client.submit(
