@@ -34,6 +34,7 @@ import {
 import { TASK_TYPES, TASKS } from "../shared/tasks.ts";
 import type { ServerConfig } from "../shared/config.ts";
 import { ClientConnection, type Upload } from "./connection.ts";
+import { UPLOADS_PREFIX } from "./stores.ts";
 
 function abortUpload(upload: Upload): void {
   upload.writer.abort(new ColmenaError("CONNECTION_CLOSED")).catch(() => {});
@@ -72,7 +73,7 @@ export interface ServerDeps {
   blobs: BlobStore;
 }
 
-const UPLOAD_REF = /^uploads\/[0-9a-f-]{36}$/;
+const UPLOAD_REF = new RegExp(`^${UPLOADS_PREFIX}[0-9a-f-]{36}$`);
 const OUTPUT_REF = /^tasks\/[0-9a-f-]{36}\/output$/;
 const DOWNLOAD_CHUNK_BYTES = 768 * 1024;
 /** Records a `watch` reads at once. */
@@ -658,7 +659,7 @@ export class ColmenaServer {
     if (uploadId === undefined) {
       uploadId = crypto.randomUUID();
       const { readable, writable } = new TransformStream<Uint8Array, Uint8Array>();
-      const ref = `uploads/${uploadId}`;
+      const ref = `${UPLOADS_PREFIX}${uploadId}`;
       const stored = this.#deps.blobs.put(ref, readable);
       stored.catch(() => {}); // awaited on the last piece; an abort is no unhandled rejection
       upload = { ref, writer: writable.getWriter(), stored, bytes: 0, chain: Promise.resolve() };
