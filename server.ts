@@ -16,7 +16,8 @@ import {
 } from "./shared/lifecycle.ts";
 import * as log from "./shared/log.ts";
 import { ColmenaServer } from "./server/app.ts";
-import { describeStore, openTaskStore, schedulePruning } from "./server/stores.ts";
+import { describeStore, openTaskStore } from "./server/stores/open.ts";
+import { schedulePruning } from "./server/retention.ts";
 import { describeBlobStore, openBlobStore } from "./shared/blobs.ts";
 
 const USAGE = `Uso: servidor [opciones]

@@ -17,7 +17,7 @@
  */
 import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
-import { dropPostgresSchema } from "../shared/adapters/postgres.ts";
+import { dropPostgresSchema } from "../server/stores/postgres.ts";
 import { runColmenaRound } from "./colmena_load.ts";
 import {
   ChildProcess,
@@ -534,7 +534,7 @@ async function measure(
       const storeDir = `${dataDir}/${store}`;
       // Each child may read and write its data folder (SQLite, objects) and read the migrations.
       const files = [
-        `--allow-read=${storeDir},shared/adapters/migrations`,
+        `--allow-read=${storeDir},server/stores/migrations`,
         `--allow-write=${storeDir}`,
       ];
       const queues = [

@@ -34,7 +34,7 @@ import {
 import { TASK_TYPES, TASKS } from "../shared/tasks.ts";
 import type { ServerConfig } from "../shared/config.ts";
 import { ClientConnection, type Upload } from "./connection.ts";
-import { UPLOADS_PREFIX } from "./stores.ts";
+import { UPLOADS_PREFIX } from "./retention.ts";
 
 function abortUpload(upload: Upload): void {
   upload.writer.abort(new ColmenaError("CONNECTION_CLOSED")).catch(() => {});

@@ -2,7 +2,7 @@
  * End to end: every error code of the protocol, each answered in Spanish with the connection still usable.
  */
 import assert from "node:assert/strict";
-import { dropPostgresSchema } from "../../shared/adapters/postgres.ts";
+import { dropPostgresSchema } from "../../server/stores/postgres.ts";
 import { AMQP_URL, DATABASE_URL, needsPostgres, needsRabbit } from "../_helpers/services.ts";
 import { startServer, startWorker, uniqueQueues } from "../_helpers/processes.ts";
 import { RawClient } from "../_helpers/raw_client.ts";

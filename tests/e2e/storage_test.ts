@@ -11,7 +11,7 @@ import { fileURLToPath } from "node:url";
 import { TaskClient } from "../../client.ts";
 import { ColmenaError } from "../../shared/errors.ts";
 import type { BlobStore } from "../../shared/ports.ts";
-import { dropPostgresSchema } from "../../shared/adapters/postgres.ts";
+import { dropPostgresSchema } from "../../server/stores/postgres.ts";
 import { openS3BlobStore } from "../../shared/adapters/s3.ts";
 import { openFolderBlobStore } from "../../shared/adapters/fs_blob.ts";
 import { processText } from "../../worker/builtin_tasks.ts";

@@ -3,7 +3,7 @@
  *
  * @module
  */
-import { MemoryTaskStore } from "../../server/memory_store.ts";
+import { MemoryTaskStore } from "../../server/stores/memory.ts";
 import { storeConformance } from "../conformance/task_store.ts";
 
 storeConformance("memory store", () => {

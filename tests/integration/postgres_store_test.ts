@@ -7,7 +7,7 @@
 import assert from "node:assert/strict";
 import { ColmenaError } from "../../shared/errors.ts";
 import type { NewTask, TaskStore } from "../../shared/ports.ts";
-import { dropPostgresSchema, openPostgresTaskStore } from "../../shared/adapters/postgres.ts";
+import { dropPostgresSchema, openPostgresTaskStore } from "../../server/stores/postgres.ts";
 import { storeConformance } from "../conformance/task_store.ts";
 import { DATABASE_URL, needsPostgres } from "../_helpers/services.ts";
 

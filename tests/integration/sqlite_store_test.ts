@@ -8,7 +8,7 @@ import assert from "node:assert/strict";
 import { join } from "node:path";
 import { ColmenaError } from "../../shared/errors.ts";
 import type { NewTask, TaskStore } from "../../shared/ports.ts";
-import { openSqliteTaskStore } from "../../shared/adapters/sqlite.ts";
+import { openSqliteTaskStore } from "../../server/stores/sqlite.ts";
 import { storeConformance } from "../conformance/task_store.ts";
 
 storeConformance("sqlite store", async () => {

@@ -1,11 +1,11 @@
 /**
- * Unit tests of `server/memory_store.ts` beyond the task store conformance suite
+ * Unit tests of `server/stores/memory.ts` beyond the task store conformance suite
  * (tests/integration/memory_store_test.ts): its bound on the number of records.
  *
  * @module
  */
 import assert from "node:assert/strict";
-import { MemoryTaskStore } from "../../server/memory_store.ts";
+import { MemoryTaskStore } from "../../server/stores/memory.ts";
 import type { NewTask } from "../../shared/ports.ts";
 import type { ResultMessage, StartedNotice } from "../../shared/queue_messages.ts";
 

@@ -3,10 +3,10 @@
  *
  * @module
  */
-import { ColmenaError, type WireError } from "../shared/errors.ts";
-import type { CancelOutcome, NewTask, TaskPage, TaskQuery, TaskStore } from "../shared/ports.ts";
-import type { TaskView } from "../shared/protocol.ts";
-import type { ResultMessage, StartedNotice } from "../shared/queue_messages.ts";
+import { ColmenaError, type WireError } from "../../shared/errors.ts";
+import type { CancelOutcome, NewTask, TaskPage, TaskQuery, TaskStore } from "../../shared/ports.ts";
+import type { TaskView } from "../../shared/protocol.ts";
+import type { ResultMessage, StartedNotice } from "../../shared/queue_messages.ts";
 import {
   applyResult,
   checkListLimit,
@@ -20,7 +20,7 @@ import {
   type TaskRecord,
   toMillis,
   toTaskView,
-} from "../shared/task_records.ts";
+} from "./records.ts";
 
 function idempotencyIndex(clientName: string, key: string): string {
   return JSON.stringify([clientName, key]);

@@ -12,10 +12,10 @@ import { DatabaseSync, type SQLInputValue, type SQLOutputValue } from "node:sqli
 import { mkdir } from "node:fs/promises";
 import { dirname } from "node:path";
 import { clearImmediate, setImmediate } from "node:timers";
-import { ColmenaError, type WireError } from "../errors.ts";
-import type { CancelOutcome, NewTask, TaskPage, TaskQuery, TaskStore } from "../ports.ts";
-import type { TaskView } from "../protocol.ts";
-import type { ResultMessage, StartedNotice } from "../queue_messages.ts";
+import { ColmenaError, type WireError } from "../../shared/errors.ts";
+import type { CancelOutcome, NewTask, TaskPage, TaskQuery, TaskStore } from "../../shared/ports.ts";
+import type { TaskView } from "../../shared/protocol.ts";
+import type { ResultMessage, StartedNotice } from "../../shared/queue_messages.ts";
 import {
   asClientKind,
   asTaskStatus,
@@ -29,7 +29,7 @@ import {
   type TaskRecord,
   toMillis,
   toTaskView,
-} from "../task_records.ts";
+} from "./records.ts";
 
 /** The schema, one entry per version; an applied version is never edited, a change is a new entry. */
 const MIGRATIONS: readonly { version: number; name: string; sql: string }[] = [

@@ -13,11 +13,11 @@
 import pg from "pg";
 import type { PoolClient } from "pg";
 import { setImmediate } from "node:timers";
-import { ColmenaError, type WireError } from "../errors.ts";
-import * as log from "../log.ts";
-import type { CancelOutcome, NewTask, TaskPage, TaskQuery, TaskStore } from "../ports.ts";
-import type { TaskView } from "../protocol.ts";
-import type { ResultMessage, StartedNotice } from "../queue_messages.ts";
+import { ColmenaError, type WireError } from "../../shared/errors.ts";
+import * as log from "../../shared/log.ts";
+import type { CancelOutcome, NewTask, TaskPage, TaskQuery, TaskStore } from "../../shared/ports.ts";
+import type { TaskView } from "../../shared/protocol.ts";
+import type { ResultMessage, StartedNotice } from "../../shared/queue_messages.ts";
 import {
   asClientKind,
   asTaskStatus,
@@ -32,7 +32,7 @@ import {
   toIso,
   toMillis,
   toTaskView,
-} from "../task_records.ts";
+} from "./records.ts";
 
 const MIGRATIONS_DIR = new URL("./migrations/postgres/", import.meta.url);
 const MIGRATION_FILE = /^(\d{4})_[a-z0-9_]+\.sql$/;

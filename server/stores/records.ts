@@ -4,8 +4,8 @@
  *
  * @module
  */
-import { ColmenaError, isErrorCode } from "./errors.ts";
-import type { NewTask } from "./ports.ts";
+import { ColmenaError, isErrorCode } from "../../shared/errors.ts";
+import type { NewTask } from "../../shared/ports.ts";
 import {
   CLIENT_KINDS,
   type ClientKind,
@@ -13,8 +13,8 @@ import {
   TASK_STATUSES,
   type TaskStatus,
   type TaskView,
-} from "./protocol.ts";
-import type { ResultMessage } from "./queue_messages.ts";
+} from "../../shared/protocol.ts";
+import type { ResultMessage } from "../../shared/queue_messages.ts";
 
 /** The client recorded for a task whose result came without a record (`complete` of an unknown task). */
 export const UNKNOWN_CLIENT: { readonly name: string; readonly kind: ClientKind } = {
