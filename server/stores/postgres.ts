@@ -19,8 +19,14 @@ import type { CancelOutcome, NewTask, TaskPage, TaskQuery, TaskStore } from "../
 import type { TaskView } from "../../shared/protocol.ts";
 import type { ResultMessage, StartedNotice } from "../../shared/queue_messages.ts";
 import {
-  asClientKind,
-  asTaskStatus,
+  type Cell,
+  COLUMN_NAMES,
+  recordCells,
+  recordFromRow,
+  selectList,
+  TASK_COLUMNS,
+} from "./columns.ts";
+import {
   checkListLimit,
   checkPruneLimit,
   decodeCursor,
@@ -48,103 +54,27 @@ export interface PostgresStoreOptions {
   connectTimeoutMs?: number;
 }
 
-/** The columns of `tasks`, each with the cast its value takes when sent as an array element. */
-const COLUMNS = [
-  ["task_id", "text"],
-  ["task_type", "text"],
-  ["status", "text"],
-  ["priority", "integer"],
-  ["client_name", "text"],
-  ["client_kind", "text"],
-  ["origin", "text"],
-  ["payload", "json"],
-  ["payload_ref", "text"],
-  ["output", "json"],
-  ["output_ref", "text"],
-  ["error_code", "text"],
-  ["error_message", "text"],
-  ["attempts", "integer"],
-  ["max_attempts", "integer"],
-  ["timeout_ms", "integer"],
-  ["worker", "text"],
-  ["duration_ms", "double precision"],
-  ["submitted_at", "timestamptz"],
-  ["started_at", "timestamptz"],
-  ["finished_at", "timestamptz"],
-  ["idempotency_key", "text"],
-  ["file_ref", "text"],
-] as const;
-
-type Cell = string | number | null;
-
-function recordCells(record: TaskRecord): Cell[] {
-  const time = (ms: number | null) => ms === null ? null : toIso(ms);
-  return [
-    record.taskId,
-    record.taskType,
-    record.status,
-    record.priority,
-    record.clientName,
-    record.clientKind,
-    record.origin,
-    record.payload,
-    record.payloadRef,
-    record.output,
-    record.outputRef,
-    record.errorCode,
-    record.errorMessage,
-    record.attempts,
-    record.maxAttempts,
-    record.timeoutMs,
-    record.worker,
-    record.durationMs,
-    time(record.submittedAt),
-    time(record.startedAt),
-    time(record.finishedAt),
-    record.idempotencyKey,
-    record.fileRef,
-  ];
-}
-
 /** Records as one parameter per column (an array each), for `INSERT … SELECT FROM unnest(…)`. */
 function columnArrays(records: readonly TaskRecord[]): Cell[][] {
-  const arrays: Cell[][] = COLUMNS.map(() => []);
+  const arrays: Cell[][] = TASK_COLUMNS.map(() => []);
   for (const record of records) {
-    recordCells(record).forEach((cell, i) => arrays[i]?.push(cell));
+    recordCells(record, "postgres").forEach((cell, i) => arrays[i]?.push(cell));
   }
   return arrays;
 }
 
-/**
- * Columns read back, named as {@linkcode TaskRecord} names them: the payload is never shown, JSON comes as
- * text so that a JSON `null` stays apart from no value, and times come as `Date`s.
- */
-const SELECT_COLUMNS = `task_id AS "taskId", task_type AS "taskType", status, priority,
-  client_name AS "clientName", client_kind AS "clientKind", origin, NULL AS payload,
-  payload_ref AS "payloadRef", output::text AS output, output_ref AS "outputRef",
-  error_code AS "errorCode", error_message AS "errorMessage", attempts, max_attempts AS "maxAttempts",
-  timeout_ms AS "timeoutMs", worker, duration_ms AS "durationMs", submitted_at AS "submittedAt",
-  started_at AS "startedAt", finished_at AS "finishedAt", idempotency_key AS "idempotencyKey",
-  file_ref AS "fileRef"`;
-
-interface TaskRow
-  extends Omit<TaskRecord, "status" | "clientKind" | "submittedAt" | "startedAt" | "finishedAt"> {
-  status: string;
-  clientKind: string;
-  submittedAt: Date;
-  startedAt: Date | null;
-  finishedAt: Date | null;
+/** `INSERT INTO <table> (…) SELECT * FROM unnest($1::text[], …)`: one array parameter per column. */
+function insertUnnest(table: string): string {
+  const arrays = TASK_COLUMNS.map((each, i) => `$${i + 1}::${each.types.postgres}[]`);
+  return `INSERT INTO ${table} AS t (${COLUMN_NAMES}) SELECT * FROM unnest(${arrays.join(", ")})`;
 }
 
-function recordFromRow(row: TaskRow): TaskRecord {
-  return {
-    ...row,
-    status: asTaskStatus(row.status),
-    clientKind: asClientKind(row.clientKind),
-    submittedAt: row.submittedAt.getTime(),
-    startedAt: row.startedAt?.getTime() ?? null,
-    finishedAt: row.finishedAt?.getTime() ?? null,
-  };
+const SELECT_COLUMNS = selectList("postgres");
+
+type TaskRow = Record<string, unknown>;
+
+function fromRow(row: TaskRow): TaskRecord {
+  return recordFromRow(row, "postgres");
 }
 
 /** A failure of PostgreSQL or of the network becomes `STORE_UNAVAILABLE`, with the original as its cause. */
@@ -309,7 +239,7 @@ export class PostgresTaskStore implements TaskStore {
       [taskId],
     );
     const row = rows[0];
-    return row === undefined ? undefined : toTaskView(recordFromRow(row));
+    return row === undefined ? undefined : toTaskView(fromRow(row));
   }
 
   async list(query: TaskQuery): Promise<TaskPage> {
@@ -349,7 +279,7 @@ export class PostgresTaskStore implements TaskStore {
        ORDER BY submitted_at DESC, task_id DESC LIMIT ${param(limit + 1)}`,
       params,
     );
-    const records = rows.map(recordFromRow);
+    const records = rows.map(fromRow);
     const page = records.slice(0, limit);
     const last = page.at(-1);
     return {
@@ -538,8 +468,7 @@ export class PostgresTaskStore implements TaskStore {
   async #applyCreates(client: PoolClient, writes: WriteOf<"create">[]): Promise<Outcomes> {
     const records = writes.map((write) => write.record);
     const inserted = await client.query<{ taskId: string }>(
-      `INSERT INTO ${this.#table} (${COLUMNS.map(([name]) => name).join(", ")})
-       SELECT * FROM unnest(${COLUMNS.map(([, type], i) => `$${i + 1}::${type}[]`).join(", ")})
+      `${insertUnnest(this.#table)}
        ON CONFLICT DO NOTHING
        RETURNING task_id AS "taskId"`,
       columnArrays(records),
@@ -632,8 +561,7 @@ export class PostgresTaskStore implements TaskStore {
       if (!first.has(write.record.taskId)) first.set(write.record.taskId, write.record);
     }
     const updated = await client.query<{ taskId: string }>(
-      `INSERT INTO ${this.#table} AS t (${COLUMNS.map(([name]) => name).join(", ")})
-       SELECT * FROM unnest(${COLUMNS.map(([, type], i) => `$${i + 1}::${type}[]`).join(", ")})
+      `${insertUnnest(this.#table)}
        ON CONFLICT (task_id) DO UPDATE SET
          status = excluded.status, worker = excluded.worker, started_at = excluded.started_at,
          finished_at = excluded.finished_at, duration_ms = excluded.duration_ms,

@@ -16,9 +16,8 @@ import { ColmenaError, type WireError } from "../../shared/errors.ts";
 import type { CancelOutcome, NewTask, TaskPage, TaskQuery, TaskStore } from "../../shared/ports.ts";
 import type { TaskView } from "../../shared/protocol.ts";
 import type { ResultMessage, StartedNotice } from "../../shared/queue_messages.ts";
+import { COLUMN_NAMES, recordCells, recordFromRow, selectList, TASK_COLUMNS } from "./columns.ts";
 import {
-  asClientKind,
-  asTaskStatus,
   checkListLimit,
   checkPruneLimit,
   decodeCursor,
@@ -87,68 +86,11 @@ const MIGRATIONS: readonly { version: number; name: string; sql: string }[] = [
 
 const NOT_FINAL = "status NOT IN ('succeeded', 'failed', 'cancelled')";
 
-/** Columns read back: every one but the payload, which is never shown (and may be large). */
-const SELECT_COLUMNS = `task_id, task_type, status, priority, client_name, client_kind, origin,
-  NULL AS payload, payload_ref, output, output_ref, error_code, error_message, attempts, max_attempts,
-  timeout_ms, worker, duration_ms, submitted_at, started_at, finished_at, idempotency_key, file_ref`;
+const SELECT_COLUMNS = selectList("sqlite");
 
-const COLUMNS = [
-  "task_id",
-  "task_type",
-  "status",
-  "priority",
-  "client_name",
-  "client_kind",
-  "origin",
-  "payload",
-  "payload_ref",
-  "output",
-  "output_ref",
-  "error_code",
-  "error_message",
-  "attempts",
-  "max_attempts",
-  "timeout_ms",
-  "worker",
-  "duration_ms",
-  "submitted_at",
-  "started_at",
-  "finished_at",
-  "idempotency_key",
-  "file_ref",
-] as const;
-
-const INSERT_ROW = `INSERT INTO tasks (${COLUMNS.join(", ")}) VALUES (${
-  COLUMNS.map(() => "?").join(", ")
+const INSERT_ROW = `INSERT INTO tasks (${COLUMN_NAMES}) VALUES (${
+  TASK_COLUMNS.map(() => "?").join(", ")
 })`;
-
-function recordParams(record: TaskRecord): SQLInputValue[] {
-  return [
-    record.taskId,
-    record.taskType,
-    record.status,
-    record.priority,
-    record.clientName,
-    record.clientKind,
-    record.origin,
-    record.payload,
-    record.payloadRef,
-    record.output,
-    record.outputRef,
-    record.errorCode,
-    record.errorMessage,
-    record.attempts,
-    record.maxAttempts,
-    record.timeoutMs,
-    record.worker,
-    record.durationMs,
-    record.submittedAt,
-    record.startedAt,
-    record.finishedAt,
-    record.idempotencyKey,
-    record.fileRef,
-  ];
-}
 
 type Row = Record<string, SQLOutputValue>;
 
@@ -158,46 +100,8 @@ function text(row: Row, column: string): string {
   return value;
 }
 
-function num(row: Row, column: string): number {
-  const value = row[column];
-  if (typeof value !== "number") throw new TypeError(`Cannot read column "${column}" as a number`);
-  return value;
-}
-
 function optText(row: Row, column: string): string | null {
   return row[column] === null ? null : text(row, column);
-}
-
-function optNum(row: Row, column: string): number | null {
-  return row[column] === null ? null : num(row, column);
-}
-
-function recordFromRow(row: Row): TaskRecord {
-  return {
-    taskId: text(row, "task_id"),
-    taskType: text(row, "task_type"),
-    status: asTaskStatus(text(row, "status")),
-    priority: num(row, "priority"),
-    clientName: text(row, "client_name"),
-    clientKind: asClientKind(text(row, "client_kind")),
-    origin: text(row, "origin"),
-    payload: optText(row, "payload"),
-    payloadRef: optText(row, "payload_ref"),
-    output: optText(row, "output"),
-    outputRef: optText(row, "output_ref"),
-    errorCode: optText(row, "error_code"),
-    errorMessage: optText(row, "error_message"),
-    attempts: num(row, "attempts"),
-    maxAttempts: num(row, "max_attempts"),
-    timeoutMs: optNum(row, "timeout_ms"),
-    worker: optText(row, "worker"),
-    durationMs: optNum(row, "duration_ms"),
-    submittedAt: num(row, "submitted_at"),
-    startedAt: optNum(row, "started_at"),
-    finishedAt: optNum(row, "finished_at"),
-    idempotencyKey: optText(row, "idempotency_key"),
-    fileRef: optText(row, "file_ref"),
-  };
 }
 
 /** A vendor error becomes `STORE_UNAVAILABLE`, with the original as its cause. */
@@ -310,7 +214,7 @@ export class SqliteTaskStore implements TaskStore {
 
   create(task: NewTask): Promise<{ taskId: string; created: boolean }> {
     return this.#write(() => newTaskRecord(task), (record) => {
-      if (this.#sql.insert.get(...recordParams(record)) !== undefined) {
+      if (this.#sql.insert.get(...recordCells(record, "sqlite")) !== undefined) {
         return { taskId: record.taskId, created: true };
       }
       if (record.idempotencyKey !== null) {
@@ -340,7 +244,7 @@ export class SqliteTaskStore implements TaskStore {
 
   complete(result: ResultMessage): Promise<boolean> {
     return this.#write(() => orphanRecord(result), (record) => {
-      return this.#sql.complete.get(...recordParams(record)) !== undefined;
+      return this.#sql.complete.get(...recordCells(record, "sqlite")) !== undefined;
     });
   }
 
@@ -396,7 +300,7 @@ export class SqliteTaskStore implements TaskStore {
   get(taskId: string): Promise<TaskView | undefined> {
     return this.#read(() => {
       const row = this.#sql.get.get(taskId);
-      return row === undefined ? undefined : toTaskView(recordFromRow(row));
+      return row === undefined ? undefined : toTaskView(recordFromRow(row, "sqlite"));
     });
   }
 
@@ -441,7 +345,7 @@ export class SqliteTaskStore implements TaskStore {
       params.push(limit + 1);
       let records: TaskRecord[];
       try {
-        records = this.#db.prepare(sql).all(...params).map(recordFromRow);
+        records = this.#db.prepare(sql).all(...params).map((row) => recordFromRow(row, "sqlite"));
       } catch (err) {
         throw storeError(err);
       }

@@ -1,0 +1,80 @@
+/**
+ * Unit tests of `server/stores/columns.ts`: the one table both SQL stores generate their column lists and
+ * row mapping from.
+ *
+ * @module
+ */
+import assert from "node:assert/strict";
+import {
+  COLUMN_NAMES,
+  recordCells,
+  recordFromRow,
+  selectList,
+  TASK_COLUMNS,
+} from "../../server/stores/columns.ts";
+import type { TaskRecord } from "../../server/stores/records.ts";
+
+const RECORD: TaskRecord = {
+  taskId: "t-1",
+  taskType: "text",
+  status: "succeeded",
+  priority: 4,
+  clientName: "web-1",
+  clientKind: "web",
+  origin: "srv-1",
+  payload: '{"text":"hola"}',
+  payloadRef: null,
+  fileRef: "uploads/f",
+  output: "null",
+  outputRef: null,
+  errorCode: null,
+  errorMessage: null,
+  attempts: 1,
+  maxAttempts: 3,
+  timeoutMs: 30_000,
+  worker: "w1",
+  durationMs: 12.5,
+  submittedAt: Date.parse("2025-01-01T00:00:00.000Z"),
+  startedAt: Date.parse("2025-01-01T00:00:01.000Z"),
+  finishedAt: Date.parse("2025-01-01T00:00:02.000Z"),
+  idempotencyKey: null,
+};
+
+Deno.test("every task column has its own name and field, named as the field in snake_case", () => {
+  assert.equal(new Set(TASK_COLUMNS.map((each) => each.name)).size, TASK_COLUMNS.length);
+  assert.equal(new Set(TASK_COLUMNS.map((each) => each.field)).size, TASK_COLUMNS.length);
+  for (const each of TASK_COLUMNS) {
+    assert.equal(each.name, each.field.replace(/[A-Z]/g, (c) => `_${c.toLowerCase()}`));
+  }
+  assert.equal(COLUMN_NAMES.split(", ").length, TASK_COLUMNS.length);
+});
+
+Deno.test("a record read back from SQLite cells is the record, but for the payload it never shows", () => {
+  const cells = recordCells(RECORD, "sqlite");
+  const row = Object.fromEntries(
+    TASK_COLUMNS.map((each, i) => [each.name, each.readBack ? cells[i] : null]),
+  );
+  assert.deepEqual(recordFromRow(row, "sqlite"), { ...RECORD, payload: null });
+  assert.match(selectList("sqlite"), /NULL AS payload/);
+});
+
+Deno.test("PostgreSQL cells carry times as ISO text and read them back from dates", () => {
+  const cells = recordCells(RECORD, "postgres");
+  const submitted = TASK_COLUMNS.findIndex((each) => each.name === "submitted_at");
+  assert.equal(cells[submitted], "2025-01-01T00:00:00.000Z");
+  const row = Object.fromEntries(TASK_COLUMNS.map((each, i) => {
+    const cell = cells[i] ?? null;
+    const isTime = each.types.postgres === "timestamptz" && cell !== null;
+    return [each.name, !each.readBack ? null : isTime ? new Date(cell) : cell];
+  }));
+  assert.deepEqual(recordFromRow(row, "postgres"), { ...RECORD, payload: null });
+  assert.match(selectList("postgres"), /output::text AS output/);
+});
+
+Deno.test("a row with a value of the wrong kind or a NULL where none may be is a TypeError", () => {
+  const cells = recordCells(RECORD, "sqlite");
+  const row = Object.fromEntries(TASK_COLUMNS.map((each, i) => [each.name, cells[i]]));
+  assert.throws(() => recordFromRow({ ...row, priority: "4" }, "sqlite"), TypeError);
+  assert.throws(() => recordFromRow({ ...row, task_type: null }, "sqlite"), TypeError);
+  assert.throws(() => recordFromRow({ ...row, status: "lost" }, "sqlite"), TypeError);
+});
