@@ -18,6 +18,7 @@ import * as log from "../../shared/log.ts";
 import type { CancelOutcome, NewTask, TaskPage, TaskQuery, TaskStore } from "../../shared/ports.ts";
 import type { TaskView } from "../../shared/protocol.ts";
 import type { ResultMessage, StartedNotice } from "../../shared/queue_messages.ts";
+import { readMigrations } from "./migrations.ts";
 import {
   type Cell,
   COLUMN_NAMES,
@@ -40,8 +41,6 @@ import {
   toTaskView,
 } from "./records.ts";
 
-const MIGRATIONS_DIR = new URL("./migrations/postgres/", import.meta.url);
-const MIGRATION_FILE = /^(\d{4})_[a-z0-9_]+\.sql$/;
 const FINAL = "('succeeded', 'failed', 'cancelled')";
 
 /** Options of {@linkcode openPostgresTaskStore}. */
@@ -631,27 +630,13 @@ export class PostgresTaskStore implements TaskStore {
   }
 }
 
-async function migrationFiles(): Promise<{ version: number; name: string; url: URL }[]> {
-  const files: { version: number; name: string; url: URL }[] = [];
-  for await (const entry of Deno.readDir(MIGRATIONS_DIR)) {
-    const match = MIGRATION_FILE.exec(entry.name);
-    if (!entry.isFile || match === null) continue;
-    files.push({
-      version: Number(match[1]),
-      name: entry.name,
-      url: new URL(entry.name, MIGRATIONS_DIR),
-    });
-  }
-  return files.sort((a, b) => a.version - b.version);
-}
-
 /**
  * Creates the schema when missing and applies the migrations it has not recorded in `colmena_migrations`,
  * each in its own transaction, while holding an advisory lock for that schema: servers starting together
  * migrate one after the other, and the later ones find nothing left to do.
  */
 async function migrate(pool: pg.Pool, schema: string): Promise<void> {
-  const files = await migrationFiles();
+  const files = await readMigrations("postgres");
   const client = await pool.connect();
   const lockArgs = ["colmena_migrations", schema];
   try {
@@ -671,11 +656,10 @@ async function migrate(pool: pg.Pool, schema: string): Promise<void> {
       const applied = new Set(rows.map((row) => row.version));
       for (const file of files) {
         if (applied.has(file.version)) continue;
-        const sql = await Deno.readTextFile(file.url);
         await client.query("BEGIN");
         try {
           await client.query(`SET LOCAL search_path TO "${schema}"`);
-          await client.query(sql);
+          await client.query(file.sql);
           await client.query(
             `INSERT INTO "${schema}".colmena_migrations (version, name) VALUES ($1, $2)`,
             [file.version, file.name],

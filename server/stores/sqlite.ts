@@ -1,6 +1,7 @@
 /**
  * The SQLite task store: the only file that imports `node:sqlite`. Task records in one file beside the
- * server, durable across restarts and power loss, with no service to run.
+ * server, durable across restarts and power loss, with no service to run. The schema is brought up to date
+ * at start-up from the numbered files in `migrations/sqlite/`, in one transaction.
  *
  * Writes are queued and applied together, in one transaction per event-loop turn (`setImmediate`); each
  * caller's promise resolves after that transaction's COMMIT. Reads go straight to the database. Times are
@@ -16,6 +17,7 @@ import { ColmenaError, type WireError } from "../../shared/errors.ts";
 import type { CancelOutcome, NewTask, TaskPage, TaskQuery, TaskStore } from "../../shared/ports.ts";
 import type { TaskView } from "../../shared/protocol.ts";
 import type { ResultMessage, StartedNotice } from "../../shared/queue_messages.ts";
+import { type Migration, readMigrations } from "./migrations.ts";
 import { COLUMN_NAMES, recordCells, recordFromRow, selectList, TASK_COLUMNS } from "./columns.ts";
 import {
   checkListLimit,
@@ -29,60 +31,6 @@ import {
   toMillis,
   toTaskView,
 } from "./records.ts";
-
-/** The schema, one entry per version; an applied version is never edited, a change is a new entry. */
-const MIGRATIONS: readonly { version: number; name: string; sql: string }[] = [
-  {
-    version: 1,
-    name: "tasks",
-    sql: `
-      CREATE TABLE tasks (
-        task_id         TEXT    NOT NULL PRIMARY KEY,
-        task_type       TEXT    NOT NULL,
-        status          TEXT    NOT NULL
-          CHECK (status IN ('queued', 'running', 'succeeded', 'failed', 'cancelled')),
-        priority        INTEGER NOT NULL,
-        client_name     TEXT    NOT NULL,
-        client_kind     TEXT    NOT NULL CHECK (client_kind IN ('web', 'mobile', 'cli')),
-        origin          TEXT    NOT NULL,
-        payload         TEXT,
-        payload_ref     TEXT,
-        output          TEXT,
-        output_ref      TEXT,
-        error_code      TEXT,
-        error_message   TEXT,
-        attempts        INTEGER NOT NULL DEFAULT 0,
-        max_attempts    INTEGER NOT NULL,
-        timeout_ms      INTEGER,
-        worker          TEXT,
-        duration_ms     REAL,
-        submitted_at    INTEGER NOT NULL,
-        started_at      INTEGER,
-        finished_at     INTEGER,
-        idempotency_key TEXT
-      ) STRICT;
-      CREATE UNIQUE INDEX tasks_idempotency ON tasks (client_name, idempotency_key)
-        WHERE idempotency_key IS NOT NULL;
-      CREATE INDEX tasks_submitted ON tasks (submitted_at, task_id);
-      CREATE INDEX tasks_status_submitted ON tasks (status, submitted_at);
-      CREATE INDEX tasks_type_submitted ON tasks (task_type, submitted_at);
-      CREATE INDEX tasks_client_submitted ON tasks (client_name, submitted_at);
-      CREATE INDEX tasks_status_finished ON tasks (status, finished_at);
-    `,
-  },
-  {
-    version: 2,
-    name: "file_ref",
-    // The uploaded file a task reads, so that pruning the task deletes the file too.
-    sql: "ALTER TABLE tasks ADD COLUMN file_ref TEXT;",
-  },
-  {
-    version: 3,
-    name: "file_ref_index",
-    // Pruning a task deletes its uploaded file only when no other task still reads it.
-    sql: "CREATE INDEX tasks_file_ref ON tasks (file_ref) WHERE file_ref IS NOT NULL;",
-  },
-];
 
 const NOT_FINAL = "status NOT IN ('succeeded', 'failed', 'cancelled')";
 
@@ -169,8 +117,13 @@ function prepareStatements(db: DatabaseSync) {
   };
 }
 
-function migrate(db: DatabaseSync): void {
-  // IMMEDIATE takes the write lock first, so two processes opening one file migrate one after the other.
+/**
+ * Applies the migrations not recorded in `colmena_migrations`, all in one transaction. BEGIN IMMEDIATE takes
+ * the write lock first, so two processes opening one file migrate one after the other, and the later one
+ * finds nothing left to do. Versions are what count: the names of migrations 1 to 3 recorded before the
+ * numbered files ("tasks", "file_ref", "file_ref_index") stay as they are.
+ */
+function migrate(db: DatabaseSync, migrations: readonly Migration[]): void {
   db.exec("BEGIN IMMEDIATE");
   try {
     db.exec(
@@ -183,7 +136,7 @@ function migrate(db: DatabaseSync): void {
     const record = db.prepare(
       "INSERT INTO colmena_migrations (version, name, applied_at) VALUES (?, ?, ?)",
     );
-    for (const migration of MIGRATIONS) {
+    for (const migration of migrations) {
       if (applied.has(migration.version)) continue;
       db.exec(migration.sql);
       record.run(migration.version, migration.name, new Date().toISOString());
@@ -442,11 +395,12 @@ export class SqliteTaskStore implements TaskStore {
 
 /**
  * Opens (creating when needed, with its folder) the SQLite file at `path`, sets WAL and `synchronous=FULL`,
- * and brings its schema up to date. Rejects with `STORE_UNAVAILABLE` when the file cannot be used.
+ * and brings its schema up to date from the numbered files in `migrations/sqlite/`. Rejects with `STORE_UNAVAILABLE` when the file cannot be used.
  */
 export async function openSqliteTaskStore(path: string): Promise<SqliteTaskStore> {
   let db: DatabaseSync | undefined;
   try {
+    const migrations = await readMigrations("sqlite");
     if (path !== ":memory:") await mkdir(dirname(path), { recursive: true });
     db = new DatabaseSync(path);
     db.exec("PRAGMA journal_mode = WAL");
@@ -456,7 +410,7 @@ export async function openSqliteTaskStore(path: string): Promise<SqliteTaskStore
     // commit (0.15 with NORMAL) and about 30 µs per task in batches of 500 (27 with NORMAL).
     db.exec("PRAGMA synchronous = FULL");
     db.exec("PRAGMA busy_timeout = 5000");
-    migrate(db);
+    migrate(db, migrations);
     return new SqliteTaskStore(db);
   } catch (err) {
     db?.close();

@@ -5,9 +5,13 @@
  * @module
  */
 import assert from "node:assert/strict";
+// @ts-types="@types/pg"
+import pg from "pg";
 import { ColmenaError } from "../../shared/errors.ts";
 import type { NewTask, TaskStore } from "../../shared/ports.ts";
 import { dropPostgresSchema, openPostgresTaskStore } from "../../server/stores/postgres.ts";
+import { TASK_COLUMNS } from "../../server/stores/columns.ts";
+import { readMigrations } from "../../server/stores/migrations.ts";
 import { storeConformance } from "../conformance/task_store.ts";
 import { DATABASE_URL, needsPostgres } from "../_helpers/services.ts";
 
@@ -100,4 +104,98 @@ Deno.test("postgres store: a schema name that is not a plain identifier is refus
     openPostgresTaskStore(DATABASE_URL, { schema: 'x"; DROP TABLE tasks; --' }),
     RangeError,
   );
+});
+
+/** Runs `use` on a plain client of the test database. */
+async function withClient<T>(use: (client: pg.Client) => Promise<T>): Promise<T> {
+  const client = new pg.Client({ connectionString: DATABASE_URL });
+  await client.connect();
+  try {
+    return await use(client);
+  } finally {
+    await client.end();
+  }
+}
+
+function appliedVersions(schema: string): Promise<number[]> {
+  return withClient(async (client) => {
+    const { rows } = await client.query<{ version: number }>(
+      `SELECT version FROM "${schema}".colmena_migrations ORDER BY version`,
+    );
+    return rows.map((row) => row.version);
+  });
+}
+
+Deno.test({
+  name: "postgres store: a schema of the first version upgrades on opening and keeps its records",
+  ...postgres,
+  async fn() {
+    const schema = uniqueSchema();
+    const migrations = await readMigrations("postgres");
+    try {
+      await withClient(async (client) => {
+        await client.query(`CREATE SCHEMA "${schema}"`);
+        await client.query(
+          `CREATE TABLE "${schema}".colmena_migrations (version integer PRIMARY KEY,
+             name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())`,
+        );
+        await client.query("BEGIN");
+        await client.query(`SET LOCAL search_path TO "${schema}"`);
+        await client.query(migrations[0]?.sql ?? "");
+        await client.query("INSERT INTO colmena_migrations (version, name) VALUES (1, $1)", [
+          migrations[0]?.name,
+        ]);
+        await client.query(
+          `INSERT INTO tasks (task_id, task_type, status, priority, client_name, client_kind, origin,
+             max_attempts, submitted_at) VALUES ('old', 'text', 'queued', 2, 'web-1', 'web', 's1', 3, now())`,
+        );
+        await client.query("COMMIT");
+      });
+      const store = await openPostgresTaskStore(DATABASE_URL, { schema });
+      try {
+        assert.equal((await store.get("old"))?.priority, 2);
+        await store.create({ ...task("new"), fileRef: "uploads/f" });
+        assert.deepEqual(await store.filesInUse(["uploads/f"]), new Set(["uploads/f"]));
+      } finally {
+        await store.close();
+      }
+      assert.deepEqual(await appliedVersions(schema), migrations.map((each) => each.version));
+      await (await openPostgresTaskStore(DATABASE_URL, { schema })).close();
+      assert.deepEqual(await appliedVersions(schema), migrations.map((each) => each.version));
+    } finally {
+      await dropPostgresSchema(DATABASE_URL, schema);
+    }
+  },
+});
+
+Deno.test({
+  name: "postgres store: the migrated schema has exactly the columns of the column table",
+  ...postgres,
+  async fn() {
+    const schema = uniqueSchema();
+    try {
+      await (await openPostgresTaskStore(DATABASE_URL, { schema })).close();
+      const columns = await withClient(async (client) => {
+        const { rows } = await client.query<{ name: string; type: string; nullable: boolean }>(
+          `SELECT a.attname AS name, format_type(a.atttypid, a.atttypmod) AS type,
+                  NOT a.attnotnull AS nullable
+           FROM pg_attribute a
+           WHERE a.attrelid = format('%I.tasks', $1::text)::regclass AND a.attnum > 0
+             AND NOT a.attisdropped`,
+          [schema],
+        );
+        return rows.map((row) => [row.name, row.type, row.nullable]);
+      });
+      const spelled: Record<string, string> = { timestamptz: "timestamp with time zone" };
+      assert.deepEqual(
+        columns.sort(),
+        TASK_COLUMNS.map((each) => {
+          const type = each.types.postgres;
+          return [each.name, spelled[type] ?? type, each.nullable];
+        }).sort(),
+      );
+    } finally {
+      await dropPostgresSchema(DATABASE_URL, schema);
+    }
+  },
 });

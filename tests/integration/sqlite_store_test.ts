@@ -6,9 +6,12 @@
  */
 import assert from "node:assert/strict";
 import { join } from "node:path";
+import { DatabaseSync } from "node:sqlite";
 import { ColmenaError } from "../../shared/errors.ts";
 import type { NewTask, TaskStore } from "../../shared/ports.ts";
 import { openSqliteTaskStore } from "../../server/stores/sqlite.ts";
+import { TASK_COLUMNS } from "../../server/stores/columns.ts";
+import { readMigrations } from "../../server/stores/migrations.ts";
 import { storeConformance } from "../conformance/task_store.ts";
 
 storeConformance("sqlite store", async () => {
@@ -80,6 +83,101 @@ Deno.test("sqlite store: opening a path that cannot be a database fails with STO
       openSqliteTaskStore(dir),
       (err) => err instanceof ColmenaError && err.code === "STORE_UNAVAILABLE",
     );
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+/** Makes the database the server's first schema version left: migration 1 only, recorded as it recorded it. */
+async function firstVersionDatabase(path: string): Promise<void> {
+  const [first] = await readMigrations("sqlite");
+  assert.ok(first !== undefined);
+  const db = new DatabaseSync(path);
+  try {
+    db.exec(
+      `CREATE TABLE colmena_migrations (
+         version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at TEXT NOT NULL)`,
+    );
+    db.exec(first.sql);
+    db.prepare("INSERT INTO colmena_migrations VALUES (1, 'tasks', ?)").run(
+      new Date().toISOString(),
+    );
+    db.prepare(
+      `INSERT INTO tasks (task_id, task_type, status, priority, client_name, client_kind, origin,
+         max_attempts, submitted_at) VALUES ('old', 'text', 'queued', 2, 'web-1', 'web', 's1', 3, ?)`,
+    ).run(Date.parse("2025-01-01T00:00:00.000Z"));
+  } finally {
+    db.close();
+  }
+}
+
+function appliedVersions(path: string): number[] {
+  const db = new DatabaseSync(path);
+  try {
+    return db.prepare("SELECT version FROM colmena_migrations ORDER BY version").all()
+      .map((row) => Number(row.version));
+  } finally {
+    db.close();
+  }
+}
+
+Deno.test("sqlite store: a database of the first schema version upgrades on opening and keeps its records", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "colmena-sqlite-" });
+  try {
+    const path = join(dir, "colmena.db");
+    await firstVersionDatabase(path);
+    const migrations = await readMigrations("sqlite");
+    const store = await openSqliteTaskStore(path);
+    try {
+      assert.equal((await store.get("old"))?.priority, 2);
+      // The file_ref column of migration 2 works: pruning gives the file of the pruned task.
+      await store.create({ ...task("new"), fileRef: "uploads/f" });
+      await store.complete({
+        taskId: "new",
+        taskType: "text",
+        origin: "s1",
+        status: "succeeded",
+        worker: "w1",
+        attempt: 1,
+        startedAt: "2025-01-01T00:00:01.000Z",
+        finishedAt: "2025-01-01T00:00:02.000Z",
+        durationMs: 1,
+        output: null,
+      });
+      assert.deepEqual(await store.filesInUse(["uploads/f"]), new Set(["uploads/f"]));
+      assert.deepEqual(await store.prune("2025-01-02T00:00:00.000Z", 10), {
+        removed: 1,
+        blobKeys: ["uploads/f"],
+      });
+    } finally {
+      await store.close();
+    }
+    assert.deepEqual(appliedVersions(path), migrations.map((each) => each.version));
+    // Opening again applies nothing twice.
+    await (await openSqliteTaskStore(path)).close();
+    assert.deepEqual(appliedVersions(path), migrations.map((each) => each.version));
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("sqlite store: the migrated schema has exactly the columns of the column table", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "colmena-sqlite-" });
+  try {
+    const path = join(dir, "colmena.db");
+    await (await openSqliteTaskStore(path)).close();
+    const db = new DatabaseSync(path);
+    try {
+      const columns = db.prepare("SELECT name, type, \"notnull\" FROM pragma_table_info('tasks')")
+        .all()
+        .map((row) => [row.name, row.type, row.notnull === 0]);
+      assert.deepEqual(
+        columns.sort(),
+        TASK_COLUMNS.map((each) => [each.name, each.types.sqlite, each.nullable]).sort(),
+      );
+    } finally {
+      db.close();
+    }
   } finally {
     await Deno.remove(dir, { recursive: true });
   }

@@ -1,10 +1,30 @@
 /**
- * The deno.json role tasks grant exactly the environment variables each role's configuration reads.
+ * The deno.json role tasks grant exactly the environment variables each role's configuration reads, and
+ * the server's tasks read (and its binary bundles) the migrations of both SQL stores.
  */
 import assert from "node:assert/strict";
+import { relative } from "node:path";
 import { envNames, type Role } from "../../shared/config.ts";
+import type { Flavour } from "../../server/stores/columns.ts";
+import { migrationsFolder } from "../../server/stores/migrations.ts";
 
-const deno = JSON.parse(await Deno.readTextFile(new URL("../../deno.json", import.meta.url)));
+const ROOT = new URL("../../", import.meta.url);
+const deno = JSON.parse(await Deno.readTextFile(new URL("deno.json", ROOT)));
+
+/** The values of every `--flag=a,b` or `--flag a` of a task, as paths relative to the project root. */
+function flagPaths(task: string, flag: string): string[] {
+  const parts = task.split(" ");
+  return parts.flatMap((part, i) => {
+    if (part.startsWith(`${flag}=`)) return part.slice(flag.length + 1).split(",");
+    if (part === flag) return [parts[i + 1] ?? ""];
+    return [];
+  }).map((path) => path.replace(/^\.\//, "").replace(/\/$/, ""));
+}
+
+/** Whether `path` is `folder` or inside it. */
+function covers(folder: string, path: string): boolean {
+  return path === folder || path.startsWith(`${folder}/`);
+}
 
 function allowedEnv(task: string): string[] {
   const flag = task.split(" ").find((part) => part.startsWith("--allow-env="));
@@ -26,3 +46,29 @@ for (
     });
   }
 }
+
+for (const flavour of ["sqlite", "postgres"] as Flavour[]) {
+  const folder = relative(ROOT.pathname, migrationsFolder(flavour).pathname);
+  Deno.test(`deno task servidor reads the ${flavour} migrations and its binary bundles them`, async () => {
+    const files = await Array.fromAsync(Deno.readDir(migrationsFolder(flavour)));
+    assert.ok(files.some((file) => file.name.startsWith("0001_")), `${folder} has no 0001_ file`);
+    for (const task of ["servidor", "compile:servidor"]) {
+      const readable = flagPaths(deno.tasks[task], "--allow-read");
+      assert.ok(readable.some((path) => covers(path, folder)), `${task} cannot read ${folder}`);
+    }
+    const bundled = flagPaths(deno.tasks["compile:servidor"], "--include");
+    assert.ok(
+      bundled.some((path) => covers(path, folder)),
+      `compile:servidor leaves out ${folder}`,
+    );
+  });
+}
+
+Deno.test("deno task servidor reads its data folder and the migrations, and no other source", () => {
+  for (const task of ["servidor", "compile:servidor"]) {
+    assert.deepEqual(flagPaths(deno.tasks[task], "--allow-read").sort(), [
+      "data",
+      relative(ROOT.pathname, new URL("../", migrationsFolder("sqlite")).pathname),
+    ]);
+  }
+});
