@@ -34,7 +34,7 @@ import {
 import { TASK_TYPES, TASKS } from "../shared/tasks.ts";
 import type { ServerConfig } from "../shared/config.ts";
 import { ClientConnection, type Upload } from "./connection.ts";
-import { UPLOADS_PREFIX } from "./stores.ts";
+import { OUTPUT_KEY, payloadKey, UPLOAD_KEY, uploadKey } from "../shared/blob_keys.ts";
 
 function abortUpload(upload: Upload): void {
   upload.writer.abort(new ColmenaError("CONNECTION_CLOSED")).catch(() => {});
@@ -73,8 +73,6 @@ export interface ServerDeps {
   blobs: BlobStore;
 }
 
-const UPLOAD_REF = new RegExp(`^${UPLOADS_PREFIX}[0-9a-f-]{36}$`);
-const OUTPUT_REF = /^tasks\/[0-9a-f-]{36}\/output$/;
 const DOWNLOAD_CHUNK_BYTES = 768 * 1024;
 /** Records a `watch` reads at once. */
 const WATCH_BATCH = 16;
@@ -355,7 +353,7 @@ export class ColmenaServer {
     }
     const type = valid.value.type;
     const file = request.task.file;
-    if (file !== undefined && !UPLOAD_REF.test(file.ref)) {
+    if (file !== undefined && !UPLOAD_KEY.test(file.ref)) {
       return this.#replyError(
         client,
         request.id,
@@ -377,7 +375,7 @@ export class ColmenaServer {
     const payloadJson = JSON.stringify(payload);
     if (payloadJson.length > this.#config.claimCheckBytes) {
       // Claim check: the payload travels as an object, the message only names it.
-      payloadRef = `tasks/${taskId}/payload`;
+      payloadRef = payloadKey(taskId);
       await this.#deps.blobs.put(payloadRef, encoder.encode(payloadJson));
       payload = undefined;
     }
@@ -659,7 +657,7 @@ export class ColmenaServer {
     if (uploadId === undefined) {
       uploadId = crypto.randomUUID();
       const { readable, writable } = new TransformStream<Uint8Array, Uint8Array>();
-      const ref = `${UPLOADS_PREFIX}${uploadId}`;
+      const ref = uploadKey(uploadId);
       const stored = this.#deps.blobs.put(ref, readable);
       stored.catch(() => {}); // awaited on the last piece; an abort is no unhandled rejection
       upload = { ref, writer: writable.getWriter(), stored, bytes: 0, chain: Promise.resolve() };
@@ -716,7 +714,7 @@ export class ColmenaServer {
     client: ClientConnection,
     request: Extract<Request, { type: "download" }>,
   ): Promise<void> {
-    if (!OUTPUT_REF.test(request.ref)) {
+    if (!OUTPUT_KEY.test(request.ref)) {
       return this.#replyError(
         client,
         request.id,

@@ -6,6 +6,7 @@
 import type { ServerConfig } from "../shared/config.ts";
 import * as log from "../shared/log.ts";
 import type { BlobStore, TaskStore } from "../shared/ports.ts";
+import { UPLOADS_PREFIX } from "../shared/blob_keys.ts";
 import { openPostgresTaskStore } from "../shared/adapters/postgres.ts";
 import { openSqliteTaskStore } from "../shared/adapters/sqlite.ts";
 import { MemoryTaskStore } from "./memory_store.ts";
@@ -44,9 +45,6 @@ export async function openTaskStore(config: ServerConfig): Promise<TaskStore> {
       return await openSqliteTaskStore(`${config.dataDir}/colmena.db`);
   }
 }
-
-/** Where the server stores uploaded files (`uploads/<uuid>`). */
-export const UPLOADS_PREFIX = "uploads/";
 
 /** What one {@linkcode pruneOnce} deleted. */
 export interface Pruned {
