@@ -31,6 +31,7 @@ import {
   type TaskRecord,
   toIso,
   toMillis,
+  toSubmission,
   toTaskView,
 } from "../task_records.ts";
 
@@ -310,6 +311,18 @@ export class PostgresTaskStore implements TaskStore {
     );
     const row = rows[0];
     return row === undefined ? undefined : toTaskView(recordFromRow(row));
+  }
+
+  async submission(taskId: string): Promise<NewTask | undefined> {
+    if (this.#closed) throw closedError();
+    if (!storableId(taskId)) return undefined;
+    const rows = await this.#query<TaskRow>(
+      `SELECT ${SELECT_COLUMNS.replace("NULL AS payload", "payload::text AS payload")}
+       FROM ${this.#table} WHERE task_id = $1`,
+      [taskId],
+    );
+    const row = rows[0];
+    return row === undefined ? undefined : toSubmission(recordFromRow(row));
   }
 
   async list(query: TaskQuery): Promise<TaskPage> {
