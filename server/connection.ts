@@ -5,6 +5,11 @@
  * dropped with `SLOW_CONSUMER` once more than `maxOutputBytes` wait for it, or when one write takes longer
  * than `writeTimeoutMs`; memory per connection stays bounded either way.
  *
+ * A `ClientConnection` is the one owner of per-connection state: who the client is, its rate bucket, its
+ * unanswered requests, the tasks whose result it awaits, its uploads under way and its queue of `watch`es.
+ * Server-wide maps (the result router's push targets, by task id) only point at a connection; whoever adds
+ * to them adds the task id to `awaiting` too, so that the server can clean them up when the connection ends.
+ *
  * @module
  */
 import { setImmediate } from "node:timers";
@@ -13,24 +18,12 @@ import { type Framed, LineFramer } from "../shared/framing.ts";
 import * as log from "../shared/log.ts";
 import { encodeFrame, type Reply } from "../shared/protocol.ts";
 import type { ClientKind } from "../shared/protocol.ts";
+import type { Upload } from "./transfers.ts";
 
 /** Who the client on a connection is: what `hello` said, or the defaults. */
 export interface ClientIdentity {
   name: string;
   kind: ClientKind;
-}
-
-/** A file being uploaded on a connection: its pieces stream, in order, into the object store. */
-export interface Upload {
-  /** The object's key. */
-  readonly ref: string;
-  readonly writer: WritableStreamDefaultWriter<Uint8Array>;
-  /** Settles when the object store has the whole file (or failed). */
-  readonly stored: Promise<void>;
-  /** Bytes received so far. */
-  bytes: number;
-  /** The pieces' work, one after another. */
-  chain: Promise<void>;
 }
 
 /** Limits of one connection. */
@@ -51,8 +44,12 @@ export class ClientConnection {
   client: ClientIdentity = { name: "anonimo", kind: "cli" };
   /** Requests received and not yet answered (submits waiting for the broker's confirm). */
   pending = 0;
-  /** Tasks submitted on this connection whose result has not been pushed yet. */
+  /** Tasks submitted or watched on this connection whose result has not been pushed yet. */
   readonly awaiting = new Set<string>();
+  /** Uploads under way on this connection, by id. */
+  readonly uploads = new Map<string, Upload>();
+  /** The last `watch` of this connection, which the next one waits for. */
+  lastWatch: Promise<void> = Promise.resolve();
   readonly #conn: Deno.Conn;
   readonly #limits: ConnectionLimits;
   #out: string[] = [];
@@ -160,6 +157,11 @@ export class ClientConnection {
     }
   }
 
+  /** Answers request `id` (null when unknown) with an `error` frame. */
+  sendError(id: string | null, error: ColmenaError): void {
+    this.send({ type: "error", id, ...error.toWire() });
+  }
+
   /**
    * Closes the connection because of `error`: the queued output is discarded, the error frame is tried once
    * without waiting, then the socket closes.
@@ -201,9 +203,6 @@ export class ClientConnection {
       await new Promise((resolve) => setTimeout(resolve, 5));
     }
   }
-
-  /** Uploads under way on this connection, by id. */
-  readonly uploads = new Map<string, Upload>();
 
   /** Whether a write has been blocked for longer than the write timeout (checked by the server's sweeper). */
   writeStalled(now: number): boolean {

@@ -6,9 +6,7 @@
  */
 import * as log from "../shared/log.ts";
 import type { BlobStore, TaskStore } from "../shared/ports.ts";
-
-/** Where the server stores uploaded files (`uploads/<uuid>`). */
-export const UPLOADS_PREFIX = "uploads/";
+import { UPLOADS_PREFIX } from "../shared/blob_keys.ts";
 
 /** What one {@linkcode pruneOnce} deleted. */
 export interface Pruned {

@@ -164,6 +164,12 @@ export interface TaskStore {
   remove(taskId: string): Promise<void>;
   /** The record of a task, or `undefined` when there is none. */
   get(taskId: string): Promise<TaskView | undefined>;
+  /**
+   * What a task was recorded with at submit time, payload included (never shown by `get`), so that it can be
+   * published again exactly as it was first submitted. `undefined` when there is no record, or when the
+   * record was made from a result alone (`complete` of an unknown task).
+   */
+  submission(taskId: string): Promise<NewTask | undefined>;
   /** A page of records matching `query`, newest first. */
   list(query: TaskQuery): Promise<TaskPage>;
   /**

@@ -201,11 +201,21 @@ export const WelcomeReply = z.object({
   taskTypes: z.array(z.string()),
 });
 
-/** `accepted`: the task is stored by the broker and will run. */
+/**
+ * `accepted`: the task is stored by the broker and will run. A submit that repeats an idempotency key gets
+ * the first task's id and `duplicate: true`: nothing of the repeat is recorded or run, its options included.
+ */
 export const AcceptedReply = z.object({
   type: z.literal("accepted"),
   id: z.string(),
   taskId: z.string(),
+  /** Present (`true`) only when this submit repeated an idempotency key and `taskId` is the first task. */
+  duplicate: z.literal(true).optional(),
+  /**
+   * On a duplicate: whether the repeat's task (type, validated payload or file) differs from the first's,
+   * which is the one that runs. Absent when the server could not read the first payload back.
+   */
+  payloadDiffers: z.boolean().optional(),
 });
 
 /** `result`: pushed to the submitting connection when a task ends. */

@@ -11,6 +11,7 @@ import { setImmediate } from "node:timers";
 import { ColmenaError, ERRORS, type WireError } from "../shared/errors.ts";
 import * as log from "../shared/log.ts";
 import type { BlobStore, TaskDelivery, WorkerBroker } from "../shared/ports.ts";
+import { outputKey } from "../shared/blob_keys.ts";
 import { describeIssues } from "../shared/protocol.ts";
 import type {
   ResultMessage,
@@ -399,7 +400,7 @@ export class TaskRunner {
       if (json.length > this.#claimCheckBytes) {
         // Claim check: a large output is stored as an object and the result only names it.
         const bytes = encoder.encode(json);
-        const outputRef = `tasks/${task.taskId}/output`;
+        const outputRef = outputKey(task.taskId);
         copied = this.#blobs.put(outputRef, bytes);
         const { output: _output, ...rest } = result;
         result = { ...rest, outputRef, outputBytes: bytes.length };

@@ -111,8 +111,8 @@ export interface Column<K extends keyof TaskRecord = keyof TaskRecord> {
   cell(record: TaskRecord, flavour: Flavour): Cell;
   /** The field's value from what the driver returned for this column. */
   value(raw: unknown, flavour: Flavour): TaskRecord[K];
-  /** The expression that reads it in a SELECT list. */
-  select(flavour: Flavour): string;
+  /** The expression that reads it in a SELECT list; `all` reads it even when it is not read back. */
+  select(flavour: Flavour, all?: boolean): string;
 }
 
 /** How {@linkcode column} defines one column. */
@@ -145,8 +145,8 @@ function column<K extends keyof TaskRecord>(field: K, spec: ColumnSpec<K>): Colu
       }
       return type[flavour].read(raw, name);
     },
-    select(flavour) {
-      if (!readBack) return `NULL AS ${name}`;
+    select(flavour, all = false) {
+      if (!readBack && !all) return `NULL AS ${name}`;
       return type[flavour].select?.(name) ?? name;
     },
   };
@@ -186,9 +186,12 @@ const _everyFieldHasAColumn: [MissingField] extends [never] ? true : MissingFiel
 /** The column names, in table order, for an INSERT list: `task_id, task_type, …`. */
 export const COLUMN_NAMES: string = TASK_COLUMNS.map((each) => each.name).join(", ");
 
-/** The SELECT list of a flavour: every column in table order, the payload as NULL. */
-export function selectList(flavour: Flavour): string {
-  return TASK_COLUMNS.map((each) => each.select(flavour)).join(", ");
+/**
+ * The SELECT list of a flavour: every column in table order, the payload as NULL unless `all` (reading a
+ * task back as it was submitted).
+ */
+export function selectList(flavour: Flavour, all = false): string {
+  return TASK_COLUMNS.map((each) => each.select(flavour, all)).join(", ");
 }
 
 /** The parameters of a record, one per column in table order. */

@@ -19,6 +19,7 @@ import {
   storableText,
   type TaskRecord,
   toMillis,
+  toSubmission,
   toTaskView,
 } from "./records.ts";
 
@@ -151,6 +152,13 @@ export class MemoryTaskStore implements TaskStore {
     return this.#run(() => {
       const record = this.#tasks.get(taskId);
       return record === undefined ? undefined : toTaskView(record);
+    });
+  }
+
+  submission(taskId: string): Promise<NewTask | undefined> {
+    return this.#run(() => {
+      const record = this.#tasks.get(taskId);
+      return record === undefined ? undefined : toSubmission(record);
     });
   }
 

@@ -38,6 +38,7 @@ import {
   type TaskRecord,
   toIso,
   toMillis,
+  toSubmission,
   toTaskView,
 } from "./records.ts";
 
@@ -239,6 +240,17 @@ export class PostgresTaskStore implements TaskStore {
     );
     const row = rows[0];
     return row === undefined ? undefined : toTaskView(fromRow(row));
+  }
+
+  async submission(taskId: string): Promise<NewTask | undefined> {
+    if (this.#closed) throw closedError();
+    if (!storableId(taskId)) return undefined;
+    const rows = await this.#query<TaskRow>(
+      `SELECT ${selectList("postgres", true)} FROM ${this.#table} WHERE task_id = $1`,
+      [taskId],
+    );
+    const row = rows[0];
+    return row === undefined ? undefined : toSubmission(recordFromRow(row, "postgres"));
   }
 
   async list(query: TaskQuery): Promise<TaskPage> {

@@ -175,6 +175,28 @@ export function applyResult(record: TaskRecord, result: ResultMessage): void {
   record.errorMessage = result.error === undefined ? null : storableText(result.error.message);
 }
 
+/**
+ * What a record holds of its submit (see {@linkcode NewTask}), or `undefined` for a record made from a result
+ * alone, which has no timeout of its own. The stored payload is JSON text, read back with `JSON.parse`.
+ */
+export function toSubmission(record: TaskRecord): NewTask | undefined {
+  if (record.timeoutMs === null) return undefined;
+  return {
+    taskId: record.taskId,
+    taskType: record.taskType,
+    priority: record.priority,
+    client: { name: record.clientName, kind: record.clientKind },
+    submittedAt: toIso(record.submittedAt),
+    origin: record.origin,
+    ...(record.payload === null ? {} : { payload: JSON.parse(record.payload) }),
+    ...(record.payloadRef === null ? {} : { payloadRef: record.payloadRef }),
+    ...(record.fileRef === null ? {} : { fileRef: record.fileRef }),
+    maxAttempts: record.maxAttempts,
+    timeoutMs: record.timeoutMs,
+    ...(record.idempotencyKey === null ? {} : { idempotencyKey: record.idempotencyKey }),
+  };
+}
+
 /** The `TaskView` of a record: absent values are left out, and the payload is never shown. */
 export function toTaskView(record: TaskRecord): TaskView {
   const view: TaskView = {

@@ -29,6 +29,7 @@ import {
   storableText,
   type TaskRecord,
   toMillis,
+  toSubmission,
   toTaskView,
 } from "./records.ts";
 
@@ -114,6 +115,7 @@ function prepareStatements(db: DatabaseSync) {
     ),
     fileInUse: db.prepare("SELECT 1 AS found FROM tasks WHERE file_ref = ? LIMIT 1"),
     get: db.prepare(`SELECT ${SELECT_COLUMNS} FROM tasks WHERE task_id = ?`),
+    submission: db.prepare(`SELECT ${selectList("sqlite", true)} FROM tasks WHERE task_id = ?`),
   };
 }
 
@@ -254,6 +256,13 @@ export class SqliteTaskStore implements TaskStore {
     return this.#read(() => {
       const row = this.#sql.get.get(taskId);
       return row === undefined ? undefined : toTaskView(recordFromRow(row, "sqlite"));
+    });
+  }
+
+  submission(taskId: string): Promise<NewTask | undefined> {
+    return this.#read(() => {
+      const row = this.#sql.submission.get(taskId);
+      return row === undefined ? undefined : toSubmission(recordFromRow(row, "sqlite"));
     });
   }
 

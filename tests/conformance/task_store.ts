@@ -242,6 +242,31 @@ export function storeConformance(
     assert.equal((await store.list({ limit: 10 })).items.length, 1);
   });
 
+  test("submission returns the task as created, payload and references included", async ({ store }) => {
+    const inline = newTask("t1", {
+      payload: { text: "hola", n: [1, 2.5, null], nested: { ñ: "ü" } },
+      idempotencyKey: "clave",
+    });
+    const referenced = newTask("t2", {
+      payload: undefined,
+      payloadRef: "tasks/t2/payload",
+      fileRef: "uploads/f",
+      priority: 9,
+      timeoutMs: 5,
+    });
+    await store.create(inline);
+    await store.create(referenced);
+    assert.deepEqual(await store.submission("t1"), inline);
+    const { payload: _none, ...withoutPayload } = referenced;
+    assert.deepEqual(await store.submission("t2"), withoutPayload);
+  });
+
+  test("submission is undefined for an unknown task and one known only by its result", async ({ store }) => {
+    assert.equal(await store.submission("nope"), undefined);
+    await store.complete(result("huerfana"));
+    assert.equal(await store.submission("huerfana"), undefined);
+  });
+
   test("an idempotency key belongs to one client name", async ({ store }) => {
     await store.create(newTask("t1", { idempotencyKey: "clave" }));
     const other = await store.create(

@@ -1,0 +1,271 @@
+/**
+ * Result routing: which connection awaits which task's result, and getting each result there.
+ *
+ * Every server consumes `result_queue` and records what it consumes in the task store. A result is pushed to
+ * the connection waiting for it on this server; one that belongs to a task another server accepted is
+ * forwarded to that server's reply queue, so each result reaches the connection that submitted it. A result
+ * is pushed only after its task's `accepted`, and once per connection (duplicates are absorbed by the store).
+ * Tasks watched after a reconnect (or repeated with an idempotency key) may have their result consumed by
+ * another server, so they are also polled in the store.
+ *
+ * @module
+ */
+import { ColmenaError } from "../shared/errors.ts";
+import * as log from "../shared/log.ts";
+import type { ServerBroker, TaskStore } from "../shared/ports.ts";
+import {
+  FINAL_STATUSES,
+  type Request,
+  type ResultPush,
+  type TaskView,
+} from "../shared/protocol.ts";
+import { QUEUE_FORMAT, type ResultBatch, type ResultMessage } from "../shared/queue_messages.ts";
+import type { ClientConnection } from "./connection.ts";
+import type { ServerStats } from "./stats.ts";
+import { DOWNLOAD_CHUNK_BYTES } from "./transfers.ts";
+
+/** Records a `watch` reads at once. */
+const WATCH_BATCH = 16;
+
+/** Where a task's result goes once it arrives: held until the task's `accepted` has gone out. */
+export interface PushTarget {
+  readonly conn: ClientConnection;
+  accepted: boolean;
+  result?: ResultPush;
+}
+
+/** What the router needs. */
+export interface ResultRouterDeps {
+  readonly serverId: string;
+  readonly store: TaskStore;
+  /** The broker, once connected. */
+  readonly broker: () => ServerBroker | undefined;
+  readonly stats: ServerStats;
+  /** The connection's output cap: a `watch` of finished tasks waits for the reader past half of it. */
+  readonly maxOutputBytes: number;
+}
+
+function _isFinal(view: TaskView): boolean {
+  return FINAL_STATUSES.includes(view.status);
+}
+
+function _pushFromResult(result: ResultMessage): ResultPush {
+  const push: ResultPush = {
+    type: "result",
+    taskId: result.taskId,
+    taskType: result.taskType,
+    status: result.status,
+    worker: result.worker,
+    durationMs: result.durationMs,
+    attempts: result.attempt,
+  };
+  if (result.output !== undefined) push.output = result.output;
+  if (result.outputRef !== undefined) push.outputRef = result.outputRef;
+  if (result.outputBytes !== undefined) push.outputBytes = result.outputBytes;
+  if (result.error !== undefined) push.error = result.error;
+  return push;
+}
+
+function _pushFromView(view: TaskView): ResultPush {
+  const push: ResultPush = {
+    type: "result",
+    taskId: view.taskId,
+    taskType: view.taskType,
+    status: view.status === "succeeded"
+      ? "succeeded"
+      : view.status === "cancelled"
+      ? "cancelled"
+      : "failed",
+    worker: view.worker ?? "",
+    durationMs: view.durationMs ?? 0,
+  };
+  if (view.attempts !== undefined && view.attempts > 0) push.attempts = view.attempts;
+  if (view.output !== undefined) push.output = view.output;
+  if (view.outputRef !== undefined) push.outputRef = view.outputRef;
+  // A task cancelled while it waited for a retry still holds the failed attempt's error: it is CANCELLED.
+  if (view.status === "cancelled") push.error = new ColmenaError("CANCELLED").toWire();
+  else if (view.error !== undefined) push.error = view.error;
+  return push;
+}
+
+/** Owns the push targets (by task id) and the watched tasks of one server. */
+export class ResultRouter {
+  readonly #deps: ResultRouterDeps;
+  readonly #pushes = new Map<string, PushTarget>();
+  /** Tasks whose result may be consumed by another server: polled in the store. */
+  readonly #watched = new Set<string>();
+  #polling = false;
+
+  constructor(deps: ResultRouterDeps) {
+    this.#deps = deps;
+  }
+
+  /** Makes `conn` the connection awaiting a task it is submitting; a result that comes before `accepted` is held. */
+  expect(taskId: string, conn: ClientConnection): PushTarget {
+    const target: PushTarget = { conn, accepted: false };
+    this.#pushes.set(taskId, target);
+    conn.awaiting.add(taskId);
+    return target;
+  }
+
+  /** The submit behind `target` failed: nothing will be pushed for it. */
+  abandon(taskId: string, target: PushTarget): void {
+    if (this.#pushes.get(taskId) === target) this.#pushes.delete(taskId);
+    target.conn.awaiting.delete(taskId);
+  }
+
+  /** The task's `accepted` has gone out: a result held meanwhile is pushed now. */
+  accepted(taskId: string, target: PushTarget): void {
+    target.accepted = true;
+    if (target.result !== undefined) this.#deliver(taskId, target, target.result);
+  }
+
+  /**
+   * After `accepted` of a task recorded before (a repeated idempotency key): pushes its result now when
+   * `view` is final, and otherwise follows it until it ends, wherever its result is consumed.
+   */
+  follow(taskId: string, conn: ClientConnection, view: TaskView): void {
+    if (_isFinal(view)) {
+      conn.send(_pushFromView(view));
+      return;
+    }
+    this.#pushes.set(taskId, { conn, accepted: true });
+    conn.awaiting.add(taskId);
+    this.#watched.add(taskId);
+  }
+
+  /** A task was cancelled: the connection awaiting it gets its `cancelled` result. */
+  cancelled(taskId: string, view: TaskView): void {
+    const target = this.#pushes.get(taskId);
+    if (target !== undefined) this.#deliver(taskId, target, _pushFromView(view));
+  }
+
+  /** A connection ended: forgets where its results were to go. */
+  connectionClosed(conn: ClientConnection): void {
+    for (const taskId of conn.awaiting) {
+      if (this.#pushes.get(taskId)?.conn === conn) this.#pushes.delete(taskId);
+    }
+    conn.awaiting.clear();
+  }
+
+  /** A connection's `watch`es run one after another, so that it holds one batch of records at a time. */
+  watch(conn: ClientConnection, request: Extract<Request, { type: "watch" }>): Promise<void> {
+    const run = conn.lastWatch.then(() => this.#watchNow(conn, request));
+    conn.lastWatch = run.catch(() => {});
+    return run;
+  }
+
+  async #watchNow(
+    conn: ClientConnection,
+    request: Extract<Request, { type: "watch" }>,
+  ): Promise<void> {
+    const store = this.#deps.store;
+    const found: string[] = [];
+    const missing: string[] = [];
+    const finished: string[] = [];
+    const pending: string[] = [];
+    // A few records at a time, keeping only their ids: a watch of many tasks with large outputs (or of one
+    // id many times) must not hold every output in memory at once.
+    const ids = [...new Set(request.taskIds)];
+    for (let i = 0; i < ids.length; i += WATCH_BATCH) {
+      if (conn.closed) return;
+      const chunk = ids.slice(i, i + WATCH_BATCH);
+      const views = await Promise.all(chunk.map((taskId) => store.get(taskId)));
+      chunk.forEach((taskId, k) => {
+        const view = views[k];
+        if (view === undefined) return missing.push(taskId);
+        found.push(taskId);
+        return _isFinal(view) ? finished.push(taskId) : pending.push(taskId);
+      });
+    }
+    for (const taskId of pending) {
+      this.#pushes.set(taskId, { conn, accepted: true });
+      conn.awaiting.add(taskId);
+      this.#watched.add(taskId); // one that ended meanwhile is found in the store by the next poll
+    }
+    conn.send({ type: "watching", id: request.id, taskIds: found, missing });
+    const flushAt = Math.min(4 * DOWNLOAD_CHUNK_BYTES, this.#deps.maxOutputBytes / 2);
+    for (const taskId of finished) {
+      // A reader takes what is queued before more is loaded; one that never reads is dropped meanwhile.
+      if (conn.queuedChars > flushAt) await conn.flushed();
+      if (conn.closed) return;
+      const view = await store.get(taskId);
+      if (view !== undefined) conn.send(_pushFromView(view));
+    }
+  }
+
+  /** Sends a result to its connection once, after `accepted`. */
+  #deliver(taskId: string, target: PushTarget, push: ResultPush): void {
+    if (!target.accepted) {
+      target.result = push;
+      return;
+    }
+    if (this.#pushes.get(taskId) === target) this.#pushes.delete(taskId);
+    this.#watched.delete(taskId);
+    target.conn.awaiting.delete(taskId);
+    target.conn.send(push);
+  }
+
+  /** Records a batch from `result_queue`, pushes what this server's connections await, forwards the rest. */
+  async onResults(batch: ResultBatch): Promise<void> {
+    const { store, stats, serverId } = this.#deps;
+    const foreign = new Map<string, ResultBatch>();
+    const foreignOf = (origin: string): ResultBatch => {
+      let b = foreign.get(origin);
+      if (b === undefined) {
+        b = { v: QUEUE_FORMAT, forwarded: true, started: [], retrying: [], results: [] };
+        foreign.set(origin, b);
+      }
+      return b;
+    };
+    const forwardable = (origin: string) => !batch.forwarded && origin !== serverId;
+    await Promise.all([
+      ...batch.started.map((n) => store.markStarted(n)),
+      ...batch.retrying.map((n) => store.markRetrying(n.taskId, n.error)),
+    ]);
+    for (const n of batch.started) if (forwardable(n.origin)) foreignOf(n.origin).started.push(n);
+    for (const n of batch.retrying) if (forwardable(n.origin)) foreignOf(n.origin).retrying.push(n);
+    const firsts = await Promise.all(batch.results.map((r) => store.complete(r)));
+    batch.results.forEach((result, i) => {
+      // A duplicate is routed like a first result: a connection still waiting, or a forward that failed
+      // after the record was written, would otherwise never get it. Each push target takes one result.
+      if (firsts[i]) stats.results++;
+      else if (!batch.forwarded) stats.duplicates++;
+      const target = this.#pushes.get(result.taskId);
+      if (target !== undefined) this.#deliver(result.taskId, target, _pushFromResult(result));
+      else if (forwardable(result.origin)) foreignOf(result.origin).results.push(result);
+    });
+    const broker = this.#deps.broker();
+    if (foreign.size > 0 && broker !== undefined) {
+      await Promise.all(
+        [...foreign].map(([origin, b]) => {
+          stats.forwarded += b.results.length;
+          return broker.forwardResults(origin, b);
+        }),
+      );
+    }
+  }
+
+  /** Looks in the store for the results of watched tasks (they may be consumed by another server). */
+  async pollWatched(): Promise<void> {
+    if (this.#watched.size === 0 || this.#polling) return;
+    this.#polling = true;
+    try {
+      for (const taskId of [...this.#watched]) {
+        const target = this.#pushes.get(taskId);
+        if (target === undefined || target.conn.closed) {
+          this.#watched.delete(taskId);
+          continue;
+        }
+        const view = await this.#deps.store.get(taskId);
+        if (view !== undefined && _isFinal(view)) {
+          this.#deliver(taskId, target, _pushFromView(view));
+        }
+      }
+    } catch (err) {
+      log.error("No se pudo consultar el almacén por tareas vigiladas", err);
+    } finally {
+      this.#polling = false;
+    }
+  }
+}

@@ -1,0 +1,293 @@
+/**
+ * Submit: validates a task against the catalogue, stores a large payload as an object (claim check), records
+ * the task and publishes it, publishing again after a lost confirm. A submit that repeats an idempotency key
+ * creates and publishes nothing of its own: it gets the first task.
+ *
+ * @module
+ */
+import { payloadKey, UPLOAD_KEY } from "../shared/blob_keys.ts";
+import type { ServerConfig } from "../shared/config.ts";
+import { ColmenaError } from "../shared/errors.ts";
+import * as log from "../shared/log.ts";
+import type { BlobStore, NewTask, ServerBroker, TaskStore } from "../shared/ports.ts";
+import { type Request, validateTask } from "../shared/protocol.ts";
+import { QUEUE_FORMAT, type TaskMessage } from "../shared/queue_messages.ts";
+import { TASKS } from "../shared/tasks.ts";
+import type { ClientConnection } from "./connection.ts";
+import type { ResultRouter } from "./result_routing.ts";
+import type { ServerStats } from "./stats.ts";
+
+type SubmitRequest = Extract<Request, { type: "submit" }>;
+type FileSpec = NonNullable<SubmitRequest["task"]["file"]>;
+
+const encoder = new TextEncoder();
+const decoder = new TextDecoder();
+
+/** A submitted task checked against the catalogue. */
+interface CheckedTask {
+  readonly type: string;
+  /** The validated payload (defaults applied), without the file's field when the task reads a file. */
+  readonly payload: unknown;
+  /** The task type's timeout, for a submit that names none. */
+  readonly defaultTimeoutMs: number;
+}
+
+/**
+ * Checks a submitted task against the catalogue: the one place the submit path looks task types up. With a
+ * file, the payload is checked with an empty string standing in for the file's field, which is then left out.
+ */
+function _checkTask(
+  task: SubmitRequest["task"],
+): { ok: true; value: CheckedTask } | { ok: false; error: ColmenaError } {
+  const file = task.file;
+  const given = file === undefined ? task.payload : {
+    ...(typeof task.payload === "object" && task.payload !== null ? task.payload : {}),
+    [file.field]: "",
+  };
+  const valid = validateTask({ type: task.type, payload: given });
+  if (!valid.ok) return valid;
+  const type = valid.value.type;
+  let payload: unknown = valid.value.payload;
+  if (file !== undefined) {
+    const { [file.field]: _placeholder, ...rest } = payload as Record<string, unknown>;
+    payload = rest;
+  }
+  return { ok: true, value: { type, payload, defaultTimeoutMs: TASKS[type].defaultTimeoutMs } };
+}
+
+/** JSON text with every object's keys sorted, so that two equal values give the same text. */
+function _canonicalJson(value: unknown): string {
+  return JSON.stringify(
+    value,
+    (_key, v: unknown) =>
+      v !== null && typeof v === "object" && !Array.isArray(v)
+        ? Object.fromEntries(
+          Object.entries(v).sort(([a], [b]) => a < b ? -1 : a > b ? 1 : 0),
+        )
+        : v,
+  ) ?? "";
+}
+
+/** What the submit path needs. */
+export interface SubmitDeps {
+  readonly config: Pick<ServerConfig, "claimCheckBytes" | "maxAttempts" | "publishRetryMs">;
+  readonly serverId: string;
+  readonly store: TaskStore;
+  readonly blobs: BlobStore;
+  /** The broker, once connected. */
+  readonly broker: () => ServerBroker | undefined;
+  /** Whether the server is draining: no new tasks then. */
+  readonly stopping: () => boolean;
+  readonly router: ResultRouter;
+  readonly stats: ServerStats;
+}
+
+/** Takes `submit` requests. */
+export class Submitter {
+  readonly #deps: SubmitDeps;
+  /** Publishes under way, by task id: a repeat of the same key waits for the first one's outcome. */
+  readonly #inFlight = new Map<string, Promise<void>>();
+
+  constructor(deps: SubmitDeps) {
+    this.#deps = deps;
+  }
+
+  /** Answers a `submit` with `accepted` once the task is recorded and the broker confirmed it. */
+  async submit(client: ClientConnection, request: SubmitRequest): Promise<void> {
+    const { config, store, blobs, router, stats } = this.#deps;
+    const checked = _checkTask(request.task);
+    if (!checked.ok) return client.sendError(request.id, checked.error);
+    const broker = this.#deps.broker();
+    const stopping = this.#deps.stopping();
+    if (broker === undefined || !broker.connected || stopping) {
+      return client.sendError(
+        request.id,
+        new ColmenaError(stopping ? "SHUTTING_DOWN" : "BROKER_UNAVAILABLE"),
+      );
+    }
+    const { type, defaultTimeoutMs } = checked.value;
+    const file = request.task.file;
+    if (file !== undefined && !UPLOAD_KEY.test(file.ref)) {
+      return client.sendError(
+        request.id,
+        new ColmenaError("INVALID_PAYLOAD", {
+          message: `"task.file.ref" no es una referencia de fichero subido: "${
+            file.ref.slice(0, 64)
+          }"`,
+        }),
+      );
+    }
+    const options = request.options ?? {};
+    const taskId = crypto.randomUUID();
+    let payload = checked.value.payload;
+    let payloadRef: string | undefined;
+    const payloadJson = JSON.stringify(payload);
+    if (payloadJson.length > config.claimCheckBytes) {
+      // Claim check: the payload travels as an object, the message only names it. It is written before the
+      // record, so that no record ever names a missing object.
+      payloadRef = payloadKey(taskId);
+      await blobs.put(payloadRef, encoder.encode(payloadJson));
+      payload = undefined;
+    }
+    const newTask: NewTask = {
+      taskId,
+      taskType: type,
+      priority: options.priority ?? 0,
+      client: { ...client.client },
+      submittedAt: new Date().toISOString(),
+      origin: this.#deps.serverId,
+      ...(payloadRef === undefined ? { payload } : { payloadRef }),
+      ...(file === undefined ? {} : { fileRef: file.ref }),
+      maxAttempts: options.maxAttempts ?? config.maxAttempts,
+      timeoutMs: options.timeoutMs ?? defaultTimeoutMs,
+      ...(options.idempotencyKey === undefined ? {} : { idempotencyKey: options.idempotencyKey }),
+    };
+    const { taskId: recorded, created } = await store.create(newTask);
+    if (!created) {
+      // A repeat: no record holds this submit's object.
+      if (payloadRef !== undefined) await blobs.delete([payloadRef]).catch(() => {});
+      return await this.#repeated(client, request.id, {
+        broker,
+        taskId: recorded,
+        repeat: { type, payload: checked.value.payload, file },
+      });
+    }
+    const target = router.expect(taskId, client);
+    const publishing = this.#publishSurely(broker, _taskMessage(newTask, file));
+    this.#inFlight.set(taskId, publishing.catch(() => {}));
+    try {
+      await publishing;
+    } catch (err) {
+      stats.rejected++;
+      this.#inFlight.delete(taskId);
+      router.abandon(taskId, target);
+      await store.remove(taskId).catch((e) =>
+        log.error("No se pudo borrar una tarea rechazada", e)
+      );
+      if (payloadRef !== undefined) await blobs.delete([payloadRef]).catch(() => {});
+      throw err;
+    }
+    this.#inFlight.delete(taskId);
+    stats.accepted++;
+    client.send({ type: "accepted", id: request.id, taskId });
+    router.accepted(taskId, target);
+  }
+
+  /**
+   * Publishes a task; when the confirm fails because the broker went away, waits for the reconnect and
+   * publishes it again under the same id (a copy that did reach the queue is absorbed as a duplicate),
+   * until `publishRetryMs` has passed.
+   */
+  async #publishSurely(broker: ServerBroker, message: TaskMessage): Promise<void> {
+    const deadline = Date.now() + this.#deps.config.publishRetryMs;
+    for (let attempt = 1;; attempt++) {
+      try {
+        await broker.publishTask(message);
+        if (attempt > 1) this.#deps.stats.republished++;
+        return;
+      } catch (err) {
+        const left = deadline - Date.now();
+        if (this.#deps.stopping() || left <= 0 || !(await broker.waitConnected(left))) throw err;
+        log.warn(`Confirmación perdida de la tarea ${message.taskId}; se vuelve a publicar`);
+      }
+    }
+  }
+
+  /**
+   * A submit that reused an idempotency key: `accepted` with the first task's id (saying whether this
+   * submit's task differs from it), then its result when it has one. Nothing of the repeat is recorded or
+   * published; when the first task was never seen running, it is published again from its record.
+   */
+  async #repeated(
+    client: ClientConnection,
+    requestId: string,
+    { broker, taskId, repeat }: {
+      broker: ServerBroker;
+      taskId: string;
+      repeat: { type: string; payload: unknown; file: FileSpec | undefined };
+    },
+  ): Promise<void> {
+    const store = this.#deps.store;
+    await this.#inFlight.get(taskId);
+    const view = await store.get(taskId);
+    if (view === undefined) {
+      // The first submit with this key failed meanwhile, and its record is gone.
+      throw new ColmenaError("BROKER_UNAVAILABLE");
+    }
+    const first = await store.submission(taskId);
+    const differs = first === undefined ? undefined : await this.#differs(first, repeat);
+    if (first !== undefined && view.status === "queued" && (view.attempts ?? 0) === 0) {
+      // Never seen running: the first submit may have died with its server between recording the task and
+      // the broker's confirm, so that no copy is queued. Publish it again under the same id; if a copy was
+      // queued after all, the task runs twice and the store keeps one result.
+      const file = _recordedFile(first, repeat.file);
+      if (first.fileRef === undefined || file !== undefined) {
+        await this.#publishSurely(broker, {
+          ..._taskMessage(first, file),
+          origin: this.#deps.serverId,
+        });
+      } else {
+        log.warn(
+          `La tarea ${taskId} lee un fichero y su registro no dice en qué campo: no se vuelve a publicar`,
+        );
+      }
+    }
+    client.send({
+      type: "accepted",
+      id: requestId,
+      taskId,
+      duplicate: true,
+      ...(differs === undefined ? {} : { payloadDiffers: differs }),
+    });
+    this.#deps.router.follow(taskId, client, view);
+  }
+
+  /**
+   * Whether a repeat's task differs from the first one's (type, validated payload or file), comparing
+   * canonical JSON; `undefined` when the first payload cannot be read back (its object is gone).
+   */
+  async #differs(
+    first: NewTask,
+    repeat: { type: string; payload: unknown; file: FileSpec | undefined },
+  ): Promise<boolean | undefined> {
+    if (first.taskType !== repeat.type || first.fileRef !== repeat.file?.ref) return true;
+    let recorded = first.payload;
+    if (first.payloadRef !== undefined) {
+      try {
+        recorded = JSON.parse(decoder.decode(await this.#deps.blobs.get(first.payloadRef)));
+      } catch {
+        return undefined;
+      }
+    }
+    return _canonicalJson(recorded) !== _canonicalJson(repeat.payload);
+  }
+}
+
+/**
+ * The file of a recorded task, to publish it again. The record keeps the file's key but not the payload
+ * field it fills, so the field is taken from a repeat that names the same file; `undefined` otherwise.
+ */
+function _recordedFile(first: NewTask, repeatFile: FileSpec | undefined): FileSpec | undefined {
+  if (first.fileRef === undefined || repeatFile?.ref !== first.fileRef) return undefined;
+  return { ref: first.fileRef, field: repeatFile.field };
+}
+
+/** The first attempt's message of a recorded task. */
+function _taskMessage(task: NewTask, file: FileSpec | undefined): TaskMessage {
+  return {
+    v: QUEUE_FORMAT,
+    taskId: task.taskId,
+    type: task.taskType,
+    payload: task.payload,
+    client: task.client,
+    origin: task.origin,
+    priority: task.priority,
+    timeoutMs: task.timeoutMs,
+    submittedAt: task.submittedAt,
+    attempt: 1,
+    maxAttempts: task.maxAttempts,
+    deliveries: 1,
+    ...(task.payloadRef === undefined ? {} : { payloadRef: task.payloadRef }),
+    ...(file === undefined ? {} : { file }),
+  };
+}

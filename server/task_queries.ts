@@ -1,0 +1,89 @@
+/**
+ * Requests about recorded tasks: `status`, `list` and `cancel`. Each reads or changes the task store; a
+ * cancel also tells the workers and pushes the `cancelled` result to the connection awaiting it.
+ *
+ * @module
+ */
+import { ColmenaError } from "../shared/errors.ts";
+import * as log from "../shared/log.ts";
+import type { TaskStore } from "../shared/ports.ts";
+import type { Request } from "../shared/protocol.ts";
+import type { ServerBrokerWithOps } from "./app.ts";
+import type { ClientConnection } from "./connection.ts";
+import type { ResultRouter } from "./result_routing.ts";
+
+/** What the task queries need. */
+export interface TaskQueryDeps {
+  readonly store: TaskStore;
+  /** The broker, once connected: a cancel is announced to the workers through it. */
+  readonly broker: () => Pick<ServerBrokerWithOps, "publishControl"> | undefined;
+  readonly router: ResultRouter;
+}
+
+function _notFound(client: ClientConnection, id: string, taskId: string): void {
+  client.sendError(
+    id,
+    new ColmenaError("NOT_FOUND", {
+      message: `No existe ninguna tarea con id "${taskId.slice(0, 128)}"`,
+    }),
+  );
+}
+
+/** Answers `status` with the task's record, or `NOT_FOUND`. */
+export async function status(
+  client: ClientConnection,
+  request: Extract<Request, { type: "status" }>,
+  { store }: TaskQueryDeps,
+): Promise<void> {
+  const view = await store.get(request.taskId);
+  if (view === undefined) return _notFound(client, request.id, request.taskId);
+  client.send({ type: "task", id: request.id, ...view });
+}
+
+/** Answers `cancel`: a queued task is cancelled, and its awaiting connection gets the `cancelled` result. */
+export async function cancel(
+  client: ClientConnection,
+  request: Extract<Request, { type: "cancel" }>,
+  { store, broker, router }: TaskQueryDeps,
+): Promise<void> {
+  const outcome = await store.cancel(request.taskId);
+  if (outcome === "not_found") return _notFound(client, request.id, request.taskId);
+  const view = await store.get(request.taskId);
+  client.send({
+    type: "cancelled",
+    id: request.id,
+    taskId: request.taskId,
+    cancelled: outcome === "cancelled",
+    status: view?.status ?? "cancelled",
+  });
+  if (outcome !== "cancelled") return;
+  broker()?.publishControl({ type: "cancel", taskIds: [request.taskId] }).catch((err) =>
+    log.error("No se pudo avisar a los workers de una cancelación", err)
+  );
+  if (view !== undefined) router.cancelled(request.taskId, view);
+}
+
+/** Answers `list` with one page of records. */
+export async function list(
+  client: ClientConnection,
+  request: Extract<Request, { type: "list" }>,
+  { store }: TaskQueryDeps,
+): Promise<void> {
+  const f = request.filter ?? {};
+  const page = await store.list({
+    limit: request.limit,
+    ...(f.statuses === undefined ? {} : { statuses: f.statuses }),
+    ...(f.taskType === undefined ? {} : { taskType: f.taskType }),
+    ...(f.clientKind === undefined ? {} : { clientKind: f.clientKind }),
+    ...(f.clientName === undefined ? {} : { clientName: f.clientName }),
+    ...(f.since === undefined ? {} : { since: f.since }),
+    ...(f.until === undefined ? {} : { until: f.until }),
+    ...(request.cursor === undefined ? {} : { cursor: request.cursor }),
+  });
+  client.send({
+    type: "tasks",
+    id: request.id,
+    items: [...page.items],
+    nextCursor: page.nextCursor,
+  });
+}

@@ -1,0 +1,145 @@
+/**
+ * File transfers between a client and the object store: `upload` (pieces in order, streamed into an object)
+ * and `download` (an output object, streamed back in `chunk` frames at the reader's pace).
+ *
+ * @module
+ */
+import { Buffer } from "node:buffer";
+import { OUTPUT_KEY, uploadKey } from "../shared/blob_keys.ts";
+import { ColmenaError } from "../shared/errors.ts";
+import type { BlobStore } from "../shared/ports.ts";
+import type { Request } from "../shared/protocol.ts";
+import type { ClientConnection } from "./connection.ts";
+
+/** Bytes of one `chunk` frame of a download. */
+export const DOWNLOAD_CHUNK_BYTES = 768 * 1024;
+
+/** A file being uploaded on a connection: its pieces stream, in order, into the object store. */
+export interface Upload {
+  /** The object's key. */
+  readonly ref: string;
+  readonly writer: WritableStreamDefaultWriter<Uint8Array>;
+  /** Settles when the object store has the whole file (or failed). */
+  readonly stored: Promise<void>;
+  /** Bytes received so far. */
+  bytes: number;
+  /** The pieces' work, one after another. */
+  chain: Promise<void>;
+}
+
+/** What transfers need. */
+export interface TransferDeps {
+  readonly blobs: BlobStore;
+  /** Largest file one upload may hold, in bytes. */
+  readonly maxUploadBytes: number;
+}
+
+function _abortUpload(upload: Upload): void {
+  upload.writer.abort(new ColmenaError("CONNECTION_CLOSED")).catch(() => {});
+}
+
+/** Aborts the uploads still under way on a connection that ended; nothing of them is kept. */
+export function abortUploads(client: ClientConnection): void {
+  for (const upload of client.uploads.values()) _abortUpload(upload);
+  client.uploads.clear();
+}
+
+/** Takes one piece of an uploaded file, streaming it into the object store in order. */
+export function upload(
+  client: ClientConnection,
+  request: Extract<Request, { type: "upload" }>,
+  deps: TransferDeps,
+): Promise<void> {
+  let uploadId = request.uploadId;
+  let current: Upload | undefined;
+  if (uploadId === undefined) {
+    uploadId = crypto.randomUUID();
+    const { readable, writable } = new TransformStream<Uint8Array, Uint8Array>();
+    const ref = uploadKey(uploadId);
+    const stored = deps.blobs.put(ref, readable);
+    stored.catch(() => {}); // awaited on the last piece; an abort is no unhandled rejection
+    current = { ref, writer: writable.getWriter(), stored, bytes: 0, chain: Promise.resolve() };
+    client.uploads.set(uploadId, current);
+  } else {
+    current = client.uploads.get(uploadId);
+    if (current === undefined) {
+      client.sendError(
+        request.id,
+        new ColmenaError("NOT_FOUND", {
+          message: `No hay ninguna subida en curso con id "${
+            uploadId.slice(0, 64)
+          }" en esta conexión`,
+        }),
+      );
+      return Promise.resolve();
+    }
+  }
+  const id = uploadId;
+  const held = current;
+  const step = held.chain.then(async () => {
+    const piece = new Uint8Array(Buffer.from(request.data, "base64"));
+    held.bytes += piece.length;
+    if (held.bytes > deps.maxUploadBytes) {
+      client.uploads.delete(id);
+      _abortUpload(held);
+      throw new ColmenaError("FRAME_TOO_LARGE", {
+        message: `El fichero supera el máximo de ${deps.maxUploadBytes} bytes`,
+      });
+    }
+    if (piece.length > 0) await held.writer.write(piece);
+    if (!request.last) {
+      client.send({ type: "uploading", id: request.id, uploadId: id, bytes: held.bytes });
+      return;
+    }
+    client.uploads.delete(id);
+    await held.writer.close();
+    await held.stored;
+    client.send({
+      type: "uploaded",
+      id: request.id,
+      uploadId: id,
+      ref: held.ref,
+      bytes: held.bytes,
+    });
+  });
+  held.chain = step.catch(() => {});
+  return step;
+}
+
+/** Streams an object (a large output) back in `chunk` frames, waiting for slow readers. */
+export async function download(
+  client: ClientConnection,
+  request: Extract<Request, { type: "download" }>,
+  deps: TransferDeps,
+): Promise<void> {
+  if (!OUTPUT_KEY.test(request.ref)) {
+    return client.sendError(
+      request.id,
+      new ColmenaError("NOT_FOUND", {
+        message: `"${request.ref.slice(0, 128)}" no es una salida descargable`,
+      }),
+    );
+  }
+  const stream = await deps.blobs.stream(request.ref);
+  let seq = 0;
+  let held = Buffer.alloc(0);
+  const send = async (bytes: Buffer, last: boolean) => {
+    client.send({
+      type: "chunk",
+      id: request.id,
+      seq: seq++,
+      data: bytes.toString("base64"),
+      last,
+    });
+    if (client.queuedChars > 4 * DOWNLOAD_CHUNK_BYTES) await client.flushed();
+  };
+  for await (const part of stream) {
+    if (client.closed) return; // leaving the loop cancels the stream
+    held = Buffer.concat([held, part]);
+    while (held.length >= DOWNLOAD_CHUNK_BYTES) {
+      await send(held.subarray(0, DOWNLOAD_CHUNK_BYTES), false);
+      held = held.subarray(DOWNLOAD_CHUNK_BYTES);
+    }
+  }
+  await send(held, true);
+}
