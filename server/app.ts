@@ -22,9 +22,7 @@ import {
   type TaskView,
   validateTask,
 } from "../shared/protocol.ts";
-import type { DeadLetter } from "../shared/adapters/rabbitmq.ts";
 import {
-  type ControlMessage,
   type Heartbeat,
   QUEUE_FORMAT,
   type ResultBatch,
@@ -47,17 +45,6 @@ interface PushTarget {
   result?: ResultPush;
 }
 
-/** The broker as the server uses it: the port, plus control, dead letters and heartbeats. */
-export interface ServerBrokerWithOps extends ServerBroker {
-  publishControl(message: ControlMessage): Promise<void>;
-  listDeadLetters(limit: number): Promise<DeadLetter[]>;
-  requeueDeadLetters(
-    taskIds: readonly string[] | undefined,
-    limit: number,
-    beforePublish: (task: TaskMessage) => Promise<void>,
-  ): Promise<TaskMessage[]>;
-}
-
 /** What the server needs besides its configuration. */
 export interface ServerDeps {
   /** This server's id. */
@@ -66,7 +53,7 @@ export interface ServerDeps {
   connectBroker: (handlers: {
     onResults: (batch: ResultBatch) => Promise<void>;
     onHeartbeat: (heartbeat: Heartbeat) => void;
-  }) => Promise<ServerBrokerWithOps>;
+  }) => Promise<ServerBroker>;
   /** The task store. */
   store: TaskStore;
   /** The object store: large payloads, uploaded files, large outputs. */
@@ -143,7 +130,7 @@ function pushFromView(view: TaskView): ResultPush {
 export class ColmenaServer {
   readonly #config: ServerConfig;
   readonly #deps: ServerDeps;
-  #broker: ServerBrokerWithOps | undefined;
+  #broker: ServerBroker | undefined;
   #listener: Deno.TcpListener | undefined;
   readonly #connections = new Set<ClientConnection>();
   readonly #pushes = new Map<string, PushTarget>();
@@ -443,7 +430,7 @@ export class ColmenaServer {
    * publishes it again under the same id (a copy that did reach the queue is absorbed as a duplicate),
    * until `publishRetryMs` has passed.
    */
-  async #publishSurely(broker: ServerBrokerWithOps, message: TaskMessage): Promise<void> {
+  async #publishSurely(broker: ServerBroker, message: TaskMessage): Promise<void> {
     const deadline = Date.now() + this.#config.publishRetryMs;
     for (let attempt = 1;; attempt++) {
       try {
@@ -465,7 +452,7 @@ export class ColmenaServer {
   async #resubmitted(
     client: ClientConnection,
     requestId: string,
-    { broker, message }: { broker: ServerBrokerWithOps; message: TaskMessage },
+    { broker, message }: { broker: ServerBroker; message: TaskMessage },
   ): Promise<void> {
     const taskId = message.taskId;
     await this.#inFlight.get(taskId);
@@ -624,6 +611,7 @@ export class ColmenaServer {
           startedAt: w.startedAt,
           lastSeen: new Date(w.lastSeen).toISOString(),
           stopping: w.stopping,
+          types: w.types,
         });
       }
     }

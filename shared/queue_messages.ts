@@ -130,6 +130,8 @@ export const Heartbeat = z.object({
   at: z.string(),
   /** The worker is shutting down: it takes no more tasks. */
   stopping: z.boolean().default(false),
+  /** The task types the worker consumes; empty from a worker older than this field. */
+  types: z.array(z.string()).default([]),
 });
 
 /** A worker's periodic sign of life. */
