@@ -30,8 +30,8 @@ export interface Closable {
 /** What the server needs from the broker. */
 export interface ServerBroker extends Closable {
   /**
-   * Publishes a task durably to the queue of its type, where only workers that run that type take it (a task
-   * of a type no worker runs yet waits there). Resolves only once the broker has confirmed it is stored;
+   * Publishes a task durably to the queue of its type, where only workers that run that type take it (a
+   * task of a type no worker runs yet waits there, provided its queue was declared). Resolves only once the broker has confirmed it is stored;
    * rejects with `BROKER_UNAVAILABLE` when it is not (the task may then or may not be queued: callers treat
    * it as unknown).
    */

@@ -251,3 +251,17 @@ Deno.test({
     );
   },
 });
+
+Deno.test({
+  name: "a task of a type the server did not list gets its queue declared instead of being dropped",
+  ...rabbit,
+  async fn() {
+    const names = _names();
+    await using stack = new AsyncDisposableStack();
+    stack.defer(() => deleteTopology(AMQP_URL, names, [...TYPES, "hash"]));
+    const server = await _server(names);
+    stack.defer(() => server.drain());
+    await server.publishTask(_task("hash"));
+    assert.equal(await queueDepth(AMQP_URL, typeQueue(names.taskQueue, "hash")), 1);
+  },
+});

@@ -46,7 +46,8 @@ export interface ServerBrokerOptions extends RabbitOptions, QueueNames {
   serverId: string;
   /**
    * The task types this server accepts. Their queues are declared at every (re)connect, so a task of a type
-   * no worker runs yet waits in its queue until such a worker starts.
+   * no worker runs yet waits in its queue until such a worker starts. A task of another type has its queue
+   * declared before it is published.
    */
   taskTypes: readonly string[];
   /** Receives result batches, from `result_queue` and from other servers. */
@@ -72,6 +73,8 @@ class _RabbitServerBroker implements ServerBroker {
   #model: ChannelModel | undefined;
   #sub: Channel | undefined;
   readonly #connectedWaiters = new Set<() => void>();
+  /** Types whose queue this connection has declared. */
+  #declaredTypes = new Set<string>();
 
   private constructor(options: ServerBrokerOptions) {
     this.#options = options;
@@ -116,6 +119,7 @@ class _RabbitServerBroker implements ServerBroker {
     watchChannel(model, pub, { what: "publicación", stopping });
     await declareTopology(pub, names);
     await declareTypeQueues(pub, { taskQueue: names.taskQueue, types: names.taskTypes });
+    this.#declaredTypes = new Set(names.taskTypes);
     const own = serverQueue(names.resultQueue, this.#options.serverId);
     await pub.assertQueue(own, { durable: true, arguments: { "x-expires": 300_000 } });
     await pub.bindQueue(own, repliesExchange(names.resultQueue), this.#options.serverId);
@@ -179,8 +183,18 @@ class _RabbitServerBroker implements ServerBroker {
     });
   }
 
-  publishTask(task: TaskMessage): Promise<void> {
-    return this.#publish(taskToItsQueue(this.#options.taskQueue, task));
+  async publishTask(task: TaskMessage): Promise<void> {
+    const pub = this.#pub;
+    if (pub !== undefined && !this.#declaredTypes.has(task.type)) {
+      // A message sent to a queue that does not exist is dropped: declare it first.
+      try {
+        await declareTypeQueues(pub, { taskQueue: this.#options.taskQueue, types: [task.type] });
+      } catch (err) {
+        throw unavailable(err);
+      }
+      this.#declaredTypes.add(task.type);
+    }
+    return await this.#publish(taskToItsQueue(this.#options.taskQueue, task));
   }
 
   forwardResults(origin: string, batch: ResultBatch): Promise<void> {
