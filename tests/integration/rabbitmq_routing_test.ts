@@ -73,8 +73,6 @@ async function _worker(
   options: { taskTypes: string[]; prefetch?: number; hold?: boolean },
 ): Promise<{ broker: RabbitWorkerBroker; got: TaskDelivery[] }> {
   const got: TaskDelivery[] = [];
-  // Deliveries can arrive before the broker is returned: those are acknowledged once it is.
-  const early: TaskDelivery[] = [];
   const self: { broker?: RabbitWorkerBroker } = {};
   const broker = await connectWorkerBroker({
     url: AMQP_URL,
@@ -83,13 +81,11 @@ async function _worker(
     prefetch: options.prefetch ?? 10,
     onTask: (delivery) => {
       got.push(delivery);
-      if (options.hold) return;
-      if (self.broker === undefined) early.push(delivery);
-      else self.broker.ack(delivery);
+      // Never called before the broker is returned (see `WorkerBrokerOptions.onTask`).
+      if (!options.hold) self.broker!.ack(delivery);
     },
   });
   self.broker = broker;
-  for (const delivery of early) broker.ack(delivery);
   return { broker, got };
 }
 

@@ -47,7 +47,10 @@ export interface WorkerBrokerOptions extends RabbitOptions, QueueNames {
    * Tasks held at once, across every type's queue (a channel-wide prefetch): the worker's concurrency.
    */
   prefetch: number;
-  /** Receives each task delivered. */
+  /**
+   * Receives each task delivered; never before {@linkcode connectWorkerBroker} has resolved and the caller's
+   * continuation has run, so the caller can wire the broker to whatever settles deliveries first.
+   */
   onTask: (delivery: TaskDelivery) => void;
   /** Receives control messages from servers. */
   onControl?: (message: ControlMessage) => void;
@@ -93,10 +96,15 @@ class _RabbitWorkerBroker implements RabbitWorkerBroker {
   #session: Session | undefined;
   #ch: ConfirmChannel | undefined;
   #consumerTags: string[] = [];
+  #queues: string[] = [];
+  #current: { ch: ConfirmChannel; model: ChannelModel } | undefined;
+  #startTimer: ReturnType<typeof setTimeout> | undefined;
   #consuming = true;
   #stopping = false;
   readonly #deadChannels = new WeakSet<ConfirmChannel>();
   readonly #retryQueues = new Set<string>();
+  /** Whether `open` has returned: before, the first connection declares its queues but consumes none. */
+  #opened = false;
 
   private constructor(options: WorkerBrokerOptions) {
     this.#options = options;
@@ -109,8 +117,20 @@ class _RabbitWorkerBroker implements RabbitWorkerBroker {
       setup: (model) => broker.#setup(model),
       onDown: () => {
         broker.#ch = undefined;
+        broker.#current = undefined;
       },
     });
+    // Consumption starts a macrotask after the caller has the broker; later connections consume at once.
+    broker.#startTimer = setTimeout(() => {
+      broker.#startTimer = undefined;
+      broker.#opened = true;
+      const { ch, model } = broker.#current ?? {};
+      if (ch === undefined || model === undefined || broker.#stopping) return;
+      broker.#consume(ch, model).catch((err) => {
+        log.error("No se pudo empezar a consumir tareas; se reconecta", err);
+        model.close().catch(() => {});
+      });
+    }, 0);
     return broker;
   }
 
@@ -143,8 +163,15 @@ class _RabbitWorkerBroker implements RabbitWorkerBroker {
         }
       }, { noAck: true });
     }
+    this.#queues = queues;
+    this.#current = { ch, model };
+    if (this.#opened) await this.#consume(ch, model);
+  }
+
+  /** Starts a consumer on each of the worker's type queues, unless it stopped consuming. */
+  async #consume(ch: ConfirmChannel, model: ChannelModel): Promise<void> {
     if (!this.#consuming) return;
-    for (const queue of queues) {
+    for (const queue of this.#queues) {
       const reply = await ch.consume(queue, (msg) => {
         if (msg === null) {
           log.warn(`RabbitMQ canceló el consumo de la cola "${queue}"; se reconecta`);
@@ -247,6 +274,8 @@ class _RabbitWorkerBroker implements RabbitWorkerBroker {
   }
 
   async drain(): Promise<void> {
+    clearTimeout(this.#startTimer);
+    this.#current = undefined;
     await this.stopConsuming();
     this.#stopping = true;
     const ch = this.#ch;
