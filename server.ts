@@ -6,7 +6,7 @@
  *
  * @module
  */
-import { connectServerBroker } from "./shared/adapters/rabbitmq.ts";
+import { connectServerBroker } from "./shared/adapters/rabbitmq/server_broker.ts";
 import { envNames, loadConfig, type ServerConfig } from "./shared/config.ts";
 import {
   exitOnConfigError,
@@ -19,12 +19,13 @@ import { ColmenaServer } from "./server/app.ts";
 import { describeStore, openTaskStore } from "./server/stores/open.ts";
 import { schedulePruning } from "./server/retention.ts";
 import { describeBlobStore, openBlobStore } from "./shared/blobs.ts";
+import { TASK_TYPES } from "./shared/tasks.ts";
 
 const USAGE = `Uso: servidor [opciones]
   --host HOST                  dirección de escucha               [COLMENA_HOST, localhost]
   --port, -p PUERTO            puerto TCP (0 = libre)             [COLMENA_PORT, 8888]
   --amqp-url URL               RabbitMQ                           [AMQP_URL, amqp://guest:guest@127.0.0.1:5672]
-  --task-queue NOMBRE          cola de tareas                     [COLMENA_TASK_QUEUE, task_queue]
+  --task-queue NOMBRE          prefijo de las colas de tareas     [COLMENA_TASK_QUEUE, task_queue]
   --result-queue NOMBRE        cola de resultados                 [COLMENA_RESULT_QUEUE, result_queue]
   --server-id ID               id de este servidor                [COLMENA_SERVER_ID, aleatorio]
   --store TIPO                 sqlite, postgres o memory          [COLMENA_STORE, según DATABASE_URL]
@@ -69,6 +70,8 @@ export async function runServer(config: ServerConfig): Promise<void> {
         taskQueue: config.taskQueue,
         resultQueue: config.resultQueue,
         serverId,
+        // TODO(lead): the task types of the loaded catalogue.
+        taskTypes: TASK_TYPES,
         onResults,
         onHeartbeat,
       }),

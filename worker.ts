@@ -1,11 +1,12 @@
 /**
- * The worker role: takes tasks from `task_queue`, runs them, reports results to `result_queue`.
+ * The worker role: takes tasks from the queues of the task types it runs (`task_queue.<type>`), runs them,
+ * reports results to `result_queue`.
  *
  * Usage: `deno task worker <nombre> [--concurrency N] [--quiet]`.
  *
  * @module
  */
-import { connectWorkerBroker } from "./shared/adapters/rabbitmq.ts";
+import { connectWorkerBroker } from "./shared/adapters/rabbitmq/worker_broker.ts";
 import { type ConfigInput, envNames, loadConfig, type WorkerConfig } from "./shared/config.ts";
 import {
   exitOnConfigError,
@@ -23,7 +24,7 @@ const USAGE = `Uso: worker <nombre> [opciones]
   --concurrency, -c N   tareas a la vez (prefetch)        [COLMENA_CONCURRENCY, 100]
   --quiet, -q           no imprimir una línea por tarea   [COLMENA_QUIET]
   --amqp-url URL        RabbitMQ                          [AMQP_URL]
-  --task-queue NOMBRE   cola de tareas                    [COLMENA_TASK_QUEUE, task_queue]
+  --task-queue NOMBRE   prefijo de las colas de tareas    [COLMENA_TASK_QUEUE, task_queue]
   --result-queue NOMBRE cola de resultados                [COLMENA_RESULT_QUEUE, result_queue]
   --retry-base-ms N     espera antes del 2º intento        [COLMENA_RETRY_BASE_MS, 1000]
   --max-deliveries N    entregas de un intento como máximo [COLMENA_MAX_DELIVERIES, 5]
@@ -53,6 +54,8 @@ export async function runWorker(
     url: config.amqpUrl,
     taskQueue: config.taskQueue,
     resultQueue: config.resultQueue,
+    // TODO(lead): the loaded types, or the subset given with `--solo`.
+    taskTypes: registry.names(),
     prefetch: config.concurrency,
     onTask: (delivery) => runner.handle(delivery),
     onControl: (message) => {
@@ -80,6 +83,7 @@ export async function runWorker(
       startedAt,
       at: new Date().toISOString(),
       stopping,
+      types: [...broker.taskTypes],
     });
   beat();
   const heartbeats = setInterval(beat, config.heartbeatMs);

@@ -31,6 +31,8 @@ import {
 } from "./processes.ts";
 import { deleteTopology, RawPublisher, readBrokerVersion } from "./raw_load.ts";
 import { formatNumber, median, round, type RoundResult, summarizeLatencies } from "./stats.ts";
+import { typeQueue } from "../shared/adapters/rabbitmq/names.ts";
+import { TASK_TYPES } from "../shared/tasks.ts";
 import { BENCH_TASK_TYPES, DEFAULT_TASK_MIX, encodeTaskMix } from "./workload.ts";
 
 const DEFAULT_MIX = DEFAULT_TASK_MIX.join(",");
@@ -420,7 +422,7 @@ function topologyNames(runId: string, stores: readonly Store[]) {
     };
     colmena.set(store, names);
     queues.push(
-      names.taskQueue,
+      ...TASK_TYPES.map((type) => typeQueue(names.taskQueue, type)),
       `${names.taskQueue}.dlq`,
       names.resultQueue,
       `${names.resultQueue}.server.${names.serverId}`,

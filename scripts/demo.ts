@@ -5,7 +5,8 @@
  * @module
  */
 import { fileURLToPath } from "node:url";
-import { deleteTopology } from "../shared/adapters/rabbitmq.ts";
+import { deleteTopology } from "../shared/adapters/rabbitmq/topology.ts";
+import { TASK_TYPES } from "../shared/tasks.ts";
 import * as log from "../shared/log.ts";
 import { simulate } from "../client/simulate.ts";
 import { formatSummary } from "../client/summary.ts";
@@ -148,7 +149,7 @@ async function main(): Promise<number> {
   } finally {
     for (const role of roles.reverse()) await role.stop();
     log.flushLog();
-    await deleteTopology(AMQP_URL, queues).catch(() => {});
+    await deleteTopology(AMQP_URL, queues, TASK_TYPES).catch(() => {});
     await Deno.remove(dataDir, { recursive: true }).catch(() => {});
     log.info("Demostración terminada.");
   }

@@ -16,7 +16,6 @@ import { ColmenaError } from "../shared/errors.ts";
 import * as log from "../shared/log.ts";
 import type { BlobStore, ServerBroker, TaskStore } from "../shared/ports.ts";
 import { PROTOCOL_VERSION, type Request } from "../shared/protocol.ts";
-import type { DeadLetter } from "../shared/adapters/rabbitmq.ts";
 import type {
   ControlMessage,
   Heartbeat,
@@ -37,17 +36,6 @@ import { WorkerRegistry } from "./worker_registry.ts";
 
 export type { ServerStats };
 
-/** The broker as the server uses it: the port, plus control, dead letters and heartbeats. */
-export interface ServerBrokerWithOps extends ServerBroker {
-  publishControl(message: ControlMessage): Promise<void>;
-  listDeadLetters(limit: number): Promise<DeadLetter[]>;
-  requeueDeadLetters(
-    taskIds: readonly string[] | undefined,
-    limit: number,
-    beforePublish: (task: TaskMessage) => Promise<void>,
-  ): Promise<TaskMessage[]>;
-}
-
 /** What the server needs besides its configuration. */
 export interface ServerDeps {
   /** This server's id. */
@@ -56,7 +44,7 @@ export interface ServerDeps {
   connectBroker: (handlers: {
     onResults: (batch: ResultBatch) => Promise<void>;
     onHeartbeat: (heartbeat: Heartbeat) => void;
-  }) => Promise<ServerBrokerWithOps>;
+  }) => Promise<ServerBroker>;
   /** The task store. */
   store: TaskStore;
   /** The object store: large payloads, uploaded files, large outputs. */
@@ -67,7 +55,7 @@ export interface ServerDeps {
 export class ColmenaServer {
   readonly #config: ServerConfig;
   readonly #deps: ServerDeps;
-  #broker: ServerBrokerWithOps | undefined;
+  #broker: ServerBroker | undefined;
   #listener: Deno.TcpListener | undefined;
   readonly #connections = new Set<ClientConnection>();
   readonly #router: ResultRouter;

@@ -6,14 +6,14 @@
 import { ColmenaError } from "../shared/errors.ts";
 import type { TaskStore } from "../shared/ports.ts";
 import type { Request } from "../shared/protocol.ts";
-import type { ServerBrokerWithOps } from "./app.ts";
+import type { ServerBroker } from "../shared/ports.ts";
 import type { ClientConnection } from "./connection.ts";
 
 /** Answers `dlq`: the dead letters (`list`), or the ids of the tasks requeued (`requeue`). */
 export async function deadLetters(
   client: ClientConnection,
   request: Extract<Request, { type: "dlq" }>,
-  { store, broker }: { store: TaskStore; broker: ServerBrokerWithOps | undefined },
+  { store, broker }: { store: TaskStore; broker: ServerBroker | undefined },
 ): Promise<void> {
   if (broker === undefined || !broker.connected) {
     return client.sendError(request.id, new ColmenaError("BROKER_UNAVAILABLE"));

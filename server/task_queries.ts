@@ -8,7 +8,7 @@ import { ColmenaError } from "../shared/errors.ts";
 import * as log from "../shared/log.ts";
 import type { TaskStore } from "../shared/ports.ts";
 import type { Request } from "../shared/protocol.ts";
-import type { ServerBrokerWithOps } from "./app.ts";
+import type { ServerBroker } from "../shared/ports.ts";
 import type { ClientConnection } from "./connection.ts";
 import type { ResultRouter } from "./result_routing.ts";
 
@@ -16,7 +16,7 @@ import type { ResultRouter } from "./result_routing.ts";
 export interface TaskQueryDeps {
   readonly store: TaskStore;
   /** The broker, once connected: a cancel is announced to the workers through it. */
-  readonly broker: () => Pick<ServerBrokerWithOps, "publishControl"> | undefined;
+  readonly broker: () => Pick<ServerBroker, "publishControl"> | undefined;
   readonly router: ResultRouter;
 }
 

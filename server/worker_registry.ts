@@ -37,6 +37,7 @@ export class WorkerRegistry {
           startedAt: w.startedAt,
           lastSeen: new Date(w.lastSeen).toISOString(),
           stopping: w.stopping,
+          types: w.types,
         });
       }
     }

@@ -47,7 +47,7 @@ const OBJECT_STORAGE = {
  * - `host` — address to listen on. @defaultValue `"localhost"` · env `COLMENA_HOST` · `--host`
  * - `port` — TCP port; 0 picks a free one. @defaultValue `8888` · env `COLMENA_PORT` · `--port`
  * - `amqpUrl` — RabbitMQ URL. @defaultValue `"amqp://guest:guest@127.0.0.1:5672"` · env `AMQP_URL` · `--amqp-url`
- * - `taskQueue` — queue of tasks. @defaultValue `"task_queue"` · env `COLMENA_TASK_QUEUE` · `--task-queue`
+ * - `taskQueue` — prefix of the task queues, one per task type (`<taskQueue>.<type>`). @defaultValue `"task_queue"` · env `COLMENA_TASK_QUEUE` · `--task-queue`
  * - `resultQueue` — queue of results. @defaultValue `"result_queue"` · env `COLMENA_RESULT_QUEUE` · `--result-queue`
  * - `serverId` — this server's id; unique per server process. @defaultValue random · env `COLMENA_SERVER_ID` · `--server-id`
  * - `maxLineBytes` — longest request line. @defaultValue `1048576` · env `COLMENA_MAX_LINE_BYTES` · `--max-line-bytes`

@@ -8,6 +8,8 @@
  * @module
  */
 import type {
+  ControlMessage,
+  Heartbeat,
   ResultBatch,
   ResultMessage,
   RetryNotice,
@@ -28,8 +30,10 @@ export interface Closable {
 /** What the server needs from the broker. */
 export interface ServerBroker extends Closable {
   /**
-   * Publishes a task durably. Resolves only once the broker has confirmed it is stored; rejects with
-   * `BROKER_UNAVAILABLE` when it is not (the task may then or may not be queued: callers treat it as unknown).
+   * Publishes a task durably to the queue of its type, where only workers that run that type take it (a
+   * task of a type no worker runs yet waits there, provided its queue was declared). Resolves only once the broker has confirmed it is stored;
+   * rejects with `BROKER_UNAVAILABLE` when it is not (the task may then or may not be queued: callers treat
+   * it as unknown).
    */
   publishTask(task: TaskMessage): Promise<void>;
   /**
@@ -41,7 +45,50 @@ export interface ServerBroker extends Closable {
   readonly connected: boolean;
   /** Resolves `true` once connected (at once if it is), or `false` after `timeoutMs`. */
   waitConnected(timeoutMs: number): Promise<boolean>;
+  /**
+   * Sends a control message (a cancellation) to every worker connected now; resolves on the broker's
+   * confirm. Not persistent: a worker that connects later never sees it.
+   */
+  publishControl(message: ControlMessage): Promise<void>;
+  /**
+   * The first `limit` tasks of the dead-letter queue, oldest first, left in place. Rejects with
+   * `BROKER_UNAVAILABLE` while disconnected.
+   */
+  listDeadLetters(limit: number): Promise<DeadLetter[]>;
+  /**
+   * Moves dead-lettered tasks back to the queue of their type for a fresh set of attempts (attempt and
+   * deliveries back to 1): those with the given ids, or the first `limit` when `taskIds` is undefined.
+   * `beforePublish` runs for each task found, before it is published again (the server reopens its record
+   * there, so that the new result is not taken for a duplicate); when it rejects, that task stays in the
+   * dead-letter queue. Each task leaves the dead-letter queue only after its copy is confirmed. Returns the
+   * tasks moved. Rejects with `BROKER_UNAVAILABLE` while disconnected.
+   */
+  requeueDeadLetters(
+    taskIds: readonly string[] | undefined,
+    limit: number,
+    beforePublish?: (task: TaskMessage) => Promise<void>,
+  ): Promise<TaskMessage[]>;
 }
+
+/** A task waiting in the dead-letter queue, as operators see it. */
+export interface DeadLetter {
+  readonly taskId: string;
+  readonly taskType: string;
+  readonly attempt: number;
+  readonly maxAttempts: number;
+  readonly client: { name: string; kind: string };
+  readonly submittedAt: string;
+  /** The error it failed with for good, or `null` when the broker rejected it unread. */
+  readonly error: { code: string; message: string } | null;
+  /** When it failed for good (ISO 8601), or `null` when unknown. */
+  readonly deadAt: string | null;
+}
+
+/**
+ * Receives workers' heartbeats, each worker's roughly every few seconds. Heartbeats are transient: one
+ * missed is no fault, and none arrives while the broker is down.
+ */
+export type HeartbeatHandler = (heartbeat: Heartbeat) => void;
 
 /** Receives what workers report. The broker acknowledges a batch only after the returned promise resolves. */
 export type ResultBatchHandler = (batch: ResultBatch) => void | Promise<void>;
@@ -69,8 +116,8 @@ export interface WorkerBroker extends Closable {
    */
   publishReports(batch: ReportBatch, deliveries: readonly TaskDelivery[]): Promise<void>;
   /**
-   * Publishes a copy of a task (its next attempt, or a counted redelivery) durably: to the task queue after
-   * `delayMs`, or at once when it is 0. Resolves on the broker's confirm.
+   * Publishes a copy of a task (its next attempt, or a counted redelivery) durably: to the queue of its type
+   * after `delayMs`, or at once when it is 0. Resolves on the broker's confirm.
    */
   publishTaskCopy(task: TaskMessage, delayMs: number): Promise<void>;
   /** Publishes a task that failed for good to the dead-letter queue with its error; resolves on confirm. */

@@ -317,6 +317,8 @@ export const WorkerView = z.object({
   startedAt: z.string(),
   lastSeen: z.string(),
   stopping: z.boolean(),
+  /** The task types the worker runs (the queues it consumes); empty when its heartbeat does not say. */
+  types: z.array(z.string()),
 });
 
 /** `workers`: reply to `workers`: those heard from in the last 15 seconds. */

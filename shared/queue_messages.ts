@@ -1,9 +1,10 @@
 /**
  * The messages that travel through RabbitMQ between servers and workers.
  *
- * `task_queue` carries one {@linkcode TaskMessage} per message. `result_queue` carries
- * {@linkcode ResultBatch}es: a worker packs every result (and every "started" notice) of one turn into one
- * persistent message, so the broker handles one message per batch, not one per task.
+ * Each task type's queue (`task_queue.<type>`) carries one {@linkcode TaskMessage} per message.
+ * `result_queue` carries {@linkcode ResultBatch}es: a worker packs every result (and every "started"
+ * notice) of one turn into one persistent message, so the broker handles one message per batch, not one
+ * per task.
  *
  * @module
  */
@@ -16,7 +17,7 @@ export const QUEUE_FORMAT = 1;
 /** The most attempts a task may be given. */
 export const MAX_ATTEMPTS_LIMIT = 20;
 
-/** A task as it waits in `task_queue`. */
+/** A task as it waits in the queue of its type (`task_queue.<type>`). */
 export const TaskMessage = z.object({
   v: z.literal(QUEUE_FORMAT),
   taskId: z.string(),
@@ -44,7 +45,7 @@ export const TaskMessage = z.object({
   file: z.object({ ref: z.string(), field: z.string() }).optional(),
 });
 
-/** A task as it waits in `task_queue`. */
+/** A task as it waits in the queue of its type (`task_queue.<type>`). */
 export type TaskMessage = z.output<typeof TaskMessage>;
 
 /** The end of one task, as a worker reports it. */
@@ -130,6 +131,8 @@ export const Heartbeat = z.object({
   at: z.string(),
   /** The worker is shutting down: it takes no more tasks. */
   stopping: z.boolean().default(false),
+  /** The task types the worker consumes; empty from a worker older than this field. */
+  types: z.array(z.string()).default([]),
 });
 
 /** A worker's periodic sign of life. */

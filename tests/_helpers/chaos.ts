@@ -5,7 +5,7 @@
  *
  * @module
  */
-import type { QueueNames } from "../../shared/adapters/rabbitmq.ts";
+import type { QueueNames } from "../../shared/adapters/rabbitmq/names.ts";
 import { type Frame, RawClient } from "./raw_client.ts";
 import { RoleProcess } from "./processes.ts";
 

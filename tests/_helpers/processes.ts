@@ -4,7 +4,9 @@
  *
  * @module
  */
-import { deleteTopology, type QueueNames } from "../../shared/adapters/rabbitmq.ts";
+import type { QueueNames } from "../../shared/adapters/rabbitmq/names.ts";
+import { deleteTopology } from "../../shared/adapters/rabbitmq/topology.ts";
+import { TASK_TYPES } from "../../shared/tasks.ts";
 import { AMQP_URL } from "./services.ts";
 import { RoleProcess as BaseRoleProcess } from "../../scripts/role_process.ts";
 
@@ -18,7 +20,7 @@ export function uniqueQueues(label = "t"): QueueNames & AsyncDisposable {
   return {
     ...names,
     async [Symbol.asyncDispose]() {
-      await deleteTopology(AMQP_URL, names).catch(() => {});
+      await deleteTopology(AMQP_URL, names, TASK_TYPES).catch(() => {});
     },
   };
 }

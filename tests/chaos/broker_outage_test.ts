@@ -8,7 +8,8 @@
  * `COLMENA_CAOS_RABBIT_RESTART=1` (`deno task caos`) the local RabbitMQ itself is stopped and started again.
  */
 import assert from "node:assert/strict";
-import { queueDepth } from "../../shared/adapters/rabbitmq.ts";
+import { queueDepth, typeQueuesDepth } from "../../shared/adapters/rabbitmq/topology.ts";
+import { TASK_TYPES } from "../../shared/tasks.ts";
 import { AMQP_URL, needsRabbit } from "../_helpers/services.ts";
 import { startServer, startWorker, uniqueQueues } from "../_helpers/processes.ts";
 import { RawClient } from "../_helpers/raw_client.ts";
@@ -106,11 +107,11 @@ async function runOutage(outage: Outage, outageMs: number): Promise<void> {
   // Nothing stays behind: copies that ran twice are consumed, and once the workers stop no task that one
   // of them held unacknowledged goes back to the queue.
   await waitUntil(
-    async () => (await queueDepth(AMQP_URL, queues.taskQueue)) === 0,
-    "an empty queue",
+    async () => (await typeQueuesDepth(AMQP_URL, { ...queues, types: TASK_TYPES })) === 0,
+    "empty task queues",
   );
   for (const w of workers) await w.stop();
-  const leftover = await queueDepth(AMQP_URL, queues.taskQueue);
+  const leftover = await typeQueuesDepth(AMQP_URL, { ...queues, types: TASK_TYPES });
   await server.stop();
 
   const counts = resultCounts(client.frames);

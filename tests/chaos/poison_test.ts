@@ -8,7 +8,8 @@
 import assert from "node:assert/strict";
 import { TaskClient } from "../../client.ts";
 import type { TaskResult } from "../../client/task_client.ts";
-import { deleteTopology } from "../../shared/adapters/rabbitmq.ts";
+import { retryQueue, typeQueue } from "../../shared/adapters/rabbitmq/names.ts";
+import { deleteQueues } from "../../shared/adapters/rabbitmq/topology.ts";
 import { AMQP_URL, needsRabbit } from "../_helpers/services.ts";
 import { startServer, startWorker, uniqueQueues } from "../_helpers/processes.ts";
 import { POISON } from "../_helpers/chaos_worker.ts";
@@ -34,12 +35,14 @@ Deno.test({
     await using queues = uniqueQueues("poison");
     await using data = await tempDir();
     await using stack = new AsyncDisposableStack();
-    // The retry queues are declared on first use, outside the topology `uniqueQueues` removes.
+    // The retry queues (of `echo` and `hash`, which are retried) are declared on first use, with delays
+    // outside the default backoff that `uniqueQueues` removes.
     stack.defer(async () => {
-      await deleteTopology(AMQP_URL, {
-        taskQueue: `${queues.taskQueue}.retry.${RETRY_BASE_MS}`,
-        resultQueue: `${queues.taskQueue}.retry.${2 * RETRY_BASE_MS}`,
-      }).catch(() => {});
+      const retried = ["echo", "hash"].map((type) => typeQueue(queues.taskQueue, type));
+      await deleteQueues(
+        AMQP_URL,
+        retried.flatMap((q) => [retryQueue(q, RETRY_BASE_MS), retryQueue(q, 2 * RETRY_BASE_MS)]),
+      ).catch(() => {});
     });
     const server = stack.use(await startServer(queues, ["--data-dir", data.path]));
     const buggy = stack.use(

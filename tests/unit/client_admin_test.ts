@@ -57,6 +57,7 @@ function _worker(overrides: Partial<WorkerInfo>): WorkerInfo {
     startedAt: "2025-11-26T10:00:00.000Z",
     lastSeen: "2025-11-26T11:59:58.000Z",
     stopping: false,
+    types: ["echo", "sleep"],
     ...overrides,
   };
 }

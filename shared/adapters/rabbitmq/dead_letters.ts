@@ -1,0 +1,131 @@
+/**
+ * The dead-letter queue as operators use it: the headers a task that failed for good carries, reading
+ * entries in place, and moving tasks back to the queue of their type.
+ *
+ * @module
+ */
+import type { Buffer } from "node:buffer";
+import type { ChannelModel } from "amqplib";
+import type { WireError } from "../../errors.ts";
+import type { DeadLetter } from "../../ports.ts";
+import type { TaskMessage } from "../../queue_messages.ts";
+import { deadLetterQueue } from "./names.ts";
+import { declareTypeQueues } from "./topology.ts";
+import { confirmPublish, type Outgoing } from "./session.ts";
+import { readTask, taskTo, taskToItsQueue } from "./task_route.ts";
+
+/** Header names on dead-lettered tasks. */
+const DEAD_HEADERS = {
+  code: "x-colmena-error-code",
+  message: "x-colmena-error-message",
+  at: "x-colmena-dead-at",
+} as const;
+
+/** A task that failed for good, addressed to the dead-letter queue with its error in the headers. */
+export function deadLetterTo(taskQueue: string, task: TaskMessage, error: WireError): Outgoing {
+  const message = taskTo(deadLetterQueue(taskQueue), task);
+  return {
+    ...message,
+    props: {
+      ...message.props,
+      headers: {
+        [DEAD_HEADERS.code]: error.code,
+        [DEAD_HEADERS.message]: error.message,
+        [DEAD_HEADERS.at]: new Date().toISOString(),
+      },
+    },
+  };
+}
+
+function _toDeadLetter(
+  msg: { content: Buffer; properties: { headers?: unknown } },
+): { entry: DeadLetter; task: TaskMessage | null } {
+  const headers = (msg.properties.headers ?? {}) as Record<string, unknown>;
+  const task = readTask(msg.content);
+  const code = headers[DEAD_HEADERS.code];
+  const message = headers[DEAD_HEADERS.message];
+  const at = headers[DEAD_HEADERS.at];
+  return {
+    task,
+    entry: {
+      taskId: task?.taskId ?? "(ilegible)",
+      taskType: task?.type ?? "(ilegible)",
+      attempt: task?.attempt ?? 0,
+      maxAttempts: task?.maxAttempts ?? 0,
+      client: task?.client ?? { name: "desconocido", kind: "cli" },
+      submittedAt: task?.submittedAt ?? "",
+      error: typeof code === "string"
+        ? { code, message: typeof message === "string" ? message : "" }
+        : null,
+      deadAt: typeof at === "string" ? at : null,
+    },
+  };
+}
+
+/** The first `limit` entries of the dead-letter queue, read on a channel of their own and left in place. */
+export async function listDeadLetters(
+  model: ChannelModel,
+  options: { taskQueue: string; limit: number },
+): Promise<DeadLetter[]> {
+  const ch = await model.createChannel();
+  ch.on("error", () => {});
+  const entries: DeadLetter[] = [];
+  try {
+    for (let i = 0; i < options.limit; i++) {
+      const msg = await ch.get(deadLetterQueue(options.taskQueue), { noAck: false });
+      if (msg === false) break;
+      entries.push(_toDeadLetter(msg).entry);
+    }
+  } finally {
+    // Closing the channel hands every message back, in its place.
+    await ch.close().catch(() => {});
+  }
+  return entries;
+}
+
+/** What {@linkcode requeueDeadLetters} moves, and the hook it runs before each task. */
+export interface RequeueOptions {
+  readonly taskQueue: string;
+  readonly taskIds: readonly string[] | undefined;
+  readonly limit: number;
+  readonly beforePublish?: ((task: TaskMessage) => Promise<void>) | undefined;
+}
+
+/**
+ * Moves dead-lettered tasks back to the queue of their type, each acknowledged in the dead-letter queue only
+ * after its copy is confirmed; see `ServerBroker.requeueDeadLetters`. The type's queue is declared first: a
+ * message published to a queue that does not exist is dropped, and the task would be lost.
+ */
+export async function requeueDeadLetters(
+  model: ChannelModel,
+  options: RequeueOptions,
+): Promise<TaskMessage[]> {
+  const { taskQueue, taskIds, limit, beforePublish } = options;
+  const ch = await model.createConfirmChannel();
+  ch.on("error", () => {});
+  const wanted = taskIds === undefined ? undefined : new Set(taskIds);
+  const moved: TaskMessage[] = [];
+  const declared = new Set<string>();
+  try {
+    const scan = wanted === undefined ? limit : 100_000;
+    for (let i = 0; i < scan && moved.length < limit; i++) {
+      const msg = await ch.get(deadLetterQueue(taskQueue), { noAck: false });
+      if (msg === false) break;
+      const { task } = _toDeadLetter(msg);
+      if (task === null || (wanted !== undefined && !wanted.has(task.taskId))) continue;
+      const fresh: TaskMessage = { ...task, attempt: 1, deliveries: 1 };
+      await beforePublish?.(fresh);
+      if (!declared.has(fresh.type)) {
+        await declareTypeQueues(ch, { taskQueue, types: [fresh.type] });
+        declared.add(fresh.type);
+      }
+      await confirmPublish(ch, taskToItsQueue(taskQueue, fresh));
+      ch.ack(msg);
+      moved.push(fresh);
+      if (wanted !== undefined && moved.length === wanted.size) break;
+    }
+  } finally {
+    await ch.close().catch(() => {});
+  }
+  return moved;
+}

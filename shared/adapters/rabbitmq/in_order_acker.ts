@@ -1,0 +1,76 @@
+/**
+ * Runs result batches through the server's handler and acknowledges them in delivery order.
+ *
+ * @module
+ */
+import type { Channel, ChannelModel, ConsumeMessage } from "amqplib";
+import * as log from "../../log.ts";
+import type { ResultBatchHandler } from "../../ports.ts";
+import { ResultBatch } from "../../queue_messages.ts";
+
+/**
+ * Runs result batches through the handler one after another and acknowledges them in delivery order,
+ * several at a time (`multiple`), once the handler has finished with each.
+ */
+export class InOrderAcker {
+  readonly #ch: Channel;
+  readonly #handler: ResultBatchHandler;
+  #chain: Promise<void> = Promise.resolve();
+  #lastDone: ConsumeMessage | undefined;
+  #scheduled = false;
+  #dead = false;
+
+  constructor(ch: Channel, handler: ResultBatchHandler) {
+    this.#ch = ch;
+    this.#handler = handler;
+    ch.on("close", () => {
+      this.#dead = true;
+    });
+  }
+
+  /** Takes one delivery of the result consumers; `null` (the broker cancelled them) closes `model`. */
+  receive(msg: ConsumeMessage | null, model: ChannelModel): void {
+    if (msg === null) {
+      log.warn("RabbitMQ canceló el consumo de resultados; se reconecta");
+      model.close().catch(() => {});
+      return;
+    }
+    let batch: ResultBatch | undefined;
+    try {
+      const parsed = ResultBatch.safeParse(JSON.parse(msg.content.toString("utf8")));
+      if (parsed.success) batch = parsed.data;
+    } catch {
+      // handled below: unreadable
+    }
+    // The handler starts at once, so that batches overlap their store round trips; the acks still
+    // follow delivery order, each only after its own batch and every earlier one are done.
+    const work: Promise<unknown> = batch === undefined
+      ? Promise.resolve("unreadable")
+      : Promise.resolve().then(() => this.#handler(batch));
+    work.catch(() => {}); // observed in order below
+    this.#chain = this.#chain.then(async () => {
+      if (this.#dead) return;
+      try {
+        if ((await work) === "unreadable") log.warn("Mensaje de resultados ilegible; se descarta");
+        this.#done(msg);
+      } catch (err) {
+        // Not acknowledged, nor anything after it: the channel is closed so that they come again.
+        this.#dead = true;
+        log.error("No se pudo procesar un lote de resultados; se reintentará", err);
+        model.close().catch(() => {});
+      }
+    });
+  }
+
+  #done(msg: ConsumeMessage): void {
+    this.#lastDone = msg;
+    if (this.#scheduled) return;
+    this.#scheduled = true;
+    setTimeout(() => {
+      this.#scheduled = false;
+      const last = this.#lastDone;
+      this.#lastDone = undefined;
+      if (last !== undefined && !this.#dead) this.#ch.ack(last, true);
+    }, 0);
+  }
+}

@@ -1,0 +1,241 @@
+/**
+ * The server side of the RabbitMQ adapter: publishes tasks to the queue of their type with confirms,
+ * consumes result batches (from the result queue and the server's own reply queue), forwards results to other
+ * servers, sends cancellations, receives heartbeats, and reads and requeues the dead-letter queue.
+ *
+ * @module
+ */
+import type { Channel, ChannelModel, ConfirmChannel } from "amqplib";
+import { Buffer } from "node:buffer";
+import type {
+  DeadLetter,
+  HeartbeatHandler,
+  ResultBatchHandler,
+  ServerBroker,
+} from "../../ports.ts";
+import {
+  type ControlMessage,
+  Heartbeat,
+  type ResultBatch,
+  type TaskMessage,
+} from "../../queue_messages.ts";
+import { listDeadLetters, requeueDeadLetters } from "./dead_letters.ts";
+import { InOrderAcker } from "./in_order_acker.ts";
+import {
+  controlExchange,
+  heartbeatExchange,
+  type QueueNames,
+  repliesExchange,
+  serverQueue,
+} from "./names.ts";
+import {
+  closeChannel,
+  confirmPublish,
+  type Outgoing,
+  type RabbitOptions,
+  Session,
+  unavailable,
+  watchChannel,
+} from "./session.ts";
+import { taskToItsQueue } from "./task_route.ts";
+import { declareTopology, declareTypeQueues } from "./topology.ts";
+
+/** Options of {@linkcode connectServerBroker}. */
+export interface ServerBrokerOptions extends RabbitOptions, QueueNames {
+  /** This server's id; names its own reply queue. */
+  serverId: string;
+  /**
+   * The task types this server accepts. Their queues are declared at every (re)connect, so a task of a type
+   * no worker runs yet waits in its queue until such a worker starts. A task of another type has its queue
+   * declared before it is published.
+   */
+  taskTypes: readonly string[];
+  /** Receives result batches, from `result_queue` and from other servers. */
+  onResults: ResultBatchHandler;
+  /** Result messages held unacknowledged at once. @defaultValue `500` */
+  prefetch?: number;
+  /** Receives workers' heartbeats. */
+  onHeartbeat?: HeartbeatHandler;
+}
+
+/** Connects a server to RabbitMQ: task publisher with confirms, result consumer, reply queue. */
+export async function connectServerBroker(options: ServerBrokerOptions): Promise<ServerBroker> {
+  return await _RabbitServerBroker.open(options);
+}
+
+class _RabbitServerBroker implements ServerBroker {
+  readonly #options: ServerBrokerOptions;
+  #session: Session | undefined;
+  #pub: ConfirmChannel | undefined;
+  #stopping = false;
+  #pendingConfirms = 0;
+  #confirmsIdle: PromiseWithResolvers<void> | undefined;
+  #model: ChannelModel | undefined;
+  #sub: Channel | undefined;
+  readonly #connectedWaiters = new Set<() => void>();
+  /** Types whose queue this connection has declared. */
+  #declaredTypes = new Set<string>();
+
+  private constructor(options: ServerBrokerOptions) {
+    this.#options = options;
+  }
+
+  static async open(options: ServerBrokerOptions): Promise<_RabbitServerBroker> {
+    const broker = new _RabbitServerBroker(options);
+    broker.#session = await Session.open(options, {
+      setup: (model) => broker.#setup(model),
+      onDown: () => {
+        broker.#pub = undefined;
+      },
+    });
+    return broker;
+  }
+
+  get connected(): boolean {
+    return this.#pub !== undefined && (this.#session?.up ?? false);
+  }
+
+  waitConnected(timeoutMs: number): Promise<boolean> {
+    if (this.connected) return Promise.resolve(true);
+    if (this.#stopping) return Promise.resolve(false);
+    const { promise, resolve } = Promise.withResolvers<boolean>();
+    const done = () => {
+      clearTimeout(timer);
+      this.#connectedWaiters.delete(done);
+      resolve(true);
+    };
+    const timer = setTimeout(() => {
+      this.#connectedWaiters.delete(done);
+      resolve(false);
+    }, timeoutMs);
+    this.#connectedWaiters.add(done);
+    return promise;
+  }
+
+  async #setup(model: ChannelModel): Promise<void> {
+    const names = this.#options;
+    const stopping = () => this.#stopping;
+    const pub = await model.createConfirmChannel();
+    watchChannel(model, pub, { what: "publicación", stopping });
+    await declareTopology(pub, names);
+    await declareTypeQueues(pub, { taskQueue: names.taskQueue, types: names.taskTypes });
+    this.#declaredTypes = new Set(names.taskTypes);
+    const own = serverQueue(names.resultQueue, this.#options.serverId);
+    await pub.assertQueue(own, { durable: true, arguments: { "x-expires": 300_000 } });
+    await pub.bindQueue(own, repliesExchange(names.resultQueue), this.#options.serverId);
+
+    const sub = await model.createChannel();
+    watchChannel(model, sub, { what: "resultados", stopping });
+    this.#sub = sub;
+    await sub.prefetch(this.#options.prefetch ?? 500);
+    const acker = new InOrderAcker(sub, this.#options.onResults);
+    await sub.consume(names.resultQueue, (msg) => acker.receive(msg, model), { noAck: false });
+    await sub.consume(own, (msg) => acker.receive(msg, model), { noAck: false });
+    const onHeartbeat = this.#options.onHeartbeat;
+    if (onHeartbeat !== undefined) {
+      const hbQueue = await sub.assertQueue("", { exclusive: true, autoDelete: true });
+      await sub.bindQueue(hbQueue.queue, heartbeatExchange(names.resultQueue), "");
+      await sub.consume(hbQueue.queue, (msg) => {
+        if (msg === null) return;
+        try {
+          const parsed = Heartbeat.safeParse(JSON.parse(msg.content.toString("utf8")));
+          if (parsed.success) onHeartbeat(parsed.data);
+        } catch {
+          // an unreadable heartbeat is ignored
+        }
+      }, { noAck: true });
+    }
+    this.#model = model;
+    this.#pub = pub;
+    // Recovery calls this before it marks the connection up: wake the waiters a turn later.
+    setTimeout(() => {
+      for (const wake of [...this.#connectedWaiters]) wake();
+    }, 0);
+  }
+
+  publishControl(message: ControlMessage): Promise<void> {
+    return this.#publish({
+      exchange: controlExchange(this.#options.taskQueue),
+      routingKey: "",
+      body: Buffer.from(JSON.stringify(message)),
+      props: { persistent: false, contentType: "application/json" },
+    });
+  }
+
+  listDeadLetters(limit: number): Promise<DeadLetter[]> {
+    const model = this.#model;
+    if (model === undefined || !this.connected) return Promise.reject(unavailable());
+    return listDeadLetters(model, { taskQueue: this.#options.taskQueue, limit });
+  }
+
+  requeueDeadLetters(
+    taskIds: readonly string[] | undefined,
+    limit: number,
+    beforePublish?: (task: TaskMessage) => Promise<void>,
+  ): Promise<TaskMessage[]> {
+    const model = this.#model;
+    if (model === undefined || !this.connected) return Promise.reject(unavailable());
+    return requeueDeadLetters(model, {
+      taskQueue: this.#options.taskQueue,
+      taskIds,
+      limit,
+      beforePublish,
+    });
+  }
+
+  async publishTask(task: TaskMessage): Promise<void> {
+    const pub = this.#pub;
+    if (pub !== undefined && !this.#declaredTypes.has(task.type)) {
+      // A message sent to a queue that does not exist is dropped: declare it first.
+      try {
+        await declareTypeQueues(pub, { taskQueue: this.#options.taskQueue, types: [task.type] });
+      } catch (err) {
+        throw unavailable(err);
+      }
+      this.#declaredTypes.add(task.type);
+    }
+    return await this.#publish(taskToItsQueue(this.#options.taskQueue, task));
+  }
+
+  forwardResults(origin: string, batch: ResultBatch): Promise<void> {
+    return this.#publish({
+      exchange: repliesExchange(this.#options.resultQueue),
+      routingKey: origin,
+      body: Buffer.from(JSON.stringify({ ...batch, forwarded: true })),
+      props: { persistent: true, contentType: "application/json" },
+    });
+  }
+
+  #publish(message: Outgoing): Promise<void> {
+    if (this.#stopping) return Promise.reject(unavailable());
+    this.#pendingConfirms++;
+    return confirmPublish(this.#pub, message).finally(() => this.#confirmDone());
+  }
+
+  #confirmDone(): void {
+    if (--this.#pendingConfirms === 0 && this.#confirmsIdle) {
+      this.#confirmsIdle.resolve();
+      this.#confirmsIdle = undefined;
+    }
+  }
+
+  async drain(): Promise<void> {
+    if (this.#pendingConfirms > 0) {
+      this.#confirmsIdle = Promise.withResolvers<void>();
+      await Promise.race([
+        this.#confirmsIdle.promise,
+        new Promise((r) => setTimeout(r, 5_000)),
+      ]);
+    }
+    this.#stopping = true;
+    const channels = [this.#sub, this.#pub];
+    this.#pub = undefined;
+    this.#sub = undefined;
+    await Promise.all(channels.map((ch) => closeChannel(ch)));
+    await this.#session?.close();
+  }
+
+  closed(): Promise<void | Error> {
+    return this.#session?.closed() ?? Promise.resolve();
+  }
+}

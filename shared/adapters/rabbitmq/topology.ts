@@ -1,0 +1,160 @@
+/**
+ * Declares, deletes and measures the RabbitMQ topology servers and workers share.
+ *
+ * Topology, for task queue `T`, result queue `R` and task types `<type>`:
+ * - `T.<type>`: durable, one per task type, priorities 0–9, dead-letters to `T.dlq`. Servers publish each task
+ *   to the queue of its type and declare the queue of every type they accept, so a task of a type no worker
+ *   runs yet waits there; a worker declares and consumes the queues of the types it runs, and only those.
+ *   The queue named `T` itself holds no tasks.
+ * - `T.<type>.retry.<ms>`: durable, declared on first use; a failed attempt waits there `<ms>` (queue TTL),
+ *   then dead-letters back to `T.<type>` for its next attempt.
+ * - `T.dlq`: durable, shared by every type; task messages no worker could read, and tasks that failed for
+ *   good. An operator's requeue sends each back to the queue of its type.
+ * - `R`: durable; result batches from workers, consumed by every server.
+ * - `R.replies`: direct exchange; results that a server consumed for another server go there, routed by the
+ *   origin server's id to its queue `R.server.<id>` (durable, removed 5 minutes after its server went away).
+ * - `T.control`: fanout exchange from servers to every worker (cancellations); each worker binds its own
+ *   exclusive queue.
+ * - `R.heartbeats`: fanout exchange from workers to every server; transient messages, exclusive queues.
+ *
+ * @module
+ */
+import amqp from "amqplib";
+import type { Channel } from "amqplib";
+import {
+  controlExchange,
+  deadLetterQueue,
+  heartbeatExchange,
+  MAX_RETRY_DELAY_MS,
+  type QueueNames,
+  repliesExchange,
+  retryQueue,
+  typeQueue,
+} from "./names.ts";
+
+/** Declares what every process shares (not the type queues); idempotent, run after every (re)connect. */
+export async function declareTopology(ch: Channel, names: QueueNames): Promise<void> {
+  await ch.assertQueue(deadLetterQueue(names.taskQueue), { durable: true });
+  await ch.assertQueue(names.resultQueue, { durable: true });
+  await ch.assertExchange(repliesExchange(names.resultQueue), "direct", { durable: true });
+  await ch.assertExchange(controlExchange(names.taskQueue), "fanout", { durable: true });
+  await ch.assertExchange(heartbeatExchange(names.resultQueue), "fanout", { durable: true });
+}
+
+/** Declares the queue of each task type; idempotent. Returns the queue names, in the order of `types`. */
+export async function declareTypeQueues(
+  ch: Channel,
+  options: { taskQueue: string; types: readonly string[] },
+): Promise<string[]> {
+  const queues: string[] = [];
+  for (const type of options.types) {
+    const queue = typeQueue(options.taskQueue, type);
+    await ch.assertQueue(queue, {
+      durable: true,
+      arguments: {
+        "x-max-priority": 9,
+        "x-dead-letter-exchange": "",
+        "x-dead-letter-routing-key": deadLetterQueue(options.taskQueue),
+      },
+    });
+    queues.push(queue);
+  }
+  return queues;
+}
+
+/** Declares the retry queue of a type's queue for one delay; returns its name. */
+export async function declareRetryQueue(
+  ch: Channel,
+  options: { typeQueue: string; delayMs: number },
+): Promise<string> {
+  const queue = retryQueue(options.typeQueue, options.delayMs);
+  await ch.assertQueue(queue, {
+    durable: true,
+    arguments: {
+      "x-message-ttl": options.delayMs,
+      "x-dead-letter-exchange": "",
+      "x-dead-letter-routing-key": options.typeQueue,
+    },
+  });
+  return queue;
+}
+
+/** The waits of the retry queues a worker with this `retryBaseMs` uses: doubled each attempt, capped. */
+export function retryDelays(retryBaseMs: number): number[] {
+  const delays: number[] = [];
+  for (let ms = retryBaseMs; ms < MAX_RETRY_DELAY_MS; ms *= 2) delays.push(ms);
+  delays.push(MAX_RETRY_DELAY_MS);
+  return delays;
+}
+
+/**
+ * Deletes a topology's queues and exchanges, whatever they hold: for tests and for operators retiring a
+ * deployment. It deletes `T.<type>` for each of `types` with their retry queues for the default backoff
+ * (`retryDelays(1000)`), `T` (no longer used for tasks, deleted in case an older version left it), `T.dlq`,
+ * `R`, and the exchanges `R.replies`, `T.control` and `R.heartbeats`. It leaves the queues of types not
+ * listed, retry queues of other delays (delete them with {@linkcode deleteQueues}), and the per-server reply
+ * queues, which expire on their own.
+ */
+export async function deleteTopology(
+  url: string,
+  names: QueueNames,
+  types: readonly string[],
+): Promise<void> {
+  const queues = [names.taskQueue, deadLetterQueue(names.taskQueue), names.resultQueue];
+  for (const type of types) {
+    const queue = typeQueue(names.taskQueue, type);
+    queues.push(queue, ...retryDelays(1_000).map((ms) => retryQueue(queue, ms)));
+  }
+  const conn = await amqp.connect(url, { noDelay: true });
+  try {
+    conn.on("error", () => {});
+    const ch = await conn.createChannel();
+    for (const queue of queues) await ch.deleteQueue(queue);
+    await ch.deleteExchange(repliesExchange(names.resultQueue));
+    await ch.deleteExchange(controlExchange(names.taskQueue));
+    await ch.deleteExchange(heartbeatExchange(names.resultQueue));
+  } finally {
+    await conn.close().catch(() => {});
+  }
+}
+
+/** Deletes queues by name, whatever they hold; a queue that does not exist is no error. */
+export async function deleteQueues(url: string, queues: readonly string[]): Promise<void> {
+  const conn = await amqp.connect(url, { noDelay: true });
+  try {
+    conn.on("error", () => {});
+    const ch = await conn.createChannel();
+    for (const queue of queues) await ch.deleteQueue(queue);
+  } finally {
+    await conn.close().catch(() => {});
+  }
+}
+
+/** How many messages wait in a queue right now, or `undefined` when it does not exist. */
+export async function queueDepth(url: string, queue: string): Promise<number | undefined> {
+  const conn = await amqp.connect(url, { noDelay: true });
+  try {
+    conn.on("error", () => {});
+    const ch = await conn.createChannel();
+    ch.on("error", () => {});
+    try {
+      return (await ch.checkQueue(queue)).messageCount;
+    } catch {
+      return undefined;
+    }
+  } finally {
+    await conn.close().catch(() => {});
+  }
+}
+
+/** How many tasks wait in the queues of these types right now, all told; a missing queue counts 0. */
+export async function typeQueuesDepth(
+  url: string,
+  options: { taskQueue: string; types: readonly string[] },
+): Promise<number> {
+  let total = 0;
+  for (const type of options.types) {
+    total += (await queueDepth(url, typeQueue(options.taskQueue, type))) ?? 0;
+  }
+  return total;
+}

@@ -1,0 +1,290 @@
+/**
+ * The worker side of the RabbitMQ adapter: consumes the queues of the task types the worker runs on one
+ * channel, with manual acks and a channel-wide prefetch; publishes reports, task copies (retries, counted
+ * redeliveries) and dead letters with confirms; receives cancellations; sends heartbeats.
+ *
+ * @module
+ */
+import type { ChannelModel, ConfirmChannel, ConsumeMessage } from "amqplib";
+import { Buffer } from "node:buffer";
+import type { WireError } from "../../errors.ts";
+import * as log from "../../log.ts";
+import type { ReportBatch, TaskDelivery, WorkerBroker } from "../../ports.ts";
+import {
+  ControlMessage,
+  type Heartbeat,
+  QUEUE_FORMAT,
+  type TaskMessage,
+} from "../../queue_messages.ts";
+import { deadLetterTo } from "./dead_letters.ts";
+import {
+  controlExchange,
+  heartbeatExchange,
+  MAX_RETRY_DELAY_MS,
+  type QueueNames,
+  retryQueue,
+  typeQueue,
+} from "./names.ts";
+import {
+  closeChannel,
+  confirmPublish,
+  type RabbitOptions,
+  Session,
+  unavailable,
+  watchChannel,
+} from "./session.ts";
+import { readTask, taskTo } from "./task_route.ts";
+import { declareRetryQueue, declareTopology, declareTypeQueues } from "./topology.ts";
+
+/** Options of {@linkcode connectWorkerBroker}. */
+export interface WorkerBrokerOptions extends RabbitOptions, QueueNames {
+  /**
+   * The task types this worker runs, at least one: it consumes the queue of each, and never receives a task
+   * of another type.
+   */
+  taskTypes: readonly string[];
+  /**
+   * Tasks held at once, across every type's queue (a channel-wide prefetch): the worker's concurrency.
+   */
+  prefetch: number;
+  /**
+   * Receives each task delivered; never before {@linkcode connectWorkerBroker} has resolved and the caller's
+   * continuation has run, so the caller can wire the broker to whatever settles deliveries first.
+   */
+  onTask: (delivery: TaskDelivery) => void;
+  /** Receives control messages from servers. */
+  onControl?: (message: ControlMessage) => void;
+}
+
+/** What the worker side of the adapter offers beyond {@linkcode WorkerBroker}. */
+export interface RabbitWorkerBroker extends WorkerBroker {
+  /** The task types this worker consumes, as given in {@linkcode WorkerBrokerOptions.taskTypes}. */
+  readonly taskTypes: readonly string[];
+  /** Stops receiving new tasks; those held stay held. */
+  stopConsuming(): Promise<void>;
+  /** Sends a heartbeat to every server; fire and forget. */
+  publishHeartbeat(heartbeat: Heartbeat): void;
+}
+
+/** Connects a worker to RabbitMQ: task consumers with manual acks, result publisher with confirms. */
+export async function connectWorkerBroker(
+  options: WorkerBrokerOptions,
+): Promise<RabbitWorkerBroker> {
+  if (options.taskTypes.length === 0) {
+    throw new RangeError("Cannot consume tasks: no task type given");
+  }
+  return await _RabbitWorkerBroker.open(options);
+}
+
+class _Delivery implements TaskDelivery {
+  readonly task: TaskMessage | null;
+  readonly redelivered: boolean;
+  readonly msg: ConsumeMessage;
+  readonly ch: ConfirmChannel;
+
+  constructor(task: TaskMessage | null, msg: ConsumeMessage, ch: ConfirmChannel) {
+    this.task = task;
+    this.redelivered = msg.fields.redelivered;
+    this.msg = msg;
+    this.ch = ch;
+  }
+}
+
+class _RabbitWorkerBroker implements RabbitWorkerBroker {
+  readonly #options: WorkerBrokerOptions;
+  readonly taskTypes: readonly string[];
+  #session: Session | undefined;
+  #ch: ConfirmChannel | undefined;
+  #consumerTags: string[] = [];
+  #queues: string[] = [];
+  #current: { ch: ConfirmChannel; model: ChannelModel } | undefined;
+  #startTimer: ReturnType<typeof setTimeout> | undefined;
+  #consuming = true;
+  #stopping = false;
+  readonly #deadChannels = new WeakSet<ConfirmChannel>();
+  readonly #retryQueues = new Set<string>();
+  /** Whether `open` has returned: before, the first connection declares its queues but consumes none. */
+  #opened = false;
+
+  private constructor(options: WorkerBrokerOptions) {
+    this.#options = options;
+    this.taskTypes = [...new Set(options.taskTypes)];
+  }
+
+  static async open(options: WorkerBrokerOptions): Promise<_RabbitWorkerBroker> {
+    const broker = new _RabbitWorkerBroker(options);
+    broker.#session = await Session.open(options, {
+      setup: (model) => broker.#setup(model),
+      onDown: () => {
+        broker.#ch = undefined;
+        broker.#current = undefined;
+      },
+    });
+    // Consumption starts a macrotask after the caller has the broker; later connections consume at once.
+    broker.#startTimer = setTimeout(() => {
+      broker.#startTimer = undefined;
+      broker.#opened = true;
+      const { ch, model } = broker.#current ?? {};
+      if (ch === undefined || model === undefined || broker.#stopping) return;
+      broker.#consume(ch, model).catch((err) => {
+        log.error("No se pudo empezar a consumir tareas; se reconecta", err);
+        model.close().catch(() => {});
+      });
+    }, 0);
+    return broker;
+  }
+
+  async #setup(model: ChannelModel): Promise<void> {
+    const ch = await model.createConfirmChannel();
+    watchChannel(model, ch, { what: "tareas", stopping: () => this.#stopping });
+    ch.on("close", () => this.#deadChannels.add(ch));
+    await declareTopology(ch, this.#options);
+    const queues = await declareTypeQueues(ch, {
+      taskQueue: this.#options.taskQueue,
+      types: this.taskTypes,
+    });
+    // `global`: one limit shared by every consumer of the channel, so the tasks held stay within the
+    // concurrency however many types the worker runs.
+    await ch.prefetch(this.#options.prefetch, true);
+    this.#ch = ch;
+    this.#retryQueues.clear();
+    this.#consumerTags = [];
+    const onControl = this.#options.onControl;
+    if (onControl !== undefined) {
+      const own = await ch.assertQueue("", { exclusive: true, autoDelete: true });
+      await ch.bindQueue(own.queue, controlExchange(this.#options.taskQueue), "");
+      await ch.consume(own.queue, (msg) => {
+        if (msg === null) return;
+        try {
+          const parsed = ControlMessage.safeParse(JSON.parse(msg.content.toString("utf8")));
+          if (parsed.success) onControl(parsed.data);
+        } catch {
+          // an unreadable control message is ignored
+        }
+      }, { noAck: true });
+    }
+    this.#queues = queues;
+    this.#current = { ch, model };
+    if (this.#opened) await this.#consume(ch, model);
+  }
+
+  /** Starts a consumer on each of the worker's type queues, unless it stopped consuming. */
+  async #consume(ch: ConfirmChannel, model: ChannelModel): Promise<void> {
+    if (!this.#consuming) return;
+    for (const queue of this.#queues) {
+      const reply = await ch.consume(queue, (msg) => {
+        if (msg === null) {
+          log.warn(`RabbitMQ canceló el consumo de la cola "${queue}"; se reconecta`);
+          model.close().catch(() => {});
+          return;
+        }
+        this.#options.onTask(new _Delivery(readTask(msg.content), msg, ch));
+      }, { noAck: false });
+      this.#consumerTags.push(reply.consumerTag);
+    }
+  }
+
+  async stopConsuming(): Promise<void> {
+    this.#consuming = false;
+    const ch = this.#ch;
+    const tags = this.#consumerTags;
+    this.#consumerTags = [];
+    if (ch === undefined) return;
+    await Promise.all(tags.map((tag) => ch.cancel(tag).catch(() => {})));
+  }
+
+  async publishReports(batch: ReportBatch, deliveries: readonly TaskDelivery[]): Promise<void> {
+    await confirmPublish(this.#ch, {
+      exchange: "",
+      routingKey: this.#options.resultQueue,
+      body: Buffer.from(JSON.stringify({ v: QUEUE_FORMAT, ...batch })),
+      props: { persistent: true, contentType: "application/json" },
+    });
+    for (const d of deliveries) this.#settle(d, "ack");
+  }
+
+  async publishTaskCopy(task: TaskMessage, delayMs: number): Promise<void> {
+    const ch = this.#ch;
+    const own = typeQueue(this.#options.taskQueue, task.type);
+    let queue = own;
+    if (delayMs > 0) {
+      const delay = Math.min(Math.round(delayMs), MAX_RETRY_DELAY_MS);
+      if (ch === undefined) throw unavailable();
+      try {
+        queue = await this.#retryQueue(ch, own, delay);
+      } catch (err) {
+        throw unavailable(err);
+      }
+    }
+    await confirmPublish(ch, taskTo(queue, task));
+  }
+
+  /** The retry queue of `own` for `delayMs`, declared once per connection. */
+  async #retryQueue(ch: ConfirmChannel, own: string, delayMs: number): Promise<string> {
+    const key = `${own}\n${delayMs}`;
+    if (this.#retryQueues.has(key)) return retryQueue(own, delayMs);
+    const queue = await declareRetryQueue(ch, { typeQueue: own, delayMs });
+    this.#retryQueues.add(key);
+    return queue;
+  }
+
+  async publishDeadLetter(task: TaskMessage, error: WireError): Promise<void> {
+    await confirmPublish(this.#ch, deadLetterTo(this.#options.taskQueue, task, error));
+  }
+
+  publishHeartbeat(heartbeat: Heartbeat): void {
+    const ch = this.#ch;
+    if (ch === undefined) return;
+    try {
+      ch.publish(
+        heartbeatExchange(this.#options.resultQueue),
+        "",
+        Buffer.from(JSON.stringify(heartbeat)),
+        { persistent: false, contentType: "application/json", expiration: "15000" },
+      );
+    } catch {
+      // the next heartbeat will do
+    }
+  }
+
+  ack(delivery: TaskDelivery): void {
+    this.#settle(delivery, "ack");
+  }
+
+  release(delivery: TaskDelivery): void {
+    this.#settle(delivery, "requeue");
+  }
+
+  discard(delivery: TaskDelivery): void {
+    this.#settle(delivery, "dead-letter");
+  }
+
+  /** Settles a delivery on the channel it came from; after a reconnect the broker redelivers it instead. */
+  #settle(delivery: TaskDelivery, how: "ack" | "requeue" | "dead-letter"): void {
+    if (!(delivery instanceof _Delivery)) {
+      throw new TypeError("Cannot settle a delivery from elsewhere");
+    }
+    if (this.#deadChannels.has(delivery.ch)) return;
+    try {
+      if (how === "ack") delivery.ch.ack(delivery.msg);
+      else delivery.ch.nack(delivery.msg, false, how === "requeue");
+    } catch (err) {
+      log.error("No se pudo confirmar una tarea a RabbitMQ; se volverá a entregar", err);
+    }
+  }
+
+  async drain(): Promise<void> {
+    clearTimeout(this.#startTimer);
+    this.#current = undefined;
+    await this.stopConsuming();
+    this.#stopping = true;
+    const ch = this.#ch;
+    this.#ch = undefined;
+    await closeChannel(ch);
+    await this.#session?.close();
+  }
+
+  closed(): Promise<void | Error> {
+    return this.#session?.closed() ?? Promise.resolve();
+  }
+}
