@@ -2,13 +2,15 @@
  * The client role: the `cliente` command line, and the `TaskClient` library.
  *
  * As a library: `import { TaskClient } from "./client.ts"`. As a command: `deno task cliente` opens the
- * interactive menu; `deno task cliente ayuda` lists the subcommands.
+ * interactive menu; `deno task cliente ayuda` lists the subcommands; `--tareas módulo.ts` adds the task
+ * types of a user's module.
  *
  * @module
  */
 import { type ClientConfig, envNames, loadConfig } from "./shared/config.ts";
-import { exitOnConfigError, readEnv } from "./shared/lifecycle.ts";
+import { exitOnConfigError, exitOnTaskModuleError, readEnv } from "./shared/lifecycle.ts";
 import * as log from "./shared/log.ts";
+import { loadCatalog } from "./shared/task_modules.ts";
 import { runCli, USAGE, wantsHelp } from "./client/cli.ts";
 
 export {
@@ -29,5 +31,12 @@ if (import.meta.main) {
   } catch (err) {
     exitOnConfigError(err, USAGE);
   }
-  Deno.exit(await runCli(config));
+  let catalog;
+  try {
+    catalog = (await loadCatalog(config.tareas)).catalog;
+  } catch (err) {
+    exitOnTaskModuleError(err);
+    throw err;
+  }
+  Deno.exit(await runCli({ ...config, catalog }));
 }

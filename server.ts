@@ -11,17 +11,19 @@ import { envNames, loadConfig, type ServerConfig } from "./shared/config.ts";
 import {
   exitOnConfigError,
   exitOnStartupError,
+  exitOnTaskModuleError,
   readEnv,
   shutdownSignal,
 } from "./shared/lifecycle.ts";
 import * as log from "./shared/log.ts";
+import { loadCatalog } from "./shared/task_modules.ts";
 import { ColmenaServer } from "./server/app.ts";
 import { describeStore, openTaskStore } from "./server/stores/open.ts";
 import { schedulePruning } from "./server/retention.ts";
 import { describeBlobStore, openBlobStore } from "./shared/blobs.ts";
-import { TASK_TYPES } from "./shared/tasks.ts";
 
 const USAGE = `Uso: servidor [opciones]
+  --tareas FICHERO             módulo de tareas propias (repetible) [COLMENA_TAREAS, lista con comas]
   --host HOST                  dirección de escucha               [COLMENA_HOST, localhost]
   --port, -p PUERTO            puerto TCP (0 = libre)             [COLMENA_PORT, 8888]
   --amqp-url URL               RabbitMQ                           [AMQP_URL, amqp://guest:guest@127.0.0.1:5672]
@@ -50,9 +52,18 @@ const USAGE = `Uso: servidor [opciones]
   --partial-line-timeout-ms N  línea incompleta máxima            [COLMENA_PARTIAL_LINE_TIMEOUT_MS, 60000]
   (todas las opciones, con su variable: README.md, sección Configuración)`;
 
-/** Runs a server until SIGINT/SIGTERM, then drains it. */
+/**
+ * Runs a server until SIGINT/SIGTERM, then drains it. It accepts the built-in task types and those of
+ * the `--tareas` modules (their contracts only: the server never loads handler code).
+ */
 export async function runServer(config: ServerConfig): Promise<void> {
+  const { catalog, modules } = await loadCatalog(config.tareas);
   const serverId = config.serverId ?? `srv-${crypto.randomUUID().slice(0, 8)}`;
+  for (const loaded of modules) {
+    log.info(
+      `Tareas propias de ${loaded.path}: ${loaded.definitions.map((d) => d.name).join(", ")}`,
+    );
+  }
   const store = await openTaskStore(config);
   const blobs = await openBlobStore(config);
   log.info(`Registros de tareas: ${describeStore(config)}; objetos: ${describeBlobStore(config)}`);
@@ -64,14 +75,14 @@ export async function runServer(config: ServerConfig): Promise<void> {
     serverId,
     store,
     blobs,
+    catalog,
     connectBroker: ({ onResults, onHeartbeat }) =>
       connectServerBroker({
         url: config.amqpUrl,
         taskQueue: config.taskQueue,
         resultQueue: config.resultQueue,
         serverId,
-        // TODO(lead): the task types of the loaded catalogue.
-        taskTypes: TASK_TYPES,
+        taskTypes: catalog.names(),
         onResults,
         onHeartbeat,
       }),
@@ -104,6 +115,7 @@ if (import.meta.main) {
   try {
     await runServer(config);
   } catch (err) {
+    exitOnTaskModuleError(err);
     if (err instanceof Deno.errors.AddrInUse) {
       log.error(`El puerto ${config.port} ya está en uso en ${config.host}`);
       Deno.exit(1);

@@ -2,7 +2,7 @@
  * The worker role: takes tasks from the queues of the task types it runs (`task_queue.<type>`), runs them,
  * reports results to `result_queue`.
  *
- * Usage: `deno task worker <nombre> [--concurrency N] [--quiet]`.
+ * Usage: `deno task worker <nombre> [--concurrency N] [--quiet] [--tareas módulo.ts] [--solo tipos]`.
  *
  * @module
  */
@@ -11,16 +11,21 @@ import { type ConfigInput, envNames, loadConfig, type WorkerConfig } from "./sha
 import {
   exitOnConfigError,
   exitOnStartupError,
+  exitOnTaskModuleError,
   readEnv,
   shutdownSignal,
 } from "./shared/lifecycle.ts";
 import * as log from "./shared/log.ts";
 import { openBlobStore } from "./shared/blobs.ts";
-import { registerBuiltinTasks } from "./worker/builtin_tasks.ts";
+import { TaskCatalog } from "./shared/catalog.ts";
+import { loadCatalog, TaskModuleError } from "./shared/task_modules.ts";
+import { registerDefinitions } from "./worker/handlers.ts";
 import { TaskRegistry } from "./worker/registry.ts";
 import { TaskRunner } from "./worker/runner.ts";
 
 const USAGE = `Uso: worker <nombre> [opciones]
+  --tareas FICHERO      módulo de tareas propias (repetible) [COLMENA_TAREAS, lista con comas]
+  --solo TIPOS          ejecutar solo estos tipos            [COLMENA_SOLO, lista con comas]
   --concurrency, -c N   tareas a la vez (prefetch)        [COLMENA_CONCURRENCY, 100]
   --quiet, -q           no imprimir una línea por tarea   [COLMENA_QUIET]
   --amqp-url URL        RabbitMQ                          [AMQP_URL]
@@ -32,13 +37,33 @@ const USAGE = `Uso: worker <nombre> [opciones]
   --drain-timeout-ms N  espera a las tareas al apagarse    [COLMENA_DRAIN_TIMEOUT_MS, 30000]`;
 
 /**
- * Runs a worker until SIGINT/SIGTERM, then drains it. `registry` defaults to the built-in task types; a
- * program that runs its own task types passes its own.
+ * The task types a worker runs: its catalogue (built-in plus `--tareas` modules), narrowed to `--solo`.
+ * Throws `TaskModuleError` when a module or a `--solo` name is not usable.
+ */
+export function selectTypes(config: WorkerConfig, catalog: TaskCatalog): TaskCatalog {
+  if (config.solo === undefined) return catalog;
+  const unknown = config.solo.filter((name) => !catalog.has(name));
+  if (unknown.length > 0) {
+    throw new TaskModuleError(
+      `--solo nombra tipos que este worker no tiene: ${unknown.join(", ")} (tiene ${
+        catalog.names().join(", ")
+      })`,
+    );
+  }
+  return TaskCatalog.of(catalog.definitions().filter((d) => config.solo?.includes(d.name)));
+}
+
+/**
+ * Runs a worker until SIGINT/SIGTERM, then drains it. It runs the built-in task types and those of the
+ * `--tareas` modules (narrowed by `--solo`), registered in `registry` (a test may pass a registry of its own).
  */
 export async function runWorker(
   config: WorkerConfig,
-  registry: TaskRegistry = registerBuiltinTasks(new TaskRegistry()),
+  registry: TaskRegistry = new TaskRegistry(),
 ): Promise<void> {
+  const { catalog: loaded } = await loadCatalog(config.tareas);
+  const catalog = selectTypes(config, loaded);
+  await registerDefinitions(registry, catalog.definitions());
   const name = config.name ?? `worker-${Deno.pid}`;
   const blobs = await openBlobStore(config);
   const runner = new TaskRunner({
@@ -54,7 +79,7 @@ export async function runWorker(
     url: config.amqpUrl,
     taskQueue: config.taskQueue,
     resultQueue: config.resultQueue,
-    // TODO(lead): the loaded types, or the subset given with `--solo`.
+    // The loaded types, or the subset given with `--solo`: what the registry holds.
     taskTypes: registry.names(),
     prefetch: config.concurrency,
     onTask: (delivery) => runner.handle(delivery),
@@ -130,6 +155,7 @@ export async function workerMain(input: ConfigInput, registry?: TaskRegistry): P
   try {
     await runWorker(config, registry);
   } catch (err) {
+    exitOnTaskModuleError(err);
     exitOnStartupError(err);
   }
 }

@@ -27,6 +27,7 @@ export function formatWorkers(workers: readonly WorkerInfo[], now: number): stri
       "fallidas",
       "visto",
       "estado",
+      "tipos",
     ],
     workers.map((w) => [
       truncate(w.worker, 30),
@@ -38,9 +39,10 @@ export function formatWorkers(workers: readonly WorkerInfo[], now: number): stri
       String(w.failed),
       formatAgo(w.lastSeen, now),
       w.stopping ? "apagándose" : "activo",
+      truncate(w.types.join(","), 60),
     ]),
     {
-      align: ["left", "left", "right", "right", "right", "right", "right", "right", "left"],
+      align: ["left", "left", "right", "right", "right", "right", "right", "right", "left", "left"],
     },
   );
 }

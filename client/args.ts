@@ -7,26 +7,12 @@
  * @module
  */
 import { CLIENT_KINDS, type ClientKind } from "../shared/protocol.ts";
-import { MAX_HASH_ITERATIONS, MAX_SLEEP_MS, TASK_TYPES, type TaskType } from "../shared/tasks.ts";
-import type { JsonValue, TaskRequest } from "./task_request.ts";
+import { BUILTIN_CATALOG, type TaskCatalog } from "../shared/catalog.ts";
+import { type JsonValue, parseJsonOrText } from "../shared/task_args.ts";
+import type { Parsed } from "../shared/task_definition.ts";
+import { TASK_TYPES, TASKS, type TaskType } from "../shared/tasks.ts";
 
-/** The outcome of parsing input: the value, or a Spanish message saying what is wrong. */
-export type Parsed<T> =
-  | { readonly ok: true; readonly value: T }
-  | { readonly ok: false; readonly message: string };
-
-/** Spanish and English names of each task type, lower case and without accents. */
-const TASK_ALIASES: Readonly<Record<string, TaskType>> = {
-  texto: "text",
-  text: "text",
-  numeros: "numbers",
-  numbers: "numbers",
-  eco: "echo",
-  echo: "echo",
-  esperar: "sleep",
-  sleep: "sleep",
-  hash: "hash",
-};
+export type { Parsed };
 
 /** Spanish and English names of each client kind, lower case and without accents. */
 const KIND_ALIASES: Readonly<Record<string, ClientKind>> = {
@@ -36,14 +22,15 @@ const KIND_ALIASES: Readonly<Record<string, ClientKind>> = {
   cli: "cli",
 };
 
-/** The Spanish name of each task type, as the command line and the menu show it. */
-export const TASK_TYPE_LABELS: Readonly<Record<TaskType, string>> = {
-  text: "texto",
-  numbers: "números",
-  echo: "eco",
-  sleep: "esperar",
-  hash: "hash",
-};
+/** The Spanish name of each built-in task type, as the command line and the menu show it. */
+export const TASK_TYPE_LABELS: Readonly<Record<TaskType, string>> = Object.fromEntries(
+  TASK_TYPES.map((type) => [type, TASKS[type].cli?.label ?? type]),
+) as Record<TaskType, string>;
+
+/** The Spanish name of a task type (its `cli.label`), or its name when it has none or is unknown. */
+export function taskLabel(type: string, catalog: TaskCatalog = BUILTIN_CATALOG): string {
+  return catalog.get(type)?.cli?.label ?? type;
+}
 
 /** The Spanish name of each client kind. */
 export const CLIENT_KIND_LABELS: Readonly<Record<ClientKind, string>> = {
@@ -64,10 +51,25 @@ function _normalize(name: string): string {
   return name.trim().toLowerCase().normalize("NFD").replace(/\p{Diacritic}/gu, "");
 }
 
-/** The task type a Spanish or English name stands for (`texto`, `números`, `sleep`…), if any. */
-export function toTaskType(name: string): TaskType | undefined {
+/**
+ * The task type a name stands for: its wire name, its Spanish label or one of its aliases (`texto`,
+ * `números`, `sleep`…), compared without case or accents; `undefined` when the catalogue has none.
+ */
+export function toTaskType(
+  name: string,
+  catalog: TaskCatalog = BUILTIN_CATALOG,
+): string | undefined {
+  if (catalog.has(name)) return name;
   const key = _normalize(name);
-  return Object.hasOwn(TASK_ALIASES, key) ? TASK_ALIASES[key] : undefined;
+  for (const definition of catalog.definitions()) {
+    const names = [
+      definition.name,
+      definition.cli?.label ?? "",
+      ...(definition.cli?.aliases ?? []),
+    ];
+    if (names.some((n) => n !== "" && _normalize(n) === key)) return definition.name;
+  }
+  return undefined;
 }
 
 /** The wire client kind a name stands for (`movil` and `móvil` mean `mobile`), if any. */
@@ -111,138 +113,110 @@ function _kindName(kind: ClientKind): string {
 }
 
 /** Parses a comma-separated list of task types, Spanish or English (`texto,numbers`), without repeats. */
-export function parseTaskTypes(text: string): Parsed<TaskType[]> {
+export function parseTaskTypes(
+  text: string,
+  catalog: TaskCatalog = BUILTIN_CATALOG,
+): Parsed<string[]> {
   return _parseList(text, {
-    toValue: toTaskType,
+    toValue: (name) => toTaskType(name, catalog),
     describe: (bad) =>
       bad === ""
         ? "Falta la lista de tipos de tarea"
-        : `Tipo de tarea desconocido: «${bad}». Use ${TASK_TYPES.join(", ")}`,
+        : `Tipo de tarea desconocido: «${bad}». Use ${catalog.names().join(", ")}`,
   });
 }
 
-/** Parses one or more finite numbers separated by spaces, commas or semicolons (decimals with a point). */
-export function parseNumbers(text: string): Parsed<number[]> {
-  const tokens = text.split(/[\s,;]+/u).filter((token) => token !== "");
-  if (tokens.length === 0) return _fail("Escriba al menos un número");
-  const numbers: number[] = [];
-  for (const token of tokens) {
-    const value = /^[+-]?(\d+\.?\d*|\.\d+)(e[+-]?\d+)?$/i.test(token) ? Number(token) : NaN;
-    if (!Number.isFinite(value)) {
-      return _fail(
-        `«${token}» no es un número. Escriba números separados por espacios o comas (decimales con punto)`,
-      );
-    }
-    numbers.push(value);
-  }
-  return _ok(numbers);
-}
-
-/** Parses an integer within `[min, max]`; `what` names it in the message. */
-export function parseInteger(
-  text: string,
-  range: { readonly min: number; readonly max: number; readonly what: string },
-): Parsed<number> {
-  const trimmed = text.trim();
-  const value = /^[+-]?\d+$/.test(trimmed) ? Number(trimmed) : NaN;
-  if (!Number.isSafeInteger(value) || value < range.min || value > range.max) {
-    return _fail(
-      `${range.what} debe ser un número entero entre ${range.min} y ${range.max}, no «${trimmed}»`,
-    );
-  }
-  return _ok(value);
-}
+export { parseInteger, parseNumbers } from "../shared/task_args.ts";
 
 /** Parses an echo message: JSON when it is valid JSON, the text itself otherwise. */
 export function parseEchoMessage(text: string): JsonValue {
-  try {
-    return JSON.parse(text) as JsonValue;
-  } catch {
-    return text;
-  }
+  return parseJsonOrText(text);
 }
 
-/** Builds the task of `enviar <tipo> <args…>` from its arguments, or says what is wrong with them. */
-export function parseTaskArgs(type: TaskType, args: readonly string[]): Parsed<TaskRequest> {
-  const joined = args.join(" ");
-  switch (type) {
-    case "text":
-      if (args.length === 0) return _fail('Falta el texto: enviar texto "hola mundo"');
-      return _ok({ type, payload: { text: joined } });
-    case "numbers": {
-      const numbers = parseNumbers(joined);
-      return numbers.ok ? _ok({ type, payload: { numbers: numbers.value } }) : numbers;
+/** A task to submit, of any type in the catalogue: its type and its payload, not yet validated. */
+export interface AnyTaskRequest {
+  readonly type: string;
+  readonly payload: unknown;
+}
+
+/**
+ * Builds the task of `enviar <tipo> <args…>`: with `--datos`, the payload is that JSON (any type);
+ * otherwise the type's own argument parser builds it (`cli.parse`), and a type without one asks for
+ * `--datos`.
+ */
+export function parseTaskArgs(
+  type: string,
+  args: readonly string[],
+  options: { readonly catalog?: TaskCatalog; readonly datos?: string | undefined } = {},
+): Parsed<AnyTaskRequest> {
+  const catalog = options.catalog ?? BUILTIN_CATALOG;
+  const definition = catalog.get(type);
+  if (definition === undefined) return _fail(`Tipo de tarea desconocido: «${type}»`);
+  if (options.datos !== undefined) {
+    if (args.length > 0) {
+      return _fail(`Con --datos no van más argumentos: enviar ${type} --datos '{"campo": 1}'`);
     }
-    case "echo":
-      if (args.length === 0) {
-        return _fail("Falta el mensaje: enviar eco '{\"a\": 1}' o enviar eco hola");
-      }
-      return _ok({ type, payload: { message: parseEchoMessage(joined) } });
-    case "sleep": {
-      if (args.length !== 1) {
-        return _fail("Indique un solo número de milisegundos: enviar esperar 500");
-      }
-      const ms = parseInteger(args[0] ?? "", { min: 0, max: MAX_SLEEP_MS, what: "La espera" });
-      return ms.ok ? _ok({ type, payload: { ms: ms.value } }) : ms;
-    }
-    case "hash": {
-      const [data, iterationsText, ...rest] = args;
-      if (data === undefined) return _fail("Faltan los datos: enviar hash <datos> [iteraciones]");
-      if (rest.length > 0) {
-        return _fail('Demasiados argumentos: ponga los datos entre comillas, enviar hash "a b" 10');
-      }
-      if (iterationsText === undefined) return _ok({ type, payload: { data } });
-      const iterations = parseInteger(iterationsText, {
-        min: 1,
-        max: MAX_HASH_ITERATIONS,
-        what: "El número de iteraciones",
-      });
-      return iterations.ok
-        ? _ok({ type, payload: { data, iterations: iterations.value } })
-        : iterations;
-    }
+    const payload = _parseDatos(options.datos);
+    return payload.ok ? _ok({ type, payload: payload.value }) : payload;
+  }
+  const parse = definition.cli?.parse;
+  if (parse === undefined) {
+    return _fail(
+      `Las tareas «${type}» se envían con --datos y su JSON: enviar ${type} --datos '{"campo": 1}'`,
+    );
+  }
+  const payload = parse(args, { file: false });
+  return payload.ok ? _ok({ type, payload: payload.value }) : payload;
+}
+
+function _parseDatos(text: string): Parsed<unknown> {
+  try {
+    return _ok(JSON.parse(text));
+  } catch {
+    return _fail(`--datos no es JSON válido: ${text.length > 60 ? text.slice(0, 59) + "…" : text}`);
   }
 }
 
 /** A task whose text comes from a file: its type, the payload field the file's text fills, and the rest. */
-export type FileTaskRequest =
-  | { readonly type: "text"; readonly field: "text"; readonly payload: Record<never, never> }
-  | {
-    readonly type: "hash";
-    readonly field: "data";
-    readonly payload: { readonly iterations?: number };
-  };
+export interface FileTaskRequest {
+  readonly type: string;
+  readonly field: string;
+  readonly payload: Record<string, unknown>;
+}
 
 /**
- * Builds the task of `enviar <tipo> --archivo <fichero> <args…>`: `texto` takes no other argument, `hash`
- * an optional number of iterations; other types cannot read a file.
+ * Builds the task of `enviar <tipo> --archivo <fichero> <args…>`: only types with a `fileField` take a
+ * file; the rest of the payload comes from `--datos` or the type's own parser (e.g. `hash`'s iterations).
  */
 export function parseFileTaskArgs(
-  type: TaskType,
+  type: string,
   args: readonly string[],
+  options: { readonly catalog?: TaskCatalog; readonly datos?: string | undefined } = {},
 ): Parsed<FileTaskRequest> {
-  switch (type) {
-    case "text":
-      if (args.length > 0) {
-        return _fail("Con --archivo, el texto es el del fichero: enviar texto --archivo libro.txt");
-      }
-      return _ok({ type, field: "text", payload: {} });
-    case "hash": {
-      const [iterationsText, ...rest] = args;
-      if (rest.length > 0) {
-        return _fail("Demasiados argumentos: enviar hash --archivo datos.txt [iteraciones]");
-      }
-      if (iterationsText === undefined) return _ok({ type, field: "data", payload: {} });
-      const iterations = parseInteger(iterationsText, {
-        min: 1,
-        max: MAX_HASH_ITERATIONS,
-        what: "El número de iteraciones",
-      });
-      return iterations.ok
-        ? _ok({ type, field: "data", payload: { iterations: iterations.value } })
-        : iterations;
-    }
-    default:
-      return _fail(`--archivo solo sirve con texto y hash, no con ${TASK_TYPE_LABELS[type]}`);
+  const catalog = options.catalog ?? BUILTIN_CATALOG;
+  const definition = catalog.get(type);
+  if (definition === undefined) return _fail(`Tipo de tarea desconocido: «${type}»`);
+  const field = definition.fileField;
+  if (field === undefined) {
+    const takers = catalog.definitions().filter((d) => d.fileField !== undefined).map((d) =>
+      d.cli?.label ?? d.name
+    );
+    return _fail(
+      `--archivo solo sirve con ${takers.join(" y ")}, no con ${taskLabel(type, catalog)}`,
+    );
   }
+  let rest: Parsed<unknown>;
+  if (options.datos !== undefined) rest = _parseDatos(options.datos);
+  else if (definition.cli?.parse !== undefined) rest = definition.cli.parse(args, { file: true });
+  else if (args.length > 0) {
+    return _fail(
+      `Con --archivo, el resto de los datos va en --datos: enviar ${type} --archivo f.txt`,
+    );
+  } else rest = _ok({});
+  if (!rest.ok) return rest;
+  const payload = rest.value;
+  if (typeof payload !== "object" || payload === null || Array.isArray(payload)) {
+    return _fail("Con --archivo, --datos debe ser un objeto JSON");
+  }
+  return _ok({ type, field, payload: payload as Record<string, unknown> });
 }

@@ -7,15 +7,15 @@
  *
  * @module
  */
-import type { ClientConfig } from "../shared/config.ts";
 import * as log from "../shared/log.ts";
 import { runDlq, runWorkers } from "./admin_commands.ts";
-import { runCancel, runPing, runSend, runStatus } from "./commands.ts";
+import { type CliSettings, runCancel, runPing, runSend, runStatus } from "./commands.ts";
 import { runHistory } from "./history_command.ts";
 import { stdinInput } from "./input.ts";
 import { runMenu } from "./menu.ts";
 import { EXIT_OK, EXIT_USAGE } from "./output.ts";
 import { runSimulate } from "./simulate_command.ts";
+import { runTypes } from "./types_command.ts";
 
 export {
   DEFAULT_WINDOW,
@@ -38,6 +38,8 @@ export const USAGE = `Uso: cliente [opciones] [orden …]
   enviar esperar <ms>                 espera de 0 a 60000 ms
   enviar hash <datos> [iteraciones]   SHA-256 iterado (1 iteración por defecto)
   enviar hash --archivo <fichero> [iteraciones]   el SHA-256 del texto de un fichero
+  enviar <tipo> --datos '<json>'      cualquier tipo, también los propios (--tareas), con sus datos
+  tipos [--json-schema]               los tipos de tarea cargados y sus esquemas (JSON Schema)
   estado <idTarea>                    muestra el registro de una tarea
   cancelar <idTarea>                  cancela una tarea en cola (sale con 1 si ya era tarde)
   historial                           tareas, las más recientes primero, por páginas
@@ -61,7 +63,12 @@ Opciones:
                           una salida grande solo se resume en pantalla
                                                             [COLMENA_SALIDA]
   --clientes N            simular: clientes a la vez        [COLMENA_SIM_CLIENTES, 10]
-  --tareas N              simular: tareas en total          [COLMENA_SIM_TAREAS, 200]
+  --tareas FICHERO        módulo de tareas propias (repetible)
+                                                            [COLMENA_TAREAS, lista con comas]
+  --datos JSON            enviar: los datos de la tarea en JSON (cualquier tipo)
+                                                            [COLMENA_DATOS]
+  --json-schema           tipos: imprime los esquemas de entrada y salida
+  --num-tareas N          simular: tareas en total          [COLMENA_SIM_TAREAS, 200]
   --tipos LISTA           simular: tipos de cliente, p. ej. web,movil,cli
                                                             [COLMENA_SIM_TIPOS, cli]
   --tareas-tipos LISTA    simular: tipos de tarea, p. ej. texto,numeros
@@ -83,7 +90,8 @@ Opciones:
                                                             [COLMENA_HIST_TODAS, false]
 
 Los tipos de tarea se escriben en español o en inglés: texto/text, numeros/numbers, eco/echo,
-esperar/sleep, hash. Los números negativos van detrás de "--": cliente enviar numeros -- -5 3
+esperar/sleep, hash; los propios, con su nombre. Los números negativos van detrás de "--":
+cliente enviar numeros -- -5 3
 
 Ejemplos:
   deno task cliente enviar texto "hola mundo"
@@ -94,7 +102,9 @@ Ejemplos:
   deno task cliente historial --estado fallida,cancelada --desde 2h --limite 50
   deno task cliente historial --tipo-tarea texto --de-tipo movil --todas --json
   deno task cliente dlq reintentar 1b4e28ba-2fa1-11d2-883f-0016d3cca427
-  deno task cliente simular --clientes 20 --tipos web,movil --tareas 500`;
+  deno task cliente --tareas ../mis_tareas.ts enviar resumen --datos '{"texto": "Hola. Adiós."}'
+  deno task cliente --tareas ../mis_tareas.ts tipos --json-schema
+  deno task cliente simular --clientes 20 --tipos web,movil --num-tareas 500`;
 
 /** Whether raw arguments ask for help (`--help` or `-h` before any `--`), which config parsing rejects. */
 export function wantsHelp(args: readonly string[]): boolean {
@@ -105,7 +115,7 @@ export function wantsHelp(args: readonly string[]): boolean {
 
 /** Runs the command line; returns the exit status. */
 export async function runCli(
-  config: ClientConfig & { readonly positionals: readonly string[] },
+  config: CliSettings & { readonly positionals: readonly string[] },
 ): Promise<number> {
   const [command, ...args] = config.positionals;
   try {
@@ -132,6 +142,9 @@ export async function runCli(
         return await runPing(config, args);
       case "simular":
         return await runSimulate(config, args);
+      case "tipos":
+      case "types":
+        return runTypes(config, args);
       case "ayuda":
       case "help":
         log.info(USAGE);

@@ -5,9 +5,9 @@
  */
 import { ColmenaError } from "../shared/errors.ts";
 import * as log from "../shared/log.ts";
+import { BUILTIN_CATALOG, type TaskCatalog } from "../shared/catalog.ts";
 import type { ClientConfig } from "../shared/config.ts";
-import { TASK_TYPES, type TaskType } from "../shared/tasks.ts";
-import { parseFileTaskArgs, parseTaskArgs, TASK_TYPE_LABELS, toTaskType } from "./args.ts";
+import { parseFileTaskArgs, parseTaskArgs, taskLabel, toTaskType } from "./args.ts";
 import {
   formatCancel,
   formatError,
@@ -21,13 +21,22 @@ import { EXIT_FAILURE, EXIT_OK, EXIT_USAGE, reportFailure } from "./output.ts";
 import { TaskClient, type TaskResult } from "./task_client.ts";
 import { runTaskRequest } from "./task_request.ts";
 
-/** A client connection configured from the command line. */
-export function openClient(config: ClientConfig): TaskClient {
+/** The command line's settings: its configuration, and the catalogue of task types it has loaded. */
+export type CliSettings = ClientConfig & { readonly catalog?: TaskCatalog };
+
+/** The catalogue of the command line: built-in plus `--tareas` modules. */
+export function catalogOf(config: CliSettings): TaskCatalog {
+  return config.catalog ?? BUILTIN_CATALOG;
+}
+
+/** A client connection configured from the command line; results are checked against its catalogue. */
+export function openClient(config: CliSettings): TaskClient {
   return new TaskClient({
     host: config.host,
     port: config.port,
     kind: config.kind,
     name: config.name,
+    tasks: catalogOf(config).definitions(),
   });
 }
 
@@ -38,22 +47,25 @@ export function usageError(message: string, usage?: string): number {
   return EXIT_USAGE;
 }
 
-const TYPE_NAMES = TASK_TYPES.map((type) => TASK_TYPE_LABELS[type]).join(", ");
+function _typeNames(catalog: TaskCatalog): string {
+  return catalog.names().map((type) => taskLabel(type, catalog)).join(", ");
+}
 
 /**
  * `enviar <tipo> <args…>`: submits one task, waits for its result and prints it. With `--archivo`, the
  * file is streamed to the server in pieces and its text becomes the task's text (or `hash` data); with
  * `--salida`, the whole output is written to that file as JSON. A large output is printed summed up.
  */
-export async function runSend(config: ClientConfig, args: readonly string[]): Promise<number> {
+export async function runSend(config: CliSettings, args: readonly string[]): Promise<number> {
+  const catalog = catalogOf(config);
   const [typeName, ...rest] = args;
-  if (typeName === undefined) return usageError(`Falta el tipo de tarea: ${TYPE_NAMES}`);
-  const type = toTaskType(typeName);
+  if (typeName === undefined) return usageError(`Falta el tipo de tarea: ${_typeNames(catalog)}`);
+  const type = toTaskType(typeName, catalog);
   if (type === undefined) {
-    return usageError(`Tipo de tarea desconocido: «${typeName}». Use ${TYPE_NAMES}`);
+    return usageError(`Tipo de tarea desconocido: «${typeName}». Use ${_typeNames(catalog)}`);
   }
   if (config.archivo !== undefined) return await _sendFile(config, config.archivo, type, rest);
-  const request = parseTaskArgs(type, rest);
+  const request = parseTaskArgs(type, rest, { catalog, datos: config.datos });
   if (!request.ok) return usageError(request.message);
   await using client = openClient(config);
   try {
@@ -68,12 +80,15 @@ export async function runSend(config: ClientConfig, args: readonly string[]): Pr
 }
 
 async function _sendFile(
-  config: ClientConfig,
+  config: CliSettings,
   path: string,
-  type: TaskType,
+  type: string,
   args: readonly string[],
 ): Promise<number> {
-  const request = parseFileTaskArgs(type, args);
+  const request = parseFileTaskArgs(type, args, {
+    catalog: catalogOf(config),
+    datos: config.datos,
+  });
   if (!request.ok) return usageError(request.message, "enviar texto --archivo <fichero>");
   let file: Deno.FsFile;
   try {
@@ -93,7 +108,13 @@ async function _sendFile(
     const options = { priority: config.prioridad };
     const { type: fileType, field, payload } = request.value;
     // The file streams: its readable is read piece by piece as the upload goes, and closes the file.
-    const taskId = await client.submitFile(fileType, field, file.readable, payload, options);
+    const taskId = await client.submitFileUnchecked(
+      fileType,
+      field,
+      file.readable,
+      payload,
+      options,
+    );
     const result = await client.result(taskId);
     return await _printResult(config, result, performance.now() - start);
   } catch (err) {
@@ -110,7 +131,7 @@ async function _sendFile(
 
 /** Prints a result (writing its output to `--salida` first); returns the exit status. */
 async function _printResult(
-  config: ClientConfig,
+  config: CliSettings,
   result: TaskResult,
   roundTripMs: number,
 ): Promise<number> {
@@ -129,7 +150,7 @@ async function _printResult(
   log.info(
     config.json
       ? JSON.stringify(resultToJson(result, saved))
-      : formatResult(result, roundTripMs, saved),
+      : formatResult(result, { roundTripMs, saved, catalog: catalogOf(config) }),
   );
   return result.status === "succeeded" ? EXIT_OK : EXIT_FAILURE;
 }
@@ -152,7 +173,7 @@ function _describeFileError(
 }
 
 /** `estado <taskId>`: prints the record of a task. */
-export async function runStatus(config: ClientConfig, args: readonly string[]): Promise<number> {
+export async function runStatus(config: CliSettings, args: readonly string[]): Promise<number> {
   const [taskId, ...rest] = args;
   if (taskId === undefined || taskId.trim() === "") {
     return usageError("Falta el id de la tarea: estado <idTarea>");
@@ -161,7 +182,17 @@ export async function runStatus(config: ClientConfig, args: readonly string[]): 
   await using client = openClient(config);
   try {
     const view = await client.status(taskId);
-    log.info(config.json ? JSON.stringify(view) : formatTaskView(view));
+    let noWorker = false;
+    if (view.status === "queued" || view.status === "running") {
+      // Say when no live worker runs this type: the task waits until one starts.
+      const workers = await client.workers().catch(() => undefined);
+      noWorker = workers !== undefined && !workers.some((w) => w.types.includes(view.taskType));
+    }
+    log.info(
+      config.json
+        ? JSON.stringify(noWorker ? { ...view, sinWorker: true } : view)
+        : formatTaskView(view, { catalog: catalogOf(config), noWorker }),
+    );
     return EXIT_OK;
   } catch (err) {
     if (err instanceof ColmenaError && err.code === "NOT_FOUND") {

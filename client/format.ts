@@ -5,8 +5,9 @@
  */
 import type { ColmenaError } from "../shared/errors.ts";
 import type { TaskStatus, TaskView } from "../shared/protocol.ts";
-import { isTaskType, TASKS, type TaskType } from "../shared/tasks.ts";
-import { CLIENT_KIND_LABELS, TASK_TYPE_LABELS } from "./args.ts";
+import { BUILTIN_CATALOG, type TaskCatalog } from "../shared/catalog.ts";
+import { TASKS } from "../shared/tasks.ts";
+import { CLIENT_KIND_LABELS, taskLabel } from "./args.ts";
 import type { TaskResult } from "./task_client.ts";
 
 /** The Spanish name of each task state, as `estado`, `historial` and the menu show it. */
@@ -66,10 +67,8 @@ export function formatCancel(
 }
 
 /** A task type's Spanish name with its wire name: `texto (text)`. */
-export function formatTaskType(type: string): string {
-  if (!isTaskType(type)) return type;
-  const label = TASK_TYPE_LABELS[type];
-  return label === type ? type : `${label} (${type})`;
+export function formatTaskType(type: string, catalog: TaskCatalog = BUILTIN_CATALOG): string {
+  return taskLabel(type, catalog);
 }
 
 /** An error for people: `CODE: message`. */
@@ -81,47 +80,20 @@ function _json(value: unknown): string {
   return JSON.stringify(value) ?? "undefined";
 }
 
-/** Labelled lines of a task's output, by type; raw JSON when the output has an unexpected shape. */
-export function formatOutput(type: string, output: unknown): string[] {
-  if (!isTaskType(type)) return [_json(output)];
-  return _outputLines(type, output) ?? [_json(output)];
-}
-
-function _outputLines(type: TaskType, output: unknown): string[] | undefined {
-  switch (type) {
-    case "text": {
-      const out = TASKS.text.output.safeParse(output);
-      if (!out.success) return undefined;
-      return [
-        `palabras:    ${out.data.words}`,
-        `invertido:   ${out.data.reversed}`,
-        `mayúsculas:  ${out.data.upper}`,
-      ];
-    }
-    case "numbers": {
-      const out = TASKS.numbers.output.safeParse(output);
-      if (!out.success) return undefined;
-      return [
-        `cantidad:    ${out.data.count}`,
-        `suma:        ${out.data.sum}`,
-        `media:       ${out.data.avg}`,
-        `mínimo:      ${out.data.min}`,
-        `máximo:      ${out.data.max}`,
-      ];
-    }
-    case "echo": {
-      const out = TASKS.echo.output.safeParse(output);
-      return out.success ? [`mensaje:     ${_json(out.data.message)}`] : undefined;
-    }
-    case "sleep": {
-      const out = TASKS.sleep.output.safeParse(output);
-      return out.success ? [`esperó:      ${out.data.sleptMs} ms`] : undefined;
-    }
-    case "hash": {
-      const out = TASKS.hash.output.safeParse(output);
-      return out.success ? [`sha256:      ${out.data.sha256}`] : undefined;
-    }
-  }
+/**
+ * Labelled lines of a task's output, by its type's `cli.format`; raw JSON when the type has none or the
+ * output has an unexpected shape.
+ */
+export function formatOutput(
+  type: string,
+  output: unknown,
+  catalog: TaskCatalog = BUILTIN_CATALOG,
+): string[] {
+  const definition = catalog.get(type);
+  const format = definition?.cli?.format;
+  if (definition === undefined || format === undefined) return [_json(output)];
+  const parsed = definition.output.safeParse(output);
+  return parsed.success ? format(parsed.data) : [_json(output)];
 }
 
 function _indent(lines: readonly string[], by = "    "): string[] {
@@ -182,12 +154,16 @@ export function isLargeOutput(result: TaskResult): boolean {
  */
 export function formatResult(
   result: TaskResult,
-  roundTripMs: number,
-  saved?: SavedOutput,
+  options: {
+    readonly roundTripMs: number;
+    readonly saved?: SavedOutput | undefined;
+    readonly catalog?: TaskCatalog;
+  },
 ): string {
+  const { roundTripMs, saved, catalog = BUILTIN_CATALOG } = options;
   const head = result.status === "succeeded"
-    ? `Tarea completada: ${formatTaskType(result.taskType)}`
-    : `La tarea falló: ${formatTaskType(result.taskType)}`;
+    ? `Tarea completada: ${formatTaskType(result.taskType, catalog)}`
+    : `La tarea falló: ${formatTaskType(result.taskType, catalog)}`;
   const lines = [
     head,
     `  id:         ${result.taskId}`,
@@ -206,7 +182,10 @@ export function formatResult(
       ..._indent(formatOutputSummary(result.taskType, result.output)),
     );
   } else {
-    lines.push("  resultado:", ..._indent(formatOutput(result.taskType, result.output)));
+    lines.push(
+      "  resultado:",
+      ..._indent(formatOutput(result.taskType, result.output, catalog)),
+    );
   }
   if (saved !== undefined) {
     lines.push(`  guardado:   ${saved.path} (${formatBytes(saved.bytes)}, JSON)`);
@@ -237,12 +216,18 @@ export function errorToJson(error: ColmenaError): Record<string, unknown> {
   return { error: error.toWire() };
 }
 
-/** A task record, as `estado` shows it. */
-export function formatTaskView(view: TaskView): string {
+/**
+ * A task record, as `estado` shows it. `noWorker` adds a note that no live worker runs its type (for a
+ * task still waiting).
+ */
+export function formatTaskView(
+  view: TaskView,
+  options: { readonly catalog?: TaskCatalog; readonly noWorker?: boolean } = {},
+): string {
   const lines = [
     `Tarea ${view.taskId}`,
     `  estado:      ${STATUS_LABELS[view.status]} (${view.status})`,
-    `  tipo:        ${formatTaskType(view.taskType)}`,
+    `  tipo:        ${formatTaskType(view.taskType, options.catalog)}`,
     `  prioridad:   ${view.priority}`,
     `  cliente:     ${view.client.name} (${CLIENT_KIND_LABELS[view.client.kind]})`,
     `  enviada:     ${view.submittedAt}`,
@@ -252,9 +237,15 @@ export function formatTaskView(view: TaskView): string {
   if (view.worker !== undefined) lines.push(`  worker:      ${view.worker}`);
   if (view.durationMs !== undefined) lines.push(`  duración:    ${formatMs(view.durationMs)}`);
   if (view.output !== undefined) {
-    lines.push("  resultado:", ..._indent(formatOutput(view.taskType, view.output)));
+    lines.push(
+      "  resultado:",
+      ..._indent(formatOutput(view.taskType, view.output, options.catalog)),
+    );
   }
   if (view.error !== undefined) lines.push(`  error:       ${formatError(view.error)}`);
+  if (options.noWorker === true && (view.status === "queued" || view.status === "running")) {
+    lines.push("  aviso:       ningún worker vivo ejecuta este tipo; espera a que arranque uno");
+  }
   return lines.join("\n");
 }
 

@@ -5,12 +5,14 @@
  * @module
  */
 import { TASK_STATUSES, type TaskStatus, type TaskView } from "../shared/protocol.ts";
-import { isTaskType, TASK_TYPES } from "../shared/tasks.ts";
+import { BUILTIN_CATALOG, type TaskCatalog } from "../shared/catalog.ts";
+import { isTaskType } from "../shared/tasks.ts";
 import {
   CLIENT_KIND_LABELS,
   type Parsed,
   parseKinds,
   TASK_TYPE_LABELS,
+  taskLabel,
   toClientKind,
   toTaskType,
 } from "./args.ts";
@@ -125,6 +127,8 @@ export interface HistoryOptions {
   readonly deTipo?: string | undefined;
   readonly desde?: string | undefined;
   readonly hasta?: string | undefined;
+  /** The task types `tipoTarea` may name. @defaultValue the built-in ones */
+  readonly catalog?: TaskCatalog | undefined;
 }
 
 /** Builds the list filter of `historial` from its options, or says what is wrong with them. */
@@ -136,9 +140,10 @@ export function buildListFilter(options: HistoryOptions, now: number): Parsed<Li
     filter.statuses = statuses.value;
   }
   if (options.tipoTarea !== undefined) {
-    const type = toTaskType(options.tipoTarea);
+    const catalog = options.catalog ?? BUILTIN_CATALOG;
+    const type = toTaskType(options.tipoTarea, catalog);
     if (type === undefined) {
-      const names = TASK_TYPES.map((t) => TASK_TYPE_LABELS[t]).join(", ");
+      const names = catalog.names().map((t) => taskLabel(t, catalog)).join(", ");
       return {
         ok: false,
         message: `Tipo de tarea desconocido: «${options.tipoTarea.trim()}». Use ${names}`,

@@ -3,10 +3,9 @@
  *
  * @module
  */
-import type { ClientConfig } from "../shared/config.ts";
 import type { TaskView } from "../shared/protocol.ts";
 import * as log from "../shared/log.ts";
-import { openClient, usageError } from "./commands.ts";
+import { type CliSettings, openClient, usageError } from "./commands.ts";
 import { buildListFilter, formatHistory, historyPageSize, MAX_HISTORY_PAGES } from "./history.ts";
 import { EXIT_FAILURE, EXIT_OK, reportFailure } from "./output.ts";
 
@@ -17,7 +16,7 @@ const HISTORY_USAGE = "historial [--estado LISTA] [--tipo-tarea TIPO] [--de-tipo
  * `historial`: prints the task records that match `--estado`, `--tipo-tarea`, `--de-tipo`, `--desde` and
  * `--hasta`, from `--cursor` on; `--json` prints `{ items, nextCursor }`.
  */
-export async function runHistory(config: ClientConfig, args: readonly string[]): Promise<number> {
+export async function runHistory(config: CliSettings, args: readonly string[]): Promise<number> {
   if (args.length > 0) {
     return usageError(
       `historial no admite argumentos («${args.join(" ")}»)`,

@@ -8,25 +8,12 @@
  * @module
  */
 import { setTimeout } from "node:timers/promises";
-import type { ClientConfig } from "../shared/config.ts";
+import { BUILTIN_CATALOG, type TaskCatalog } from "../shared/catalog.ts";
 import { ColmenaError } from "../shared/errors.ts";
 import * as log from "../shared/log.ts";
-import {
-  isTaskType,
-  MAX_HASH_ITERATIONS,
-  MAX_SLEEP_MS,
-  TASK_TYPES,
-  TASKS,
-} from "../shared/tasks.ts";
-import {
-  type Parsed,
-  parseEchoMessage,
-  parseInteger,
-  parseNumbers,
-  TASK_TYPE_LABELS,
-  toTaskType,
-} from "./args.ts";
-import { openClient } from "./commands.ts";
+import { type Parsed, taskLabel, toTaskType } from "./args.ts";
+import { catalogOf, type CliSettings, openClient } from "./commands.ts";
+import { formFields, payloadFrom } from "./schema_form.ts";
 import { formatWorkers } from "./admin.ts";
 import { formatCancel, formatMs, formatResult, formatTaskView } from "./format.ts";
 import { DEFAULT_HISTORY_LIMIT, formatHistory } from "./history.ts";
@@ -35,29 +22,16 @@ import { describeFailure, EXIT_FAILURE, EXIT_OK, isConnectFailure } from "./outp
 import type { TaskClient } from "./task_client.ts";
 import { runTaskRequest, type TaskRequest } from "./task_request.ts";
 
-/** What the person can choose in the menu. */
-type Action =
-  | TaskRequest["type"]
-  | "status"
-  | "ping"
-  | "cancel"
-  | "history"
-  | "workers"
-  | "exit";
+/** The menu's actions that are not task types. */
+type OtherAction = "status" | "ping" | "cancel" | "history" | "workers";
 
-const ACTIONS: readonly Exclude<Action, "exit">[] = [
-  ...TASK_TYPES,
-  "status",
-  "ping",
-  "cancel",
-  "history",
-  "workers",
-];
+/** What the person can choose in the menu: a task type by name, another action, or leaving. */
+type Action = { readonly task: string } | OtherAction | "exit";
+
+const OTHER_ACTIONS: readonly OtherAction[] = ["status", "ping", "cancel", "history", "workers"];
 
 /** Name and description of the actions that are not task types. */
-const OTHER_ACTIONS: Readonly<
-  Record<Exclude<Action, TaskRequest["type"] | "exit">, readonly [string, string]>
-> = {
+const OTHER_ACTION_TEXT: Readonly<Record<OtherAction, readonly [string, string]>> = {
   status: ["estado", "Consultar una tarea por su id"],
   ping: ["ping", "Medir la ida y vuelta al servidor"],
   cancel: ["cancelar", "Cancelar una tarea que aún está en cola"],
@@ -65,7 +39,11 @@ const OTHER_ACTIONS: Readonly<
   workers: ["workers", "Ver los workers vivos"],
 };
 
-const ACTION_NAMES: Readonly<Record<string, Action>> = {
+function _actions(catalog: TaskCatalog): Exclude<Action, "exit">[] {
+  return [...catalog.names().map((task) => ({ task })), ...OTHER_ACTIONS];
+}
+
+const ACTION_NAMES: Readonly<Record<string, OtherAction | "exit">> = {
   estado: "status",
   status: "status",
   ping: "ping",
@@ -79,27 +57,39 @@ const ACTION_NAMES: Readonly<Record<string, Action>> = {
   q: "exit",
 };
 
-/** The menu text: one numbered line per action, `0` to leave. */
-export function menuText(): string {
-  const lines = ACTIONS.map((action, i) => {
-    const [name, description] = isTaskType(action)
-      ? [TASK_TYPE_LABELS[action], TASKS[action].description]
-      : OTHER_ACTIONS[action];
+/** The menu text: one numbered line per task type of the catalogue and per other action, `0` to leave. */
+export function menuText(catalog: TaskCatalog = BUILTIN_CATALOG): string {
+  const lines = _actions(catalog).map((action, i) => {
+    const [name, description] = typeof action === "object"
+      ? [taskLabel(action.task, catalog), catalog.get(action.task)?.description ?? ""]
+      : OTHER_ACTION_TEXT[action];
     return `  ${String(i + 1).padStart(2)}) ${name.padEnd(10)} ${description}`;
   });
   return ["¿Qué quiere hacer?", ...lines, "   0) salir"].join("\n");
 }
 
-/** The action a menu answer picks (`1`, `texto`, `estado`, `0`, `salir`…), if any. */
-export function parseMenuChoice(answer: string): Action | undefined {
+/**
+ * The action a menu answer picks (`1`, `texto`, `estado`, `0`, `salir`…), if any: a task type comes back
+ * as its wire name, another action as its name.
+ */
+export function parseMenuChoice(
+  answer: string,
+  catalog: TaskCatalog = BUILTIN_CATALOG,
+): string | undefined {
+  const action = _parseChoice(answer, catalog);
+  return typeof action === "object" ? action.task : action;
+}
+
+function _parseChoice(answer: string, catalog: TaskCatalog): Action | undefined {
   const text = answer.trim().toLowerCase();
   if (text === "") return undefined;
   if (/^\d+$/.test(text)) {
     const index = Number(text);
-    return index === 0 ? "exit" : ACTIONS[index - 1];
+    return index === 0 ? "exit" : _actions(catalog)[index - 1];
   }
   if (Object.hasOwn(ACTION_NAMES, text)) return ACTION_NAMES[text];
-  return toTaskType(text);
+  const task = toTaskType(answer.trim(), catalog);
+  return task === undefined ? undefined : { task };
 }
 
 function _nonEmpty(what: string): (text: string) => Parsed<string> {
@@ -108,7 +98,7 @@ function _nonEmpty(what: string): (text: string) => Parsed<string> {
 }
 
 /** Runs the menu until the person leaves or the input ends; returns the exit status. */
-export async function runMenu(config: ClientConfig, input: LineInput): Promise<number> {
+export async function runMenu(config: CliSettings, input: LineInput): Promise<number> {
   const menu = new _Menu(config, input);
   try {
     return await menu.run();
@@ -118,13 +108,15 @@ export async function runMenu(config: ClientConfig, input: LineInput): Promise<n
 }
 
 class _Menu {
-  readonly #config: ClientConfig;
+  readonly #config: CliSettings;
+  readonly #catalog: TaskCatalog;
   readonly #input: LineInput;
   #client: TaskClient;
   #lastTaskId: string | undefined;
 
-  constructor(config: ClientConfig, input: LineInput) {
+  constructor(config: CliSettings, input: LineInput) {
     this.#config = config;
+    this.#catalog = catalogOf(config);
     this.#input = input;
     this.#client = openClient(config);
   }
@@ -140,13 +132,15 @@ class _Menu {
     }
     log.info(`colmena · cliente interactivo, conectado a ${host}:${port} (servidor ${serverId})`);
     for (;;) {
-      log.info("\n" + menuText());
+      log.info("\n" + menuText(this.#catalog));
       const answer = await this.#input.ask("Opción:");
       if (answer === null) break;
-      const action = parseMenuChoice(answer);
+      const action = _parseChoice(answer, this.#catalog);
       if (action === undefined) {
         log.info(
-          `Opción no válida: «${answer.trim()}». Elija un número del 0 al ${ACTIONS.length}`,
+          `Opción no válida: «${answer.trim()}». Elija un número del 0 al ${
+            _actions(this.#catalog).length
+          }`,
         );
         continue;
       }
@@ -185,58 +179,35 @@ class _Menu {
             ? { ok: true, value: this.#lastTaskId }
             : _nonEmpty("el id de una tarea")(text.trim()),
       );
-      if (answer === null) return false;
+      if (answer === null || answer === undefined) return false;
       await this.#attempt(() => action === "status" ? this.#status(answer) : this.#cancel(answer));
       return true;
     }
-    const request = await this.#askTask(action);
+    const request = await this.#askTask(action.task);
     if (request === null) return false;
     await this.#attempt(() => this.#run(request));
     return true;
   }
 
-  async #askTask(type: TaskRequest["type"]): Promise<TaskRequest | null> {
-    switch (type) {
-      case "text": {
-        const text = await this.#askValid("Texto:", _nonEmpty("algún texto"));
-        return text === null ? null : { type, payload: { text } };
-      }
-      case "numbers": {
-        const numbers = await this.#askValid(
-          "Números (separados por espacios o comas):",
-          parseNumbers,
-        );
-        return numbers === null ? null : { type, payload: { numbers } };
-      }
-      case "echo": {
-        const message = await this.#askValid("Mensaje (JSON o texto):", _nonEmpty("un mensaje"));
-        return message === null ? null : { type, payload: { message: parseEchoMessage(message) } };
-      }
-      case "sleep": {
-        const ms = await this.#askValid(
-          `Milisegundos (0 a ${MAX_SLEEP_MS}):`,
-          (text) => parseInteger(text, { min: 0, max: MAX_SLEEP_MS, what: "La espera" }),
-        );
-        return ms === null ? null : { type, payload: { ms } };
-      }
-      case "hash": {
-        const data = await this.#askValid("Datos:", (text) => ({ ok: true, value: text }));
-        if (data === null) return null;
-        const iterations = await this.#askValid(
-          `Iteraciones (1 a ${MAX_HASH_ITERATIONS}) [1]:`,
-          (text) =>
-            text.trim() === "" ? { ok: true, value: 1 } : parseInteger(text, {
-              min: 1,
-              max: MAX_HASH_ITERATIONS,
-              what: "El número de iteraciones",
-            }),
-        );
-        return iterations === null ? null : { type, payload: { data, iterations } };
-      }
+  /** Asks for a task's payload with a form built from its input schema; `null` when input ended. */
+  async #askTask(type: string): Promise<TaskRequest | null> {
+    const definition = this.#catalog.get(type);
+    if (definition === undefined) return null;
+    const fields = formFields(definition.input);
+    const values: unknown[] = [];
+    for (const field of fields) {
+      const value = await this.#askValid(field.question, field.read);
+      if (value === null) return null;
+      values.push(value);
     }
+    return { type, payload: payloadFrom(fields, values) };
   }
 
-  async #askValid<T>(question: string, parse: (text: string) => Parsed<T>): Promise<T | null> {
+  /** Asks until the answer parses; `null` when input ended (an omitted field reads as `undefined`). */
+  async #askValid<T>(
+    question: string,
+    parse: (text: string) => Parsed<T>,
+  ): Promise<T | undefined | null> {
     for (;;) {
       const answer = await this.#input.ask(question);
       if (answer === null) return null;
@@ -251,12 +222,12 @@ class _Menu {
       priority: this.#config.prioridad,
     });
     this.#lastTaskId = result.taskId;
-    log.info(formatResult(result, roundTripMs));
+    log.info(formatResult(result, { roundTripMs, catalog: this.#catalog }));
   }
 
   async #status(taskId: string): Promise<void> {
     try {
-      log.info(formatTaskView(await this.#client.status(taskId)));
+      log.info(formatTaskView(await this.#client.status(taskId), { catalog: this.#catalog }));
     } catch (err) {
       if (!(err instanceof ColmenaError && err.code === "NOT_FOUND")) throw err;
       log.info(`No existe ninguna tarea con el id «${taskId}»`);

@@ -5,13 +5,17 @@
  */
 import { ColmenaError } from "../shared/errors.ts";
 import type { ResultPush } from "../shared/protocol.ts";
-import type { TaskOutput, TaskType } from "../shared/tasks.ts";
+import type { TaskCatalog } from "../shared/catalog.ts";
+import { describeIssues } from "../shared/protocol.ts";
 
-/** The end of a task of type `T`: its typed output, or the error it failed with. */
-export type TaskResult<T extends TaskType = TaskType> =
+/**
+ * The end of a task of type `Name`: its output (typed `Out` by the client's catalogue, checked against the
+ * type's output schema on arrival), or the error it failed with.
+ */
+export type TaskResult<Name extends string = string, Out = unknown> =
   & {
     readonly taskId: string;
-    readonly taskType: T;
+    readonly taskType: Name;
     readonly worker: string;
     readonly durationMs: number;
     /** The attempt that produced it. */
@@ -20,7 +24,7 @@ export type TaskResult<T extends TaskType = TaskType> =
     readonly outputRef?: string;
   }
   & (
-    | { readonly status: "succeeded"; readonly output: TaskOutput<T> }
+    | { readonly status: "succeeded"; readonly output: Out }
     | { readonly status: "failed" | "cancelled"; readonly error: ColmenaError }
   );
 
@@ -30,6 +34,8 @@ export interface TaskResultsOptions {
   readonly watch: (taskIds: readonly string[]) => Promise<{ missing: string[] }>;
   /** Fetches a large output stored by reference, decoded. */
   readonly fetchOutput: (ref: string) => Promise<unknown>;
+  /** The task types whose outputs are checked on arrival; other types' outputs pass as they come. */
+  readonly catalog?: TaskCatalog;
 }
 
 /** A result as it came: the frame, and the {@linkcode TaskResult} made of it once. */
@@ -74,7 +80,7 @@ export class TaskResults {
   /** Takes a pushed result: announces it, and resolves whoever waits for it or keeps it for later. */
   receive(frame: ResultPush): void {
     this.#outstanding.delete(frame.taskId);
-    const arrival = { frame, result: toTaskResult(frame) };
+    const arrival = { frame, result: toTaskResult(frame, this.#options.catalog) };
     // A result that came before (a reconnect's watch, a later `result()` asking again) resolves whoever
     // waits now, but is announced to the listeners once.
     const repeated = this.#announced.has(frame.taskId);
@@ -107,7 +113,7 @@ export class TaskResults {
     const { frame, result } = await this.#arrival(taskId);
     if (frame.status !== "succeeded" || frame.outputRef === undefined) return result;
     const output = await this.#options.fetchOutput(frame.outputRef);
-    return toTaskResult({ ...frame, output });
+    return toTaskResult({ ...frame, output }, this.#options.catalog);
   }
 
   /** Calls `listener` with each task's result once; returns a function that unsubscribes. */
@@ -181,18 +187,34 @@ export class TaskResults {
  * here, once as it arrives and again once a large output (`outputRef`) has been fetched into `output`.
  * A failed or cancelled task gets its error rebuilt as a {@linkcode ColmenaError}.
  */
-export function toTaskResult(frame: ResultPush): TaskResult {
+export function toTaskResult(frame: ResultPush, catalog?: TaskCatalog): TaskResult {
   const base = {
     taskId: frame.taskId,
-    taskType: frame.taskType as TaskType,
+    taskType: frame.taskType,
     worker: frame.worker,
     durationMs: frame.durationMs,
     ...(frame.attempts === undefined ? {} : { attempts: frame.attempts }),
     ...(frame.outputRef === undefined ? {} : { outputRef: frame.outputRef }),
   };
-  if (frame.status === "succeeded") {
-    return { ...base, status: "succeeded", output: frame.output as TaskOutput<TaskType> };
+  const definition = catalog?.get(frame.taskType);
+  // An output stored by reference is checked once downloaded (`frame.output` is then there).
+  if (
+    frame.status === "succeeded" && definition !== undefined &&
+    !(frame.outputRef !== undefined && frame.output === undefined)
+  ) {
+    const parsed = definition.output.safeParse(frame.output);
+    if (!parsed.success) {
+      const error = new ColmenaError("TASK_FAILED", {
+        message: `La salida de "${frame.taskType}" no cumple el esquema de este cliente: ${
+          describeIssues(parsed.error)
+        }`,
+        cause: parsed.error,
+      });
+      return { ...base, status: "failed", error };
+    }
+    return { ...base, status: "succeeded", output: parsed.data };
   }
+  if (frame.status === "succeeded") return { ...base, status: "succeeded", output: frame.output };
   const error = frame.error === undefined
     ? new ColmenaError(frame.status === "cancelled" ? "CANCELLED" : "TASK_FAILED")
     : ColmenaError.fromWire(frame.error);

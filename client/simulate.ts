@@ -6,11 +6,11 @@
  */
 import { toColmenaError } from "../shared/errors.ts";
 import type { ClientKind } from "../shared/protocol.ts";
-import { TASK_TYPES, type TaskType } from "../shared/tasks.ts";
+import { BUILTIN_CATALOG, type TaskCatalog } from "../shared/catalog.ts";
 import { MISMATCH, type SimulatedTask, SimulationStats, type SimulationSummary } from "./stats.ts";
 import { TaskClient } from "./task_client.ts";
 import { submitTask } from "./task_request.ts";
-import { makeTask, type Random, verifyOutput } from "./workload.ts";
+import { makeTask, type Random, simulatedTypes, verifyOutput } from "./workload.ts";
 
 /** Progress of a running simulation, reported after every task. */
 export interface SimulationProgress {
@@ -34,7 +34,9 @@ export interface SimulationOptions {
   /** Tasks in total, spread evenly among the clients. */
   readonly tasks: number;
   /** Task types to mix. @defaultValue every built-in type */
-  readonly types?: readonly TaskType[];
+  readonly types?: readonly string[];
+  /** The catalogue the task types come from (their sample payloads and checks). @defaultValue the built-in one */
+  readonly catalog?: TaskCatalog;
   /** Tasks each client keeps in flight. @defaultValue `20` */
   readonly window?: number;
   /** Priority of every task. @defaultValue none (the server's default) */
@@ -74,7 +76,7 @@ interface _Plan {
  * results, outputs that do not match their input) are counted in the summary instead.
  */
 export async function simulate(options: SimulationOptions): Promise<SimulationSummary> {
-  const types = options.types ?? TASK_TYPES;
+  const types = options.types ?? simulatedTypes(options.catalog);
   const window = options.window ?? DEFAULT_WINDOW;
   _check(options, types, window);
   const prefix = options.namePrefix ?? "sim";
@@ -90,6 +92,7 @@ export async function simulate(options: SimulationOptions): Promise<SimulationSu
       ...(options.port === undefined ? {} : { port: options.port }),
       kind: plan.kind,
       name: plan.name,
+      ...(options.catalog === undefined ? {} : { tasks: options.catalog.definitions() }),
     })
   );
   try {
@@ -116,6 +119,7 @@ export async function simulate(options: SimulationOptions): Promise<SimulationSu
       window,
       random: options.random ?? Math.random,
       priority: options.priority,
+      catalog: options.catalog ?? BUILTIN_CATALOG,
       record,
     };
     await Promise.all(plans.map((plan, i) => _runClient(clients[i]!, plan, context)));
@@ -132,7 +136,7 @@ export async function simulate(options: SimulationOptions): Promise<SimulationSu
   }
 }
 
-function _check(options: SimulationOptions, types: readonly TaskType[], window: number): void {
+function _check(options: SimulationOptions, types: readonly string[], window: number): void {
   if (!Number.isSafeInteger(options.clients) || options.clients < 1) {
     throw new RangeError(
       `Cannot simulate: clients must be a positive integer, got ${options.clients}`,
@@ -151,10 +155,11 @@ function _check(options: SimulationOptions, types: readonly TaskType[], window: 
 }
 
 interface _Context {
-  readonly types: readonly TaskType[];
+  readonly types: readonly string[];
   readonly window: number;
   readonly random: Random;
   readonly priority: number | undefined;
+  readonly catalog: TaskCatalog;
   readonly record: (task: SimulatedTask) => void;
 }
 
@@ -172,10 +177,11 @@ async function _runClient(client: TaskClient, plan: _Plan, context: _Context): P
 
 async function _runTask(
   context: _Context,
-  job: { readonly client: TaskClient; readonly plan: _Plan; readonly type: TaskType },
+  job: { readonly client: TaskClient; readonly plan: _Plan; readonly type: string },
 ): Promise<SimulatedTask> {
   const { client, plan, type } = job;
-  const request = makeTask(type, context.random);
+  const catalog = context.catalog;
+  const request = makeTask(type, context.random, catalog);
   const base = { client: plan.name, kind: plan.kind, type };
   let taskId: string | null = null;
   const start = performance.now();
@@ -191,7 +197,7 @@ async function _runTask(
     if (result.status !== "succeeded") {
       return { ...done, ok: false, error: result.error.toWire() };
     }
-    const mismatch = verifyOutput(request, result.output);
+    const mismatch = verifyOutput(request, result.output, catalog);
     return mismatch === undefined
       ? { ...done, ok: true, error: null }
       : { ...done, ok: false, error: { code: MISMATCH, message: mismatch } };

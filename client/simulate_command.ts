@@ -3,11 +3,10 @@
  *
  * @module
  */
-import type { ClientConfig } from "../shared/config.ts";
 import * as log from "../shared/log.ts";
-import { TASK_TYPES, type TaskType } from "../shared/tasks.ts";
-import { CLIENT_KIND_LABELS, parseKinds, parseTaskTypes, TASK_TYPE_LABELS } from "./args.ts";
-import { usageError } from "./commands.ts";
+import { CLIENT_KIND_LABELS, parseKinds, parseTaskTypes, taskLabel } from "./args.ts";
+import { catalogOf, type CliSettings, usageError } from "./commands.ts";
+import { simulatedTypes } from "./workload.ts";
 import { EXIT_FAILURE, EXIT_OK, reportFailure, writeText } from "./output.ts";
 import { type ProgressMode, ProgressReporter } from "./progress.ts";
 import { DEFAULT_WINDOW, simulate } from "./simulate.ts";
@@ -20,20 +19,28 @@ function _progressMode(json: boolean): { mode: ProgressMode; stream: "stdout" | 
 }
 
 /** `simular`: many concurrent clients; prints the summary (or `--json`); fails when any task failed. */
-export async function runSimulate(config: ClientConfig, args: readonly string[]): Promise<number> {
+export async function runSimulate(config: CliSettings, args: readonly string[]): Promise<number> {
+  const catalog = catalogOf(config);
   if (args.length > 0) {
     return usageError(
       `simular no admite argumentos («${
         args.join(" ")
-      }»); use --clientes, --tareas, --tipos y --tareas-tipos`,
+      }»); use --clientes, --num-tareas, --tipos y --tareas-tipos`,
     );
   }
   const kinds = parseKinds(config.tipos);
   if (!kinds.ok) return usageError(kinds.message);
-  let types: TaskType[] = TASK_TYPES;
+  let types = simulatedTypes(catalog);
   if (config.tareasTipos !== undefined) {
-    const parsed = parseTaskTypes(config.tareasTipos);
+    const parsed = parseTaskTypes(config.tareasTipos, catalog);
     if (!parsed.ok) return usageError(parsed.message);
+    const unsimulated = parsed.value.filter((type) => !types.includes(type));
+    if (unsimulated.length > 0) {
+      return usageError(
+        `No se pueden simular tareas ${unsimulated.join(", ")}: su módulo no da datos de ejemplo ` +
+          "(cli.sample en defineTask)",
+      );
+    }
     types = parsed.value;
   }
   const { mode, stream } = _progressMode(config.json);
@@ -45,8 +52,8 @@ export async function runSimulate(config: ClientConfig, args: readonly string[])
     log.info(
       `Simulando ${config.clientes} clientes (${
         kinds.value.map((kind) => CLIENT_KIND_LABELS[kind]).join(", ")
-      }) con ${config.tareas} tareas (${
-        types.map((type) => TASK_TYPE_LABELS[type]).join(", ")
+      }) con ${config.numTareas} tareas (${
+        types.map((type) => taskLabel(type, catalog)).join(", ")
       }) contra ${config.host}:${config.port}`,
     );
   }
@@ -56,8 +63,9 @@ export async function runSimulate(config: ClientConfig, args: readonly string[])
       port: config.port,
       clients: config.clientes,
       kinds: kinds.value,
-      tasks: config.tareas,
+      tasks: config.numTareas,
       types,
+      catalog,
       window: DEFAULT_WINDOW,
       priority: config.prioridad,
       onProgress: (p) => progress.update(p),

@@ -4,7 +4,6 @@
  * @module
  */
 import type { ClientKind } from "../shared/protocol.ts";
-import type { TaskType } from "../shared/tasks.ts";
 
 /** The error code a simulated task gets when its result does not match what was sent. */
 export const MISMATCH = "MISMATCH";
@@ -16,7 +15,7 @@ export interface SimulatedTask {
   /** Kind of that client. */
   readonly kind: ClientKind;
   /** Task type. */
-  readonly type: TaskType;
+  readonly type: string;
   /** Task id, when the server accepted it. */
   readonly taskId: string | null;
   /** Worker that ran it, when a result came. */
@@ -54,7 +53,7 @@ export interface SimulationSummary {
   /** Client kinds used, round-robin. */
   readonly kinds: readonly ClientKind[];
   /** Task types used. */
-  readonly types: readonly TaskType[];
+  readonly types: readonly string[];
   /** Tasks each client kept in flight. */
   readonly window: number;
   readonly total: number;
@@ -82,7 +81,7 @@ export interface SimulationSummary {
 export interface SummaryContext {
   readonly clients: number;
   readonly kinds: readonly ClientKind[];
-  readonly types: readonly TaskType[];
+  readonly types: readonly string[];
   readonly window: number;
   readonly connectMs: number;
   readonly elapsedMs: number;

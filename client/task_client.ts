@@ -17,7 +17,9 @@ import {
   type TaskStatus,
   type TaskView,
 } from "../shared/protocol.ts";
-import type { TaskInput, TaskOutput, TaskType } from "../shared/tasks.ts";
+import { TaskCatalog } from "../shared/catalog.ts";
+import type { AnyTaskDefinition, InputOf, OutputOf, TaskName } from "../shared/task_definition.ts";
+import type { BuiltinTasks } from "../shared/tasks/builtin.ts";
 import { PendingRequests, unexpectedReply } from "./requests.ts";
 import { type TaskResult, TaskResults } from "./results.ts";
 import { Transfers } from "./transfers.ts";
@@ -25,8 +27,17 @@ import { Transport } from "./transport.ts";
 
 export type { TaskResult };
 
+/** The task types a client of catalogue `C` knows: the built-in ones, then `C`'s. */
+export type KnownTasks<C extends readonly AnyTaskDefinition[]> = readonly [...BuiltinTasks, ...C];
+
 /** Options of {@linkcode TaskClient}. */
-export interface TaskClientOptions {
+export interface TaskClientOptions<C extends readonly AnyTaskDefinition[] = []> {
+  /**
+   * The user's own task types (a task module's default export): they type `submit`/`run`, and their
+   * outputs are checked against their schemas on arrival, as the built-in types' are.
+   * @defaultValue none: the built-in types only
+   */
+  tasks?: C;
   /** Server host. @defaultValue `"localhost"` */
   host?: string;
   /** Server port. @defaultValue `8888` */
@@ -81,17 +92,21 @@ export type DeadLetterInfo = NonNullable<DlqFrame["entries"]>[number];
  * reconnects (for `reconnectForMs`), resends the requests that had no reply — each submit carries an
  * idempotency key, so a resent one never makes a second task — and asks for the results it still awaits.
  *
+ * Typed by the catalogue it is given: `new TaskClient({ tasks: misTareas })` types `run("resumen", …)`'s
+ * payload and output from the module's zod schemas (and the built-in types' from theirs).
+ *
  * @example
  * ```ts
  * await using client = new TaskClient({ host: "localhost", port: 8888, kind: "web" });
- * const { words } = await client.run("text", { text: "hola mundo" }); // typed: TaskOutput<"text">
+ * const { words } = await client.run("text", { text: "hola mundo" }); // typed by the `text` schemas
  * const taskId = await client.submit("numbers", { numbers: [1, 2, 3] }, { priority: 9 });
  * const result = await client.result(taskId);
  * if (result.status === "succeeded") console.log(result.output.avg);
  * ```
  */
-export class TaskClient implements AsyncDisposable {
-  readonly #options: Required<TaskClientOptions>;
+export class TaskClient<C extends readonly AnyTaskDefinition[] = []> implements AsyncDisposable {
+  readonly #options: Required<Omit<TaskClientOptions<C>, "tasks">>;
+  readonly #catalog: TaskCatalog;
   readonly #transport: Transport;
   readonly #requests: PendingRequests;
   readonly #results: TaskResults;
@@ -99,7 +114,12 @@ export class TaskClient implements AsyncDisposable {
   #connecting: Promise<Welcome> | undefined;
   #welcome: Welcome | undefined;
 
-  constructor(options: TaskClientOptions = {}) {
+  constructor(options: TaskClientOptions<C> = {}) {
+    // Definitions the built-in catalogue already has (a CLI passes its whole catalogue) count once.
+    const builtin = TaskCatalog.builtin();
+    this.#catalog = TaskCatalog.withBuiltins(
+      (options.tasks ?? []).filter((d) => !TaskCatalog.isBuiltin(d) && builtin.get(d.name) !== d),
+    );
     this.#options = {
       host: options.host ?? "localhost",
       port: options.port ?? 8888,
@@ -124,6 +144,7 @@ export class TaskClient implements AsyncDisposable {
     this.#results = new TaskResults({
       watch: (taskIds) => this.watch(taskIds),
       fetchOutput: (ref) => this.#transfers.downloadOutput(ref),
+      catalog: this.#catalog,
     });
     this.#transfers = new Transfers({ connect: () => this.connect(), requests: this.#requests });
   }
@@ -152,9 +173,21 @@ export class TaskClient implements AsyncDisposable {
    * Submits a task; resolves with its id once the server has it recorded and stored in the broker. Without
    * an `idempotencyKey` in `options`, one is made up, so that a resend after a reconnect is the same task.
    */
-  async submit<T extends TaskType>(
-    type: T,
-    payload: TaskInput<T>,
+  async submit<N extends TaskName<KnownTasks<C>>>(
+    type: N,
+    payload: InputOf<KnownTasks<C>, N>,
+    options: SubmitOptions = {},
+  ): Promise<string> {
+    return await this.submitUnchecked(type, payload, options);
+  }
+
+  /**
+   * {@linkcode TaskClient.submit} for a type and payload known only at run time (a command line, a
+   * bridge): the server still validates the payload against the type's schema.
+   */
+  async submitUnchecked(
+    type: string,
+    payload: unknown,
     options: SubmitOptions = {},
   ): Promise<string> {
     await this.connect();
@@ -167,8 +200,10 @@ export class TaskClient implements AsyncDisposable {
    * does not know rejects with `NOT_FOUND`. An output too large to be pushed comes as a reference; it is
    * downloaded here, so `output` is always there.
    */
-  async result<T extends TaskType = TaskType>(taskId: string): Promise<TaskResult<T>> {
-    return await this.#results.result(taskId) as TaskResult<T>;
+  async result<N extends TaskName<KnownTasks<C>> = TaskName<KnownTasks<C>>>(
+    taskId: string,
+  ): Promise<TaskResult<N, OutputOf<KnownTasks<C>, N>>> {
+    return await this.#results.result(taskId) as TaskResult<N, OutputOf<KnownTasks<C>, N>>;
   }
 
   /**
@@ -185,11 +220,22 @@ export class TaskClient implements AsyncDisposable {
    * Uploads a file and submits a task whose payload field `field` is the file's UTF-8 text (e.g.
    * `submitFile("text", "text", bytes)`); the rest of the payload comes from `payload`.
    */
-  async submitFile<T extends TaskType>(
-    type: T,
+  async submitFile<N extends TaskName<KnownTasks<C>>>(
+    type: N,
     field: string,
     data: Uint8Array | ReadableStream<Uint8Array>,
-    payload: Partial<TaskInput<T>> = {},
+    payload: Partial<InputOf<KnownTasks<C>, N>> = {},
+    options: SubmitOptions = {},
+  ): Promise<string> {
+    return await this.submitFileUnchecked(type, field, data, payload, options);
+  }
+
+  /** {@linkcode TaskClient.submitFile} for a type known only at run time. */
+  async submitFileUnchecked(
+    type: string,
+    field: string,
+    data: Uint8Array | ReadableStream<Uint8Array>,
+    payload: unknown = {},
     options: SubmitOptions = {},
   ): Promise<string> {
     const { ref } = await this.#transfers.upload(data);
@@ -202,13 +248,13 @@ export class TaskClient implements AsyncDisposable {
   }
 
   /** Submits a task and waits for its output; a failed task throws its {@linkcode ColmenaError}. */
-  async run<T extends TaskType>(
-    type: T,
-    payload: TaskInput<T>,
+  async run<N extends TaskName<KnownTasks<C>>>(
+    type: N,
+    payload: InputOf<KnownTasks<C>, N>,
     options?: SubmitOptions,
-  ): Promise<TaskOutput<T>> {
-    const taskId = await this.submit(type, payload, options);
-    const result = await this.result<T>(taskId);
+  ): Promise<OutputOf<KnownTasks<C>, N>> {
+    const taskId = await this.submitUnchecked(type, payload, options);
+    const result = await this.#results.result(taskId) as TaskResult<N, OutputOf<KnownTasks<C>, N>>;
     if (result.status !== "succeeded") throw result.error;
     return result.output;
   }

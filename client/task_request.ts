@@ -1,19 +1,18 @@
 /**
- * A task to submit as one value, `{ type, payload }`, typed per task type, and the calls that submit it.
+ * A task to submit as one value, `{ type, payload }`, of any type in the catalogue, and the calls that
+ * submit it. The server validates the payload against the type's schema.
  *
  * @module
  */
 import type { SubmitOptions } from "../shared/protocol.ts";
-import type { TaskInput, TaskType } from "../shared/tasks.ts";
+import type { JsonValue } from "../shared/task_args.ts";
+import type { AnyTaskRequest } from "./args.ts";
 import type { TaskClient, TaskResult } from "./task_client.ts";
 
-/** Any JSON value, as an echo message. */
-export type JsonValue = TaskInput<"echo">["message"];
+export type { JsonValue };
 
-/** A task ready to submit: its type and a payload of that type. */
-export type TaskRequest = { [T in TaskType]: { readonly type: T; readonly payload: TaskInput<T> } }[
-  TaskType
-];
+/** A task ready to submit: its type and its payload. */
+export type TaskRequest = AnyTaskRequest;
 
 /** Submits a {@linkcode TaskRequest}; resolves with the task id. */
 export function submitTask(
@@ -21,18 +20,7 @@ export function submitTask(
   request: TaskRequest,
   options?: SubmitOptions,
 ): Promise<string> {
-  switch (request.type) {
-    case "text":
-      return client.submit(request.type, request.payload, options);
-    case "numbers":
-      return client.submit(request.type, request.payload, options);
-    case "echo":
-      return client.submit(request.type, request.payload, options);
-    case "sleep":
-      return client.submit(request.type, request.payload, options);
-    case "hash":
-      return client.submit(request.type, request.payload, options);
-  }
+  return client.submitUnchecked(request.type, request.payload, options);
 }
 
 /** A task's result and the milliseconds from its submit to its result. */

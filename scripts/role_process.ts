@@ -14,6 +14,11 @@ export interface RoleProcessOptions {
   env?: Record<string, string>;
   /** Called with each line the child prints, on stdout or stderr. */
   onLine?: (line: string) => void;
+  /**
+   * Run `deno task <script> <args…>` (a task of deno.json, with its own permissions) instead of
+   * `deno run <broad permissions> <script> <args…>`.
+   */
+  denoTask?: boolean;
 }
 
 /** A child process whose output lines are collected, and that can be awaited for a line. */
@@ -30,7 +35,7 @@ export class RoleProcess implements AsyncDisposable {
   constructor(script: string, args: string[], options: RoleProcessOptions = {}) {
     this.#onLine = options.onLine;
     this.#child = new Deno.Command(Deno.execPath(), {
-      args: [
+      args: options.denoTask ? ["task", "-q", script, ...args] : [
         "run",
         "--allow-net",
         "--allow-env",

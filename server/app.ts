@@ -13,16 +13,11 @@
  * @module
  */
 import { ColmenaError } from "../shared/errors.ts";
+import { BUILTIN_CATALOG, type TaskCatalog } from "../shared/catalog.ts";
 import * as log from "../shared/log.ts";
 import type { BlobStore, ServerBroker, TaskStore } from "../shared/ports.ts";
 import { PROTOCOL_VERSION, type Request } from "../shared/protocol.ts";
-import type {
-  ControlMessage,
-  Heartbeat,
-  ResultBatch,
-  TaskMessage,
-} from "../shared/queue_messages.ts";
-import { TASK_TYPES } from "../shared/tasks.ts";
+import type { Heartbeat, ResultBatch } from "../shared/queue_messages.ts";
 import type { ServerConfig } from "../shared/config.ts";
 import { admitFrame } from "./admission.ts";
 import { ClientConnection } from "./connection.ts";
@@ -49,12 +44,15 @@ export interface ServerDeps {
   store: TaskStore;
   /** The object store: large payloads, uploaded files, large outputs. */
   blobs: BlobStore;
+  /** The task types the server accepts. @defaultValue the built-in ones */
+  catalog?: TaskCatalog;
 }
 
 /** A running server. */
 export class ColmenaServer {
   readonly #config: ServerConfig;
   readonly #deps: ServerDeps;
+  readonly #catalog: TaskCatalog;
   #broker: ServerBroker | undefined;
   #listener: Deno.TcpListener | undefined;
   readonly #connections = new Set<ClientConnection>();
@@ -79,11 +77,13 @@ export class ColmenaServer {
       stats: this.stats,
       maxOutputBytes: config.maxOutputBytes,
     });
+    this.#catalog = deps.catalog ?? BUILTIN_CATALOG;
     this.#submitter = new Submitter({
       config,
       serverId: deps.serverId,
       store: deps.store,
       blobs: deps.blobs,
+      catalog: this.#catalog,
       broker,
       stopping: () => this.#stopping,
       router: this.#router,
@@ -168,7 +168,7 @@ export class ColmenaServer {
           id: request.id,
           serverId: this.serverId,
           protocol: PROTOCOL_VERSION,
-          taskTypes: TASK_TYPES,
+          taskTypes: this.#catalog.names(),
         });
         return;
       case "submit":

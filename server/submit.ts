@@ -10,9 +10,9 @@ import type { ServerConfig } from "../shared/config.ts";
 import { ColmenaError } from "../shared/errors.ts";
 import * as log from "../shared/log.ts";
 import type { BlobStore, NewTask, ServerBroker, TaskStore } from "../shared/ports.ts";
-import { type Request, validateTask } from "../shared/protocol.ts";
+import type { TaskCatalog } from "../shared/catalog.ts";
+import type { Request } from "../shared/protocol.ts";
 import { QUEUE_FORMAT, type TaskMessage } from "../shared/queue_messages.ts";
-import { TASKS } from "../shared/tasks.ts";
 import type { ClientConnection } from "./connection.ts";
 import type { ResultRouter } from "./result_routing.ts";
 import type { ServerStats } from "./stats.ts";
@@ -32,27 +32,98 @@ interface CheckedTask {
   readonly defaultTimeoutMs: number;
 }
 
+/** Files up to this size are read whole at submit, so the payload's schema checks the file's text too. */
+const FILE_TEXT_CHECK_BYTES = 1024 * 1024;
+
+/** An uploaded file as the submit check reads it: its size, and its text when small enough to keep. */
+interface FileText {
+  readonly bytes: number;
+  readonly text: string | undefined;
+}
+
+/**
+ * Reads an uploaded file once, as a stream: its size (stopping past `maxBytes`), and whether it is UTF-8
+ * text; a binary file is refused here, at submit, with `INVALID_PAYLOAD`, never by a worker.
+ */
+async function _readFileText(
+  blobs: BlobStore,
+  file: FileSpec,
+  maxBytes: number | undefined,
+): Promise<FileText> {
+  const strict = new TextDecoder("utf-8", { fatal: true });
+  let bytes = 0;
+  let text: string | undefined = "";
+  const stream = await blobs.stream(file.ref);
+  try {
+    for await (const chunk of stream) {
+      bytes += chunk.length;
+      if (maxBytes !== undefined && bytes > maxBytes) return { bytes, text: undefined };
+      const piece = strict.decode(chunk, { stream: true });
+      text = bytes <= FILE_TEXT_CHECK_BYTES && text !== undefined ? text + piece : undefined;
+    }
+    const last = strict.decode();
+    return { bytes, text: text === undefined ? undefined : text + last };
+  } catch (err) {
+    if (err instanceof TypeError) {
+      throw new ColmenaError("INVALID_PAYLOAD", {
+        message: `El fichero no es texto UTF-8 válido: una tarea "${file.field}" necesita texto`,
+        cause: err,
+      });
+    }
+    throw err;
+  }
+}
+
 /**
  * Checks a submitted task against the catalogue: the one place the submit path looks task types up. With a
- * file, the payload is checked with an empty string standing in for the file's field, which is then left out.
+ * file, the type must take one in that field, the file must be UTF-8 text within the type's payload limit,
+ * and the payload is checked with the file's text in its field (for a file over 1 MiB, the schema of that
+ * field is not checked: the worker checks it), which is then left out: the worker puts the text there.
  */
-function _checkTask(
+async function _checkTask(
   task: SubmitRequest["task"],
-): { ok: true; value: CheckedTask } | { ok: false; error: ColmenaError } {
+  deps: { readonly catalog: TaskCatalog; readonly blobs: BlobStore },
+): Promise<{ ok: true; value: CheckedTask } | { ok: false; error: ColmenaError }> {
   const file = task.file;
-  const given = file === undefined ? task.payload : {
-    ...(typeof task.payload === "object" && task.payload !== null ? task.payload : {}),
-    [file.field]: "",
-  };
-  const valid = validateTask({ type: task.type, payload: given });
-  if (!valid.ok) return valid;
-  const type = valid.value.type;
-  let payload: unknown = valid.value.payload;
-  if (file !== undefined) {
-    const { [file.field]: _placeholder, ...rest } = payload as Record<string, unknown>;
-    payload = rest;
+  if (file === undefined) {
+    const valid = deps.catalog.validate({ type: task.type, payload: task.payload });
+    if (!valid.ok) return valid;
+    const { type, payload, definition } = valid.value;
+    return { ok: true, value: { type, payload, defaultTimeoutMs: definition.timeoutMs } };
   }
-  return { ok: true, value: { type, payload, defaultTimeoutMs: TASKS[type].defaultTimeoutMs } };
+  const rest = typeof task.payload === "object" && task.payload !== null ? task.payload : {};
+  // Type and field first, without reading the file.
+  const early = deps.catalog.accepts(task.type, file.field);
+  if (!early.ok) return early;
+  if (!UPLOAD_KEY.test(file.ref)) {
+    return {
+      ok: false,
+      error: new ColmenaError("INVALID_PAYLOAD", {
+        message: `"task.file.ref" no es una referencia de fichero subido: "${
+          file.ref.slice(0, 64)
+        }"`,
+      }),
+    };
+  }
+  const definition = early.value;
+  let read: FileText;
+  try {
+    read = await _readFileText(deps.blobs, file, definition.limits.maxPayloadBytes);
+  } catch (err) {
+    if (err instanceof ColmenaError) return { ok: false, error: err };
+    throw err;
+  }
+  // A file too large to keep in memory here stands in as a short text; its bytes still count.
+  const valid = deps.catalog.validate(
+    { type: task.type, payload: { ...rest, [file.field]: read.text ?? " " } },
+    { field: file.field, bytes: read.text === undefined ? read.bytes : 0 },
+  );
+  if (!valid.ok) return valid;
+  const { [file.field]: _text, ...payload } = valid.value.payload as Record<string, unknown>;
+  return {
+    ok: true,
+    value: { type: task.type, payload, defaultTimeoutMs: definition.timeoutMs },
+  };
 }
 
 /** JSON text with every object's keys sorted, so that two equal values give the same text. */
@@ -74,6 +145,8 @@ export interface SubmitDeps {
   readonly serverId: string;
   readonly store: TaskStore;
   readonly blobs: BlobStore;
+  /** The task types this server accepts: built-in plus `--tareas` modules. */
+  readonly catalog: TaskCatalog;
   /** The broker, once connected. */
   readonly broker: () => ServerBroker | undefined;
   /** Whether the server is draining: no new tasks then. */
@@ -95,7 +168,7 @@ export class Submitter {
   /** Answers a `submit` with `accepted` once the task is recorded and the broker confirmed it. */
   async submit(client: ClientConnection, request: SubmitRequest): Promise<void> {
     const { config, store, blobs, router, stats } = this.#deps;
-    const checked = _checkTask(request.task);
+    const checked = await _checkTask(request.task, this.#deps);
     if (!checked.ok) return client.sendError(request.id, checked.error);
     const broker = this.#deps.broker();
     const stopping = this.#deps.stopping();
@@ -107,16 +180,6 @@ export class Submitter {
     }
     const { type, defaultTimeoutMs } = checked.value;
     const file = request.task.file;
-    if (file !== undefined && !UPLOAD_KEY.test(file.ref)) {
-      return client.sendError(
-        request.id,
-        new ColmenaError("INVALID_PAYLOAD", {
-          message: `"task.file.ref" no es una referencia de fichero subido: "${
-            file.ref.slice(0, 64)
-          }"`,
-        }),
-      );
-    }
     const options = request.options ?? {};
     const taskId = crypto.randomUUID();
     let payload = checked.value.payload;

@@ -20,7 +20,12 @@ interface Source {
   readonly flag: string;
   readonly short?: string;
   readonly boolean?: boolean;
+  /** A list: the flag may repeat, and the environment variable holds comma-separated items. */
+  readonly multiple?: boolean;
 }
+
+/** Task modules to load (`--tareas`, repeatable; `COLMENA_TAREAS`, comma-separated). */
+const taskModules = z.array(z.string().min(1)).default([]);
 
 const port = z.coerce.number().int().min(0).max(65535);
 const positiveInt = z.coerce.number().int().positive();
@@ -69,6 +74,7 @@ const OBJECT_STORAGE = {
  * - `retentionDays` — finished records (and their objects) older than this are deleted. @defaultValue `7` · env `COLMENA_RETENTION_DAYS` · `--retention-days`
  * - `pruneIntervalMs` — how often old records are looked for, after the look at start-up. @defaultValue `3600000` · env `COLMENA_PRUNE_INTERVAL_MS` · `--prune-interval-ms`
  * - `maxUploadBytes` — largest file a client may upload. @defaultValue `268435456` · env `COLMENA_MAX_UPLOAD_BYTES` · `--max-upload-bytes`
+ * - `tareas` — task modules to load besides the built-in types. @defaultValue none · env `COLMENA_TAREAS` (comma-separated) · `--tareas` (repeatable)
  * - storage of objects, as for the worker below.
  */
 export const ServerConfig = z.object({
@@ -100,6 +106,7 @@ export const ServerConfig = z.object({
   retentionDays: z.coerce.number().positive().default(7),
   pruneIntervalMs: positiveInt.min(100).max(2_147_483_647).default(3_600_000),
   maxUploadBytes: positiveInt.default(256 * 1024 * 1024),
+  tareas: taskModules,
   ...OBJECT_STORAGE,
 });
 
@@ -121,6 +128,8 @@ export type ServerConfig = Readonly<z.output<typeof ServerConfig>>;
  * - `s3Endpoint`, `s3Bucket`, `s3Region`, `s3Prefix` — an S3-compatible store for objects, used when a bucket is set. · env `S3_ENDPOINT`, `S3_BUCKET`, `S3_REGION` (`us-east-1`), `S3_PREFIX`
  * - `awsAccessKeyId`, `awsSecretAccessKey`, `awsSessionToken` — S3 credentials. · env `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN`
  * - `claimCheckBytes` — payloads and outputs larger than this travel as objects, not through RabbitMQ. @defaultValue `262144` · env `COLMENA_CLAIM_CHECK_BYTES` · `--claim-check-bytes`
+ * - `tareas` — task modules to load besides the built-in types. @defaultValue none · env `COLMENA_TAREAS` (comma-separated) · `--tareas` (repeatable)
+ * - `solo` — run only these task types (names, comma-separated). @defaultValue every loaded type · env `COLMENA_SOLO` · `--solo`
  */
 export const WorkerConfig = z.object({
   name: z.string().regex(/^[A-Za-z0-9_.-]{1,64}$/).optional(),
@@ -133,6 +142,8 @@ export const WorkerConfig = z.object({
   maxDeliveries: positiveInt.max(100).default(5),
   heartbeatMs: positiveInt.min(100).default(5_000),
   drainTimeoutMs: z.coerce.number().int().min(0).default(30_000),
+  tareas: taskModules,
+  solo: z.array(z.string().min(1)).optional(),
   ...OBJECT_STORAGE,
 });
 
@@ -146,7 +157,10 @@ export type WorkerConfig = Readonly<z.output<typeof WorkerConfig>>;
  * - `kind` — the client's kind. @defaultValue `"cli"` · env `COLMENA_CLIENT_KIND` · `--tipo-cliente`
  * - `name` — the client's name. @defaultValue `"cliente"` · env `COLMENA_CLIENT_NAME` · `--nombre`
  * - `json` — print JSON for scripts. @defaultValue `false` · `--json`
- * - `clientes`, `tareas`, `tipos`, `tareasTipos` — options of `simular`.
+ * - `clientes`, `numTareas`, `tipos`, `tareasTipos` — options of `simular` (`--clientes`, `--num-tareas`, `--tipos`, `--tareas-tipos`).
+ * - `datos` — `enviar`: the payload as JSON, for any task type. @defaultValue none · env `COLMENA_DATOS` · `--datos`
+ * - `jsonSchema` — `tipos`: print each type's input and output as JSON Schema. @defaultValue `false` · `--json-schema`
+ * - `tareas` — task modules to load besides the built-in types. @defaultValue none · env `COLMENA_TAREAS` (comma-separated) · `--tareas` (repeatable)
  * - `prioridad` — priority of `enviar`. @defaultValue `0` · `--prioridad`
  * - `estado` — `historial`: states to show, comma-separated (English or Spanish). @defaultValue all · env `COLMENA_HIST_ESTADO` · `--estado`
  * - `tipoTarea` — `historial`: one task type to show. @defaultValue all · env `COLMENA_HIST_TIPO_TAREA` · `--tipo-tarea`
@@ -169,7 +183,7 @@ export const ClientConfig = z.object({
   name: z.string().min(1).max(100).default("cliente"),
   json: flag.default(false),
   clientes: positiveInt.max(10_000).default(10),
-  tareas: positiveInt.max(10_000_000).default(200),
+  numTareas: positiveInt.max(10_000_000).default(200),
   tipos: z.string().default("cli"),
   tareasTipos: z.string().optional(),
   prioridad: z.coerce.number().int().min(0).max(9).default(0),
@@ -183,6 +197,9 @@ export const ClientConfig = z.object({
   todas: flag.default(false),
   archivo: z.string().min(1).optional(),
   salida: z.string().min(1).optional(),
+  datos: z.string().optional(),
+  jsonSchema: flag.default(false),
+  tareas: taskModules,
 });
 
 /** Client settings, as parsed. */
@@ -201,6 +218,8 @@ const OBJECT_STORAGE_SOURCES: Record<keyof typeof OBJECT_STORAGE, Source> = {
   awsSessionToken: { env: "AWS_SESSION_TOKEN", flag: "aws-session-token" },
   claimCheckBytes: { env: "COLMENA_CLAIM_CHECK_BYTES", flag: "claim-check-bytes" },
 };
+
+const TASK_MODULES_SOURCE: Source = { env: "COLMENA_TAREAS", flag: "tareas", multiple: true };
 
 const SOURCES: { [R in Role]: Record<string, Source> } = {
   servidor: {
@@ -232,6 +251,7 @@ const SOURCES: { [R in Role]: Record<string, Source> } = {
     retentionDays: { env: "COLMENA_RETENTION_DAYS", flag: "retention-days" },
     pruneIntervalMs: { env: "COLMENA_PRUNE_INTERVAL_MS", flag: "prune-interval-ms" },
     maxUploadBytes: { env: "COLMENA_MAX_UPLOAD_BYTES", flag: "max-upload-bytes" },
+    tareas: TASK_MODULES_SOURCE,
     ...OBJECT_STORAGE_SOURCES,
   },
   worker: {
@@ -245,6 +265,8 @@ const SOURCES: { [R in Role]: Record<string, Source> } = {
     maxDeliveries: { env: "COLMENA_MAX_DELIVERIES", flag: "max-deliveries" },
     heartbeatMs: { env: "COLMENA_HEARTBEAT_MS", flag: "heartbeat-ms" },
     drainTimeoutMs: { env: "COLMENA_DRAIN_TIMEOUT_MS", flag: "drain-timeout-ms" },
+    tareas: TASK_MODULES_SOURCE,
+    solo: { env: "COLMENA_SOLO", flag: "solo", multiple: true },
     ...OBJECT_STORAGE_SOURCES,
   },
   cliente: {
@@ -254,7 +276,7 @@ const SOURCES: { [R in Role]: Record<string, Source> } = {
     name: { env: "COLMENA_CLIENT_NAME", flag: "nombre" },
     json: { env: "COLMENA_JSON", flag: "json", boolean: true },
     clientes: { env: "COLMENA_SIM_CLIENTES", flag: "clientes" },
-    tareas: { env: "COLMENA_SIM_TAREAS", flag: "tareas" },
+    numTareas: { env: "COLMENA_SIM_TAREAS", flag: "num-tareas" },
     tipos: { env: "COLMENA_SIM_TIPOS", flag: "tipos" },
     tareasTipos: { env: "COLMENA_SIM_TAREAS_TIPOS", flag: "tareas-tipos" },
     prioridad: { env: "COLMENA_PRIORIDAD", flag: "prioridad" },
@@ -268,6 +290,9 @@ const SOURCES: { [R in Role]: Record<string, Source> } = {
     todas: { env: "COLMENA_HIST_TODAS", flag: "todas", boolean: true },
     archivo: { env: "COLMENA_ARCHIVO", flag: "archivo" },
     salida: { env: "COLMENA_SALIDA", flag: "salida" },
+    datos: { env: "COLMENA_DATOS", flag: "datos" },
+    jsonSchema: { env: "COLMENA_JSON_SCHEMA", flag: "json-schema", boolean: true },
+    tareas: TASK_MODULES_SOURCE,
   },
 };
 
@@ -312,11 +337,16 @@ export class ConfigError extends Error {
  */
 export function loadConfig<R extends Role>(role: R, input: ConfigInput): ConfigOf<R> {
   const sources = SOURCES[role];
-  const options: Record<string, { type: "string" | "boolean"; short?: string }> = {};
+  const options: Record<
+    string,
+    { type: "string" | "boolean"; short?: string; multiple?: boolean }
+  > = {};
   for (const source of Object.values(sources)) {
-    options[source.flag] = source.short === undefined
-      ? { type: source.boolean ? "boolean" : "string" }
-      : { type: source.boolean ? "boolean" : "string", short: source.short };
+    options[source.flag] = {
+      type: source.boolean ? "boolean" : "string",
+      ...(source.short === undefined ? {} : { short: source.short }),
+      ...(source.multiple ? { multiple: true } : {}),
+    };
   }
   let parsed: ReturnType<typeof parseArgs>;
   try {
@@ -331,8 +361,14 @@ export function loadConfig<R extends Role>(role: R, input: ConfigInput): ConfigO
   }
   const merged: Record<string, unknown> = {};
   for (const [key, source] of Object.entries(sources)) {
-    const fromFlag = parsed.values[source.flag];
-    const fromEnv = input.env[source.env];
+    let fromFlag = parsed.values[source.flag];
+    let fromEnv: unknown = input.env[source.env];
+    if (source.multiple) {
+      // Lists: repeated flags and comma-separated items both split at commas.
+      const split = (items: string[]) => items.flatMap((v) => v.split(",")).map((v) => v.trim());
+      if (Array.isArray(fromFlag)) fromFlag = split(fromFlag.map(String)).filter((v) => v !== "");
+      if (typeof fromEnv === "string") fromEnv = split([fromEnv]).filter((v) => v !== "");
+    }
     if (fromFlag !== undefined) merged[key] = fromFlag;
     else if (fromEnv !== undefined && fromEnv !== "") merged[key] = fromEnv;
   }

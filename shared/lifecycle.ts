@@ -6,6 +6,19 @@
 import { ConfigError } from "./config.ts";
 import { ColmenaError } from "./errors.ts";
 import * as log from "./log.ts";
+import { TaskDefinitionError } from "./task_definition.ts";
+import { TaskModuleError } from "./task_modules.ts";
+
+/** A task module or handler that cannot be used: reported in Spanish, without a stack, exit status 2. */
+export function exitOnTaskModuleError(err: unknown): void {
+  if (
+    err instanceof TaskModuleError || err instanceof TaskDefinitionError ||
+    (err instanceof Error && err.name === "HandlerLoadError")
+  ) {
+    log.error(err.message);
+    Deno.exit(2);
+  }
+}
 
 /** Resolves with the name of the first SIGINT or SIGTERM received; a second one exits at once. */
 export function shutdownSignal(): Promise<Deno.Signal> {

@@ -12,7 +12,6 @@
 import { z } from "zod";
 import { ColmenaError, ERROR_CODES, ERRORS } from "./errors.ts";
 import { exceedsJsonDepth } from "./framing.ts";
-import { isTaskType, TASKS, type TaskType } from "./tasks.ts";
 
 z.config(z.locales.es());
 
@@ -474,35 +473,4 @@ export function decodeRequest(bytes: Uint8Array, limits: DecodeLimits): Decoded<
     };
   }
   return { ok: true, value: parsed.data };
-}
-
-/** A task whose payload has passed its type's schema. */
-export interface ValidTask {
-  readonly type: TaskType;
-  readonly payload: unknown;
-}
-
-/** Validates a task against the catalogue: `UNKNOWN_TASK_TYPE`, then `INVALID_PAYLOAD`. */
-export function validateTask(task: { type: string; payload: unknown }): Decoded<ValidTask> {
-  if (!isTaskType(task.type)) {
-    return {
-      ok: false,
-      id: null,
-      error: new ColmenaError("UNKNOWN_TASK_TYPE", {
-        message: `Tipo de tarea desconocido: "${task.type.slice(0, 64)}"`,
-      }),
-    };
-  }
-  const parsed = TASKS[task.type].input.safeParse(task.payload);
-  if (!parsed.success) {
-    return {
-      ok: false,
-      id: null,
-      error: new ColmenaError("INVALID_PAYLOAD", {
-        message: `Datos no válidos para "${task.type}": ${describeIssues(parsed.error)}`,
-        cause: parsed.error,
-      }),
-    };
-  }
-  return { ok: true, value: { type: task.type, payload: parsed.data } };
 }

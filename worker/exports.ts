@@ -4,6 +4,7 @@
  *
  * @module
  */
+import type { TaskContext } from "../shared/task_definition.ts";
 
 const modules = new Map<string, Promise<Record<string, unknown>>>();
 
@@ -14,7 +15,7 @@ const modules = new Map<string, Promise<Record<string, unknown>>>();
 export async function loadExport(
   module: URL | string,
   name: string,
-): Promise<(payload: unknown) => unknown> {
+): Promise<(payload: unknown, context: TaskContext) => unknown> {
   const url = String(module);
   let loading = modules.get(url);
   if (loading === undefined) {
@@ -27,5 +28,5 @@ export async function loadExport(
   if (typeof fn !== "function") {
     throw new TypeError(`${url} does not export a function named "${name}"`);
   }
-  return fn as (payload: unknown) => unknown;
+  return fn as (payload: unknown, context: TaskContext) => unknown;
 }

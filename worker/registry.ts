@@ -6,19 +6,14 @@
  * @module
  */
 import type { z } from "zod";
-import type { TaskDefinition } from "../shared/tasks.ts";
+import type { AnyTaskDefinition, TaskContext } from "../shared/task_definition.ts";
 import { loadExport } from "./exports.ts";
 import { ThreadPool, type ThreadPoolOptions } from "./threads.ts";
 
-/** What a handler gets besides its payload. */
-export interface TaskContext {
-  /** Aborted when the attempt times out or the worker shuts down. */
-  readonly signal: AbortSignal;
-  /** The task's id. */
-  readonly taskId: string;
-  /** 1 for the first attempt. */
-  readonly attempt: number;
-}
+export type { TaskContext };
+
+/** Any definition the registry can hold. */
+type TaskDefinition = AnyTaskDefinition;
 
 /** Runs one task: a validated payload in, an output (or a promise of it) out. */
 export type TaskHandler<Def extends TaskDefinition> = (
@@ -28,8 +23,8 @@ export type TaskHandler<Def extends TaskDefinition> = (
 
 /**
  * A handler that runs in a thread of its own: for CPU-bound code that cannot watch an AbortSignal. It is an
- * exported function of a module (a function cannot cross into a thread; a module can be loaded there), and
- * it gets only the payload.
+ * exported function of a module (a function cannot cross into a thread; a module can be loaded there). In a
+ * thread its context's signal never aborts: the thread is ended instead.
  */
 export interface IsolatedHandler<Def extends TaskDefinition> {
   /** The module that exports the handler, e.g. `new URL("./my_task.ts", import.meta.url)`. */
@@ -84,16 +79,20 @@ export class TaskRegistry implements AsyncDisposable {
     const threads = this.#threads;
     const { module, export: name, inlineWhen } = isolated;
     // Once loaded, an inline call is a plain call: a synchronous handler then ends in the runner's same turn.
-    let inline: ((payload: unknown) => unknown) | undefined;
+    let inline: ((payload: unknown, context: TaskContext) => unknown) | undefined;
     // The runner checks the output against the definition's schema, as for any handler.
     return this.#add(
       definition,
-      (payload, { signal }) => {
+      (payload, context) => {
+        const { signal, taskId, attempt } = context;
         if (inlineWhen?.(payload as z.output<Def["input"]>) !== true) {
-          return threads.run(module, name, payload, signal);
+          return threads.run(
+            { module: String(module), export: name, payload, taskId, attempt },
+            signal,
+          );
         }
-        if (inline !== undefined) return inline(payload);
-        return loadExport(module, name).then((fn) => (inline = fn)(payload));
+        if (inline !== undefined) return inline(payload, context);
+        return loadExport(module, name).then((fn) => (inline = fn)(payload, context));
       },
       true,
     );

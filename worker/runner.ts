@@ -19,7 +19,10 @@ import type {
   StartedNotice,
   TaskMessage,
 } from "../shared/queue_messages.ts";
+import type { TaskLogger } from "../shared/task_definition.ts";
 import type { Registration, TaskRegistry } from "./registry.ts";
+
+const utf8Encoder = new TextEncoder();
 
 /** Options of {@linkcode TaskRunner}. */
 export interface TaskRunnerOptions {
@@ -226,6 +229,7 @@ export class TaskRunner {
         signal: controller.signal,
         taskId: task.taskId,
         attempt: task.attempt,
+        log: this.#taskLog(task),
       });
     } catch (err) {
       this.#finish(delivery, task, startedAt, t0, { error: this.#failure(task, err) });
@@ -301,12 +305,34 @@ export class TaskRunner {
     );
   }
 
+  /** The logger a handler gets: each line names the task's type and id. */
+  #taskLog(task: TaskMessage): TaskLogger {
+    const prefix = `[${task.type} ${task.taskId}] `;
+    return {
+      info: (message) => log.info(prefix + message),
+      warn: (message) => log.warn(prefix + message),
+      error: (message, cause) => log.error(prefix + message, cause),
+    };
+  }
+
   #checkOutput(
     registration: Registration,
     task: TaskMessage,
     output: unknown,
   ): { output: unknown } | { error: WireError } {
     const parsed = registration.definition.output.safeParse(output);
+    const max = registration.definition.limits.maxOutputBytes;
+    if (parsed.success && max !== undefined) {
+      const bytes = utf8Encoder.encode(JSON.stringify(parsed.data)).length;
+      if (bytes > max) {
+        return {
+          error: new ColmenaError("TASK_FAILED", {
+            message:
+              `La salida de "${task.type}" ocupa ${bytes} bytes y el límite del tipo es ${max}`,
+          }).toWire(),
+        };
+      }
+    }
     if (parsed.success) return { output: parsed.data };
     log.error(`El manejador de "${task.type}" devolvió una salida no válida`, parsed.error);
     return {

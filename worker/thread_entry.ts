@@ -6,7 +6,12 @@
  * @module
  */
 import { ColmenaError, type WireError } from "../shared/errors.ts";
+import * as log from "../shared/log.ts";
+import type { TaskContext } from "../shared/task_definition.ts";
 import { loadExport } from "./exports.ts";
+
+// A thread's handler is stopped by ending its thread, so its signal never aborts.
+const NEVER = new AbortController().signal;
 
 /** One call into a thread: which export of which module, and its payload. */
 export interface ThreadCall {
@@ -16,6 +21,10 @@ export interface ThreadCall {
   readonly export: string;
   /** The validated payload. */
   readonly payload: unknown;
+  /** The task's id, for the handler's context and log lines. */
+  readonly taskId?: string;
+  /** 1 for the first attempt. */
+  readonly attempt?: number;
 }
 
 /** What a thread answers: the handler's output, or a typed error it threw. */
@@ -38,7 +47,19 @@ export default async function runInThread(call: ThreadCall): Promise<ThreadAnswe
   const handler = await loadExport(call.module, call.export);
   const escaped = new Promise<never>((_, reject) => failCurrent = reject);
   try {
-    return { output: await Promise.race([handler(call.payload), escaped]) };
+    const taskId = call.taskId ?? "";
+    const prefix = `[${taskId}] `;
+    const context: TaskContext = {
+      signal: NEVER,
+      taskId,
+      attempt: call.attempt ?? 1,
+      log: {
+        info: (message) => log.info(prefix + message),
+        warn: (message) => log.warn(prefix + message),
+        error: (message, cause) => log.error(prefix + message, cause),
+      },
+    };
+    return { output: await Promise.race([handler(call.payload, context), escaped]) };
   } catch (err) {
     if (err instanceof ColmenaError) return { error: err.toWire() };
     throw err;

@@ -42,18 +42,12 @@ export class ThreadPool implements AsyncDisposable {
   }
 
   /**
-   * Calls `exportName` of `module` with `payload` in a thread. Rejects with `signal`'s reason once it aborts,
+   * Calls export `call.export` of `call.module` with `call.payload` in a thread. Rejects with `signal`'s reason once it aborts,
    * terminating the thread if the call had started; a typed error thrown by the handler keeps its code.
    */
-  async run(
-    module: URL | string,
-    exportName: string,
-    payload: unknown,
-    signal?: AbortSignal,
-  ): Promise<unknown> {
+  async run(call: ThreadCall, signal?: AbortSignal): Promise<unknown> {
     if (this.#closed) throw new ColmenaError("SHUTTING_DOWN");
     signal?.throwIfAborted();
-    const call: ThreadCall = { module: String(module), export: exportName, payload };
     let answer: ThreadAnswer;
     try {
       answer = await this.#threads().run(call, signal === undefined ? {} : { signal });

@@ -12,7 +12,6 @@
 import { envNames } from "../../shared/config.ts";
 import { readEnv } from "../../shared/lifecycle.ts";
 import type { TaskDefinition } from "../../shared/tasks.ts";
-import { registerBuiltinTasks } from "../../worker/builtin_tasks.ts";
 import { type TaskHandler, TaskRegistry } from "../../worker/registry.ts";
 import { workerMain } from "../../worker.ts";
 import { isSpin, POISON, SPIN } from "./chaos_handlers.ts";
@@ -34,6 +33,6 @@ class _ChaosRegistry extends TaskRegistry {
 if (import.meta.main) {
   await workerMain(
     { args: Deno.args, env: readEnv(envNames("worker")) },
-    registerBuiltinTasks(new _ChaosRegistry()),
+    new _ChaosRegistry(),
   );
 }

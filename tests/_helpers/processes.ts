@@ -27,8 +27,13 @@ export function uniqueQueues(label = "t"): QueueNames & AsyncDisposable {
 
 /** A role process (see `scripts/role_process.ts`) pointed at the tests' broker. */
 export class RoleProcess extends BaseRoleProcess {
-  constructor(script: string, args: string[], env: Record<string, string> = {}) {
-    super(script, args, { env: { AMQP_URL, ...env } });
+  constructor(
+    script: string,
+    args: string[],
+    env: Record<string, string> = {},
+    options: { readonly denoTask?: boolean } = {},
+  ) {
+    super(script, args, { env: { AMQP_URL, ...env }, denoTask: options.denoTask ?? false });
   }
 }
 

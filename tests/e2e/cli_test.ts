@@ -52,7 +52,7 @@ Deno.test({
       "6",
       "--tipos",
       "web,movil",
-      "--tareas",
+      "--num-tareas",
       "120",
       "--json",
     );

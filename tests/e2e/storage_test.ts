@@ -14,7 +14,7 @@ import type { BlobStore } from "../../shared/ports.ts";
 import { dropPostgresSchema } from "../../server/stores/postgres.ts";
 import { openS3BlobStore } from "../../shared/adapters/s3.ts";
 import { openFolderBlobStore } from "../../shared/adapters/fs_blob.ts";
-import { processText } from "../../worker/builtin_tasks.ts";
+import { processText } from "../../shared/tasks/text.ts";
 import {
   DATABASE_URL,
   needsPostgres,

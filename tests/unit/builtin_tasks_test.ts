@@ -1,5 +1,5 @@
 /**
- * Unit tests of `worker/builtin_tasks.ts`: the handlers of the built-in task types.
+ * Unit tests of the built-in task types (`shared/tasks/`): their handlers, registered as a worker does.
  *
  * @module
  */
@@ -7,14 +7,20 @@ import { ColmenaError } from "../../shared/errors.ts";
 import assert from "node:assert/strict";
 import { createHash } from "node:crypto";
 import { TASK_TYPES } from "../../shared/tasks.ts";
-import {
-  analyzeNumbers,
-  INLINE_HASH_ITERATIONS,
-  iteratedSha256,
-  processText,
-  registerBuiltinTasks,
-} from "../../worker/builtin_tasks.ts";
+import { BUILTIN_TASKS } from "../../shared/tasks/builtin.ts";
+import { INLINE_HASH_ITERATIONS, iteratedSha256 } from "../../shared/tasks/hash.ts";
+import { analyzeNumbers } from "../../shared/tasks/numbers_handler.ts";
+import { processText } from "../../shared/tasks/text.ts";
+import type { TaskLogger } from "../../shared/task_definition.ts";
+import { registerDefinitions } from "../../worker/handlers.ts";
 import { type TaskContext, TaskRegistry } from "../../worker/registry.ts";
+
+const quiet: TaskLogger = { info: () => {}, warn: () => {}, error: () => {} };
+
+/** A registry with the built-in task types, registered as the worker does. */
+function registerBuiltinTasks(registry: TaskRegistry): Promise<TaskRegistry> {
+  return registerDefinitions(registry, BUILTIN_TASKS);
+}
 
 /** Reference implementation: SHA-256 of the UTF-8 data, then of each previous raw digest. */
 function referenceSha256(data: string, iterations: number): string {
@@ -143,10 +149,15 @@ Deno.test("iteratedSha256 matches a reference chain of 50000 iterations", () => 
 });
 
 Deno.test("the built-in hash handler runs long chains in a thread and short ones inline, alike", async () => {
-  await using registry = registerBuiltinTasks(new TaskRegistry());
+  await using registry = await registerBuiltinTasks(new TaskRegistry());
   const registration = registry.get("hash");
   assert.ok(registration?.isolated);
-  const context: TaskContext = { signal: new AbortController().signal, taskId: "t-4", attempt: 1 };
+  const context: TaskContext = {
+    signal: new AbortController().signal,
+    taskId: "t-4",
+    attempt: 1,
+    log: quiet,
+  };
   for (const iterations of [INLINE_HASH_ITERATIONS, INLINE_HASH_ITERATIONS + 1, 30_000]) {
     assert.deepEqual(await registration.handler({ data: "colmena", iterations }, context), {
       sha256: referenceSha256("colmena", iterations),
@@ -155,7 +166,7 @@ Deno.test("the built-in hash handler runs long chains in a thread and short ones
 });
 
 Deno.test("the built-in hash handler rejects with the abort reason when a long chain is aborted", async () => {
-  await using registry = registerBuiltinTasks(new TaskRegistry());
+  await using registry = await registerBuiltinTasks(new TaskRegistry());
   const registration = registry.get("hash");
   assert.ok(registration);
   const controller = new AbortController();
@@ -164,6 +175,7 @@ Deno.test("the built-in hash handler rejects with the abort reason when a long c
     signal: controller.signal,
     taskId: "t-5",
     attempt: 1,
+    log: quiet,
   });
   setTimeout(() => controller.abort(reason), 50);
   await assert.rejects(Promise.resolve(pending), (err: unknown) => {
@@ -172,20 +184,25 @@ Deno.test("the built-in hash handler rejects with the abort reason when a long c
   });
 });
 
-Deno.test("registerBuiltinTasks registers every task type of the catalogue", () => {
-  const registry = registerBuiltinTasks(new TaskRegistry());
+Deno.test("registerDefinitions registers every built-in task type", async () => {
+  const registry = await registerBuiltinTasks(new TaskRegistry());
   assert.deepEqual([...registry.names()].sort(), [...TASK_TYPES].sort());
   for (const name of TASK_TYPES) assert.equal(registry.get(name)?.definition.name, name);
 });
 
-Deno.test("registerBuiltinTasks returns the registry it was given", () => {
+Deno.test("registerDefinitions returns the registry it was given", async () => {
   const registry = new TaskRegistry();
-  assert.equal(registerBuiltinTasks(registry), registry);
+  assert.equal(await registerBuiltinTasks(registry), registry);
 });
 
 Deno.test("the built-in handlers return outputs that pass their output schemas", async () => {
-  const registry = registerBuiltinTasks(new TaskRegistry());
-  const context: TaskContext = { signal: new AbortController().signal, taskId: "t-1", attempt: 1 };
+  const registry = await registerBuiltinTasks(new TaskRegistry());
+  const context: TaskContext = {
+    signal: new AbortController().signal,
+    taskId: "t-1",
+    attempt: 1,
+    log: quiet,
+  };
   const cases: [string, unknown, unknown][] = [
     ["text", { text: "a b" }, { words: 2, reversed: "b a", upper: "A B" }],
     ["numbers", { numbers: [2, 4] }, { count: 2, sum: 6, avg: 3, min: 2, max: 4 }],
@@ -204,21 +221,27 @@ Deno.test("the built-in handlers return outputs that pass their output schemas",
 });
 
 Deno.test("the built-in sleep handler waits and reports a non-negative integer", async () => {
-  const registration = registerBuiltinTasks(new TaskRegistry()).get("sleep");
+  const registration = (await registerBuiltinTasks(new TaskRegistry())).get("sleep");
   assert.ok(registration);
-  const context: TaskContext = { signal: new AbortController().signal, taskId: "t-2", attempt: 1 };
+  const context: TaskContext = {
+    signal: new AbortController().signal,
+    taskId: "t-2",
+    attempt: 1,
+    log: quiet,
+  };
   const output = await registration.handler({ ms: 1 }, context);
   assert.ok(registration.definition.output.safeParse(output).success);
 });
 
 Deno.test("the built-in sleep handler rejects when its signal aborts", async () => {
-  const registration = registerBuiltinTasks(new TaskRegistry()).get("sleep");
+  const registration = (await registerBuiltinTasks(new TaskRegistry())).get("sleep");
   assert.ok(registration);
   const controller = new AbortController();
   const pending = registration.handler({ ms: 60_000 }, {
     signal: controller.signal,
     taskId: "t-3",
     attempt: 1,
+    log: quiet,
   });
   controller.abort();
   await assert.rejects(Promise.resolve(pending), (err: unknown) => {

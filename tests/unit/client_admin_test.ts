@@ -62,7 +62,7 @@ function _worker(overrides: Partial<WorkerInfo>): WorkerInfo {
   };
 }
 
-Deno.test("formatWorkers shows one row per worker, last seen in seconds, and who is stopping", () => {
+Deno.test("formatWorkers shows one row per worker, last seen in seconds, who is stopping and its types", () => {
   const table = formatWorkers([
     _worker({}),
     _worker({
@@ -75,15 +75,16 @@ Deno.test("formatWorkers shows one row per worker, last seen in seconds, and who
       failed: 0,
       lastSeen: "2025-11-26T11:59:49.000Z",
       stopping: true,
+      types: ["resumen"],
     }),
   ], NOW);
   assert.equal(
     table,
     [
-      "  nombre   host        pid  concurrencia  en curso  procesadas  fallidas      visto  estado",
-      "  ───────  ─────────  ────  ────────────  ────────  ──────────  ────────  ─────────  ──────────",
-      "  worker1  maquina-a  4242           100         3        1500         2   hace 2 s  activo",
-      "  w2       b             7             5         0           0         0  hace 11 s  apagándose",
+      "  nombre   host        pid  concurrencia  en curso  procesadas  fallidas      visto  estado      tipos",
+      "  ───────  ─────────  ────  ────────────  ────────  ──────────  ────────  ─────────  ──────────  ──────────",
+      "  worker1  maquina-a  4242           100         3        1500         2   hace 2 s  activo      echo,sleep",
+      "  w2       b             7             5         0           0         0  hace 11 s  apagándose  resumen",
     ].join("\n"),
   );
 });

@@ -18,7 +18,7 @@ import {
 } from "../../client/args.ts";
 import { wantsHelp } from "../../client/cli.ts";
 import { parseMenuChoice } from "../../client/menu.ts";
-import { TASKS } from "../../shared/tasks.ts";
+import { BUILTIN_CATALOG } from "../../shared/catalog.ts";
 
 Deno.test("toTaskType maps Spanish and English names, with or without accents", () => {
   assert.equal(toTaskType("texto"), "text");
@@ -128,7 +128,9 @@ Deno.test("parseTaskArgs builds payloads that pass the catalogue's schemas", () 
   ]);
   for (const parsed of cases) {
     assert.ok(parsed.ok);
-    assert.ok(TASKS[parsed.value.type].input.safeParse(parsed.value.payload).success);
+    assert.ok(
+      BUILTIN_CATALOG.get(parsed.value.type)?.input.safeParse(parsed.value.payload).success,
+    );
   }
 });
 

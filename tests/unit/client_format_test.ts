@@ -64,7 +64,7 @@ Deno.test("formatResult and resultToJson show a failed task's code and message",
     status: "failed",
     error: new ColmenaError("TIMEOUT"),
   } as const;
-  const text = formatResult(result, 12);
+  const text = formatResult(result, { roundTripMs: 12 });
   assert.match(text, /La tarea falló: hash/);
   assert.match(text, /TIMEOUT: La tarea superó su tiempo máximo/);
   assert.deepEqual(resultToJson(result), {
@@ -109,16 +109,19 @@ Deno.test("a large output is summed up, with a hint or the file it was saved to"
     isLargeOutput({ ...big, output: { words: 1, reversed: "a", upper: "A" }, outputRef: "r" }),
     true,
   );
-  const shown = formatResult(big, 12);
+  const shown = formatResult(big, { roundTripMs: 12 });
   assert.match(shown, /palabras: {4}1/);
   assert.match(shown, /--salida <fichero>/);
   assert.doesNotMatch(shown, /ñññ/);
-  const saved = formatResult(big, 12, { path: "salida.json", bytes: 12_345 });
+  const saved = formatResult(big, {
+    roundTripMs: 12,
+    saved: { path: "salida.json", bytes: 12_345 },
+  });
   assert.match(saved, /guardado: {3}salida\.json \(12\.1 KiB, JSON\)/);
   assert.doesNotMatch(saved, /--salida/);
-  const small = formatResult({ ...big, output: { words: 1, reversed: "a", upper: "A" } }, 1, {
-    path: "s.json",
-    bytes: 40,
+  const small = formatResult({ ...big, output: { words: 1, reversed: "a", upper: "A" } }, {
+    roundTripMs: 1,
+    saved: { path: "s.json", bytes: 40 },
   });
   assert.match(small, /invertido: {3}a/);
   assert.match(small, /guardado: {3}s\.json/);

@@ -11,9 +11,8 @@ import {
   encodeFrame,
   Reply,
   type Request,
-  validateTask,
-  type ValidTask,
 } from "../../shared/protocol.ts";
+import { BUILTIN_CATALOG } from "../../shared/catalog.ts";
 import { MAX_HASH_ITERATIONS, MAX_SLEEP_MS } from "../../shared/tasks.ts";
 
 const encoder = new TextEncoder();
@@ -45,8 +44,14 @@ function invalidPayload(type: string, payload: unknown): ColmenaError {
   return error;
 }
 
-function validPayload(type: string, payload: unknown): ValidTask {
-  return success(validateTask({ type, payload }));
+/** The built-in catalogue's check of a submitted task, as the server runs it. */
+function validateTask(task: { type: string; payload: unknown }) {
+  return BUILTIN_CATALOG.validate(task);
+}
+
+function validPayload(type: string, payload: unknown): { type: string; payload: unknown } {
+  const { type: name, payload: valid } = success(validateTask({ type, payload }));
+  return { type: name, payload: valid };
 }
 
 Deno.test("decodeRequest answers INVALID_JSON with a null id for text that is not JSON", () => {

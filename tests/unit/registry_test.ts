@@ -7,7 +7,12 @@ import assert from "node:assert/strict";
 import { echoTask, sleepTask, textTask } from "../../shared/tasks.ts";
 import { type TaskContext, TaskRegistry } from "../../worker/registry.ts";
 
-const context: TaskContext = { signal: new AbortController().signal, taskId: "t-1", attempt: 1 };
+const context: TaskContext = {
+  signal: new AbortController().signal,
+  taskId: "t-1",
+  attempt: 1,
+  log: { info: () => {}, warn: () => {}, error: () => {} },
+};
 
 Deno.test("TaskRegistry starts empty", () => {
   const registry = new TaskRegistry();

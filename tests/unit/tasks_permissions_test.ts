@@ -13,7 +13,7 @@ const deno = JSON.parse(await Deno.readTextFile(new URL("deno.json", ROOT)));
 
 /** The values of every `--flag=a,b` or `--flag a` of a task, as paths relative to the project root. */
 function flagPaths(task: string, flag: string): string[] {
-  const parts = task.split(" ");
+  const parts = roleCommand(task).split(" ");
   return parts.flatMap((part, i) => {
     if (part.startsWith(`${flag}=`)) return part.slice(flag.length + 1).split(",");
     if (part === flag) return [parts[i + 1] ?? ""];
@@ -26,8 +26,14 @@ function covers(folder: string, path: string): boolean {
   return path === folder || path.startsWith(`${folder}/`);
 }
 
+/** The role's own command: what follows the task-module launcher's `--`, or the whole task. */
+function roleCommand(task: string): string {
+  const at = task.indexOf(" -- ");
+  return at === -1 ? task : task.slice(at + 4);
+}
+
 function allowedEnv(task: string): string[] {
-  const flag = task.split(" ").find((part) => part.startsWith("--allow-env="));
+  const flag = roleCommand(task).split(" ").find((part) => part.startsWith("--allow-env="));
   return flag === undefined ? [] : flag.slice("--allow-env=".length).split(",").sort();
 }
 
@@ -41,7 +47,7 @@ for (
   for (const task of tasks) {
     Deno.test(`deno task ${task} allows exactly the environment variables the ${role} reads`, () => {
       assert.deepEqual(allowedEnv(deno.tasks[task]), [...envNames(role)].sort());
-      assert.match(deno.tasks[task], /--ignore-env/);
+      assert.match(roleCommand(deno.tasks[task]), /--ignore-env/);
       assert.doesNotMatch(deno.tasks[task], /(^| )-A( |$)|--allow-all/);
     });
   }
@@ -72,3 +78,16 @@ Deno.test("deno task servidor reads its data folder and the migrations, and no o
     ]);
   }
 });
+
+for (const task of ["servidor", "worker", "compile:servidor", "compile:worker"]) {
+  Deno.test(`deno task ${task} runs through the launcher that grants read access to task modules`, () => {
+    const text: string = deno.tasks[task];
+    assert.match(
+      text,
+      /^deno run --allow-run=deno --allow-read=\. --allow-env=COLMENA_TAREAS scripts\/with_task_modules\.ts -- deno (run|compile) /,
+    );
+    // The role itself may read only its own folders until the launcher adds the task modules'.
+    const read = roleCommand(text).split(" ").find((part) => part.startsWith("--allow-read"));
+    assert.ok(read?.startsWith("--allow-read=./data"), String(read));
+  });
+}

@@ -9,7 +9,7 @@ import { echoTask, hashTask } from "../../shared/tasks.ts";
 import { type TaskContext, TaskRegistry } from "../../worker/registry.ts";
 import { ThreadPool } from "../../worker/threads.ts";
 
-const HANDLERS = new URL("../_helpers/thread_handlers.ts", import.meta.url);
+const HANDLERS = new URL("../_helpers/thread_handlers.ts", import.meta.url).href;
 
 /** Settles with "colgado" if `promise` has not settled within `ms`, so that a bug fails instead of hanging. */
 function orHang<T>(promise: Promise<T>, ms = 20_000): Promise<T | "colgado"> {
@@ -22,7 +22,10 @@ function orHang<T>(promise: Promise<T>, ms = 20_000): Promise<T | "colgado"> {
 
 Deno.test("ThreadPool runs the named export of a module in another thread", async () => {
   await using pool = new ThreadPool({ maxThreads: 2 });
-  assert.deepEqual(await pool.run(HANDLERS, "double", 21), { doubled: 42, mainThread: false });
+  assert.deepEqual(await pool.run({ module: HANDLERS, export: "double", payload: 21 }), {
+    doubled: 42,
+    mainThread: false,
+  });
   assert.ok(pool.threads >= 1 && pool.threads <= 2);
 });
 
@@ -35,7 +38,8 @@ Deno.test("ThreadPool starts no thread before its first call", async () => {
 Deno.test("ThreadPool leaves the caller's event loop free while a handler never yields", async () => {
   await using pool = new ThreadPool({ maxThreads: 1 });
   const controller = new AbortController();
-  const spinning = pool.run(HANDLERS, "spin", null, controller.signal).catch((err) => err);
+  const spinning = pool.run({ module: HANDLERS, export: "spin", payload: null }, controller.signal)
+    .catch((err) => err);
   // On the caller's own thread this timer could never fire.
   const first = await Promise.race([
     spinning.then(() => "spin"),
@@ -50,9 +54,9 @@ Deno.test("ThreadPool rejects an aborted call with the signal's reason and repla
   await using pool = new ThreadPool({ maxThreads: 1 });
   const controller = new AbortController();
   const reason = new ColmenaError("TIMEOUT");
-  const spinning = pool.run(HANDLERS, "spin", null, controller.signal);
+  const spinning = pool.run({ module: HANDLERS, export: "spin", payload: null }, controller.signal);
   // Queued behind the spinning call on the only thread: it runs only if that thread is terminated.
-  const queued = pool.run(HANDLERS, "double", 1);
+  const queued = pool.run({ module: HANDLERS, export: "double", payload: 1 });
   setTimeout(() => controller.abort(reason), 100);
   await assert.rejects(spinning, (err: unknown) => err === reason);
   assert.deepEqual(await orHang(queued), { doubled: 2, mainThread: false });
@@ -62,7 +66,7 @@ Deno.test("ThreadPool rejects at once a call whose signal has already aborted", 
   await using pool = new ThreadPool({ maxThreads: 1 });
   const reason = new Error("ya no");
   await assert.rejects(
-    pool.run(HANDLERS, "double", 1, AbortSignal.abort(reason)),
+    pool.run({ module: HANDLERS, export: "double", payload: 1 }, AbortSignal.abort(reason)),
     (err) => err === reason,
   );
   assert.equal(pool.threads, 0);
@@ -70,45 +74,69 @@ Deno.test("ThreadPool rejects at once a call whose signal has already aborted", 
 
 Deno.test("ThreadPool keeps the code of a typed error thrown in a thread", async () => {
   await using pool = new ThreadPool({ maxThreads: 1 });
-  await assert.rejects(pool.run(HANDLERS, "refuse", null), (err: unknown) => {
-    assert.ok(err instanceof ColmenaError);
-    assert.equal(err.code, "INVALID_PAYLOAD");
-    assert.equal(err.message, "No me gusta este número");
-    return true;
-  });
+  await assert.rejects(
+    pool.run({ module: HANDLERS, export: "refuse", payload: null }),
+    (err: unknown) => {
+      assert.ok(err instanceof ColmenaError);
+      assert.equal(err.code, "INVALID_PAYLOAD");
+      assert.equal(err.message, "No me gusta este número");
+      return true;
+    },
+  );
 });
 
 Deno.test("ThreadPool rejects with an untyped error a handler throws, and keeps working", async () => {
   await using pool = new ThreadPool({ maxThreads: 1 });
-  await assert.rejects(pool.run(HANDLERS, "crash", null), (err: unknown) => {
-    assert.ok(err instanceof Error);
-    assert.match(err.message, /boom/);
-    return true;
+  await assert.rejects(
+    pool.run({ module: HANDLERS, export: "crash", payload: null }),
+    (err: unknown) => {
+      assert.ok(err instanceof Error);
+      assert.match(err.message, /boom/);
+      return true;
+    },
+  );
+  assert.deepEqual(await pool.run({ module: HANDLERS, export: "double", payload: 3 }), {
+    doubled: 6,
+    mainThread: false,
   });
-  assert.deepEqual(await pool.run(HANDLERS, "double", 3), { doubled: 6, mainThread: false });
 });
 
 Deno.test("ThreadPool fails the call whose handler throws outside it, instead of ending the process", async () => {
   await using pool = new ThreadPool({ maxThreads: 1 });
-  await assert.rejects(orHang(pool.run(HANDLERS, "escape", null)), /se escapó/);
-  assert.deepEqual(await pool.run(HANDLERS, "double", 5), { doubled: 10, mainThread: false });
+  await assert.rejects(
+    orHang(pool.run({ module: HANDLERS, export: "escape", payload: null })),
+    /se escapó/,
+  );
+  assert.deepEqual(await pool.run({ module: HANDLERS, export: "double", payload: 5 }), {
+    doubled: 10,
+    mainThread: false,
+  });
 });
 
 Deno.test("ThreadPool rejects a call to an export that is not a function", async () => {
   await using pool = new ThreadPool({ maxThreads: 1 });
-  await assert.rejects(pool.run(HANDLERS, "notAFunction", null), /notAFunction/);
+  await assert.rejects(
+    pool.run({ module: HANDLERS, export: "notAFunction", payload: null }),
+    /notAFunction/,
+  );
 });
 
 Deno.test("ThreadPool refuses calls with SHUTTING_DOWN once closed", async () => {
   const pool = new ThreadPool({ maxThreads: 1 });
-  assert.deepEqual(await pool.run(HANDLERS, "double", 2), { doubled: 4, mainThread: false });
+  assert.deepEqual(await pool.run({ module: HANDLERS, export: "double", payload: 2 }), {
+    doubled: 4,
+    mainThread: false,
+  });
   await pool.close();
   assert.equal(pool.threads, 0);
-  await assert.rejects(pool.run(HANDLERS, "double", 2), (err: unknown) => {
-    assert.ok(err instanceof ColmenaError);
-    assert.equal(err.code, "SHUTTING_DOWN");
-    return true;
-  });
+  await assert.rejects(
+    pool.run({ module: HANDLERS, export: "double", payload: 2 }),
+    (err: unknown) => {
+      assert.ok(err instanceof ColmenaError);
+      assert.equal(err.code, "SHUTTING_DOWN");
+      return true;
+    },
+  );
 });
 
 Deno.test("TaskRegistry.registerIsolated runs the handler in a thread unless inlineWhen says otherwise", async () => {
@@ -120,7 +148,12 @@ Deno.test("TaskRegistry.registerIsolated runs the handler in a thread unless inl
       inlineWhen: ({ message }) => message === "aquí",
     },
   );
-  const context: TaskContext = { signal: new AbortController().signal, taskId: "t-1", attempt: 1 };
+  const context: TaskContext = {
+    signal: new AbortController().signal,
+    taskId: "t-1",
+    attempt: 1,
+    log: { info: () => {}, warn: () => {}, error: () => {} },
+  };
   const registration = registry.get("echo");
   assert.ok(registration?.isolated);
   assert.equal(registration.definition, echoTask);
