@@ -19,6 +19,7 @@ import * as log from "./shared/log.ts";
 import { openBlobStore } from "./shared/blobs.ts";
 import { TaskCatalog } from "./shared/catalog.ts";
 import { loadCatalog, TaskModuleError } from "./shared/task_modules.ts";
+import "./worker/builtin_handlers.ts";
 import { registerDefinitions } from "./worker/handlers.ts";
 import { TaskRegistry } from "./worker/registry.ts";
 import { TaskRunner } from "./worker/runner.ts";

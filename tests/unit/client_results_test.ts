@@ -7,6 +7,7 @@ import assert from "node:assert/strict";
 import { ColmenaError } from "../../shared/errors.ts";
 import type { ResultPush } from "../../shared/protocol.ts";
 import { type TaskResult, TaskResults, toTaskResult } from "../../client/results.ts";
+import { BUILTIN_CATALOG } from "../../shared/catalog.ts";
 
 function frame(taskId: string, extra: Partial<ResultPush> = {}): ResultPush {
   return {
@@ -124,3 +125,30 @@ Deno.test("TaskResults rejects waiters on close but still hands out what it kept
     (err) => err instanceof ColmenaError && err.code === "CONNECTION_CLOSED",
   );
 });
+
+Deno.test("toTaskResult checks an output against its type's schema in the client's catalogue", () => {
+  const catalog = BUILTIN_CATALOG;
+  const good = toTaskResult(frame("t1", { taskType: "numbers", output: numbersOutput() }), catalog);
+  assert.equal(good.status, "succeeded");
+  const bad = toTaskResult(frame("t2", { taskType: "numbers", output: { count: "3" } }), catalog);
+  assert.equal(bad.status, "failed");
+  assert.ok(bad.status === "failed" && bad.error.code === "TASK_FAILED");
+  assert.match(
+    bad.status === "failed" ? bad.error.message : "",
+    /La salida de "numbers" no cumple el esquema de este cliente: count/,
+  );
+  // A type the client does not know, and an output still to download, pass as they come.
+  assert.equal(
+    toTaskResult(frame("t3", { taskType: "video", output: 1 }), catalog).status,
+    "succeeded",
+  );
+  const byRef = toTaskResult(
+    frame("t4", { taskType: "numbers", output: undefined, outputRef: "tasks/t4/output" }),
+    catalog,
+  );
+  assert.equal(byRef.status, "succeeded");
+});
+
+function numbersOutput() {
+  return { count: 1, sum: 2, avg: 2, min: 2, max: 2 };
+}

@@ -17,6 +17,7 @@ import { taskModulePaths, withReadAccess } from "../../scripts/with_task_modules
 import { TaskCatalog } from "../../shared/catalog.ts";
 import { loadConfig } from "../../shared/config.ts";
 import { defineTask } from "../../shared/task_definition.ts";
+import { TaskClient } from "../../client/task_client.ts";
 
 const informe = defineTask({
   name: "informe",
@@ -207,4 +208,19 @@ Deno.test("for deno compile, the launcher also bundles the task modules and bake
     "--tareas",
     "/t/mis_tareas.ts",
   ]);
+});
+
+Deno.test("TaskClient is typed by the user's catalogue (checked by deno check)", async () => {
+  await using client = new TaskClient({ port: 1, reconnectForMs: 0, tasks: [informe] });
+  // Never called: the assignments below are what `deno check` verifies.
+  async function _typed(): Promise<void> {
+    const output: { total: number } = await client.run("informe", { region: "norte", anio: 2024 });
+    const words: number = (await client.run("text", { text: "hola" })).words;
+    // @ts-expect-error: `anio` must be a number.
+    await client.run("informe", { region: "norte", anio: "2024" });
+    // @ts-expect-error: no such task type in the catalogue.
+    await client.run("video", {});
+    assert.ok(output.total + words >= 0);
+  }
+  assert.equal(typeof _typed, "function");
 });
