@@ -77,12 +77,12 @@ export function admitFrame(
     );
     return;
   }
-  if (slot) client.pending++;
+  if (slot) client.beginRequest();
   dispatch(client, request).catch((err: unknown) => {
     const error = toColmenaError(err);
     if (error.code === "INTERNAL") log.error("Error interno atendiendo una petición", err);
     client.sendError(request.id, error);
   }).finally(() => {
-    if (slot) client.pending--;
+    if (slot) client.endRequest();
   });
 }

@@ -34,6 +34,7 @@ export interface ConnectionLimits {
 }
 
 const encoder = new TextEncoder();
+const READ_BUFFER_BYTES = 64 * 1024;
 let nextConnectionId = 1;
 
 /** A client connection; `serve()` reads frames until the peer goes away. */
@@ -42,8 +43,6 @@ export class ClientConnection {
   readonly id = nextConnectionId++;
   /** Who the client is; `hello` fills it. Later, authentication fills it too. */
   client: ClientIdentity = { name: "anonimo", kind: "cli" };
-  /** Requests received and not yet answered (submits waiting for the broker's confirm). */
-  pending = 0;
   /** Tasks submitted or watched on this connection whose result has not been pushed yet. */
   readonly awaiting = new Set<string>();
   /** Uploads under way on this connection, by id. */
@@ -82,6 +81,8 @@ export class ClientConnection {
 
   #partialSince = 0;
   #lastFrameAt = Date.now();
+  #pending = 0;
+  #inputEnded = false;
   #tokens = -1;
   #tokensAt = 0;
 
@@ -99,6 +100,25 @@ export class ClientConnection {
     return true;
   }
 
+  /** Requests received and not yet answered (submits waiting for the broker's confirm, queries…). */
+  get pending(): number {
+    return this.#pending;
+  }
+
+  /** Notes a request admitted and not yet answered. */
+  beginRequest(): void {
+    this.#pending++;
+  }
+
+  /**
+   * Notes a request answered (its reply already queued). On a half-closed connection the last answer
+   * closes it, once what is queued has been written.
+   */
+  endRequest(): void {
+    this.#pending--;
+    if (this.#inputEnded && this.#pending === 0) this.#closeSoon();
+  }
+
   /** Milliseconds since the last complete line. */
   idleFor(now: number): number {
     return now - this.#lastFrameAt;
@@ -109,10 +129,14 @@ export class ClientConnection {
     return this.#partialSince === 0 ? 0 : now - this.#partialSince;
   }
 
-  /** Reads frames and hands each to `onFrame`, until the peer closes or the connection is dropped. */
+  /**
+   * Reads frames and hands each to `onFrame` until the peer stops sending or the connection is dropped;
+   * resolves once the connection is closed. A peer that only shuts down its write side (half-close) still
+   * gets every request it sent answered: the connection closes after the last answer is written.
+   */
   async serve(onFrame: (framed: Framed) => void): Promise<void> {
     try {
-      const frames = this.#conn.readable
+      const frames = _readUntilEof(this.#conn)
         .pipeThrough(
           new TransformStream<Uint8Array, Uint8Array>({
             transform: (chunk, controller) => {
@@ -137,8 +161,12 @@ export class ClientConnection {
         log.error(`Error leyendo de la conexión ${this.id} (${this.remote})`, err);
       }
     } finally {
-      this.#closeSoon();
+      // The peer sent its last byte (or the read failed): a partial line left is dropped, not awaited.
+      this.#inputEnded = true;
+      this.#partialSince = 0;
+      if (this.#pending === 0) this.#closeSoon();
     }
+    await this.done();
   }
 
   /** Queues one frame; it is written with the others of this turn. Ignored once closed. */
@@ -259,6 +287,21 @@ export class ClientConnection {
       else if (this.#afterWrite) this.#afterWrite();
     }
   }
+}
+
+/**
+ * The bytes the peer sends, ending at its end of input. Unlike `conn.readable`, reaching the end does not
+ * close the socket, so replies can still be written to a peer that half-closed.
+ */
+function _readUntilEof(conn: Deno.Conn): ReadableStream<Uint8Array> {
+  return new ReadableStream<Uint8Array>({
+    async pull(controller) {
+      const buffer = new Uint8Array(READ_BUFFER_BYTES);
+      const n = await conn.read(buffer);
+      if (n === null) controller.close();
+      else controller.enqueue(buffer.subarray(0, n));
+    },
+  });
 }
 
 function isDisconnect(err: unknown): boolean {

@@ -113,6 +113,27 @@ export class RawClient implements AsyncDisposable {
     return reply.taskId as string;
   }
 
+  /** Shuts down the write side only (half-close), as `printf … | nc` does; replies can still arrive. */
+  async closeWrite(): Promise<void> {
+    await this.#conn.closeWrite();
+  }
+
+  /** Resolves once the server has closed the connection; rejects after `timeoutMs`. */
+  async closedByServer(timeoutMs = 10_000): Promise<void> {
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const timeout = new Promise<never>((_, reject) => {
+      timer = setTimeout(
+        () => reject(new Error(`The server did not close the connection within ${timeoutMs} ms`)),
+        timeoutMs,
+      );
+    });
+    try {
+      await Promise.race([this.#reading, timeout]);
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
   /** Closes the connection. */
   async close(): Promise<void> {
     try {
