@@ -35,6 +35,8 @@ export interface ConnectionLimits {
 
 const encoder = new TextEncoder();
 const READ_BUFFER_BYTES = 64 * 1024;
+/** How long a goodbye `error` frame may take to be written before the socket closes anyway. */
+const GOODBYE_WAIT_MS = 1_000;
 let nextConnectionId = 1;
 
 /** A client connection; `serve()` reads frames until the peer goes away. */
@@ -53,6 +55,11 @@ export class ClientConnection {
   readonly #limits: ConnectionLimits;
   #out: string[] = [];
   #outChars = 0;
+  /** Characters of the write under way. */
+  #inFlightChars = 0;
+  /** A goodbye is queued: nothing more is sent, and the socket closes once it is written. */
+  #dropping = false;
+  #closeTimer: ReturnType<typeof setTimeout> | undefined;
   #writing = false;
   #writeStartedAt = 0;
   #closed = false;
@@ -171,14 +178,18 @@ export class ClientConnection {
 
   /** Queues one frame; it is written with the others of this turn. Ignored once closed. */
   send(frame: Reply): void {
-    if (this.#closed) return;
+    if (this.#closed || this.#dropping) return;
     const line = encodeFrame(frame);
     this.#out.push(line);
     this.#outChars += line.length;
-    if (this.#outChars > this.#limits.maxOutputBytes) {
+    if (this.#outChars + this.#inFlightChars > this.#limits.maxOutputBytes) {
       this.drop(new ColmenaError("SLOW_CONSUMER"));
       return;
     }
+    this.#startWriting();
+  }
+
+  #startWriting(): void {
     if (!this.#writing) {
       this.#writing = true;
       setImmediate(() => this.#writeLoop());
@@ -191,38 +202,39 @@ export class ClientConnection {
   }
 
   /**
-   * Closes the connection because of `error`: the queued output is discarded, the error frame is tried once
-   * without waiting, then the socket closes.
+   * Closes the connection because of `error`: the queued output is discarded and the error frame (id null)
+   * is the last thing written, even past `maxOutputBytes`, right after the write under way if there is one,
+   * so that it never splits another frame. Nothing is sent after it; the socket closes once it is written,
+   * or after a second if the peer does not take it.
    */
   drop(error: ColmenaError): void {
-    if (this.#closed) return;
+    if (this.#closed || this.#dropping) return;
+    this.#dropping = true;
     log.warn(`Se cierra la conexión ${this.id} (${this.remote}): ${error.code}`);
-    this.#out = [];
-    this.#outChars = 0;
-    if (this.#writing) {
-      // A write is under way (and stuck, or we would not be here): a frame now could split another.
-      this.close();
-      return;
-    }
-    const line = encoder.encode(encodeFrame({ type: "error", id: null, ...error.toWire() }));
-    this.#conn.write(line).catch(() => {}).finally(() => this.close());
-    setTimeout(() => this.close(), 100);
+    const goodbye = encodeFrame({ type: "error", id: null, ...error.toWire() });
+    this.#out = [goodbye];
+    this.#outChars = goodbye.length;
+    this.#afterWrite = () => this.close();
+    this.#closeTimer = setTimeout(() => this.close(), GOODBYE_WAIT_MS);
+    this.#startWriting();
   }
 
   /**
    * Says goodbye with `error` (id null) after what is already queued, then closes; waits at most
    * `timeoutMs` for the peer to take it.
    */
-  end(error: ColmenaError, timeoutMs = 1_000): void {
-    if (this.#closed) return;
+  end(error: ColmenaError, timeoutMs = GOODBYE_WAIT_MS): void {
+    if (this.#closed || this.#dropping) return;
     this.send({ type: "error", id: null, ...error.toWire() });
+    if (this.#dropping) return; // the goodbye itself went over the cap: drop() took over
     this.#afterWrite = () => this.close();
-    setTimeout(() => this.close(), timeoutMs);
+    clearTimeout(this.#closeTimer);
+    this.#closeTimer = setTimeout(() => this.close(), timeoutMs);
   }
 
-  /** Characters queued and not yet written. */
+  /** Characters queued or being written, and not yet written. */
   get queuedChars(): number {
-    return this.#outChars;
+    return this.#outChars + this.#inFlightChars;
   }
 
   /** Resolves once everything queued so far has been written (or the connection closed). */
@@ -242,7 +254,9 @@ export class ClientConnection {
   close(): void {
     if (this.#closed) return;
     this.#closed = true;
+    clearTimeout(this.#closeTimer);
     this.#out = [];
+    this.#outChars = 0;
     try {
       this.#conn.close();
     } catch {
@@ -264,8 +278,9 @@ export class ClientConnection {
     try {
       while (this.#out.length > 0 && !this.#closed) {
         const text = this.#out.length === 1 ? this.#out[0]! : this.#out.join("");
-        const chars = this.#outChars;
+        this.#inFlightChars = this.#outChars;
         this.#out = [];
+        this.#outChars = 0;
         const bytes = encoder.encode(text);
         this.#writeStartedAt = Date.now();
         let offset = 0;
@@ -273,7 +288,7 @@ export class ClientConnection {
           offset += await this.#conn.write(bytes.subarray(offset));
         }
         this.#writeStartedAt = 0;
-        this.#outChars -= chars;
+        this.#inFlightChars = 0;
       }
     } catch (err) {
       if (!this.#closed && !isDisconnect(err)) {
@@ -283,6 +298,7 @@ export class ClientConnection {
     } finally {
       this.#writing = false;
       this.#writeStartedAt = 0;
+      this.#inFlightChars = 0;
       if (this.#closed) this.#done.resolve();
       else if (this.#afterWrite) this.#afterWrite();
     }

@@ -36,3 +36,20 @@ Deno.test({
     assert.equal((await good.reply("ok")).type, "pong");
   },
 });
+
+Deno.test({
+  name: "server says goodbye with SLOW_CONSUMER before closing when its own replies fill the cap",
+  ...rabbit,
+  async fn() {
+    await using queues = uniqueQueues("slowbye");
+    await using server = await startServer(queues, ["--max-output-bytes", "4096"]);
+    await using client = await RawClient.connect(server.port);
+    // 2,000 pongs (~50 KB) are queued before the server writes any of them.
+    await client.sendRaw('{"type":"ping","id":"p"}\n'.repeat(2_000));
+    const goodbye = await client.next((f) => f.type === "error");
+    assert.equal(goodbye.code, "SLOW_CONSUMER");
+    assert.equal(goodbye.id, null);
+    await client.closedByServer();
+    assert.equal(client.frames.at(-1), goodbye, "nothing follows the goodbye");
+  },
+});
