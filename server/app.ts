@@ -89,7 +89,12 @@ export class ColmenaServer {
       router: this.#router,
       stats: this.stats,
     });
-    this.#queries = { store: deps.store, broker, router: this.#router };
+    this.#queries = {
+      store: deps.store,
+      broker,
+      router: this.#router,
+      maxOutputBytes: config.maxOutputBytes,
+    };
     this.#transfers = { blobs: deps.blobs, maxUploadBytes: config.maxUploadBytes };
   }
 

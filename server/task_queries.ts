@@ -7,10 +7,17 @@
 import { ColmenaError } from "../shared/errors.ts";
 import * as log from "../shared/log.ts";
 import type { TaskStore } from "../shared/ports.ts";
-import type { Request } from "../shared/protocol.ts";
+import {
+  LIST_OUTPUT_INLINE_BYTES,
+  MAX_TASKS_LINE_BYTES,
+  type Request,
+  type TaskListItem,
+  type TaskView,
+} from "../shared/protocol.ts";
 import type { ServerBroker } from "../shared/ports.ts";
 import type { ClientConnection } from "./connection.ts";
 import type { ResultRouter } from "./result_routing.ts";
+import { encodeCursor } from "./stores/records.ts";
 
 /** What the task queries need. */
 export interface TaskQueryDeps {
@@ -18,6 +25,26 @@ export interface TaskQueryDeps {
   /** The broker, once connected: a cancel is announced to the workers through it. */
   readonly broker: () => Pick<ServerBroker, "publishControl"> | undefined;
   readonly router: ResultRouter;
+  /** The connection's output cap: a `list` page stays within half of it. */
+  readonly maxOutputBytes: number;
+}
+
+const encoder = new TextEncoder();
+
+/** Room kept in a `tasks` line for its envelope: type, request id (up to 128 characters) and cursor. */
+const TASKS_ENVELOPE_BYTES = 2048;
+
+function _utf8Bytes(text: string): number {
+  return encoder.encode(text).length;
+}
+
+/** A record as a `list` item: an output longer than {@linkcode LIST_OUTPUT_INLINE_BYTES} is left out. */
+function _listItem(view: TaskView): TaskListItem {
+  if (view.output === undefined) return view;
+  const bytes = _utf8Bytes(JSON.stringify(view.output));
+  if (bytes <= LIST_OUTPUT_INLINE_BYTES) return view;
+  const { output: _output, ...rest } = view;
+  return { ...rest, outputOmitted: true, outputBytes: bytes };
 }
 
 function _notFound(client: ClientConnection, id: string, taskId: string): void {
@@ -67,7 +94,7 @@ export async function cancel(
 export async function list(
   client: ClientConnection,
   request: Extract<Request, { type: "list" }>,
-  { store }: TaskQueryDeps,
+  { store, maxOutputBytes }: TaskQueryDeps,
 ): Promise<void> {
   const f = request.filter ?? {};
   const page = await store.list({
@@ -80,10 +107,22 @@ export async function list(
     ...(f.until === undefined ? {} : { until: f.until }),
     ...(request.cursor === undefined ? {} : { cursor: request.cursor }),
   });
-  client.send({
-    type: "tasks",
-    id: request.id,
-    items: [...page.items],
-    nextCursor: page.nextCursor,
-  });
+  // A page ends early, at a record boundary, rather than build a line the connection would refuse.
+  const budget = Math.min(MAX_TASKS_LINE_BYTES, Math.floor(maxOutputBytes / 2)) -
+    TASKS_ENVELOPE_BYTES;
+  const items: TaskListItem[] = [];
+  let used = 0;
+  let nextCursor = page.nextCursor;
+  for (const view of page.items) {
+    const item = _listItem(view);
+    const bytes = _utf8Bytes(JSON.stringify(item)) + 1;
+    const last = items.at(-1);
+    if (last !== undefined && used + bytes > budget) {
+      nextCursor = encodeCursor({ submittedAt: Date.parse(last.submittedAt), taskId: last.taskId });
+      break;
+    }
+    items.push(item);
+    used += bytes;
+  }
+  client.send({ type: "tasks", id: request.id, items, nextCursor });
 }

@@ -260,6 +260,32 @@ export const TaskView = z.object({
 /** The record of a task. */
 export type TaskView = z.output<typeof TaskView>;
 
+/**
+ * An output whose JSON is longer than this, in UTF-8 bytes, is left out of `list` items (`outputOmitted`,
+ * `outputBytes`): `status` or the `result` push carry it whole.
+ */
+export const LIST_OUTPUT_INLINE_BYTES = 4096;
+
+/**
+ * The longest `tasks` line the server builds, in UTF-8 bytes without its `\n` (and never more than half the
+ * server's `maxOutputBytes`): a page that would be longer ends early, with a `nextCursor` where it ended.
+ */
+export const MAX_TASKS_LINE_BYTES = 1024 * 1024;
+
+/**
+ * A task record as a `list` page carries it: the `task` fields, with a large output left out. One page never
+ * makes a line longer than {@linkcode MAX_TASKS_LINE_BYTES}.
+ */
+export const TaskListItem = TaskView.extend({
+  /** Present (`true`) when the output was left out for its size: ask `status` for it. */
+  outputOmitted: z.literal(true).optional(),
+  /** With `outputOmitted`: the size of the output's JSON, in UTF-8 bytes. */
+  outputBytes: z.number().int().nonnegative().optional(),
+});
+
+/** A task record in a `list` page. */
+export type TaskListItem = z.output<typeof TaskListItem>;
+
 /** `task`: reply to `status`. */
 export const TaskReply = TaskView.extend({ type: z.literal("task"), id: z.string() });
 
@@ -296,11 +322,14 @@ export const WatchingReply = z.object({
   missing: z.array(z.string()),
 });
 
-/** `tasks`: reply to `list`. */
+/**
+ * `tasks`: reply to `list`: up to `limit` records, fewer when the line would pass
+ * {@linkcode MAX_TASKS_LINE_BYTES}; `nextCursor` is `null` only on the last page.
+ */
 export const TasksReply = z.object({
   type: z.literal("tasks"),
   id: z.string(),
-  items: z.array(TaskView),
+  items: z.array(TaskListItem),
   nextCursor: z.string().nullable(),
 });
 
