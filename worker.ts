@@ -97,6 +97,7 @@ export async function runWorker(
     // without --allow-sys=hostname the host stays unknown
   }
   let stopping = false;
+  let stopped = false;
   const beat = () =>
     broker.publishHeartbeat({
       worker: name,
@@ -110,6 +111,7 @@ export async function runWorker(
       at: new Date().toISOString(),
       stopping,
       types: [...broker.taskTypes],
+      stopped,
     });
   beat();
   const heartbeats = setInterval(beat, config.heartbeatMs);
@@ -136,6 +138,9 @@ export async function runWorker(
   await runner.drain(config.drainTimeoutMs);
   await registry.close();
   clearInterval(heartbeats);
+  // The last heartbeat: servers drop this worker from their view now, not when it goes silent.
+  stopped = true;
+  beat();
   await broker.drain();
   await blobs.close();
   log.info(`Worker ${name} detenido (${runner.processed} tareas procesadas)`);

@@ -347,9 +347,14 @@ export const WorkerView = z.object({
   stopping: z.boolean(),
   /** The task types the worker runs (the queues it consumes); empty when its heartbeat does not say. */
   types: z.array(z.string()),
+  /** Present (`true`) when another live worker has the same name (on another host or process). */
+  duplicate: z.literal(true).optional(),
 });
 
-/** `workers`: reply to `workers`: those heard from in the last 15 seconds. */
+/**
+ * `workers`: reply to `workers`: those heard from in the last 15 seconds, less those whose last heartbeat
+ * said they stopped.
+ */
 export const WorkersReply = z.object({
   type: z.literal("workers"),
   id: z.string(),

@@ -133,6 +133,8 @@ export const Heartbeat = z.object({
   stopping: z.boolean().default(false),
   /** The task types the worker consumes; empty from a worker older than this field. */
   types: z.array(z.string()).default([]),
+  /** The worker's last heartbeat: it has drained and is exiting; servers forget it at once. */
+  stopped: z.boolean().default(false),
 });
 
 /** A worker's periodic sign of life. */
