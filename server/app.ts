@@ -16,7 +16,12 @@ import { ColmenaError } from "../shared/errors.ts";
 import { BUILTIN_CATALOG, type TaskCatalog } from "../shared/catalog.ts";
 import * as log from "../shared/log.ts";
 import type { BlobStore, ServerBroker, TaskStore } from "../shared/ports.ts";
-import { PROTOCOL_VERSION, type Request } from "../shared/protocol.ts";
+import {
+  maxTasksLineBytes,
+  PROTOCOL_VERSION,
+  type Request,
+  type ServerLimits,
+} from "../shared/protocol.ts";
 import type { Heartbeat, ResultBatch } from "../shared/queue_messages.ts";
 import type { ServerConfig } from "../shared/config.ts";
 import { admitFrame } from "./admission.ts";
@@ -174,6 +179,7 @@ export class ColmenaServer {
           serverId: this.serverId,
           protocol: PROTOCOL_VERSION,
           taskTypes: this.#catalog.names(),
+          limits: this.#limits(),
         });
         return;
       case "submit":
@@ -205,6 +211,24 @@ export class ColmenaServer {
         throw new TypeError(`Cannot dispatch frame: ${JSON.stringify(unreachable)}`);
       }
     }
+  }
+
+  #limits(): ServerLimits {
+    const c = this.#config;
+    return {
+      maxLineBytes: c.maxLineBytes,
+      maxJsonDepth: c.maxJsonDepth,
+      maxOutputBytes: c.maxOutputBytes,
+      writeTimeoutMs: c.writeTimeoutMs,
+      rateLimit: c.rateLimit,
+      rateBurst: c.rateBurst,
+      maxPending: c.maxPending,
+      idleTimeoutMs: c.idleTimeoutMs,
+      partialLineTimeoutMs: c.partialLineTimeoutMs,
+      maxUploadBytes: c.maxUploadBytes,
+      publishRetryMs: c.publishRetryMs,
+      maxTasksLineBytes: maxTasksLineBytes(c.maxOutputBytes),
+    };
   }
 
   /** Drops connections that stall, leave a line half-sent or idle with nothing awaited; polls watches. */

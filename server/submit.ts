@@ -224,6 +224,13 @@ export class Submitter {
       stats.rejected++;
       this.#inFlight.delete(taskId);
       router.abandon(taskId, target);
+      const unknown = err instanceof ColmenaError && err.code === "PUBLISH_UNCONFIRMED";
+      if (unknown && options.idempotencyKey !== undefined) {
+        // The task may be queued: its record stays, so that a resubmit with the key gets this task (published
+        // again under the same id) instead of a second one.
+        log.warn(`La tarea ${taskId} quedó sin confirmar; se conserva su registro para su clave`);
+        throw err;
+      }
       await store.remove(taskId).catch((e) =>
         log.error("No se pudo borrar una tarea rechazada", e)
       );
@@ -239,18 +246,23 @@ export class Submitter {
   /**
    * Publishes a task; when the confirm fails because the broker went away, waits for the reconnect and
    * publishes it again under the same id (a copy that did reach the queue is absorbed as a duplicate),
-   * until `publishRetryMs` has passed.
+   * until `publishRetryMs` has passed. Rejects with `PUBLISH_UNCONFIRMED` when any attempt may have been
+   * stored (outcome unknown), with `BROKER_UNAVAILABLE` when none was sent.
    */
   async #publishSurely(broker: ServerBroker, message: TaskMessage): Promise<void> {
     const deadline = Date.now() + this.#deps.config.publishRetryMs;
+    let maybeStored = false;
     for (let attempt = 1;; attempt++) {
       try {
         await broker.publishTask(message);
         if (attempt > 1) this.#deps.stats.republished++;
         return;
       } catch (err) {
+        maybeStored ||= err instanceof ColmenaError && err.code === "PUBLISH_UNCONFIRMED";
         const left = deadline - Date.now();
-        if (this.#deps.stopping() || left <= 0 || !(await broker.waitConnected(left))) throw err;
+        if (this.#deps.stopping() || left <= 0 || !(await broker.waitConnected(left))) {
+          throw maybeStored ? new ColmenaError("PUBLISH_UNCONFIRMED", { cause: err }) : err;
+        }
         log.warn(`Confirmación perdida de la tarea ${message.taskId}; se vuelve a publicar`);
       }
     }

@@ -9,7 +9,7 @@ import * as log from "../shared/log.ts";
 import type { TaskStore } from "../shared/ports.ts";
 import {
   LIST_OUTPUT_INLINE_BYTES,
-  MAX_TASKS_LINE_BYTES,
+  maxTasksLineBytes,
   type Request,
   type TaskListItem,
   type TaskView,
@@ -108,8 +108,7 @@ export async function list(
     ...(request.cursor === undefined ? {} : { cursor: request.cursor }),
   });
   // A page ends early, at a record boundary, rather than build a line the connection would refuse.
-  const budget = Math.min(MAX_TASKS_LINE_BYTES, Math.floor(maxOutputBytes / 2)) -
-    TASKS_ENVELOPE_BYTES;
+  const budget = maxTasksLineBytes(maxOutputBytes) - TASKS_ENVELOPE_BYTES;
   const items: TaskListItem[] = [];
   let used = 0;
   let nextCursor = page.nextCursor;

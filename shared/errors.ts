@@ -13,6 +13,10 @@
  *
  * - `retryable: true` — a transient condition (broker down, overload); the same request may succeed later.
  * - `retryable: false` — permanent: resending the same input gives the same error, so it is never retried.
+ *
+ * `BROKER_UNAVAILABLE` on a `submit` means the task was not queued; `PUBLISH_UNCONFIRMED` means the outcome
+ * is unknown (the message left, its confirm was lost for the whole retry window): a resubmit with the same
+ * idempotency key is safe, one without may run the task twice.
  */
 export const ERRORS = {
   INVALID_JSON: {
@@ -45,6 +49,11 @@ export const ERRORS = {
   },
   BROKER_UNAVAILABLE: {
     message: "El broker de mensajes no está disponible; inténtelo de nuevo",
+    retryable: true,
+  },
+  PUBLISH_UNCONFIRMED: {
+    message:
+      "El broker no confirmó la tarea a tiempo: puede haber quedado en cola o no; reenvíela con la misma clave de idempotencia",
     retryable: true,
   },
   BLOB_UNAVAILABLE: {

@@ -32,8 +32,8 @@ export interface ServerBroker extends Closable {
   /**
    * Publishes a task durably to the queue of its type, where only workers that run that type take it (a
    * task of a type no worker runs yet waits there, provided its queue was declared). Resolves only once the broker has confirmed it is stored;
-   * rejects with `BROKER_UNAVAILABLE` when it is not (the task may then or may not be queued: callers treat
-   * it as unknown).
+   * rejects with `BROKER_UNAVAILABLE` when the message could not be sent (not queued), or with
+   * `PUBLISH_UNCONFIRMED` when it was sent and no confirm came (it may or may not be queued).
    */
   publishTask(task: TaskMessage): Promise<void>;
   /**

@@ -191,6 +191,40 @@ export type Request = z.output<typeof Request>;
 /** The wire shape of an error. */
 export const WireErrorSchema = z.object({ code: z.enum(ERROR_CODES), message: z.string() });
 
+/**
+ * The limits a server enforces, as `welcome` tells them, so that a client can stay within them. Sizes are
+ * bytes, times milliseconds. A later server may add fields.
+ */
+export const ServerLimits = z.object({
+  /** Longest request line, without its `\n` (`FRAME_TOO_LARGE` above). */
+  maxLineBytes: z.number().int(),
+  /** Deepest JSON nesting (`TOO_DEEP` above). */
+  maxJsonDepth: z.number().int(),
+  /** Output a connection may leave unread before it is dropped with `SLOW_CONSUMER`. */
+  maxOutputBytes: z.number().int(),
+  /** Longest a single write may block before `SLOW_CONSUMER`. */
+  writeTimeoutMs: z.number().int(),
+  /** Requests per second on one connection (`RATE_LIMITED` above). */
+  rateLimit: z.number(),
+  /** Requests a connection may save up for bursts. */
+  rateBurst: z.number(),
+  /** Unanswered requests per connection (`OVERLOADED` above). */
+  maxPending: z.number().int(),
+  /** Idle time before `IDLE_TIMEOUT`. */
+  idleTimeoutMs: z.number().int(),
+  /** Time a line may stay incomplete before `IDLE_TIMEOUT`. */
+  partialLineTimeoutMs: z.number().int(),
+  /** Largest uploaded file. */
+  maxUploadBytes: z.number().int(),
+  /** How long a submit waits for the broker to come back before `BROKER_UNAVAILABLE`/`PUBLISH_UNCONFIRMED`. */
+  publishRetryMs: z.number().int(),
+  /** Longest `tasks` line this server builds. */
+  maxTasksLineBytes: z.number().int(),
+});
+
+/** The limits a server enforces. */
+export type ServerLimits = z.output<typeof ServerLimits>;
+
 /** `welcome`: reply to `hello`. */
 export const WelcomeReply = z.object({
   type: z.literal("welcome"),
@@ -198,6 +232,8 @@ export const WelcomeReply = z.object({
   serverId: z.string(),
   protocol: z.number().int(),
   taskTypes: z.array(z.string()),
+  /** The server's limits; absent from servers older than this field. */
+  limits: ServerLimits.optional(),
 });
 
 /**
@@ -271,6 +307,11 @@ export const LIST_OUTPUT_INLINE_BYTES = 4096;
  * server's `maxOutputBytes`): a page that would be longer ends early, with a `nextCursor` where it ended.
  */
 export const MAX_TASKS_LINE_BYTES = 1024 * 1024;
+
+/** The longest `tasks` line of a server whose output cap is `maxOutputBytes`, in UTF-8 bytes. */
+export function maxTasksLineBytes(maxOutputBytes: number): number {
+  return Math.min(MAX_TASKS_LINE_BYTES, Math.floor(maxOutputBytes / 2));
+}
 
 /**
  * A task record as a `list` page carries it: the `task` fields, with a large output left out. One page never

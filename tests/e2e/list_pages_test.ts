@@ -34,7 +34,8 @@ Deno.test({
     for (const taskId of ids) {
       assert.equal((await client.result(taskId, 30_000)).status, "succeeded");
     }
-    await client.submit("small", "echo", { message: "hola" });
+    const smallId = await client.submit("small", "echo", { message: "hola" });
+    assert.equal((await client.result(smallId, 30_000)).status, "succeeded");
 
     const seen: Frame[] = [];
     let cursor: string | null = null;
@@ -56,7 +57,7 @@ Deno.test({
       assert.equal(item.outputOmitted, true);
       assert.equal(item.outputBytes, JSON.stringify({ message: big }).length);
     }
-    const small = seen.find((t) => !ids.includes(t.taskId as string) && t.status === "succeeded");
+    const small = seen.find((t) => t.taskId === smallId);
     assert.deepEqual(small?.output, { message: "hola" });
 
     // The whole output is still there for `status`.

@@ -192,7 +192,11 @@ export interface Outgoing {
   readonly props: Record<string, unknown>;
 }
 
-/** Publishes on a confirm channel and resolves on the broker's confirm; `BROKER_UNAVAILABLE` otherwise. */
+/**
+ * Publishes on a confirm channel and resolves on the broker's confirm. Rejects with `BROKER_UNAVAILABLE` when
+ * the message could not leave (no channel, or the publish threw), and with `PUBLISH_UNCONFIRMED` when it left
+ * but no confirm came (a nack, or the channel closed first): the broker may have stored it or not.
+ */
 export function confirmPublish(ch: ConfirmChannel | undefined, message: Outgoing): Promise<void> {
   if (ch === undefined) return Promise.reject(unavailable());
   const { promise, resolve, reject } = Promise.withResolvers<void>();
@@ -203,7 +207,7 @@ export function confirmPublish(ch: ConfirmChannel | undefined, message: Outgoing
       message.body,
       message.props,
       (err: unknown) => {
-        if (err) reject(unavailable(err));
+        if (err) reject(new ColmenaError("PUBLISH_UNCONFIRMED", { cause: err }));
         else resolve();
       },
     );
