@@ -46,8 +46,9 @@ export interface ServerBroker extends Closable {
   /** Resolves `true` once connected (at once if it is), or `false` after `timeoutMs`. */
   waitConnected(timeoutMs: number): Promise<boolean>;
   /**
-   * Sends a control message (a cancellation) to every worker connected now; resolves on the broker's
-   * confirm. Not persistent: a worker that connects later never sees it.
+   * Sends a control message (a cancellation) to every worker; resolves on the broker's confirm, once the
+   * message is also kept for `CANCEL_MEMORY_MS`: a worker that connects within that time still sees it
+   * before it takes any task.
    */
   publishControl(message: ControlMessage): Promise<void>;
   /**
