@@ -221,6 +221,12 @@ export interface TaskStore {
   /** A page of records matching `query`, newest first. */
   list(query: TaskQuery): Promise<TaskPage>;
   /**
+   * The ids of the records whose task id starts with `prefix`, in byte order, at most `limit` (a range scan
+   * of the primary key). A prefix that is not 8 to 128 characters of `0-9`, `a-f` and `-` matches nothing,
+   * without reaching the database: how a shortened id (`historial` shows 8 characters) becomes a full one.
+   */
+  matchIds(prefix: string, limit: number): Promise<string[]>;
+  /**
    * Deletes final records that finished before `before`, at most `limit` of them; returns how many, and the
    * blob keys they held, for the caller to delete: payload and output references, and uploaded files no
    * other record reads.

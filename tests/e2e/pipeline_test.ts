@@ -228,3 +228,39 @@ async function statusOf(client: RawClient, taskId: string): Promise<string> {
   await client.send({ type: "status", id, taskId });
   return id;
 }
+
+Deno.test({
+  name:
+    "status, cancel and watch take a unique 8-character prefix of a task id and reply with the full id",
+  ...rabbit,
+  async fn() {
+    await using queues = uniqueQueues("short");
+    await using server = await startServer(queues);
+    await using client = await RawClient.connect(server.port);
+    const taskId = await client.submit("s", "sleep", { ms: 10 });
+    const short = taskId.slice(0, 8);
+
+    await client.send({ type: "status", id: "q", taskId: short.toUpperCase() });
+    const view = await client.reply("q");
+    assert.equal(view.type, "task", JSON.stringify(view));
+    assert.equal(view.taskId, taskId);
+
+    await client.send({ type: "watch", id: "w", taskIds: [short, taskId] });
+    const watching = await client.reply("w");
+    assert.deepEqual(watching.taskIds, [taskId]);
+    assert.deepEqual(watching.missing, []);
+
+    await client.send({ type: "cancel", id: "c", taskId: short });
+    const cancelled = await client.reply("c");
+    assert.equal(cancelled.type, "cancelled", JSON.stringify(cancelled));
+    assert.equal(cancelled.taskId, taskId);
+    assert.equal(cancelled.cancelled, true);
+    assert.equal((await client.result(taskId)).status, "cancelled");
+
+    // Seven characters are no prefix, and neither is anything but hex digits and "-".
+    for (const [id, bad] of [["n1", taskId.slice(0, 7)], ["n2", `${short}%`]] as const) {
+      await client.send({ type: "status", id, taskId: bad });
+      assert.equal((await client.reply(id)).code, "NOT_FOUND");
+    }
+  },
+});
