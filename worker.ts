@@ -84,8 +84,8 @@ export async function runWorker(
     taskTypes: registry.names(),
     prefetch: config.concurrency,
     onTask: (delivery) => runner.handle(delivery),
-    onControl: (message) => {
-      if (message.type === "cancel") runner.cancel(message.taskIds);
+    onControl: (message, publishedAt) => {
+      if (message.type === "cancel") runner.cancel(message.taskIds, publishedAt);
     },
   });
   runner.attach(broker);

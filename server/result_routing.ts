@@ -22,6 +22,7 @@ import {
 import { QUEUE_FORMAT, type ResultBatch, type ResultMessage } from "../shared/queue_messages.ts";
 import type { ClientConnection } from "./connection.ts";
 import type { ServerStats } from "./stats.ts";
+import { resolveTaskIdPrefix } from "./task_ids.ts";
 import { DOWNLOAD_CHUNK_BYTES } from "./transfers.ts";
 
 /** Records a `watch` reads at once. */
@@ -161,6 +162,7 @@ export class ResultRouter {
   ): Promise<void> {
     const store = this.#deps.store;
     const found: string[] = [];
+    const seen = new Set<string>();
     const missing: string[] = [];
     const finished: string[] = [];
     const pending: string[] = [];
@@ -171,9 +173,22 @@ export class ResultRouter {
       if (conn.closed) return;
       const chunk = ids.slice(i, i + WATCH_BATCH);
       const views = await Promise.all(chunk.map((taskId) => store.get(taskId)));
-      chunk.forEach((taskId, k) => {
+      // Ids not found may be unique prefixes (AMBIGUOUS_ID, before anything is watched, if not unique).
+      const full = await Promise.all(
+        chunk.map((taskId, k) =>
+          views[k] === undefined ? resolveTaskIdPrefix(store, taskId) : Promise.resolve(taskId)
+        ),
+      );
+      await Promise.all(full.map(async (taskId, k) => {
+        if (views[k] === undefined && taskId !== undefined) views[k] = await store.get(taskId);
+      }));
+      chunk.forEach((asked, k) => {
         const view = views[k];
-        if (view === undefined) return missing.push(taskId);
+        if (view === undefined) return missing.push(asked);
+        const taskId = view.taskId;
+        // A prefix and the id it stands for (or two prefixes of one id) watch it once.
+        if (seen.has(taskId)) return;
+        seen.add(taskId);
         found.push(taskId);
         return _isFinal(view) ? finished.push(taskId) : pending.push(taskId);
       });

@@ -18,6 +18,7 @@ import type { ServerBroker } from "../shared/ports.ts";
 import type { ClientConnection } from "./connection.ts";
 import type { ResultRouter } from "./result_routing.ts";
 import { encodeCursor } from "./stores/records.ts";
+import { resolveTaskIdPrefix } from "./task_ids.ts";
 
 /** What the task queries need. */
 export interface TaskQueryDeps {
@@ -56,38 +57,53 @@ function _notFound(client: ClientConnection, id: string, taskId: string): void {
   );
 }
 
-/** Answers `status` with the task's record, or `NOT_FOUND`. */
+/** Answers `status` with the task's record (found by its id or a unique prefix of it), or `NOT_FOUND`. */
 export async function status(
   client: ClientConnection,
   request: Extract<Request, { type: "status" }>,
   { store }: TaskQueryDeps,
 ): Promise<void> {
-  const view = await store.get(request.taskId);
+  let view = await store.get(request.taskId);
+  if (view === undefined) {
+    const taskId = await resolveTaskIdPrefix(store, request.taskId);
+    if (taskId !== undefined) view = await store.get(taskId);
+  }
   if (view === undefined) return _notFound(client, request.id, request.taskId);
   client.send({ type: "task", id: request.id, ...view });
 }
 
-/** Answers `cancel`: a queued task is cancelled, and its awaiting connection gets the `cancelled` result. */
+/**
+ * Answers `cancel`: a queued task (named by its id or a unique prefix of it) is cancelled, and its awaiting
+ * connection gets the `cancelled` result. Replies name the full id.
+ */
 export async function cancel(
   client: ClientConnection,
   request: Extract<Request, { type: "cancel" }>,
   { store, broker, router }: TaskQueryDeps,
 ): Promise<void> {
-  const outcome = await store.cancel(request.taskId);
+  let taskId = request.taskId;
+  let outcome = await store.cancel(taskId);
+  if (outcome === "not_found") {
+    const full = await resolveTaskIdPrefix(store, taskId);
+    if (full !== undefined) {
+      taskId = full;
+      outcome = await store.cancel(taskId);
+    }
+  }
   if (outcome === "not_found") return _notFound(client, request.id, request.taskId);
-  const view = await store.get(request.taskId);
+  const view = await store.get(taskId);
   client.send({
     type: "cancelled",
     id: request.id,
-    taskId: request.taskId,
+    taskId,
     cancelled: outcome === "cancelled",
     status: view?.status ?? "cancelled",
   });
   if (outcome !== "cancelled") return;
-  broker()?.publishControl({ type: "cancel", taskIds: [request.taskId] }).catch((err) =>
+  broker()?.publishControl({ type: "cancel", taskIds: [taskId] }).catch((err) =>
     log.error("No se pudo avisar a los workers de una cancelación", err)
   );
-  if (view !== undefined) router.cancelled(request.taskId, view);
+  if (view !== undefined) router.cancelled(taskId, view);
 }
 
 /** Answers `list` with one page of records. */

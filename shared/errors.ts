@@ -47,6 +47,14 @@ export const ERRORS = {
     message: "No existe ninguna tarea con ese identificador",
     retryable: false,
   },
+  /**
+   * A shortened task id (a prefix of at least 8 characters) matches several tasks; the message says how
+   * many. Resending it gives the same answer: the client must send a longer prefix or the full id.
+   */
+  AMBIGUOUS_ID: {
+    message: "El identificador abreviado coincide con varias tareas; escriba más caracteres",
+    retryable: false,
+  },
   BROKER_UNAVAILABLE: {
     message: "El broker de mensajes no está disponible; inténtelo de nuevo",
     retryable: true,

@@ -46,8 +46,9 @@ export interface ServerBroker extends Closable {
   /** Resolves `true` once connected (at once if it is), or `false` after `timeoutMs`. */
   waitConnected(timeoutMs: number): Promise<boolean>;
   /**
-   * Sends a control message (a cancellation) to every worker connected now; resolves on the broker's
-   * confirm. Not persistent: a worker that connects later never sees it.
+   * Sends a control message (a cancellation) to every worker; resolves on the broker's confirm, once the
+   * message is also kept for `CANCEL_MEMORY_MS`: a worker that connects within that time still sees it
+   * before it takes any task.
    */
   publishControl(message: ControlMessage): Promise<void>;
   /**
@@ -219,6 +220,12 @@ export interface TaskStore {
   submission(taskId: string): Promise<NewTask | undefined>;
   /** A page of records matching `query`, newest first. */
   list(query: TaskQuery): Promise<TaskPage>;
+  /**
+   * The ids of the records whose task id starts with `prefix`, in byte order, at most `limit` (a range scan
+   * of the primary key). A prefix that is not 8 to 128 characters of `0-9`, `a-f` and `-` matches nothing,
+   * without reaching the database: how a shortened id (`historial` shows 8 characters) becomes a full one.
+   */
+  matchIds(prefix: string, limit: number): Promise<string[]>;
   /**
    * Deletes final records that finished before `before`, at most `limit` of them; returns how many, and the
    * blob keys they held, for the caller to delete: payload and output references, and uploaded files no

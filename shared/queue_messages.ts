@@ -109,10 +109,21 @@ export const ResultBatch = z.object({
 /** What one `result_queue` message carries. */
 export type ResultBatch = z.output<typeof ResultBatch>;
 
-/** A message from servers to every worker, on the control exchange. */
+/**
+ * How long a cancellation holds for workers: a worker that receives, within this time of the cancel, a task
+ * it names drops it without running it, even if the worker connected after the cancel was sent.
+ */
+export const CANCEL_MEMORY_MS = 24 * 60 * 60_000;
+
+/** A message from servers to every worker, on the control exchange (and kept in the cancel stream). */
 export const ControlMessage = z.discriminatedUnion("type", [
   /** These tasks were cancelled while queued: a worker that gets one drops it. */
   z.object({ type: z.literal("cancel"), taskIds: z.array(z.string()).max(10_000) }),
+  /**
+   * A worker's bookmark in the cancel stream, written by the worker itself and ignored by every other: once
+   * it has read its own mark back, it has seen every cancel sent before it. Servers never send it.
+   */
+  z.object({ type: z.literal("mark"), token: z.string() }),
 ]);
 
 /** A message from servers to every worker. */

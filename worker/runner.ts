@@ -19,6 +19,7 @@ import type {
   StartedNotice,
   TaskMessage,
 } from "../shared/queue_messages.ts";
+import { CANCEL_MEMORY_MS } from "../shared/queue_messages.ts";
 import type { TaskLogger } from "../shared/task_definition.ts";
 import type { Registration, TaskRegistry } from "./registry.ts";
 
@@ -57,9 +58,6 @@ interface Outcome {
   /** The confirm of a copy (next attempt or dead letter) that must come before the ack. */
   readonly copied?: Promise<void>;
 }
-
-/** How long a cancellation is remembered. */
-const CANCEL_MEMORY_MS = 15 * 60_000;
 
 /** Runs tasks and batches their reports; connect it to a broker with {@linkcode TaskRunner.attach}. */
 export class TaskRunner {
@@ -115,10 +113,18 @@ export class TaskRunner {
     return this.#failed;
   }
 
-  /** Remembers cancelled tasks: a delivery of one of them is dropped without running. */
-  cancel(taskIds: readonly string[]): void {
-    const until = Date.now() + CANCEL_MEMORY_MS;
-    for (const taskId of taskIds) this.#cancelled.set(taskId, until);
+  /**
+   * Remembers cancelled tasks until {@linkcode CANCEL_MEMORY_MS} after `cancelledAt` (epoch ms, default
+   * now): a delivery of one of them is dropped, acked and never run. At most 100 000 are kept, the oldest
+   * forgotten first.
+   */
+  cancel(taskIds: readonly string[], cancelledAt: number = Date.now()): void {
+    const until = cancelledAt + CANCEL_MEMORY_MS;
+    if (until <= Date.now()) return;
+    for (const taskId of taskIds) {
+      this.#cancelled.delete(taskId);
+      this.#cancelled.set(taskId, until);
+    }
     if (this.#cancelled.size > 100_000) {
       const now = Date.now();
       for (const [taskId, expiry] of this.#cancelled) {

@@ -14,6 +14,7 @@ import {
   decodeCursor,
   encodeCursor,
   isFinalStatus,
+  isTaskIdPrefix,
   newTaskRecord,
   orphanRecord,
   storableText,
@@ -145,6 +146,14 @@ export class MemoryTaskStore implements TaskStore {
         if (record.fileRef !== null && wanted.has(record.fileRef)) found.add(record.fileRef);
       }
       return found;
+    });
+  }
+
+  matchIds(prefix: string, limit: number): Promise<string[]> {
+    return this.#run(() => {
+      if (!isTaskIdPrefix(prefix)) return [];
+      const ids = [...this.#tasks.keys()].filter((taskId) => taskId.startsWith(prefix));
+      return ids.sort().slice(0, limit);
     });
   }
 

@@ -32,8 +32,10 @@ import {
   checkPruneLimit,
   decodeCursor,
   encodeCursor,
+  isTaskIdPrefix,
   newTaskRecord,
   orphanRecord,
+  prefixRange,
   storableText,
   type TaskRecord,
   toIso,
@@ -229,6 +231,19 @@ export class PostgresTaskStore implements TaskStore {
       [[...refs]],
     );
     return new Set(rows.map((row) => row.fileRef));
+  }
+
+  async matchIds(prefix: string, limit: number): Promise<string[]> {
+    if (this.#closed) throw closedError();
+    if (!isTaskIdPrefix(prefix)) return [];
+    const [low, high] = prefixRange(prefix);
+    // task_id is COLLATE "C": byte order, so the range is exactly the ids with this prefix, read off the key.
+    const rows = await this.#query<{ taskId: string }>(
+      `SELECT task_id AS "taskId" FROM ${this.#table}
+       WHERE task_id >= $1 AND task_id < $2 ORDER BY task_id LIMIT $3`,
+      [low, high, limit],
+    );
+    return rows.map((row) => row.taskId);
   }
 
   async get(taskId: string): Promise<TaskView | undefined> {

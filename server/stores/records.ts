@@ -257,6 +257,20 @@ export function decodeCursor(cursor: string): ListPosition {
   throw new ColmenaError("INVALID_MESSAGE", { message: "El cursor de la lista no es válido" });
 }
 
+/** Whether `prefix` may be looked up as a shortened task id: 8 to 128 characters of `0-9`, `a-f` and `-`. */
+export function isTaskIdPrefix(prefix: string): boolean {
+  return /^[0-9a-f-]{8,128}$/.test(prefix);
+}
+
+/**
+ * The half-open range `[low, high)` holding exactly the ids that start with an ASCII `prefix`, in byte order:
+ * `high` is the prefix with its last character incremented ("0b7e" → "0b7f").
+ */
+export function prefixRange(prefix: string): [low: string, high: string] {
+  const last = prefix.charCodeAt(prefix.length - 1);
+  return [prefix, prefix.slice(0, -1) + String.fromCharCode(last + 1)];
+}
+
 /** Checks a page size: an integer from 1 to {@linkcode MAX_LIST_LIMIT}, else `RangeError`. */
 export function checkListLimit(limit: number): number {
   if (!Number.isInteger(limit) || limit < 1 || limit > MAX_LIST_LIMIT) {

@@ -24,8 +24,10 @@ import {
   checkPruneLimit,
   decodeCursor,
   encodeCursor,
+  isTaskIdPrefix,
   newTaskRecord,
   orphanRecord,
+  prefixRange,
   storableText,
   type TaskRecord,
   toMillis,
@@ -115,6 +117,10 @@ function prepareStatements(db: DatabaseSync) {
     ),
     fileInUse: db.prepare("SELECT 1 AS found FROM tasks WHERE file_ref = ? LIMIT 1"),
     get: db.prepare(`SELECT ${SELECT_COLUMNS} FROM tasks WHERE task_id = ?`),
+    // A range scan of the primary key: [prefix, prefix with its last character incremented).
+    matchIds: db.prepare(
+      "SELECT task_id FROM tasks WHERE task_id >= ? AND task_id < ? ORDER BY task_id LIMIT ?",
+    ),
     submission: db.prepare(`SELECT ${selectList("sqlite", true)} FROM tasks WHERE task_id = ?`),
   };
 }
@@ -250,6 +256,15 @@ export class SqliteTaskStore implements TaskStore {
     return this.#read(() =>
       new Set(refs.filter((ref) => this.#sql.fileInUse.get(ref) !== undefined))
     );
+  }
+
+  matchIds(prefix: string, limit: number): Promise<string[]> {
+    return this.#read(() => {
+      if (!isTaskIdPrefix(prefix)) return [];
+      const [low, high] = prefixRange(prefix);
+      const rows = this.#sql.matchIds.all(low, high, limit) as { task_id: string }[];
+      return rows.map((row) => row.task_id);
+    });
   }
 
   get(taskId: string): Promise<TaskView | undefined> {

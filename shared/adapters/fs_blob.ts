@@ -3,7 +3,9 @@
  *
  * A put writes a temporary file beside the target, fsyncs it, renames it over the target and fsyncs the
  * folder, so a reader sees the old object or the new one, never a part, and a resolved put survives a crash.
- * Also home to {@linkcode assertBlobKey}, the key rules every {@linkcode BlobStore} applies.
+ * Failures of the folder itself (permission denied, read-only or full file system, I/O error, the root gone
+ * or replaced by a file) are `BLOB_UNAVAILABLE` with the cause attached; `NOT_FOUND` means only that the
+ * root is there and the key is not. Also home to {@linkcode assertBlobKey}, the key rules every {@linkcode BlobStore} applies.
  *
  * @module
  */
@@ -107,7 +109,7 @@ export class FolderBlobStore implements BlobStore {
       try {
         return await Deno.readFile(this.#path(key));
       } catch (err) {
-        throw translateRead(key, err);
+        throw await this.#translateRead(key, err);
       }
     });
   }
@@ -123,13 +125,13 @@ export class FolderBlobStore implements BlobStore {
       try {
         file = await Deno.open(path, { read: true });
       } catch (err) {
-        throw translateRead(key, err);
+        throw await this.#translateRead(key, err);
       }
       try {
         if ((await file.stat()).isDirectory) throw blobNotFound(key);
       } catch (err) {
         file.close();
-        throw translateRead(key, err);
+        throw await this.#translateRead(key, err);
       }
       return this.#readable(file);
     });
@@ -157,8 +159,11 @@ export class FolderBlobStore implements BlobStore {
       try {
         entries = await Array.fromAsync(Deno.readDir(folder));
       } catch (err) {
-        // Gone (deleted while listing, or never created), or the base is an object, not a folder.
+        // Gone (deleted while listing, or never created), or the base is an object, not a folder;
+        // unless the root itself is what is missing.
         if (err instanceof Deno.errors.NotFound || err instanceof Deno.errors.NotADirectory) {
+          const broken = await this.#rootFailure(err);
+          if (broken !== undefined) throw broken;
           continue;
         }
         throw unavailable(err);
@@ -217,7 +222,7 @@ export class FolderBlobStore implements BlobStore {
       const path = this.#path(key);
       const folder = dirname(path);
       temp = join(folder, `.${crypto.randomUUID()}.tmp`);
-      file = await openTemp(key, folder, temp);
+      file = await this.#openTemp(key, folder, temp);
       if (data instanceof Uint8Array) await writeAll(file, data);
       else await writeStream(file, data);
       await file.sync();
@@ -242,6 +247,50 @@ export class FolderBlobStore implements BlobStore {
       if (data instanceof ReadableStream && !data.locked) await data.cancel(err).catch(() => {});
       throw unavailable(err);
     }
+  }
+
+  async #openTemp(key: string, folder: string, temp: string): Promise<Deno.FsFile> {
+    for (let attempt = 1;; attempt++) {
+      try {
+        await Deno.mkdir(folder, { recursive: true });
+        return await Deno.open(temp, { write: true, createNew: true, mode: 0o644 });
+      } catch (err) {
+        if (err instanceof Deno.errors.NotADirectory || err instanceof Deno.errors.AlreadyExists) {
+          // A path segment is a file: the root (the store is broken) or an object under it (a key clash).
+          throw await this.#rootFailure(err) ?? keyConflict(key, err);
+        }
+        // A concurrent delete pruned the folder between mkdir and open.
+        if (err instanceof Deno.errors.NotFound && attempt < PUT_ATTEMPTS) continue;
+        throw err;
+      }
+    }
+  }
+
+  /**
+   * A read that found no file is `NOT_FOUND` only when the root folder is there: a missing key, a key that
+   * is only a folder of others, or one that runs through another object. Anything else is `BLOB_UNAVAILABLE`.
+   */
+  async #translateRead(key: string, err: unknown): Promise<unknown> {
+    if (
+      err instanceof Deno.errors.NotFound || err instanceof Deno.errors.IsADirectory ||
+      err instanceof Deno.errors.NotADirectory
+    ) {
+      return await this.#rootFailure(err) ?? blobNotFound(key, err);
+    }
+    return unavailable(err);
+  }
+
+  /** `BLOB_UNAVAILABLE` (with `cause`) unless the root is still a folder that can be reached. */
+  async #rootFailure(cause: unknown): Promise<ColmenaError | undefined> {
+    try {
+      if ((await Deno.stat(this.#root)).isDirectory) return undefined;
+    } catch {
+      // Gone, or its path cannot be walked: the store is broken all the same.
+    }
+    return new ColmenaError("BLOB_UNAVAILABLE", {
+      message: "La carpeta del almacén de objetos no está disponible; inténtelo de nuevo",
+      cause,
+    });
   }
 
   async #deleteOne(path: string): Promise<void> {
@@ -319,23 +368,6 @@ export async function openFolderBlobStore(path: string): Promise<FolderBlobStore
   return new FolderBlobStore(path);
 }
 
-async function openTemp(key: string, folder: string, temp: string): Promise<Deno.FsFile> {
-  for (let attempt = 1;; attempt++) {
-    try {
-      await Deno.mkdir(folder, { recursive: true });
-      return await Deno.open(temp, { write: true, createNew: true, mode: 0o644 });
-    } catch (err) {
-      if (err instanceof Deno.errors.NotADirectory || err instanceof Deno.errors.AlreadyExists) {
-        // A path segment is an object (a file), not a folder.
-        throw keyConflict(key, err);
-      }
-      // A concurrent delete pruned the folder between mkdir and open.
-      if (err instanceof Deno.errors.NotFound && attempt < PUT_ATTEMPTS) continue;
-      throw err;
-    }
-  }
-}
-
 async function writeAll(file: Deno.FsFile, data: Uint8Array): Promise<void> {
   let offset = 0;
   while (offset < data.byteLength) offset += await file.write(data.subarray(offset));
@@ -388,16 +420,6 @@ async function syncFolder(folder: string): Promise<void> {
   } finally {
     handle.close();
   }
-}
-
-function translateRead(key: string, err: unknown): unknown {
-  if (
-    err instanceof Deno.errors.NotFound || err instanceof Deno.errors.IsADirectory ||
-    err instanceof Deno.errors.NotADirectory
-  ) {
-    return blobNotFound(key, err);
-  }
-  return unavailable(err);
 }
 
 /** Keeps colmena's own and programmer errors; any other file-system failure becomes `BLOB_UNAVAILABLE`. */

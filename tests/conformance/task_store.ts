@@ -131,6 +131,32 @@ export function storeConformance(
     assert.deepEqual(await store.get("t1"), queuedView("t1"));
   });
 
+  test("matchIds finds the ids that start with a prefix, by a range of the key, and nothing else", async ({ store }) => {
+    const ids = [
+      "0b7e2f10-aaaa-4000-8000-000000000001",
+      "0b7e2f10-aaaa-4000-8000-000000000002",
+      "0b7e2f1f-bbbb-4000-8000-000000000003",
+      "0b7e2f2a-cccc-4000-8000-000000000004",
+      // Just past the range of "0b7e2f1": the last character incremented.
+      "0b7e2f2-dddd",
+    ];
+    for (const taskId of ids.toReversed()) await store.create(newTask(taskId));
+    assert.deepEqual(await store.matchIds("0b7e2f10", 10), ids.slice(0, 2));
+    assert.deepEqual(await store.matchIds("0b7e2f10", 1), ids.slice(0, 1));
+    assert.deepEqual(await store.matchIds("0b7e2f1", 10), []); // shorter than 8 characters
+    assert.deepEqual(await store.matchIds("0b7e2f1f", 10), [ids[2]]);
+    assert.deepEqual(await store.matchIds("0b7e2f10-aaaa-4000-8000-000000000002", 10), [ids[1]]);
+    assert.deepEqual(await store.matchIds("0b7e2f2-", 10), ["0b7e2f2-dddd"]);
+    assert.deepEqual(await store.matchIds("0b7e2f2a", 10), [ids[3]]);
+    assert.deepEqual(await store.matchIds("ffffffff", 10), []);
+    // Only 0-9, a-f and "-": anything else (SQL wildcards and quotes included) matches nothing.
+    for (
+      const bad of ["0b7e2f1%", "0b7e2f1_", "0B7E2F10", "0b7e2f10' OR '1'='1", "0b7e2f10\u0000"]
+    ) {
+      assert.deepEqual(await store.matchIds(bad, 10), [], bad);
+    }
+  });
+
   test("reopen puts a failed task back to queued with no attempts, error or output", async ({ store }) => {
     await store.create(newTask("t1"));
     const error = { code: "TASK_FAILED" as const, message: "falló (tras 3 de 3 intentos)" };

@@ -4,7 +4,7 @@
 import assert from "node:assert/strict";
 import { dropPostgresSchema } from "../../server/stores/postgres.ts";
 import { AMQP_URL, DATABASE_URL, needsPostgres, needsRabbit } from "../_helpers/services.ts";
-import { startServer, startWorker, uniqueQueues } from "../_helpers/processes.ts";
+import { startServer, startWorker, tempDataDir, uniqueQueues } from "../_helpers/processes.ts";
 import { RawClient } from "../_helpers/raw_client.ts";
 import { TcpProxy } from "../_helpers/tcp_proxy.ts";
 
@@ -208,5 +208,28 @@ Deno.test({
 
     // The connection carries on.
     assert.match(await client.submit("last", "echo", { message: "sigo" }), /^[0-9a-f-]{36}$/);
+  },
+});
+
+Deno.test({
+  name:
+    "an upload into a broken blobs folder is answered BLOB_UNAVAILABLE and the connection carries on",
+  ...rabbit,
+  async fn() {
+    await using data = await tempDataDir();
+    await using queues = uniqueQueues("blobs");
+    await using server = await startServer(queues, ["--data-dir", data.path]);
+    await using client = await RawClient.connect(server.port);
+    // The tests run as root, which ignores permission bits: a file where the folder was fails as ENOTDIR.
+    await Deno.remove(`${data.path}/blobs`, { recursive: true });
+    await Deno.writeTextFile(`${data.path}/blobs`, "no soy una carpeta");
+    await client.send({ type: "upload", id: "up1", data: btoa("hola"), last: true });
+    const reply = await client.reply("up1");
+    assert.equal(reply.type, "error", JSON.stringify(reply));
+    assert.equal(reply.code, "BLOB_UNAVAILABLE", JSON.stringify(reply));
+    assert.ok(isSpanishMessage(reply.message), JSON.stringify(reply));
+    assert.ok(!String(reply.message).includes(data.path), "the folder's path stays in the logs");
+    await client.send({ type: "ping", id: "p" });
+    assert.equal((await client.reply("p")).type, "pong");
   },
 });

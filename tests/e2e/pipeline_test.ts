@@ -4,7 +4,8 @@
  */
 import assert from "node:assert/strict";
 import { createHash } from "node:crypto";
-import { needsRabbit } from "../_helpers/services.ts";
+import { typeQueuesDepth } from "../../shared/adapters/rabbitmq/topology.ts";
+import { AMQP_URL, needsRabbit } from "../_helpers/services.ts";
 import { startServer, startWorker, uniqueQueues } from "../_helpers/processes.ts";
 import { RawClient } from "../_helpers/raw_client.ts";
 
@@ -187,5 +188,79 @@ Deno.test({
     await worker.stop();
     assert.equal(status.code, 0);
     assert.ok(worker.lines.some((l) => l.includes("1 tareas procesadas")));
+  },
+});
+
+Deno.test({
+  name:
+    "a task cancelled while no worker runs is dropped, never run, by a worker that starts later",
+  ...rabbit,
+  async fn() {
+    await using queues = uniqueQueues("late");
+    await using server = await startServer(queues);
+    await using client = await RawClient.connect(server.port);
+    const taskId = await client.submit("s", "sleep", { ms: 300 });
+    await client.send({ type: "cancel", id: "c", taskId });
+    const reply = await client.reply("c");
+    assert.equal(reply.cancelled, true, JSON.stringify(reply));
+    assert.equal((await client.result(taskId)).status, "cancelled");
+
+    // The worker was not connected when the cancel went out.
+    await using worker = await startWorker("tardio", queues);
+    const short = taskId.slice(0, 8);
+    const line = await worker.waitFor(new RegExp(`(⊘|✓|✗).* sleep ${short}.*`));
+    assert.match(line[0], new RegExp(`⊘ sleep ${short} cancelada`), worker.lines.join("\n"));
+    // Dropped and acked: nothing waits in the queue, and a task sent now runs as usual.
+    assert.equal(await typeQueuesDepth(AMQP_URL, { ...queues, types: ["sleep"] }), 0);
+    const next = await client.submit("n", "sleep", { ms: 1 });
+    assert.equal((await client.result(next)).status, "succeeded");
+    const view = await client.reply(await statusOf(client, taskId));
+    assert.equal(view.status, "cancelled");
+    assert.equal(view.output, undefined, "the handler never ran: no sleptMs");
+    assert.equal(client.frames.filter((f) => f.type === "result" && f.taskId === taskId).length, 1);
+    assert.ok(!worker.lines.some((l) => l.includes(`✓ sleep ${short}`)));
+  },
+});
+
+/** Sends a `status` for `taskId` and returns the request id to await. */
+async function statusOf(client: RawClient, taskId: string): Promise<string> {
+  const id = `st-${crypto.randomUUID().slice(0, 8)}`;
+  await client.send({ type: "status", id, taskId });
+  return id;
+}
+
+Deno.test({
+  name:
+    "status, cancel and watch take a unique 8-character prefix of a task id and reply with the full id",
+  ...rabbit,
+  async fn() {
+    await using queues = uniqueQueues("short");
+    await using server = await startServer(queues);
+    await using client = await RawClient.connect(server.port);
+    const taskId = await client.submit("s", "sleep", { ms: 10 });
+    const short = taskId.slice(0, 8);
+
+    await client.send({ type: "status", id: "q", taskId: short.toUpperCase() });
+    const view = await client.reply("q");
+    assert.equal(view.type, "task", JSON.stringify(view));
+    assert.equal(view.taskId, taskId);
+
+    await client.send({ type: "watch", id: "w", taskIds: [short, taskId] });
+    const watching = await client.reply("w");
+    assert.deepEqual(watching.taskIds, [taskId]);
+    assert.deepEqual(watching.missing, []);
+
+    await client.send({ type: "cancel", id: "c", taskId: short });
+    const cancelled = await client.reply("c");
+    assert.equal(cancelled.type, "cancelled", JSON.stringify(cancelled));
+    assert.equal(cancelled.taskId, taskId);
+    assert.equal(cancelled.cancelled, true);
+    assert.equal((await client.result(taskId)).status, "cancelled");
+
+    // Seven characters are no prefix, and neither is anything but hex digits and "-".
+    for (const [id, bad] of [["n1", taskId.slice(0, 7)], ["n2", `${short}%`]] as const) {
+      await client.send({ type: "status", id, taskId: bad });
+      assert.equal((await client.reply(id)).code, "NOT_FOUND");
+    }
   },
 });

@@ -450,7 +450,7 @@ for (const kind of ["memory", "sqlite", "postgres"] as const) {
         }
       }
       assert.equal((await within(client.result(once))).status, "succeeded");
-      // The worker ran the cancelled task's message anyway (it missed the cancel); the record stays final.
+      // The worker started after the cancel, read it first and dropped the message; the record stays final.
       assert.equal((await client.status(queued)).status, "cancelled");
 
       // Pages of three, newest first, until the cursor runs out.

@@ -7,6 +7,7 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import { type FolderBlobStore, openFolderBlobStore } from "../../shared/adapters/fs_blob.ts";
+import { ColmenaError } from "../../shared/errors.ts";
 import { blobConformance } from "../conformance/blob_store.ts";
 
 const encoder = new TextEncoder();
@@ -111,4 +112,87 @@ Deno.test("folder blobs: close errors the streams still open", async () => {
   await assert.rejects(async () => {
     while (!(await reader.read()).done);
   }, /closed/);
+});
+
+/** Rejects unless `promise` rejects with a `ColmenaError` of `code`. */
+async function assertCode(promise: Promise<unknown>, code: string): Promise<void> {
+  await assert.rejects(promise, (err: unknown) => {
+    assert.ok(err instanceof ColmenaError, `expected ColmenaError, got ${err}`);
+    assert.equal(err.code, code, String(err));
+    return true;
+  });
+}
+
+// A root replaced by a regular file fails every call with ENOTDIR, also for root, which bypasses permission
+// bits (chmod 0500 would not fail here): the tests run as root.
+Deno.test("folder blobs: a root that is no longer a folder gives BLOB_UNAVAILABLE, never INTERNAL or NOT_FOUND", async () => {
+  await using fixture = await tempStore();
+  const { store } = fixture;
+  await store.put("tasks/r/payload", encoder.encode("datos"));
+  await Deno.remove(store.root, { recursive: true });
+  await Deno.writeTextFile(store.root, "no soy una carpeta");
+  await assertCode(store.put("uploads/u", encoder.encode("x")), "BLOB_UNAVAILABLE");
+  await assertCode(
+    store.put("uploads/v", ReadableStream.from([encoder.encode("x")])),
+    "BLOB_UNAVAILABLE",
+  );
+  await assertCode(store.get("tasks/r/payload"), "BLOB_UNAVAILABLE");
+  await assertCode(store.stream("tasks/r/payload"), "BLOB_UNAVAILABLE");
+  await assertCode(Array.fromAsync(store.list("uploads/")), "BLOB_UNAVAILABLE");
+  await assert.rejects(store.get("tasks/r/payload"), (err: unknown) => {
+    assert.ok(err instanceof ColmenaError && err.cause instanceof Deno.errors.NotADirectory);
+    return true;
+  });
+  await Deno.remove(store.root);
+});
+
+Deno.test("folder blobs: a read with the root folder gone is BLOB_UNAVAILABLE; a missing key under it is NOT_FOUND", async () => {
+  await using fixture = await tempStore();
+  const { store } = fixture;
+  await assertCode(store.get("tasks/nada/payload"), "NOT_FOUND");
+  await assertCode(store.stream("tasks/nada/payload"), "NOT_FOUND");
+  await Deno.remove(store.root, { recursive: true });
+  await assertCode(store.get("tasks/nada/payload"), "BLOB_UNAVAILABLE");
+  await assertCode(store.stream("tasks/nada/payload"), "BLOB_UNAVAILABLE");
+});
+
+/** Whether `chattr +i` works on `dir` (root with CAP_LINUX_IMMUTABLE, and a file system that supports it). */
+async function canMakeImmutable(dir: string): Promise<boolean> {
+  try {
+    const set = await new Deno.Command("chattr", { args: ["+i", dir], stderr: "null" }).output();
+    if (!set.success) return false;
+    await new Deno.Command("chattr", { args: ["-i", dir] }).output();
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+const probeDir = await Deno.makeTempDir({ prefix: "colmena-chattr-" });
+const immutable = await canMakeImmutable(probeDir);
+await Deno.remove(probeDir);
+
+// An immutable folder refuses new entries even to root (EPERM): the closest a test run as root gets to a
+// folder it may not write, or a read-only file system.
+Deno.test({
+  name:
+    "folder blobs: a root folder that refuses writes gives BLOB_UNAVAILABLE on put; reads still work",
+  ignore: !immutable,
+  async fn() {
+    await using fixture = await tempStore();
+    const { store } = fixture;
+    await store.put("tasks/i/payload", encoder.encode("datos"));
+    await new Deno.Command("chattr", { args: ["+i", store.root] }).output();
+    try {
+      await assertCode(store.put("uploads/u", encoder.encode("x")), "BLOB_UNAVAILABLE");
+      await assertCode(
+        store.put("uploads/w", ReadableStream.from([encoder.encode("x")])),
+        "BLOB_UNAVAILABLE",
+      );
+      assert.equal(new TextDecoder().decode(await store.get("tasks/i/payload")), "datos");
+      await assertCode(store.get("uploads/u"), "NOT_FOUND");
+    } finally {
+      await new Deno.Command("chattr", { args: ["-i", store.root] }).output();
+    }
+  },
 });

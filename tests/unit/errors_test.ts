@@ -48,6 +48,7 @@ Deno.test("INVALID_PAYLOAD, UNKNOWN_TASK_TYPE and the other input errors are per
     "FRAME_TOO_LARGE",
     "TOO_DEEP",
     "NOT_FOUND",
+    "AMBIGUOUS_ID",
   ];
   for (const code of permanent) assert.equal(new ColmenaError(code).retryable, false, code);
 });

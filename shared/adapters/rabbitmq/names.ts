@@ -52,6 +52,15 @@ export function controlExchange(taskQueue: string): string {
   return `${taskQueue}.control`;
 }
 
+/**
+ * The stream that keeps every cancellation sent through {@linkcode controlExchange} for a day, so that a
+ * worker that connects later still learns of it. Its name has a dot after the task queue's and task type
+ * names have none, so it never collides with a type's queue.
+ */
+export function cancelStream(taskQueue: string): string {
+  return `${taskQueue}.control.cancels`;
+}
+
 /** The fanout exchange from workers to every server (heartbeats). */
 export function heartbeatExchange(resultQueue: string): string {
   return `${resultQueue}.heartbeats`;

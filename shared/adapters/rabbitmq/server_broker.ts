@@ -158,7 +158,12 @@ class _RabbitServerBroker implements ServerBroker {
       exchange: controlExchange(this.#options.taskQueue),
       routingKey: "",
       body: Buffer.from(JSON.stringify(message)),
-      props: { persistent: false, contentType: "application/json" },
+      // The cancel stream keeps it; workers reading it later date it by `timestamp` (seconds).
+      props: {
+        persistent: true,
+        contentType: "application/json",
+        timestamp: Math.floor(Date.now() / 1000),
+      },
     });
   }
 

@@ -13,15 +13,20 @@
  * - `R`: durable; result batches from workers, consumed by every server.
  * - `R.replies`: direct exchange; results that a server consumed for another server go there, routed by the
  *   origin server's id to its queue `R.server.<id>` (durable, removed 5 minutes after its server went away).
- * - `T.control`: fanout exchange from servers to every worker (cancellations); each worker binds its own
- *   exclusive queue.
+ * - `T.control`: fanout exchange from servers to every worker (cancellations), bound to `T.control.cancels`.
+ * - `T.control.cancels`: durable stream that keeps the cancellations for `CANCEL_MEMORY_MS` (a day, give or
+ *   take a segment). Each worker reads it from the start (or, after a reconnect, from where it stopped) and
+ *   follows it, and consumes no task until it has caught up; so a cancel sent before a worker connected
+ *   still reaches it.
  * - `R.heartbeats`: fanout exchange from workers to every server; transient messages, exclusive queues.
  *
  * @module
  */
 import amqp from "amqplib";
 import type { Channel } from "amqplib";
+import { CANCEL_MEMORY_MS } from "../../queue_messages.ts";
 import {
+  cancelStream,
   controlExchange,
   deadLetterQueue,
   heartbeatExchange,
@@ -32,12 +37,25 @@ import {
   typeQueue,
 } from "./names.ts";
 
+/** Bytes of one segment of the cancel stream (about 10 000 cancels). */
+const CANCEL_SEGMENT_BYTES = 1_000_000;
+
 /** Declares what every process shares (not the type queues); idempotent, run after every (re)connect. */
 export async function declareTopology(ch: Channel, names: QueueNames): Promise<void> {
   await ch.assertQueue(deadLetterQueue(names.taskQueue), { durable: true });
   await ch.assertQueue(names.resultQueue, { durable: true });
   await ch.assertExchange(repliesExchange(names.resultQueue), "direct", { durable: true });
   await ch.assertExchange(controlExchange(names.taskQueue), "fanout", { durable: true });
+  await ch.assertQueue(cancelStream(names.taskQueue), {
+    durable: true,
+    arguments: {
+      "x-queue-type": "stream",
+      "x-max-age": `${Math.ceil(CANCEL_MEMORY_MS / 3_600_000)}h`,
+      // Age retention drops whole segments: small ones keep the stream close to its age limit.
+      "x-stream-max-segment-size-bytes": CANCEL_SEGMENT_BYTES,
+    },
+  });
+  await ch.bindQueue(cancelStream(names.taskQueue), controlExchange(names.taskQueue), "");
   await ch.assertExchange(heartbeatExchange(names.resultQueue), "fanout", { durable: true });
 }
 
@@ -91,7 +109,7 @@ export function retryDelays(retryBaseMs: number): number[] {
  * Deletes a topology's queues and exchanges, whatever they hold: for tests and for operators retiring a
  * deployment. It deletes `T.<type>` for each of `types` with their retry queues for the default backoff
  * (`retryDelays(1000)`), `T` (no longer used for tasks, deleted in case an older version left it), `T.dlq`,
- * `R`, and the exchanges `R.replies`, `T.control` and `R.heartbeats`. It leaves the queues of types not
+ * `T.control.cancels`, `R`, and the exchanges `R.replies`, `T.control` and `R.heartbeats`. It leaves the queues of types not
  * listed, retry queues of other delays (delete them with {@linkcode deleteQueues}), and the per-server reply
  * queues, which expire on their own.
  */
@@ -100,7 +118,12 @@ export async function deleteTopology(
   names: QueueNames,
   types: readonly string[],
 ): Promise<void> {
-  const queues = [names.taskQueue, deadLetterQueue(names.taskQueue), names.resultQueue];
+  const queues = [
+    names.taskQueue,
+    deadLetterQueue(names.taskQueue),
+    cancelStream(names.taskQueue),
+    names.resultQueue,
+  ];
   for (const type of types) {
     const queue = typeQueue(names.taskQueue, type);
     queues.push(queue, ...retryDelays(1_000).map((ms) => retryQueue(queue, ms)));

@@ -3,9 +3,14 @@
  * channel, with manual acks and a channel-wide prefetch; publishes reports, task copies (retries, counted
  * redeliveries) and dead letters with confirms; receives cancellations; sends heartbeats.
  *
+ * Cancellations come from the cancel stream (`T.control.cancels`), which keeps them for a day: on every
+ * (re)connect the worker reads it from the start (or from where it stopped), writes a mark of its own into
+ * it, and consumes no task queue before it has read that mark back, so it knows of every cancel sent before
+ * it connected; later cancels keep arriving through the same consumer.
+ *
  * @module
  */
-import type { ChannelModel, ConfirmChannel, ConsumeMessage } from "amqplib";
+import type { Channel, ChannelModel, ConfirmChannel, ConsumeMessage } from "amqplib";
 import { Buffer } from "node:buffer";
 import type { WireError } from "../../errors.ts";
 import * as log from "../../log.ts";
@@ -18,7 +23,7 @@ import {
 } from "../../queue_messages.ts";
 import { deadLetterTo } from "./dead_letters.ts";
 import {
-  controlExchange,
+  cancelStream,
   heartbeatExchange,
   MAX_RETRY_DELAY_MS,
   type QueueNames,
@@ -52,8 +57,11 @@ export interface WorkerBrokerOptions extends RabbitOptions, QueueNames {
    * continuation has run, so the caller can wire the broker to whatever settles deliveries first.
    */
   onTask: (delivery: TaskDelivery) => void;
-  /** Receives control messages from servers. */
-  onControl?: (message: ControlMessage) => void;
+  /**
+   * Receives the cancellations servers sent, the last day's included (`publishedAt`, in epoch ms, says
+   * when): all those sent before this connection are delivered before any task.
+   */
+  onControl?: (message: ControlMessage, publishedAt: number) => void;
 }
 
 /** What the worker side of the adapter offers beyond {@linkcode WorkerBroker}. */
@@ -74,6 +82,21 @@ export async function connectWorkerBroker(
     throw new RangeError("Cannot consume tasks: no task type given");
   }
   return await _RabbitWorkerBroker.open(options);
+}
+
+/** Cancel-stream messages in flight to the worker at once. */
+const CANCEL_PREFETCH = 1_000;
+
+/** Longest wait to read the cancel stream up to the worker's mark before consuming tasks. */
+const CANCEL_SYNC_MS = 30_000;
+
+function _readControl(msg: ConsumeMessage): ControlMessage | undefined {
+  try {
+    const parsed = ControlMessage.safeParse(JSON.parse(msg.content.toString("utf8")));
+    return parsed.success ? parsed.data : undefined;
+  } catch {
+    return undefined; // an unreadable control message is ignored
+  }
 }
 
 class _Delivery implements TaskDelivery {
@@ -105,6 +128,8 @@ class _RabbitWorkerBroker implements RabbitWorkerBroker {
   readonly #retryQueues = new Set<string>();
   /** Whether `open` has returned: before, the first connection declares its queues but consumes none. */
   #opened = false;
+  /** The next offset of the cancel stream to read, once one was read. */
+  #cancelOffset: number | undefined;
 
   private constructor(options: WorkerBrokerOptions) {
     this.#options = options;
@@ -150,22 +175,68 @@ class _RabbitWorkerBroker implements RabbitWorkerBroker {
     this.#retryQueues.clear();
     this.#consumerTags = [];
     const onControl = this.#options.onControl;
-    if (onControl !== undefined) {
-      const own = await ch.assertQueue("", { exclusive: true, autoDelete: true });
-      await ch.bindQueue(own.queue, controlExchange(this.#options.taskQueue), "");
-      await ch.consume(own.queue, (msg) => {
-        if (msg === null) return;
-        try {
-          const parsed = ControlMessage.safeParse(JSON.parse(msg.content.toString("utf8")));
-          if (parsed.success) onControl(parsed.data);
-        } catch {
-          // an unreadable control message is ignored
-        }
-      }, { noAck: true });
-    }
+    if (onControl !== undefined) await this.#followCancels(model, ch, onControl);
     this.#queues = queues;
     this.#current = { ch, model };
     if (this.#opened) await this.#consume(ch, model);
+  }
+
+  /**
+   * Consumes the cancel stream from where this worker stopped reading it (the start, the first time), and
+   * resolves once it has read back a mark it wrote after subscribing: every cancel sent before is then known.
+   */
+  async #followCancels(
+    model: ChannelModel,
+    confirm: ConfirmChannel,
+    onControl: (message: ControlMessage, publishedAt: number) => void,
+  ): Promise<void> {
+    const stream = cancelStream(this.#options.taskQueue);
+    const ch: Channel = await model.createChannel();
+    watchChannel(model, ch, { what: "cancelaciones", stopping: () => this.#stopping });
+    // A stream consumer needs a prefetch and acks, which only pace the reading.
+    await ch.prefetch(CANCEL_PREFETCH);
+    const token = crypto.randomUUID();
+    const caughtUp = Promise.withResolvers<void>();
+    await ch.consume(stream, (msg) => {
+      if (msg === null) {
+        log.warn(`RabbitMQ canceló la lectura de "${stream}"; se reconecta`);
+        model.close().catch(() => {});
+        return;
+      }
+      const offset = Number(msg.properties.headers?.["x-stream-offset"]);
+      if (Number.isSafeInteger(offset)) this.#cancelOffset = offset + 1;
+      ch.ack(msg);
+      const message = _readControl(msg);
+      if (message === undefined) return;
+      if (message.type === "mark") {
+        if (message.token === token) caughtUp.resolve();
+        return;
+      }
+      const seconds = msg.properties.timestamp;
+      onControl(message, typeof seconds === "number" ? seconds * 1000 : Date.now());
+    }, { noAck: false, arguments: { "x-stream-offset": this.#cancelOffset ?? "first" } });
+    const mark: ControlMessage = { type: "mark", token };
+    await confirmPublish(confirm, {
+      exchange: "",
+      routingKey: stream,
+      body: Buffer.from(JSON.stringify(mark)),
+      props: { persistent: true, contentType: "application/json" },
+    });
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    try {
+      await Promise.race([
+        caughtUp.promise,
+        new Promise((_, reject) => {
+          timer = setTimeout(
+            () =>
+              reject(new Error(`Cannot read "${stream}" up to now within ${CANCEL_SYNC_MS} ms`)),
+            CANCEL_SYNC_MS,
+          );
+        }),
+      ]);
+    } finally {
+      clearTimeout(timer);
+    }
   }
 
   /** Starts a consumer on each of the worker's type queues, unless it stopped consuming. */

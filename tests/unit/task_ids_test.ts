@@ -1,0 +1,52 @@
+/**
+ * Shortened task ids: a unique prefix resolves to the full id; several matches are `AMBIGUOUS_ID`.
+ *
+ * @module
+ */
+import assert from "node:assert/strict";
+import { ColmenaError } from "../../shared/errors.ts";
+import { MemoryTaskStore } from "../../server/stores/memory.ts";
+import { resolveTaskIdPrefix } from "../../server/task_ids.ts";
+
+/** A finished record made from a result alone, with a chosen id. */
+function finished(taskId: string) {
+  return {
+    taskId,
+    taskType: "echo",
+    origin: "s1",
+    status: "succeeded" as const,
+    output: { message: 1 },
+    worker: "w1",
+    durationMs: 1,
+    startedAt: "2025-01-01T00:00:00.000Z",
+    finishedAt: "2025-01-01T00:00:00.001Z",
+    attempt: 1,
+  };
+}
+
+Deno.test("a unique prefix resolves to its task id; several matches are AMBIGUOUS_ID saying how many", async () => {
+  const store = new MemoryTaskStore();
+  for (const taskId of ["abcdef01-0001", "abcdef01-0002", "abcdef01-0003", "abcdef02-0001"]) {
+    await store.complete(finished(taskId));
+  }
+  assert.equal(await resolveTaskIdPrefix(store, "abcdef02"), "abcdef02-0001");
+  assert.equal(await resolveTaskIdPrefix(store, "ABCDEF02-0"), "abcdef02-0001");
+  assert.equal(await resolveTaskIdPrefix(store, "abcdef03"), undefined);
+  assert.equal(await resolveTaskIdPrefix(store, "abcdef0"), undefined);
+  assert.equal(await resolveTaskIdPrefix(store, "abcdef0*"), undefined);
+  await assert.rejects(resolveTaskIdPrefix(store, "abcdef01"), (err: unknown) => {
+    assert.ok(err instanceof ColmenaError);
+    assert.equal(err.code, "AMBIGUOUS_ID");
+    assert.equal(err.retryable, false);
+    assert.match(err.message, /coincide con 3 tareas/);
+    return true;
+  });
+});
+
+Deno.test("an ambiguous prefix of more than 100 tasks says so without reading them all", async () => {
+  const store = new MemoryTaskStore();
+  for (let i = 0; i < 150; i++) {
+    await store.complete(finished(`abcdef01-${String(i).padStart(4, "0")}`));
+  }
+  await assert.rejects(resolveTaskIdPrefix(store, "abcdef01"), /más de 100 tareas/);
+});
