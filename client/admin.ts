@@ -6,7 +6,7 @@
  */
 import { isTaskType } from "../shared/tasks.ts";
 import { type Parsed, TASK_TYPE_LABELS } from "./args.ts";
-import { formatAgo, formatTable, formatTime, truncate } from "./format.ts";
+import { formatAgo, formatError, formatTable, formatTime, truncate } from "./format.ts";
 import type { DeadLetterInfo, WorkerInfo } from "./task_client.ts";
 
 /** Entries `dlq listar` shows, and tasks `dlq reintentar` moves, unless `--limite` says otherwise. */
@@ -55,7 +55,7 @@ export function formatDeadLetters(entries: readonly DeadLetterInfo[]): string {
       e.taskId,
       truncate(isTaskType(e.taskType) ? TASK_TYPE_LABELS[e.taskType] : e.taskType, 20),
       `${e.attempt}/${e.maxAttempts}`,
-      e.error === null ? "—" : truncate(`${e.error.code}: ${e.error.message}`, 90),
+      e.error === null ? "—" : truncate(formatError(e.error), 90),
       e.deadAt === null ? "—" : formatTime(e.deadAt),
     ]),
     { align: ["left", "left", "right", "left", "left"] },

@@ -18,7 +18,13 @@ import { formatWorkers } from "./admin.ts";
 import { formatCancel, formatMs, formatResult, formatTaskView } from "./format.ts";
 import { DEFAULT_HISTORY_LIMIT, formatHistory } from "./history.ts";
 import type { LineInput } from "./input.ts";
-import { describeFailure, EXIT_FAILURE, EXIT_OK, isConnectFailure } from "./output.ts";
+import {
+  describeMissingTask,
+  EXIT_FAILURE,
+  EXIT_OK,
+  isConnectFailure,
+  reportFailure,
+} from "./output.ts";
 import type { TaskClient } from "./task_client.ts";
 import { runTaskRequest, type TaskRequest } from "./task_request.ts";
 
@@ -127,7 +133,7 @@ class _Menu {
     try {
       serverId = (await this.#client.connect()).serverId;
     } catch (err) {
-      log.error(describeFailure(err, this.#config));
+      reportFailure(err, this.#config);
       return EXIT_FAILURE;
     }
     log.info(`colmena · cliente interactivo, conectado a ${host}:${port} (servidor ${serverId})`);
@@ -230,7 +236,7 @@ class _Menu {
       log.info(formatTaskView(await this.#client.status(taskId), { catalog: this.#catalog }));
     } catch (err) {
       if (!(err instanceof ColmenaError && err.code === "NOT_FOUND")) throw err;
-      log.info(`No existe ninguna tarea con el id «${taskId}»`);
+      log.error(describeMissingTask(taskId));
     }
   }
 
@@ -239,7 +245,7 @@ class _Menu {
       log.info(formatCancel(await this.#client.cancel(taskId)));
     } catch (err) {
       if (!(err instanceof ColmenaError && err.code === "NOT_FOUND")) throw err;
-      log.info(`No existe ninguna tarea con el id «${taskId}»`);
+      log.error(describeMissingTask(taskId));
     }
   }
 
@@ -290,8 +296,7 @@ class _Menu {
       await this.#connected();
       await action();
     } catch (err) {
-      if (err instanceof ColmenaError) log.info(`Error: ${describeFailure(err, this.#config)}`);
-      else log.error("Error inesperado en el cliente", err);
+      reportFailure(err, this.#config);
     }
   }
 }
