@@ -15,6 +15,8 @@ export const EXIT_OK = 0;
 export const EXIT_FAILURE = 1;
 /** Exit status of bad arguments. */
 export const EXIT_USAGE = 2;
+/** Exit status after Ctrl-C (SIGINT), as shells report it: 128 + 2. */
+export const EXIT_INTERRUPTED = 130;
 
 const encoder = new TextEncoder();
 

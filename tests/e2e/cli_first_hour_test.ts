@@ -4,7 +4,10 @@
  */
 import assert from "node:assert/strict";
 import { fileURLToPath } from "node:url";
+import { needsRabbit } from "../_helpers/services.ts";
+import { startServer, startWorker, uniqueQueues } from "../_helpers/processes.ts";
 
+const rabbit = await needsRabbit();
 const ROOT = fileURLToPath(new URL("../../", import.meta.url));
 
 /** `deno task -q cliente …`, as a person runs it: its exit code and output. */
@@ -47,4 +50,69 @@ Deno.test("cliente says the connection was refused, with host and port, in every
       command.join(" "),
     );
   }
+});
+
+Deno.test({
+  name:
+    "Ctrl-C during cliente simular prints the partial summary of the tasks ended so far and exits 130",
+  ...rabbit,
+  async fn() {
+    await using queues = uniqueQueues("sigint");
+    await using server = await startServer(queues);
+    await using _worker = await startWorker("worker1", queues, ["--quiet"]);
+    // setsid: the `deno task` process leads its own process group, as a terminal's foreground job does.
+    const child = new Deno.Command("setsid", {
+      args: [
+        Deno.execPath(),
+        "task",
+        "-q",
+        "cliente",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        String(server.port),
+        "simular",
+        "--clientes",
+        "2",
+        "--num-tareas",
+        "5000",
+        "--tareas-tipos",
+        "esperar",
+      ],
+      cwd: ROOT,
+      env: { NO_COLOR: "1" },
+      stdin: "null",
+      stdout: "piped",
+      stderr: "piped",
+    }).spawn();
+    const stderr = new Response(child.stderr).text();
+    let out = "";
+    const decoder = new TextDecoder();
+    const reader = child.stdout.getReader();
+    try {
+      while (!/Progreso: 10 %/.test(out)) {
+        const { value, done } = await reader.read();
+        if (done) break;
+        out += decoder.decode(value, { stream: true });
+      }
+      Deno.kill(-child.pid, "SIGINT");
+      for (;;) {
+        const { value, done } = await reader.read();
+        if (done) break;
+        out += decoder.decode(value, { stream: true });
+      }
+    } finally {
+      reader.releaseLock();
+    }
+    const status = await child.status;
+    const err = await stderr;
+    assert.equal(status.code, 130, out + err);
+    assert.match(err, /Interrumpida \(Ctrl-C\)/);
+    assert.match(out, /Resumen parcial de la simulación/);
+    const done = out.match(/tareas: +(\d+) de 5000 terminadas/);
+    assert.ok(done !== null, out);
+    assert.ok(Number(done[1]) >= 500 && Number(done[1]) < 5000, out);
+    assert.match(out, /Por tipo de tarea\n[^]*\n {2}esperar +\d+/);
+    assert.doesNotMatch(out, /Progreso: 100 %/);
+  },
 });
