@@ -15,7 +15,7 @@ import { type Parsed, taskLabel, toTaskType } from "./args.ts";
 import { catalogOf, type CliSettings, openClient } from "./commands.ts";
 import { formFields, payloadFrom } from "./schema_form.ts";
 import { formatWorkers } from "./admin.ts";
-import { formatCancel, formatMs, formatResult, formatTaskView } from "./format.ts";
+import { formatCancel, formatMs, formatResult, formatTaskView, plural } from "./format.ts";
 import { DEFAULT_HISTORY_LIMIT, formatHistory } from "./history.ts";
 import type { LineInput } from "./input.ts";
 import {
@@ -258,8 +258,10 @@ class _Menu {
     const more = page.nextCursor === null
       ? ""
       : `\nHay más: deno task cliente historial --cursor ${page.nextCursor}`;
-    const count = `${page.items.length} ${page.items.length === 1 ? "tarea" : "tareas"}`;
-    log.info(`${count}, las más recientes primero\n${formatHistory(page.items)}${more}`);
+    const count = plural(page.items.length, "tarea", "tareas");
+    log.info(
+      `${count}, las más recientes primero\n${formatHistory(page.items, this.#catalog)}${more}`,
+    );
   }
 
   async #workers(): Promise<void> {
@@ -267,8 +269,8 @@ class _Menu {
     log.info(
       workers.length === 0
         ? "No hay workers vivos"
-        : `${workers.length} ${workers.length === 1 ? "worker vivo" : "workers vivos"}\n` +
-          formatWorkers(workers, Date.now()),
+        : `${plural(workers.length, "worker vivo", "workers vivos")}\n` +
+          formatWorkers(workers, Date.now(), this.#catalog),
     );
   }
 
