@@ -4,9 +4,16 @@
  *
  * @module
  */
-import { isTaskType } from "../shared/tasks.ts";
-import { type Parsed, TASK_TYPE_LABELS } from "./args.ts";
-import { formatAgo, formatTable, formatTime, truncate } from "./format.ts";
+import { BUILTIN_CATALOG, type TaskCatalog } from "../shared/catalog.ts";
+import { type Parsed, taskLabel } from "./args.ts";
+import {
+  formatAgo,
+  formatError,
+  formatNumber,
+  formatTable,
+  formatTime,
+  truncate,
+} from "./format.ts";
 import type { DeadLetterInfo, WorkerInfo } from "./task_client.ts";
 
 /** Entries `dlq listar` shows, and tasks `dlq reintentar` moves, unless `--limite` says otherwise. */
@@ -14,8 +21,15 @@ export const DEFAULT_DLQ_LIMIT = 20;
 /** The largest `--limite` of `dlq`, as the server accepts it. */
 export const MAX_DLQ_LIMIT = 1_000;
 
-/** The table of `workers`: one row per worker, with how long ago it was last heard from. */
-export function formatWorkers(workers: readonly WorkerInfo[], now: number): string {
+/**
+ * The table of `workers`: one row per worker, with how long ago it was last heard from; the task types it
+ * runs go by their Spanish label from `catalog`.
+ */
+export function formatWorkers(
+  workers: readonly WorkerInfo[],
+  now: number,
+  catalog: TaskCatalog = BUILTIN_CATALOG,
+): string {
   return formatTable(
     [
       "nombre",
@@ -33,13 +47,13 @@ export function formatWorkers(workers: readonly WorkerInfo[], now: number): stri
       truncate(w.worker, 30),
       truncate(w.host, 30),
       String(w.pid),
-      String(w.concurrency),
-      String(w.inProgress),
-      String(w.processed),
-      String(w.failed),
+      formatNumber(w.concurrency),
+      formatNumber(w.inProgress),
+      formatNumber(w.processed),
+      formatNumber(w.failed),
       formatAgo(w.lastSeen, now),
       w.stopping ? "apagándose" : "activo",
-      truncate(w.types.join(","), 60),
+      truncate(w.types.map((type) => taskLabel(type, catalog)).join(","), 60),
     ]),
     {
       align: ["left", "left", "right", "right", "right", "right", "right", "right", "left", "left"],
@@ -47,15 +61,21 @@ export function formatWorkers(workers: readonly WorkerInfo[], now: number): stri
   );
 }
 
-/** The table of `dlq listar`: full ids (for `dlq reintentar`), attempts, the last error and when. */
-export function formatDeadLetters(entries: readonly DeadLetterInfo[]): string {
+/**
+ * The table of `dlq listar`: full ids (for `dlq reintentar`), the type's Spanish label from `catalog`,
+ * attempts, the last error and when.
+ */
+export function formatDeadLetters(
+  entries: readonly DeadLetterInfo[],
+  catalog: TaskCatalog = BUILTIN_CATALOG,
+): string {
   return formatTable(
     ["id", "tipo", "intentos", "error", "cuándo"],
     entries.map((e) => [
       e.taskId,
-      truncate(isTaskType(e.taskType) ? TASK_TYPE_LABELS[e.taskType] : e.taskType, 20),
+      truncate(taskLabel(e.taskType, catalog), 20),
       `${e.attempt}/${e.maxAttempts}`,
-      e.error === null ? "—" : truncate(`${e.error.code}: ${e.error.message}`, 90),
+      e.error === null ? "—" : truncate(formatError(e.error), 90),
       e.deadAt === null ? "—" : formatTime(e.deadAt),
     ]),
     { align: ["left", "left", "right", "left", "left"] },

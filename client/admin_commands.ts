@@ -3,7 +3,6 @@
  *
  * @module
  */
-import type { ClientConfig } from "../shared/config.ts";
 import * as log from "../shared/log.ts";
 import {
   DEFAULT_DLQ_LIMIT,
@@ -12,15 +11,15 @@ import {
   formatWorkers,
   MAX_DLQ_LIMIT,
 } from "./admin.ts";
-import { openClient, usageError } from "./commands.ts";
-import { formatError } from "./format.ts";
+import { catalogOf, type CliSettings, openClient, usageError } from "./commands.ts";
+import { formatError, plural } from "./format.ts";
 import { EXIT_FAILURE, EXIT_OK, reportFailure } from "./output.ts";
 
 const DLQ_USAGE =
   "dlq listar [--limite N] [--json] | dlq reintentar [idTarea …] [--limite N] [--json]";
 
 /** `workers`: the workers alive now; `--json` prints `{ workers }`. */
-export async function runWorkers(config: ClientConfig, args: readonly string[]): Promise<number> {
+export async function runWorkers(config: CliSettings, args: readonly string[]): Promise<number> {
   if (args.length > 0) return usageError("workers no admite argumentos", "workers [--json]");
   await using client = openClient(config);
   try {
@@ -31,8 +30,8 @@ export async function runWorkers(config: ClientConfig, args: readonly string[]):
       log.info("No hay workers vivos (ninguno ha dado señales en los últimos segundos)");
     } else {
       log.info(
-        `${workers.length} ${workers.length === 1 ? "worker vivo" : "workers vivos"}\n` +
-          formatWorkers(workers, Date.now()),
+        `${plural(workers.length, "worker vivo", "workers vivos")}\n` +
+          formatWorkers(workers, Date.now(), catalogOf(config)),
       );
     }
     return EXIT_OK;
@@ -43,7 +42,7 @@ export async function runWorkers(config: ClientConfig, args: readonly string[]):
 }
 
 /** `dlq listar` and `dlq reintentar [taskId …]`: the dead-letter queue. */
-export async function runDlq(config: ClientConfig, args: readonly string[]): Promise<number> {
+export async function runDlq(config: CliSettings, args: readonly string[]): Promise<number> {
   const [action, ...rest] = args;
   switch (action) {
     case "listar":
@@ -59,7 +58,7 @@ export async function runDlq(config: ClientConfig, args: readonly string[]): Pro
   }
 }
 
-async function _list(config: ClientConfig, args: readonly string[]): Promise<number> {
+async function _list(config: CliSettings, args: readonly string[]): Promise<number> {
   if (args.length > 0) return usageError("dlq listar no admite argumentos", DLQ_USAGE);
   const limit = dlqLimit(config.limite, DEFAULT_DLQ_LIMIT);
   if (!limit.ok) return usageError(limit.message, DLQ_USAGE);
@@ -71,9 +70,12 @@ async function _list(config: ClientConfig, args: readonly string[]): Promise<num
     } else if (entries.length === 0) {
       log.info("La cola de tareas muertas (DLQ) está vacía");
     } else {
-      const count = `${entries.length} ${entries.length === 1 ? "tarea" : "tareas"}`;
+      const count = plural(entries.length, "tarea", "tareas");
       const more = entries.length === limit.value ? "; puede haber más, pruebe --limite" : "";
-      log.info(`${count} en la cola de tareas muertas${more}\n${formatDeadLetters(entries)}`);
+      log.info(
+        `${count} en la cola de tareas muertas${more}\n` +
+          formatDeadLetters(entries, catalogOf(config)),
+      );
     }
     return EXIT_OK;
   } catch (err) {
@@ -82,7 +84,7 @@ async function _list(config: ClientConfig, args: readonly string[]): Promise<num
   }
 }
 
-async function _requeue(config: ClientConfig, args: readonly string[]): Promise<number> {
+async function _requeue(config: CliSettings, args: readonly string[]): Promise<number> {
   const taskIds = [...new Set(args.map((id) => id.trim()).filter((id) => id !== ""))];
   if (taskIds.length > 1_000) {
     return usageError("dlq reintentar admite como mucho 1000 ids", DLQ_USAGE);
@@ -110,7 +112,7 @@ async function _requeue(config: ClientConfig, args: readonly string[]): Promise<
   } else if (requeued.length === 0) {
     log.info("No se devolvió ninguna tarea a la cola");
   } else {
-    const count = `${requeued.length} ${requeued.length === 1 ? "tarea" : "tareas"}`;
+    const count = plural(requeued.length, "tarea", "tareas");
     log.info(`Devueltas a la cola ${count}:\n${requeued.map((id) => `  ${id}`).join("\n")}`);
     if (taskIds.length === 0 && requeued.length === limit.value) {
       log.info(`Puede haber más: repita la orden o use --limite (hasta ${MAX_DLQ_LIMIT})`);

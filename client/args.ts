@@ -122,7 +122,9 @@ export function parseTaskTypes(
     describe: (bad) =>
       bad === ""
         ? "Falta la lista de tipos de tarea"
-        : `Tipo de tarea desconocido: «${bad}». Use ${catalog.names().join(", ")}`,
+        : `Tipo de tarea desconocido: «${bad}». Use ${
+          catalog.names().map((type) => taskLabel(type, catalog)).join(", ")
+        }`,
   });
 }
 

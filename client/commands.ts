@@ -10,14 +10,13 @@ import type { ClientConfig } from "../shared/config.ts";
 import { parseFileTaskArgs, parseTaskArgs, taskLabel, toTaskType } from "./args.ts";
 import {
   formatCancel,
-  formatError,
   formatMs,
   formatResult,
   formatTaskView,
   resultToJson,
   type SavedOutput,
 } from "./format.ts";
-import { EXIT_FAILURE, EXIT_OK, EXIT_USAGE, reportFailure } from "./output.ts";
+import { describeMissingTask, EXIT_FAILURE, EXIT_OK, EXIT_USAGE, reportFailure } from "./output.ts";
 import { TaskClient, type TaskResult } from "./task_client.ts";
 import { runTaskRequest } from "./task_request.ts";
 
@@ -196,7 +195,7 @@ export async function runStatus(config: CliSettings, args: readonly string[]): P
     return EXIT_OK;
   } catch (err) {
     if (err instanceof ColmenaError && err.code === "NOT_FOUND") {
-      log.error(`No existe ninguna tarea con el id «${taskId}»`);
+      log.error(describeMissingTask(taskId));
     } else {
       reportFailure(err, config);
     }
@@ -225,9 +224,7 @@ export async function runCancel(config: ClientConfig, args: readonly string[]): 
     return outcome.cancelled || outcome.status === "cancelled" ? EXIT_OK : EXIT_FAILURE;
   } catch (err) {
     if (err instanceof ColmenaError && err.code === "NOT_FOUND") {
-      log.error(
-        formatError({ code: err.code, message: `No existe ninguna tarea con el id «${taskId}»` }),
-      );
+      log.error(describeMissingTask(taskId));
     } else {
       reportFailure(err, config);
     }

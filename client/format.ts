@@ -21,20 +21,59 @@ export const STATUS_LABELS: Readonly<Record<TaskStatus, string>> = {
 
 /** Milliseconds for people: `0.42 ms`, `12.3 ms`, `1.53 s`. */
 export function formatMs(ms: number): string {
-  if (ms >= 10_000) return `${(ms / 1000).toFixed(1)} s`;
-  if (ms >= 1000) return `${(ms / 1000).toFixed(2)} s`;
-  if (ms >= 100) return `${ms.toFixed(0)} ms`;
-  if (ms >= 10) return `${ms.toFixed(1)} ms`;
-  return `${ms.toFixed(2)} ms`;
+  if (ms >= 10_000) return `${formatNumber(ms / 1000, 1)} s`;
+  if (ms >= 1000) return `${formatNumber(ms / 1000, 2)} s`;
+  if (ms >= 100) return `${formatNumber(ms, 0)} ms`;
+  if (ms >= 10) return `${formatNumber(ms, 1)} ms`;
+  return `${formatNumber(ms, 2)} ms`;
 }
 
-/** A time for people, in this machine's time zone: `2025-11-26 21:03:04`; the text itself if it is no time. */
+/**
+ * How numbers read in every human output: plain, as JavaScript writes them and as people type them on the
+ * command line (`.` for decimals, no thousands separators: `,` separates the numbers of `enviar numeros`).
+ * `decimals` fixes the digits after the point.
+ */
+export function formatNumber(value: number, decimals?: number): string {
+  return decimals === undefined ? String(value) : value.toFixed(decimals);
+}
+
+/** A share for people, with the space Spanish puts before `%`: `40 %`. */
+export function formatPercent(fraction: number): string {
+  return `${Math.floor(Math.max(0, Math.min(1, fraction)) * 100)} %`;
+}
+
+/** A throughput for people, one decimal: `406.3 tareas/s`. */
+export function formatRate(perSecond: number): string {
+  return `${formatNumber(perSecond, 1)} tareas/s`;
+}
+
+/** A count with its noun in singular or plural: `1 tarea`, `2 tareas`, `0 tareas`. */
+export function plural(count: number, one: string, many: string): string {
+  return `${formatNumber(count)} ${count === 1 ? one : many}`;
+}
+
+/** A UTC offset in minutes east of Greenwich, as `formatTime` shows it: `UTC`, `UTC+1`, `UTC-3:30`. */
+export function formatUtcOffset(minutes: number): string {
+  if (minutes === 0) return "UTC";
+  const sign = minutes > 0 ? "+" : "-";
+  const abs = Math.abs(minutes);
+  const rest = abs % 60;
+  return `UTC${sign}${Math.floor(abs / 60)}${
+    rest === 0 ? "" : `:${String(rest).padStart(2, "0")}`
+  }`;
+}
+
+/**
+ * A time for people, in this machine's time zone and saying which: `2025-11-26 21:03:04 UTC+1`; the text
+ * itself if it is no time. Every human output shows times this way.
+ */
 export function formatTime(iso: string): string {
   const date = new Date(iso);
   if (Number.isNaN(date.getTime())) return iso;
   const two = (n: number): string => String(n).padStart(2, "0");
   return `${date.getFullYear()}-${two(date.getMonth() + 1)}-${two(date.getDate())} ` +
-    `${two(date.getHours())}:${two(date.getMinutes())}:${two(date.getSeconds())}`;
+    `${two(date.getHours())}:${two(date.getMinutes())}:${two(date.getSeconds())} ` +
+    formatUtcOffset(-date.getTimezoneOffset());
 }
 
 /** How long ago a time was, in whole seconds (never negative): `hace 3 s`. */
@@ -66,7 +105,7 @@ export function formatCancel(
   return `Demasiado tarde: la tarea ya está ${STATUS_LABELS[outcome.status]}`;
 }
 
-/** A task type's Spanish name with its wire name: `texto (text)`. */
+/** A task type's one name in human outputs: its Spanish label from the catalogue (`texto`). */
 export function formatTaskType(type: string, catalog: TaskCatalog = BUILTIN_CATALOG): string {
   return taskLabel(type, catalog);
 }
@@ -102,10 +141,10 @@ function _indent(lines: readonly string[], by = "    "): string[] {
 
 /** Bytes for people, in binary units: `512 B`, `12.3 KiB`, `5.0 MiB`. */
 export function formatBytes(bytes: number): string {
-  if (bytes < 1024) return `${bytes} B`;
-  if (bytes < 1024 * 1024) return `${(bytes / 1024).toFixed(1)} KiB`;
-  if (bytes < 1024 ** 3) return `${(bytes / 1024 ** 2).toFixed(1)} MiB`;
-  return `${(bytes / 1024 ** 3).toFixed(2)} GiB`;
+  if (bytes < 1024) return `${formatNumber(bytes)} B`;
+  if (bytes < 1024 * 1024) return `${formatNumber(bytes / 1024, 1)} KiB`;
+  if (bytes < 1024 ** 3) return `${formatNumber(bytes / 1024 ** 2, 1)} MiB`;
+  return `${formatNumber(bytes / 1024 ** 3, 2)} GiB`;
 }
 
 /** Outputs whose JSON is longer than this many characters are summed up instead of printed whole. */
@@ -121,7 +160,7 @@ const encoder = new TextEncoder();
 
 function _textSize(text: string): string {
   const bytes = encoder.encode(text).length;
-  return `${formatBytes(bytes)} (${bytes} bytes)`;
+  return `${formatBytes(bytes)} (${plural(bytes, "byte", "bytes")})`;
 }
 
 /**
@@ -161,9 +200,12 @@ export function formatResult(
   },
 ): string {
   const { roundTripMs, saved, catalog = BUILTIN_CATALOG } = options;
+  const type = formatTaskType(result.taskType, catalog);
   const head = result.status === "succeeded"
-    ? `Tarea completada: ${formatTaskType(result.taskType, catalog)}`
-    : `La tarea falló: ${formatTaskType(result.taskType, catalog)}`;
+    ? `Tarea completada: ${type}`
+    : result.status === "cancelled"
+    ? `Tarea cancelada: ${type}`
+    : `La tarea falló: ${type}`;
   const lines = [
     head,
     `  id:         ${result.taskId}`,
@@ -172,7 +214,9 @@ export function formatResult(
       formatMs(roundTripMs)
     } desde el envío`,
   ];
-  if (result.status !== "succeeded") {
+  if (result.status === "cancelled") {
+    lines.push(`  motivo:     ${formatError(result.error)}`);
+  } else if (result.status !== "succeeded") {
     lines.push(`  error:      ${formatError(result.error)}`);
   } else if (isLargeOutput(result)) {
     lines.push(
@@ -230,10 +274,10 @@ export function formatTaskView(
     `  tipo:        ${formatTaskType(view.taskType, options.catalog)}`,
     `  prioridad:   ${view.priority}`,
     `  cliente:     ${view.client.name} (${CLIENT_KIND_LABELS[view.client.kind]})`,
-    `  enviada:     ${view.submittedAt}`,
+    `  enviada:     ${formatTime(view.submittedAt)}`,
   ];
-  if (view.startedAt !== undefined) lines.push(`  iniciada:    ${view.startedAt}`);
-  if (view.finishedAt !== undefined) lines.push(`  terminada:   ${view.finishedAt}`);
+  if (view.startedAt !== undefined) lines.push(`  iniciada:    ${formatTime(view.startedAt)}`);
+  if (view.finishedAt !== undefined) lines.push(`  terminada:   ${formatTime(view.finishedAt)}`);
   if (view.worker !== undefined) lines.push(`  worker:      ${view.worker}`);
   if (view.durationMs !== undefined) lines.push(`  duración:    ${formatMs(view.durationMs)}`);
   if (view.output !== undefined) {

@@ -6,12 +6,10 @@
  */
 import { TASK_STATUSES, type TaskStatus, type TaskView } from "../shared/protocol.ts";
 import { BUILTIN_CATALOG, type TaskCatalog } from "../shared/catalog.ts";
-import { isTaskType } from "../shared/tasks.ts";
 import {
   CLIENT_KIND_LABELS,
   type Parsed,
   parseKinds,
-  TASK_TYPE_LABELS,
   taskLabel,
   toClientKind,
   toTaskType,
@@ -193,18 +191,19 @@ export function historyPageSize(limite: number | undefined, all: boolean): Parse
   return { ok: true, value: limite };
 }
 
-/** A task type's Spanish name, or the name itself when it is not in the catalogue. */
-function _typeLabel(type: string): string {
-  return isTaskType(type) ? TASK_TYPE_LABELS[type] : type;
-}
-
-/** The table of `historial`: one row per task, in the order given (the server's: newest first). */
-export function formatHistory(items: readonly TaskView[]): string {
+/**
+ * The table of `historial`: one row per task, in the order given (the server's: newest first); task types
+ * go by their Spanish label from `catalog`.
+ */
+export function formatHistory(
+  items: readonly TaskView[],
+  catalog: TaskCatalog = BUILTIN_CATALOG,
+): string {
   return formatTable(
     ["id", "tipo", "estado", "cliente", "enviada", "duración", "worker"],
     items.map((view) => [
       shortId(view.taskId),
-      truncate(_typeLabel(view.taskType), 20),
+      truncate(taskLabel(view.taskType, catalog), 20),
       STATUS_LABELS[view.status],
       truncate(`${CLIENT_KIND_LABELS[view.client.kind]}/${view.client.name}`, 30),
       formatTime(view.submittedAt),

@@ -5,7 +5,8 @@
  */
 import type { TaskView } from "../shared/protocol.ts";
 import * as log from "../shared/log.ts";
-import { type CliSettings, openClient, usageError } from "./commands.ts";
+import { catalogOf, type CliSettings, openClient, usageError } from "./commands.ts";
+import { plural } from "./format.ts";
 import { buildListFilter, formatHistory, historyPageSize, MAX_HISTORY_PAGES } from "./history.ts";
 import { EXIT_FAILURE, EXIT_OK, reportFailure } from "./output.ts";
 
@@ -61,8 +62,8 @@ export async function runHistory(config: CliSettings, args: readonly string[]): 
     return EXIT_OK;
   }
   log.info(
-    `${items.length} ${items.length === 1 ? "tarea" : "tareas"}, las más recientes primero\n` +
-      formatHistory(items),
+    `${plural(items.length, "tarea", "tareas")}, las más recientes primero\n` +
+      formatHistory(items, catalogOf(config)),
   );
   if (cursor !== null) {
     log.info(`Hay más: añada --cursor ${cursor} (con los mismos filtros)`);

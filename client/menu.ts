@@ -15,10 +15,16 @@ import { type Parsed, taskLabel, toTaskType } from "./args.ts";
 import { catalogOf, type CliSettings, openClient } from "./commands.ts";
 import { formFields, payloadFrom } from "./schema_form.ts";
 import { formatWorkers } from "./admin.ts";
-import { formatCancel, formatMs, formatResult, formatTaskView } from "./format.ts";
+import { formatCancel, formatMs, formatResult, formatTaskView, plural } from "./format.ts";
 import { DEFAULT_HISTORY_LIMIT, formatHistory } from "./history.ts";
 import type { LineInput } from "./input.ts";
-import { describeFailure, EXIT_FAILURE, EXIT_OK, isConnectFailure } from "./output.ts";
+import {
+  describeMissingTask,
+  EXIT_FAILURE,
+  EXIT_OK,
+  isConnectFailure,
+  reportFailure,
+} from "./output.ts";
 import type { TaskClient } from "./task_client.ts";
 import { runTaskRequest, type TaskRequest } from "./task_request.ts";
 
@@ -127,7 +133,7 @@ class _Menu {
     try {
       serverId = (await this.#client.connect()).serverId;
     } catch (err) {
-      log.error(describeFailure(err, this.#config));
+      reportFailure(err, this.#config);
       return EXIT_FAILURE;
     }
     log.info(`colmena · cliente interactivo, conectado a ${host}:${port} (servidor ${serverId})`);
@@ -230,7 +236,7 @@ class _Menu {
       log.info(formatTaskView(await this.#client.status(taskId), { catalog: this.#catalog }));
     } catch (err) {
       if (!(err instanceof ColmenaError && err.code === "NOT_FOUND")) throw err;
-      log.info(`No existe ninguna tarea con el id «${taskId}»`);
+      log.error(describeMissingTask(taskId));
     }
   }
 
@@ -239,7 +245,7 @@ class _Menu {
       log.info(formatCancel(await this.#client.cancel(taskId)));
     } catch (err) {
       if (!(err instanceof ColmenaError && err.code === "NOT_FOUND")) throw err;
-      log.info(`No existe ninguna tarea con el id «${taskId}»`);
+      log.error(describeMissingTask(taskId));
     }
   }
 
@@ -252,8 +258,10 @@ class _Menu {
     const more = page.nextCursor === null
       ? ""
       : `\nHay más: deno task cliente historial --cursor ${page.nextCursor}`;
-    const count = `${page.items.length} ${page.items.length === 1 ? "tarea" : "tareas"}`;
-    log.info(`${count}, las más recientes primero\n${formatHistory(page.items)}${more}`);
+    const count = plural(page.items.length, "tarea", "tareas");
+    log.info(
+      `${count}, las más recientes primero\n${formatHistory(page.items, this.#catalog)}${more}`,
+    );
   }
 
   async #workers(): Promise<void> {
@@ -261,8 +269,8 @@ class _Menu {
     log.info(
       workers.length === 0
         ? "No hay workers vivos"
-        : `${workers.length} ${workers.length === 1 ? "worker vivo" : "workers vivos"}\n` +
-          formatWorkers(workers, Date.now()),
+        : `${plural(workers.length, "worker vivo", "workers vivos")}\n` +
+          formatWorkers(workers, Date.now(), this.#catalog),
     );
   }
 
@@ -290,8 +298,7 @@ class _Menu {
       await this.#connected();
       await action();
     } catch (err) {
-      if (err instanceof ColmenaError) log.info(`Error: ${describeFailure(err, this.#config)}`);
-      else log.error("Error inesperado en el cliente", err);
+      reportFailure(err, this.#config);
     }
   }
 }

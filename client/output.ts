@@ -6,6 +6,8 @@
  */
 import { ColmenaError, toColmenaError } from "../shared/errors.ts";
 import * as log from "../shared/log.ts";
+import { connectFailureKind } from "./connect_error.ts";
+import { formatError } from "./format.ts";
 
 /** Exit status of success. */
 export const EXIT_OK = 0;
@@ -13,6 +15,8 @@ export const EXIT_OK = 0;
 export const EXIT_FAILURE = 1;
 /** Exit status of bad arguments. */
 export const EXIT_USAGE = 2;
+/** Exit status after Ctrl-C (SIGINT), as shells report it: 128 + 2. */
+export const EXIT_INTERRUPTED = 130;
 
 const encoder = new TextEncoder();
 
@@ -28,25 +32,41 @@ export function writeText(text: string, stream: "stdout" | "stderr" = "stdout"):
 export function isConnectFailure(err: unknown): boolean {
   return err instanceof ColmenaError && err.code === "CONNECTION_CLOSED" &&
     (err.cause instanceof Deno.errors.ConnectionRefused ||
-      err.cause instanceof Deno.errors.NotFound ||
-      err.cause instanceof Deno.errors.TimedOut ||
-      err.cause instanceof Deno.errors.AddrNotAvailable);
+      err.cause instanceof Deno.errors.AddrNotAvailable ||
+      (err.cause !== undefined && connectFailureKind(err.cause) !== "other"));
 }
 
-/** The Spanish explanation of a failure, with what to do when the server cannot be reached. */
+/**
+ * The Spanish explanation of a failure, always `CÓDIGO: mensaje` (the one format of errors in every
+ * command and the menu), with what to do when the server cannot be reached.
+ */
 export function describeFailure(
   err: unknown,
   server: { readonly host: string; readonly port: number },
 ): string {
-  if (isConnectFailure(err)) {
-    return `No se puede conectar con el servidor en ${server.host}:${server.port}. ` +
-      "¿Está en marcha? Arránquelo con: deno task servidor";
-  }
   const error = toColmenaError(err);
-  if (error.code === "CONNECTION_CLOSED") {
-    return `${error.code}: ${error.message}. Compruebe que el servidor sigue en marcha`;
+  if (isConnectFailure(err)) {
+    const hint = connectFailureKind(error.cause) === "name"
+      ? "Compruebe el nombre en --host o COLMENA_HOST"
+      : "¿Está en marcha? Arránquelo con: deno task servidor";
+    return formatError({ code: error.code, message: `${error.message}. ${hint}` });
   }
-  return `${error.code}: ${error.message}`;
+  if (error.code === "CONNECTION_CLOSED") {
+    return formatError({
+      code: error.code,
+      message: `${error.message} (${server.host}:${server.port}). ` +
+        "Compruebe que el servidor sigue en marcha",
+    });
+  }
+  return formatError(error);
+}
+
+/** What `estado`, `cancelar` and the menu say when the server knows no task with that id. */
+export function describeMissingTask(taskId: string): string {
+  return formatError({
+    code: "NOT_FOUND",
+    message: `No existe ninguna tarea con el id «${taskId}»`,
+  });
 }
 
 /** Prints a failure to stderr; errors that are not colmena's own also get their cause chain. */

@@ -49,6 +49,11 @@ export interface SimulationOptions {
   readonly onResult?: (task: SimulatedTask) => void;
   /** Called after every finished task. */
   readonly onProgress?: (progress: SimulationProgress) => void;
+  /**
+   * Stops the simulation (Ctrl-C): no more tasks are sent, and it resolves at once with the partial
+   * summary of the tasks that had ended (`interrupted: true`); those still running are abandoned.
+   */
+  readonly signal?: AbortSignal;
 }
 
 /** Default number of tasks each simulated client keeps in flight. */
@@ -70,7 +75,8 @@ interface _Plan {
 }
 
 /**
- * Runs a simulation and resolves with its summary once every task has ended.
+ * Runs a simulation and resolves with its summary once every task has ended, or with the partial summary
+ * as soon as `signal` aborts.
  *
  * Rejects, after closing every connection, when any client cannot connect; task failures (errors, failed
  * results, outputs that do not match their input) are counted in the summary instead.
@@ -104,7 +110,10 @@ export async function simulate(options: SimulationOptions): Promise<SimulationSu
 
     const stats = new SimulationStats();
     const start = performance.now();
+    let stopped = false;
     const record = (task: SimulatedTask): void => {
+      // Tasks that end after an interruption (abandoned, or rejected as the connections close) do not count.
+      if (stopped) return;
       stats.add(task);
       options.onResult?.(task);
       options.onProgress?.({
@@ -121,9 +130,16 @@ export async function simulate(options: SimulationOptions): Promise<SimulationSu
       priority: options.priority,
       catalog: options.catalog ?? BUILTIN_CATALOG,
       record,
+      stopped: () => stopped,
     };
-    await Promise.all(plans.map((plan, i) => _runClient(clients[i]!, plan, context)));
+    const finished = await _untilAborted(
+      Promise.all(plans.map((plan, i) => _runClient(clients[i]!, plan, context))),
+      options.signal,
+    );
+    stopped = true;
     return stats.summarize({
+      planned: options.tasks,
+      interrupted: !finished,
       clients: plans.length,
       kinds: [...new Set(plans.map((plan) => plan.kind))],
       types,
@@ -133,6 +149,23 @@ export async function simulate(options: SimulationOptions): Promise<SimulationSu
     });
   } finally {
     await Promise.all(clients.map((client) => client.close()));
+  }
+}
+
+/** Waits for `work`; `true` when it ended, `false` when `signal` aborted first. */
+async function _untilAborted(work: Promise<unknown>, signal?: AbortSignal): Promise<boolean> {
+  if (signal === undefined) {
+    await work;
+    return true;
+  }
+  if (signal.aborted) return false;
+  const aborted = Promise.withResolvers<boolean>();
+  const onAbort = (): void => aborted.resolve(false);
+  signal.addEventListener("abort", onAbort, { once: true });
+  try {
+    return await Promise.race([work.then(() => true), aborted.promise]);
+  } finally {
+    signal.removeEventListener("abort", onAbort);
   }
 }
 
@@ -161,12 +194,14 @@ interface _Context {
   readonly priority: number | undefined;
   readonly catalog: TaskCatalog;
   readonly record: (task: SimulatedTask) => void;
+  /** Whether the simulation was interrupted: lanes send nothing more. */
+  readonly stopped: () => boolean;
 }
 
 async function _runClient(client: TaskClient, plan: _Plan, context: _Context): Promise<void> {
   let next = 0;
   async function lane(): Promise<void> {
-    while (next < plan.count) {
+    while (next < plan.count && !context.stopped()) {
       const index = next++;
       const type = context.types[(plan.offset + index) % context.types.length]!;
       context.record(await _runTask(context, { client, plan, type }));

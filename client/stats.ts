@@ -42,7 +42,10 @@ export interface LatencyStats {
 export interface GroupStats {
   readonly count: number;
   readonly ok: number;
+  /** Tasks that failed (errors, failed results, mismatches); cancelled ones are not among them. */
   readonly failed: number;
+  /** Tasks cancelled before they ran (code `CANCELLED`). */
+  readonly cancelled: number;
   readonly latency: LatencyStats;
 }
 
@@ -56,15 +59,23 @@ export interface SimulationSummary {
   readonly types: readonly string[];
   /** Tasks each client kept in flight. */
   readonly window: number;
+  /** Tasks that ended (all of them, unless `interrupted`). */
   readonly total: number;
+  /** Tasks the simulation was asked to run. */
+  readonly planned: number;
+  /** Whether it was stopped (Ctrl-C) before every task ended: the counts are then partial. */
+  readonly interrupted: boolean;
   readonly ok: number;
+  /** Tasks that failed; cancelled ones are counted apart. */
   readonly failed: number;
+  /** Tasks cancelled before they ran. */
+  readonly cancelled: number;
   /** Failed tasks whose output did not match their input. */
   readonly mismatches: number;
-  /** Failed tasks by error code ({@linkcode MISMATCH} included). */
+  /** Failed and cancelled tasks by error code ({@linkcode MISMATCH} and `CANCELLED` included). */
   readonly errors: Readonly<Record<string, number>>;
-  /** The first few mismatches, described in Spanish. */
-  readonly mismatchExamples: readonly string[];
+  /** The first few mismatches: the task, and what did not match (Spanish). */
+  readonly mismatchExamples: readonly MismatchExample[];
   /** Milliseconds spent opening the connections. */
   readonly connectMs: number;
   /** Milliseconds from the first submit to the last result. */
@@ -77,8 +88,19 @@ export interface SimulationSummary {
   readonly byWorker: Readonly<Record<string, GroupStats>>;
 }
 
+/** One output that did not match its input. */
+export interface MismatchExample {
+  readonly taskType: string;
+  readonly taskId: string | null;
+  readonly message: string;
+}
+
 /** What a summary needs besides the tasks themselves. */
 export interface SummaryContext {
+  /** Tasks the simulation was asked to run. @defaultValue the tasks that ended */
+  readonly planned?: number;
+  /** Whether the simulation was stopped before every task ended. @defaultValue `false` */
+  readonly interrupted?: boolean;
   readonly clients: number;
   readonly kinds: readonly ClientKind[];
   readonly types: readonly string[];
@@ -118,14 +140,21 @@ export function latencyStats(values: readonly number[]): LatencyStats {
   };
 }
 
+/** Whether a simulated task ended cancelled rather than failed. */
+function _isCancelled(task: SimulatedTask): boolean {
+  return !task.ok && task.error?.code === "CANCELLED";
+}
+
 class _Group {
   count = 0;
   ok = 0;
+  cancelled = 0;
   readonly latencies: number[] = [];
 
   add(task: SimulatedTask): void {
     this.count++;
     if (task.ok) this.ok++;
+    if (_isCancelled(task)) this.cancelled++;
     if (task.latencyMs !== null) this.latencies.push(task.latencyMs);
   }
 
@@ -133,7 +162,8 @@ class _Group {
     return {
       count: this.count,
       ok: this.ok,
-      failed: this.count - this.ok,
+      failed: this.count - this.ok - this.cancelled,
+      cancelled: this.cancelled,
       latency: latencyStats(this.latencies),
     };
   }
@@ -161,16 +191,21 @@ export class SimulationStats {
   readonly #byKind = new Map<string, _Group>();
   readonly #byWorker = new Map<string, _Group>();
   readonly #errors = new Map<string, number>();
-  readonly #mismatchExamples: string[] = [];
+  readonly #mismatchExamples: MismatchExample[] = [];
 
   /** Tasks collected so far. */
   get done(): number {
     return this.#all.count;
   }
 
-  /** Failed tasks collected so far. */
+  /** Failed tasks collected so far (cancelled ones apart). */
   get failed(): number {
-    return this.#all.count - this.#all.ok;
+    return this.#all.count - this.#all.ok - this.#all.cancelled;
+  }
+
+  /** Cancelled tasks collected so far. */
+  get cancelled(): number {
+    return this.#all.cancelled;
   }
 
   /** Adds one finished task. */
@@ -182,7 +217,11 @@ export class SimulationStats {
     if (task.error !== null) {
       this.#errors.set(task.error.code, (this.#errors.get(task.error.code) ?? 0) + 1);
       if (task.error.code === MISMATCH && this.#mismatchExamples.length < MAX_MISMATCH_EXAMPLES) {
-        this.#mismatchExamples.push(`${task.type} (${task.taskId ?? "?"}): ${task.error.message}`);
+        this.#mismatchExamples.push({
+          taskType: task.type,
+          taskId: task.taskId,
+          message: task.error.message,
+        });
       }
     }
   }
@@ -198,8 +237,11 @@ export class SimulationStats {
       types: [...context.types],
       window: context.window,
       total: all.count,
+      planned: context.planned ?? all.count,
+      interrupted: context.interrupted ?? false,
       ok: all.ok,
       failed: all.failed,
+      cancelled: all.cancelled,
       mismatches: this.#errors.get(MISMATCH) ?? 0,
       errors,
       mismatchExamples: [...this.#mismatchExamples],

@@ -1,12 +1,12 @@
 /**
- * `formatSummary`: the Spanish tables that close a simulation.
+ * `formatSummary`: the Spanish tables that close a simulation (or sum up what ended before Ctrl-C).
  *
  * @module
  */
-import { isTaskType } from "../shared/tasks.ts";
 import { CLIENT_KINDS } from "../shared/protocol.ts";
-import { CLIENT_KIND_LABELS, TASK_TYPE_LABELS } from "./args.ts";
-import { formatMs, formatTable } from "./format.ts";
+import { BUILTIN_CATALOG, type TaskCatalog } from "../shared/catalog.ts";
+import { CLIENT_KIND_LABELS, taskLabel } from "./args.ts";
+import { formatMs, formatNumber, formatRate, formatTable, plural } from "./format.ts";
 import type { GroupStats, LatencyStats, SimulationSummary } from "./stats.ts";
 
 function _ms(latency: LatencyStats, value: number): string {
@@ -15,20 +15,19 @@ function _ms(latency: LatencyStats, value: number): string {
 
 function _groupRows(
   groups: Readonly<Record<string, GroupStats>>,
-  label: (key: string) => string,
+  options: { readonly label: (key: string) => string; readonly cancelled: boolean },
 ): string[][] {
   return Object.entries(groups).map(([key, group]) => [
-    label(key),
-    String(group.count),
-    String(group.ok),
-    String(group.failed),
+    options.label(key),
+    formatNumber(group.count),
+    formatNumber(group.ok),
+    formatNumber(group.failed),
+    ...(options.cancelled ? [formatNumber(group.cancelled)] : []),
     _ms(group.latency, group.latency.p50),
     _ms(group.latency, group.latency.p95),
     _ms(group.latency, group.latency.p99),
   ]);
 }
-
-const GROUP_ALIGN = ["left", "right", "right", "right", "right", "right", "right"] as const;
 
 function _kindLabel(kind: string): string {
   return (CLIENT_KINDS as readonly string[]).includes(kind)
@@ -36,42 +35,65 @@ function _kindLabel(kind: string): string {
     : kind;
 }
 
-function _typeLabel(type: string): string {
-  return isTaskType(type) ? TASK_TYPE_LABELS[type] : type;
+/** `3 correctas, 1 fallida` (and the cancelled ones, when there are). */
+function _outcomes(summary: SimulationSummary): string {
+  const parts = [
+    plural(summary.ok, "correcta", "correctas"),
+    plural(summary.failed, "fallida", "fallidas"),
+  ];
+  if (summary.cancelled > 0) parts.push(plural(summary.cancelled, "cancelada", "canceladas"));
+  return parts.join(", ");
 }
 
-/** Renders a {@linkcode SimulationSummary} as Spanish text: totals, latency, then one table per grouping. */
-export function formatSummary(summary: SimulationSummary): string {
+/**
+ * Renders a {@linkcode SimulationSummary} as Spanish text: totals, latency, then one table per grouping.
+ * Task types go by their Spanish label from `catalog`; an interrupted simulation is marked partial.
+ */
+export function formatSummary(
+  summary: SimulationSummary,
+  catalog: TaskCatalog = BUILTIN_CATALOG,
+): string {
   const { latency } = summary;
+  const typeLabel = (type: string): string => taskLabel(type, catalog);
   const kinds = summary.kinds.map(_kindLabel).join(", ");
+  const tasks = summary.interrupted
+    ? `${formatNumber(summary.total)} de ${formatNumber(summary.planned)} terminadas`
+    : formatNumber(summary.total);
   const sections = [
     [
-      "Resumen de la simulación",
-      `  clientes:         ${summary.clients} (${kinds}), ${summary.window} tareas en vuelo cada uno`,
-      `  tareas:           ${summary.total} (${summary.ok} correctas, ${summary.failed} fallidas)`,
-      `  discrepancias:    ${summary.mismatches}`,
+      summary.interrupted
+        ? "Resumen parcial de la simulación (interrumpida: solo las tareas terminadas hasta entonces)"
+        : "Resumen de la simulación",
+      `  clientes:         ${formatNumber(summary.clients)} (${kinds}), ${
+        plural(summary.window, "tarea", "tareas")
+      } en vuelo cada uno`,
+      `  tareas:           ${tasks} (${_outcomes(summary)})`,
+      `  discrepancias:    ${formatNumber(summary.mismatches)}`,
       `  tiempo:           ${formatMs(summary.elapsedMs)} (conexión: ${
         formatMs(summary.connectMs)
       })`,
-      `  rendimiento:      ${summary.tasksPerSecond.toFixed(1)} tareas/s`,
+      `  rendimiento:      ${formatRate(summary.tasksPerSecond)}`,
       `  latencia:         p50 ${_ms(latency, latency.p50)} · p95 ${
         _ms(latency, latency.p95)
       } · p99 ${_ms(latency, latency.p99)} · máx ${_ms(latency, latency.max)} (envío → resultado)`,
     ].join("\n"),
   ];
-  const groupHeader = ["", "tareas", "correctas", "fallidas", "p50", "p95", "p99"];
+  const cancelled = summary.cancelled > 0;
+  const counts = ["tareas", "correctas", "fallidas", ...(cancelled ? ["canceladas"] : [])];
+  const header = [...counts, "p50", "p95", "p99"];
+  const align = ["left", ...header.map(() => "right" as const)] as const;
   sections.push(
     "Por tipo de tarea\n" +
       formatTable(
-        ["tipo", ...groupHeader.slice(1)],
-        _groupRows(summary.byType, _typeLabel),
-        { align: GROUP_ALIGN },
+        ["tipo", ...header],
+        _groupRows(summary.byType, { label: typeLabel, cancelled }),
+        { align },
       ),
     "Por tipo de cliente\n" +
       formatTable(
-        ["cliente", ...groupHeader.slice(1)],
-        _groupRows(summary.byKind, _kindLabel),
-        { align: GROUP_ALIGN },
+        ["cliente", ...header],
+        _groupRows(summary.byKind, { label: _kindLabel, cancelled }),
+        { align },
       ),
   );
   const workers = Object.entries(summary.byWorker);
@@ -82,7 +104,7 @@ export function formatSummary(summary: SimulationSummary): string {
           ["worker", "tareas", "p50"],
           workers.map(([name, group]) => [
             name,
-            String(group.count),
+            formatNumber(group.count),
             _ms(group.latency, group.latency.p50),
           ]),
           { align: ["left", "right", "right"] },
@@ -92,10 +114,10 @@ export function formatSummary(summary: SimulationSummary): string {
   const errors = Object.entries(summary.errors);
   if (errors.length > 0) {
     sections.push(
-      "Fallos por código\n" +
+      "Por código de error\n" +
         formatTable(
           ["código", "tareas"],
-          errors.map(([code, count]) => [code, String(count)]),
+          errors.map(([code, count]) => [code, formatNumber(count)]),
           { align: ["left", "right"] },
         ),
     );
@@ -103,7 +125,9 @@ export function formatSummary(summary: SimulationSummary): string {
   if (summary.mismatchExamples.length > 0) {
     sections.push(
       "Discrepancias (primeras)\n" +
-        summary.mismatchExamples.map((example) => `  - ${example}`).join("\n"),
+        summary.mismatchExamples.map((example) =>
+          `  - ${typeLabel(example.taskType)} (${example.taskId ?? "?"}): ${example.message}`
+        ).join("\n"),
     );
   }
   return sections.join("\n\n");

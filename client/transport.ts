@@ -5,6 +5,7 @@
  */
 import { setImmediate } from "node:timers";
 import { ColmenaError, isErrorCode } from "../shared/errors.ts";
+import { describeConnectFailure } from "./connect_error.ts";
 import { LineFramer } from "../shared/framing.ts";
 import { parseJsonLine, Reply } from "../shared/protocol.ts";
 
@@ -98,7 +99,7 @@ export class Transport {
       return await Deno.connect({ hostname: host, port });
     } catch (cause) {
       throw new ColmenaError("CONNECTION_CLOSED", {
-        message: `No se puede conectar con el servidor en ${host}:${port}`,
+        message: describeConnectFailure(cause, { host, port }),
         cause,
       });
     }

@@ -82,8 +82,8 @@ Deno.test("formatWorkers shows one row per worker, last seen in seconds, who is 
     table,
     [
       "  nombre   host        pid  concurrencia  en curso  procesadas  fallidas      visto  estado      tipos",
-      "  ───────  ─────────  ────  ────────────  ────────  ──────────  ────────  ─────────  ──────────  ──────────",
-      "  worker1  maquina-a  4242           100         3        1500         2   hace 2 s  activo      echo,sleep",
+      "  ───────  ─────────  ────  ────────────  ────────  ──────────  ────────  ─────────  ──────────  ───────────",
+      "  worker1  maquina-a  4242           100         3        1500         2   hace 2 s  activo      eco,esperar",
       "  w2       b             7             5         0           0         0  hace 11 s  apagándose  resumen",
     ].join("\n"),
   );
@@ -117,7 +117,7 @@ Deno.test("formatDeadLetters shows full ids, attempts, the error and when, dashe
   assert.match(lines[0] ?? "", /^ {2}id +tipo +intentos +error +cuándo$/);
   assert.match(
     lines[2] ?? "",
-    /^ {2}0f8fad5b-d9cb-469f-a165-70867728950e {2}esperar +3\/3 {2}TIMEOUT: La tarea superó su tiempo máximo {2}2025-11-26 11:00:00$/,
+    /^ {2}0f8fad5b-d9cb-469f-a165-70867728950e {2}esperar +3\/3 {2}TIMEOUT: La tarea superó su tiempo máximo {2}2025-11-26 11:00:00 UTC[+-]?[\d:]*$/,
   );
   assert.match(lines[3] ?? "", /^ {2}x +video +1\/5 {2}— +—$/);
 });

@@ -156,29 +156,32 @@ const SUMMARY: SimulationSummary = {
   types: ["text", "numbers"],
   window: 20,
   total: 4,
+  planned: 4,
+  interrupted: false,
   ok: 3,
   failed: 1,
+  cancelled: 0,
   mismatches: 1,
   errors: { MISMATCH: 1 },
-  mismatchExamples: ["numbers (t9): suma 4, se esperaba 3"],
+  mismatchExamples: [{ taskType: "numbers", taskId: "t9", message: "suma 4, se esperaba 3" }],
   connectMs: 3,
   elapsedMs: 2000,
   tasksPerSecond: 2,
   latency: LATENCY,
   byType: {
-    text: { count: 2, ok: 2, failed: 0, latency: LATENCY },
-    numbers: { count: 2, ok: 1, failed: 1, latency: LATENCY },
+    text: { count: 2, ok: 2, failed: 0, cancelled: 0, latency: LATENCY },
+    numbers: { count: 2, ok: 1, failed: 1, cancelled: 0, latency: LATENCY },
   },
   byKind: {
-    web: { count: 2, ok: 2, failed: 0, latency: LATENCY },
-    mobile: { count: 2, ok: 1, failed: 1, latency: LATENCY },
+    web: { count: 2, ok: 2, failed: 0, cancelled: 0, latency: LATENCY },
+    mobile: { count: 2, ok: 1, failed: 1, cancelled: 0, latency: LATENCY },
   },
-  byWorker: { w1: { count: 4, ok: 3, failed: 1, latency: LATENCY } },
+  byWorker: { w1: { count: 4, ok: 3, failed: 1, cancelled: 0, latency: LATENCY } },
 };
 
 Deno.test("formatSummary renders totals, latency and one table per grouping in Spanish", () => {
   const text = formatSummary(SUMMARY);
-  assert.match(text, /tareas: +4 \(3 correctas, 1 fallidas\)/);
+  assert.match(text, /tareas: +4 \(3 correctas, 1 fallida\)/);
   assert.match(text, /discrepancias: +1/);
   assert.match(text, /rendimiento: +2\.0 tareas\/s/);
   assert.match(text, /p50 10\.0 ms · p95 20\.0 ms · p99 20\.0 ms/);
@@ -187,15 +190,15 @@ Deno.test("formatSummary renders totals, latency and one table per grouping in S
   assert.match(text, /Por tipo de cliente\n/);
   assert.match(text, /\n {2}móvil +2 +1 +1 /);
   assert.match(text, /Por worker\n[^]*\n {2}w1 +4 +10\.0 ms/);
-  assert.match(text, /Fallos por código\n[^]*MISMATCH +1/);
-  assert.match(text, /- numbers \(t9\): suma 4, se esperaba 3/);
+  assert.match(text, /Por código de error\n[^]*MISMATCH +1/);
+  assert.match(text, /- números \(t9\): suma 4, se esperaba 3/);
 });
 
 Deno.test("renderProgressBar fills in proportion and never shows 100 % early", () => {
   const half = renderProgressBar({ done: 5, failed: 1, total: 10, elapsedMs: 1000 }, 10);
-  assert.equal(half, "[█████░░░░░]  50%  5/10  fallidas 1  5 tareas/s");
+  assert.equal(half, "[█████░░░░░]  50 %  5/10  fallidas 1  5.0 tareas/s  quedan ~1 s");
   const almost = renderProgressBar({ done: 999, failed: 0, total: 1000, elapsedMs: 0 }, 10);
-  assert.match(almost, /^\[█████████░\] {2}99%/);
+  assert.match(almost, /^\[█████████░\] {2}99 %/);
 });
 
 Deno.test("ProgressReporter in lines mode prints once per 10 %", () => {
@@ -206,8 +209,8 @@ Deno.test("ProgressReporter in lines mode prints once per 10 %", () => {
   }
   reporter.finish();
   assert.equal(lines.length, 10);
-  assert.equal(lines[0], "Progreso: 12 % (3/25 tareas, 0 fallidas)");
-  assert.equal(lines[9], "Progreso: 100 % (25/25 tareas, 0 fallidas)");
+  assert.equal(lines[0], "Progreso: 12 % (3/25 tareas, 0 fallidas, quedan ~1 s)");
+  assert.equal(lines[9], "Progreso: 100 % (25/25 tareas, 0 fallidas, quedan 0 s)");
 });
 
 Deno.test("streamInput reads piped answers line by line, then null at the end", async () => {

@@ -5,6 +5,7 @@
  * @module
  */
 import assert from "node:assert/strict";
+import { formatUtcOffset } from "../../client/format.ts";
 import {
   buildListFilter,
   formatHistory,
@@ -174,13 +175,16 @@ Deno.test("formatHistory shows short ids, Spanish names, local times and dashes 
       submittedAt: new Date(2025, 10, 26, 9, 0, 0).toISOString(),
     }),
   ]);
+  const zone = formatUtcOffset(-new Date(2025, 10, 26, 21, 3, 4).getTimezoneOffset());
+  const rule = "─".repeat(19 + 1 + zone.length);
+  const pad = " ".repeat(zone.length + 1);
   assert.equal(
     table,
     [
-      "  id        tipo   estado      cliente    enviada              duración  worker",
-      "  ────────  ─────  ──────────  ─────────  ───────────────────  ────────  ───────",
-      "  0f8fad5b  texto  completada  móvil/ana  2025-11-26 21:03:04   12.3 ms  worker1",
-      "  short     video  en cola     cli/cli-1  2025-11-26 09:00:00         —  —",
+      `  id        tipo   estado      cliente    enviada${pad}              duración  worker`,
+      `  ────────  ─────  ──────────  ─────────  ${rule}  ────────  ───────`,
+      `  0f8fad5b  texto  completada  móvil/ana  2025-11-26 21:03:04 ${zone}   12.3 ms  worker1`,
+      `  short     video  en cola     cli/cli-1  2025-11-26 09:00:00 ${zone}         —  —`,
     ].join("\n"),
   );
 });

@@ -87,7 +87,9 @@ Deno.test("SimulationStats summarizes totals, failures, mismatches and groups", 
   assert.equal(summary.failed, 2);
   assert.equal(summary.mismatches, 1);
   assert.deepEqual(summary.errors, { MISMATCH: 1, OVERLOADED: 1 });
-  assert.deepEqual(summary.mismatchExamples, ["numbers (t): suma 3, se esperaba 4"]);
+  assert.deepEqual(summary.mismatchExamples, [
+    { taskType: "numbers", taskId: "t", message: "suma 3, se esperaba 4" },
+  ]);
   assert.equal(summary.tasksPerSecond, 2);
   assert.deepEqual(summary.latency, { count: 3, p50: 20, p95: 30, p99: 30, max: 30, mean: 20 });
   assert.deepEqual(Object.keys(summary.byType), ["text", "numbers"]);
@@ -96,6 +98,7 @@ Deno.test("SimulationStats summarizes totals, failures, mismatches and groups", 
     count: 2,
     ok: 1,
     failed: 1,
+    cancelled: 0,
     latency: { count: 1, p50: 10, p95: 10, p99: 10, max: 10, mean: 10 },
   });
   assert.equal(summary.byKind.mobile?.count, 2);
@@ -121,4 +124,31 @@ Deno.test("SimulationStats keeps only the first five mismatch examples", () => {
   assert.equal(summary.mismatches, 8);
   assert.equal(summary.mismatchExamples.length, 5);
   assert.equal(summary.tasksPerSecond, 0);
+});
+
+Deno.test("SimulationStats counts cancelled tasks apart from failed ones", () => {
+  const stats = new SimulationStats();
+  stats.add(task({ latencyMs: 10 }));
+  stats.add(task({
+    latencyMs: 5,
+    ok: false,
+    error: { code: "CANCELLED", message: "La tarea fue cancelada" },
+  }));
+  assert.equal(stats.failed, 0);
+  assert.equal(stats.cancelled, 1);
+  const summary = stats.summarize({
+    clients: 1,
+    kinds: ["web"],
+    types: ["text"],
+    window: 20,
+    connectMs: 1,
+    elapsedMs: 100,
+    planned: 10,
+    interrupted: true,
+  });
+  assert.equal(summary.failed, 0);
+  assert.equal(summary.cancelled, 1);
+  assert.equal(summary.byType.text?.cancelled, 1);
+  assert.equal(summary.planned, 10);
+  assert.equal(summary.interrupted, true);
 });
