@@ -8,10 +8,14 @@
  * @module
  */
 import { type ClientConfig, envNames, loadConfig } from "./shared/config.ts";
-import { exitOnConfigError, exitOnTaskModuleError, readEnv } from "./shared/lifecycle.ts";
-import * as log from "./shared/log.ts";
+import {
+  exitOnConfigError,
+  exitOnHelp,
+  exitOnTaskModuleError,
+  readEnv,
+} from "./shared/lifecycle.ts";
 import { loadCatalog } from "./shared/task_modules.ts";
-import { runCli, USAGE, wantsHelp } from "./client/cli.ts";
+import { runCli, USAGE } from "./client/cli.ts";
 
 export {
   TaskClient,
@@ -21,15 +25,12 @@ export {
 } from "./client/task_client.ts";
 
 if (import.meta.main) {
-  if (wantsHelp(Deno.args)) {
-    log.info(USAGE);
-    Deno.exit(0);
-  }
+  exitOnHelp(Deno.args, USAGE);
   let config: ClientConfig & { positionals: readonly string[] };
   try {
     config = loadConfig("cliente", { args: Deno.args, env: readEnv(envNames("cliente")) });
   } catch (err) {
-    exitOnConfigError(err, USAGE);
+    exitOnConfigError(err, "cliente");
   }
   let catalog;
   try {

@@ -4,6 +4,7 @@
  *
  * @module
  */
+import { LIMITE_TAKES } from "../shared/config.ts";
 import { isTaskType } from "../shared/tasks.ts";
 import { type Parsed, TASK_TYPE_LABELS } from "./args.ts";
 import { formatAgo, formatTable, formatTime, truncate } from "./format.ts";
@@ -68,8 +69,7 @@ export function dlqLimit(limite: number | undefined, fallback: number): Parsed<n
   if (!Number.isSafeInteger(value) || value < 1 || value > MAX_DLQ_LIMIT) {
     return {
       ok: false,
-      message:
-        `--limite de dlq debe ser un número entero entre 1 y ${MAX_DLQ_LIMIT}, no «${value}»`,
+      message: `--limite debe ser ${LIMITE_TAKES}, no «${value}»`,
     };
   }
   return { ok: true, value };

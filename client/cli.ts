@@ -7,6 +7,7 @@
  *
  * @module
  */
+import { suggest } from "../shared/config_errors.ts";
 import * as log from "../shared/log.ts";
 import { runDlq, runWorkers } from "./admin_commands.ts";
 import { type CliSettings, runCancel, runPing, runSend, runStatus } from "./commands.ts";
@@ -25,9 +26,10 @@ export {
 } from "./simulate.ts";
 export type { GroupStats, LatencyStats, SimulatedTask, SimulationSummary } from "./stats.ts";
 export { formatSummary } from "./summary.ts";
+export { wantsHelp } from "../shared/help.ts";
 
 /** Usage text of the `cliente` command. */
-export const USAGE = `Uso: cliente [opciones] [orden …]
+export const USAGE = `Uso: deno task -q cliente [opciones] [orden …]
 
 Órdenes:
   menu                                menú interactivo (sin orden, también)
@@ -48,7 +50,7 @@ export const USAGE = `Uso: cliente [opciones] [orden …]
   dlq reintentar [idTarea …]          las devuelve a la cola de tareas (sin ids: las primeras --limite)
   ping                                mide la ida y vuelta al servidor
   simular                             simula muchos clientes a la vez y resume los resultados
-  ayuda                               muestra esta ayuda
+  ayuda, --help, -h, --ayuda          muestra esta ayuda
 
 Opciones:
   --host HOST             servidor                          [COLMENA_HOST, localhost]
@@ -106,12 +108,20 @@ Ejemplos:
   deno task cliente --tareas ../mis_tareas.ts tipos --json-schema
   deno task cliente simular --clientes 20 --tipos web,movil --num-tareas 500`;
 
-/** Whether raw arguments ask for help (`--help` or `-h` before any `--`), which config parsing rejects. */
-export function wantsHelp(args: readonly string[]): boolean {
-  const end = args.indexOf("--");
-  const options = end === -1 ? args : args.slice(0, end);
-  return options.includes("--help") || options.includes("-h");
-}
+/** The subcommands, for suggestions when one is mistyped. */
+const COMMANDS = [
+  "menu",
+  "enviar",
+  "estado",
+  "cancelar",
+  "historial",
+  "workers",
+  "dlq",
+  "ping",
+  "simular",
+  "tipos",
+  "ayuda",
+];
 
 /** Runs the command line; returns the exit status. */
 export async function runCli(
@@ -149,10 +159,15 @@ export async function runCli(
       case "help":
         log.info(USAGE);
         return EXIT_OK;
-      default:
-        log.error(`Orden desconocida: «${command}»`);
-        log.info(USAGE);
+      default: {
+        const near = suggest(command, COMMANDS);
+        log.error(
+          `Orden desconocida: «${command}»` +
+            (near === undefined ? "" : `. ¿Quería decir «${near}»?`),
+        );
+        log.info("Ayuda: deno task cliente --help");
         return EXIT_USAGE;
+      }
     }
   } finally {
     log.flushLog();
