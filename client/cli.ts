@@ -64,6 +64,10 @@ Opciones:
   --salida FICHERO        enviar: escribe la salida entera de la tarea en este fichero (JSON);
                           una salida grande solo se resume en pantalla
                                                             [COLMENA_SALIDA]
+  --intentos N            enviar: intentos antes de ir a la cola de tareas muertas (1 a 20)
+                                                            [COLMENA_INTENTOS, el del servidor: 3]
+  --timeout-ms N          enviar: tiempo máximo de cada intento, en ms (1 a 3600000)
+                                                            [COLMENA_TIMEOUT_MS, según el tipo]
   --clientes N            simular: clientes a la vez        [COLMENA_SIM_CLIENTES, 10]
   --tareas FICHERO        módulo de tareas propias (repetible)
                                                             [COLMENA_TAREAS, lista con comas]
@@ -96,17 +100,18 @@ esperar/sleep, hash; los propios, con su nombre. Los números negativos van detr
 cliente enviar numeros -- -5 3
 
 Ejemplos:
-  deno task cliente enviar texto "hola mundo"
-  deno task cliente --prioridad 9 enviar numeros 4 8 15 16 23 42
-  deno task cliente enviar texto --archivo libro.txt --salida resultado.json
-  deno task cliente --json estado 1b4e28ba-2fa1-11d2-883f-0016d3cca427
-  deno task cliente cancelar 1b4e28ba-2fa1-11d2-883f-0016d3cca427
-  deno task cliente historial --estado fallida,cancelada --desde 2h --limite 50
-  deno task cliente historial --tipo-tarea texto --de-tipo movil --todas --json
-  deno task cliente dlq reintentar 1b4e28ba-2fa1-11d2-883f-0016d3cca427
-  deno task cliente --tareas ../mis_tareas.ts enviar resumen --datos '{"texto": "Hola. Adiós."}'
-  deno task cliente --tareas ../mis_tareas.ts tipos --json-schema
-  deno task cliente simular --clientes 20 --tipos web,movil --num-tareas 500`;
+  deno task -q cliente enviar texto "hola mundo"
+  deno task -q cliente --prioridad 9 enviar numeros 4 8 15 16 23 42
+  deno task -q cliente enviar texto --archivo libro.txt --salida resultado.json
+  deno task -q cliente enviar esperar 5000 --intentos 1 --timeout-ms 100   (acaba en dlq listar)
+  deno task -q cliente --json estado 1b4e28ba-2fa1-11d2-883f-0016d3cca427
+  deno task -q cliente cancelar 1b4e28ba-2fa1-11d2-883f-0016d3cca427
+  deno task -q cliente historial --estado fallida,cancelada --desde 2h --limite 50
+  deno task -q cliente historial --tipo-tarea texto --de-tipo movil --todas --json
+  deno task -q cliente dlq reintentar 1b4e28ba-2fa1-11d2-883f-0016d3cca427
+  deno task -q cliente --tareas ../mis_tareas.ts enviar resumen --datos '{"texto": "Hola. Adiós."}'
+  deno task -q cliente --tareas ../mis_tareas.ts tipos --json-schema
+  deno task -q cliente simular --clientes 20 --tipos web,movil --num-tareas 500`;
 
 /** The subcommands, for suggestions when one is mistyped. */
 const COMMANDS = [
@@ -165,7 +170,7 @@ export async function runCli(
           `Orden desconocida: «${command}»` +
             (near === undefined ? "" : `. ¿Quería decir «${near}»?`),
         );
-        log.info("Ayuda: deno task cliente --help");
+        log.info("Ayuda: deno task -q cliente --help");
         return EXIT_USAGE;
       }
     }

@@ -8,6 +8,7 @@ import * as log from "../shared/log.ts";
 import { type CliSettings, openClient, usageError } from "./commands.ts";
 import { buildListFilter, formatHistory, historyPageSize, MAX_HISTORY_PAGES } from "./history.ts";
 import { EXIT_FAILURE, EXIT_OK, reportFailure } from "./output.ts";
+import { clientCommand } from "./send_feedback.ts";
 
 const HISTORY_USAGE = "historial [--estado LISTA] [--tipo-tarea TIPO] [--de-tipo TIPO] " +
   "[--desde CUÁNDO] [--hasta CUÁNDO] [--limite N] [--cursor CURSOR] [--todas] [--json]";
@@ -65,7 +66,9 @@ export async function runHistory(config: CliSettings, args: readonly string[]): 
       formatHistory(items),
   );
   if (cursor !== null) {
-    log.info(`Hay más: añada --cursor ${cursor} (con los mismos filtros)`);
+    log.info(
+      `Hay más: ${clientCommand(config, `historial --cursor ${cursor}`)} (con los mismos filtros)`,
+    );
   }
   return EXIT_OK;
 }

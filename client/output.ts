@@ -6,6 +6,7 @@
  */
 import { ColmenaError, toColmenaError } from "../shared/errors.ts";
 import * as log from "../shared/log.ts";
+import { serverFlags } from "./send_feedback.ts";
 
 /** Exit status of success. */
 export const EXIT_OK = 0;
@@ -39,8 +40,9 @@ export function describeFailure(
   server: { readonly host: string; readonly port: number },
 ): string {
   if (isConnectFailure(err)) {
+    const start = ["deno task -q servidor", serverFlags(server)].filter((s) => s !== "").join(" ");
     return `No se puede conectar con el servidor en ${server.host}:${server.port}. ` +
-      "¿Está en marcha? Arránquelo con: deno task servidor";
+      `¿Está en marcha? Arránquelo con: ${start}`;
   }
   const error = toColmenaError(err);
   if (error.code === "CONNECTION_CLOSED") {
