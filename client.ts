@@ -1,7 +1,8 @@
 /**
  * The client role: the `cliente` command line, and the `TaskClient` library.
  *
- * As a library: `import { TaskClient } from "./client.ts"`. As a command: `deno task cliente` opens the
+ * As a library: `import { ColmenaError, TaskClient } from "./client.ts"` (with the types a caller needs:
+ * `ErrorCode`, `SubmitOptions`, `TaskResult`, `TaskView`, …). As a command: `deno task cliente` opens the
  * interactive menu; `deno task cliente ayuda` lists the subcommands; `--tareas módulo.ts` adds the task
  * types of a user's module.
  *
@@ -18,11 +19,18 @@ import { loadCatalog } from "./shared/task_modules.ts";
 import { runCli, USAGE } from "./client/cli.ts";
 
 export {
+  type DeadLetterInfo,
+  type KnownTasks,
+  type ListFilter,
   TaskClient,
   type TaskClientOptions,
   type TaskResult,
   type Welcome,
+  type WorkerInfo,
 } from "./client/task_client.ts";
+export { ColmenaError, type ErrorCode, isErrorCode, type WireError } from "./shared/errors.ts";
+export type { ClientKind, SubmitOptions, TaskStatus, TaskView } from "./shared/protocol.ts";
+export type { AnyTaskDefinition, InputOf, OutputOf, TaskName } from "./shared/task_definition.ts";
 
 if (import.meta.main) {
   exitOnHelp(Deno.args, USAGE);
