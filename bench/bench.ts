@@ -61,7 +61,7 @@ const STORE_FLAG: Readonly<Record<Store, string>> = {
 
 const DEFAULT_DATABASE_URL = "postgres://postgres@127.0.0.1:5432/test";
 
-const USAGE = `Uso: deno task bench [opciones]
+const USAGE = `Uso: deno task -q bench [opciones]
   --tareas N          tareas medidas por ronda                        [20000]
   --clientes C        conexiones TCP de clientes (colmena)            [10]
   --ventana W         peticiones en vuelo por cliente (crudo: W×C)    [100]

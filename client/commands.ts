@@ -46,7 +46,7 @@ export function openClient(config: CliSettings): TaskClient {
 /** Reports bad arguments in Spanish, with the subcommand's usage when given; returns the usage exit status. */
 export function usageError(message: string, usage?: string): number {
   const how = usage === undefined ? "" : `\n  Uso: cliente ${usage}`;
-  log.error(`${message}${how}\n  Ayuda: deno task cliente --help`);
+  log.error(`${message}${how}\n  Ayuda: deno task -q cliente --help`);
   return EXIT_USAGE;
 }
 

@@ -18,7 +18,7 @@ const DOC = `${ROOT}docs/reliability.md`;
 const START = "<!-- caos:inicio -->";
 const END = "<!-- caos:fin -->";
 
-const USAGE = `Uso: deno task caos [opciones]
+const USAGE = `Uso: deno task -q caos [opciones]
   --escala N               multiplica tareas, conexiones y entradas del fuzzer   [5]
   --sin-reinicio-rabbit    no reinicia el RabbitMQ local (solo el corte por proxy)
   --no-escribir            no toca docs/reliability.md

@@ -62,7 +62,7 @@ async function ensureRabbit(): Promise<boolean> {
   }
   log.error(
     "No hay RabbitMQ. Arránquelo con `docker compose up -d rabbitmq` (con Docker) o con " +
-      "`rabbitmq-server -detached` (instalado en la máquina), y vuelva a ejecutar `deno task demo`.",
+      "`rabbitmq-server -detached` (instalado en la máquina), y vuelva a ejecutar `deno task -q demo`.",
   );
   return false;
 }
@@ -112,7 +112,7 @@ async function main(): Promise<number> {
   }
   if (Deno.args.length > 0) {
     log.error(`La demo no admite argumentos («${Deno.args.join(" ")}»)`);
-    log.info("Ayuda: deno task demo --help");
+    log.info("Ayuda: deno task -q demo --help");
     return 2;
   }
   log.info("colmena · demostración: un servidor, dos workers y clientes web y móviles simulados\n");

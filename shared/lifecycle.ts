@@ -45,7 +45,7 @@ export function shutdownSignal(): Promise<Deno.Signal> {
 export function exitOnConfigError(err: unknown, command: string): never {
   if (err instanceof ConfigError) {
     for (const line of err.message.split("\n")) log.error(line);
-    log.info(`Ayuda: deno task ${command} --help`);
+    log.info(`Ayuda: deno task -q ${command} --help`);
     Deno.exit(2);
   }
   if (err instanceof Deno.errors.NotCapable) {

@@ -51,7 +51,7 @@ Deno.test("a bad option value gets one sentence naming it and what it takes, and
   const out = await denoTask("cliente", "--prioridad", "alta", "enviar", "texto", "hola");
   assert.equal(out.code, 2);
   assert.equal(out.stderr.trim(), "ERROR: --prioridad debe ser un entero de 0 a 9, no «alta»");
-  assert.equal(out.stdout.trim(), "Ayuda: deno task cliente --help");
+  assert.equal(out.stdout.trim(), "Ayuda: deno task -q cliente --help");
 
   const server = await denoTask("servidor", "--port", "abc", "--store", "mongo");
   assert.equal(server.code, 2);
@@ -59,7 +59,7 @@ Deno.test("a bad option value gets one sentence naming it and what it takes, and
     "ERROR: --port debe ser un entero de 0 a 65535, no «abc»",
     "ERROR: --store debe ser sqlite, postgres o memory, no «mongo»",
   ]);
-  assert.equal(server.stdout.trim(), "Ayuda: deno task servidor --help");
+  assert.equal(server.stdout.trim(), "Ayuda: deno task -q servidor --help");
 });
 
 Deno.test("a misspelled cliente subcommand suggests the right one", async () => {
