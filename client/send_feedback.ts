@@ -110,7 +110,7 @@ export class SendFeedback {
    * waited; Ctrl-C from now on prints {@linkcode interruptHint} and stops waiting.
    */
   accepted(taskId: string): void {
-    this.#write(`Aceptada: ${taskId} (en cola)\n`);
+    // Listen before saying so: a Ctrl-C right after the line must already get the hint.
     this.#sigint = () => {
       this.done();
       this.#write(`${interruptHint(taskId, this.#options.server)}\n`);
@@ -122,6 +122,7 @@ export class SendFeedback {
       // no signals here (Windows without a console): Ctrl-C ends the process as usual
       this.#sigint = undefined;
     }
+    this.#write(`Aceptada: ${taskId} (en cola)\n`);
     if (!this.#options.terminal) return;
     const start = performance.now();
     let frame = 0;
