@@ -1,35 +1,44 @@
 /**
  * The client role: the `cliente` command line, and the `TaskClient` library.
  *
- * As a library: `import { TaskClient } from "./client.ts"`. As a command: `deno task cliente` opens the
+ * As a library: `import { ColmenaError, TaskClient } from "./client.ts"` (with the types a caller needs:
+ * `ErrorCode`, `SubmitOptions`, `TaskResult`, `TaskView`, …). As a command: `deno task cliente` opens the
  * interactive menu; `deno task cliente ayuda` lists the subcommands; `--tareas módulo.ts` adds the task
  * types of a user's module.
  *
  * @module
  */
 import { type ClientConfig, envNames, loadConfig } from "./shared/config.ts";
-import { exitOnConfigError, exitOnTaskModuleError, readEnv } from "./shared/lifecycle.ts";
-import * as log from "./shared/log.ts";
+import {
+  exitOnConfigError,
+  exitOnHelp,
+  exitOnTaskModuleError,
+  readEnv,
+} from "./shared/lifecycle.ts";
 import { loadCatalog } from "./shared/task_modules.ts";
-import { runCli, USAGE, wantsHelp } from "./client/cli.ts";
+import { runCli, USAGE } from "./client/cli.ts";
 
 export {
+  type DeadLetterInfo,
+  type KnownTasks,
+  type ListFilter,
   TaskClient,
   type TaskClientOptions,
   type TaskResult,
   type Welcome,
+  type WorkerInfo,
 } from "./client/task_client.ts";
+export { ColmenaError, type ErrorCode, isErrorCode, type WireError } from "./shared/errors.ts";
+export type { ClientKind, SubmitOptions, TaskStatus, TaskView } from "./shared/protocol.ts";
+export type { AnyTaskDefinition, InputOf, OutputOf, TaskName } from "./shared/task_definition.ts";
 
 if (import.meta.main) {
-  if (wantsHelp(Deno.args)) {
-    log.info(USAGE);
-    Deno.exit(0);
-  }
+  exitOnHelp(Deno.args, USAGE);
   let config: ClientConfig & { positionals: readonly string[] };
   try {
     config = loadConfig("cliente", { args: Deno.args, env: readEnv(envNames("cliente")) });
   } catch (err) {
-    exitOnConfigError(err, USAGE);
+    exitOnConfigError(err, "cliente");
   }
   let catalog;
   try {

@@ -10,6 +10,7 @@ import { connectServerBroker } from "./shared/adapters/rabbitmq/server_broker.ts
 import { envNames, loadConfig, type ServerConfig } from "./shared/config.ts";
 import {
   exitOnConfigError,
+  exitOnHelp,
   exitOnStartupError,
   exitOnTaskModuleError,
   readEnv,
@@ -22,7 +23,7 @@ import { describeStore, openTaskStore } from "./server/stores/open.ts";
 import { schedulePruning } from "./server/retention.ts";
 import { describeBlobStore, openBlobStore } from "./shared/blobs.ts";
 
-const USAGE = `Uso: servidor [opciones]
+const USAGE = `Uso: deno task -q servidor [opciones]
   --tareas FICHERO             módulo de tareas propias (repetible) [COLMENA_TAREAS, lista con comas]
   --host HOST                  dirección de escucha               [COLMENA_HOST, localhost]
   --port, -p PUERTO            puerto TCP (0 = libre)             [COLMENA_PORT, 8888]
@@ -36,7 +37,13 @@ const USAGE = `Uso: servidor [opciones]
   --data-dir CARPETA           SQLite y objetos sin S3            [COLMENA_DATA_DIR, ./data]
   --s3-endpoint URL            servidor S3 compatible             [S3_ENDPOINT]
   --s3-bucket NOMBRE           bucket de objetos (activa S3)      [S3_BUCKET]
+  --s3-region REGIÓN           región de S3                       [S3_REGION, us-east-1]
+  --s3-prefix PREFIJO          prefijo de las claves              [S3_PREFIX]
+  --aws-access-key-id ID       credenciales de S3                 [AWS_ACCESS_KEY_ID]
+  --aws-secret-access-key K                                       [AWS_SECRET_ACCESS_KEY]
+  --aws-session-token T                                           [AWS_SESSION_TOKEN]
   --claim-check-bytes N        carga mayor → objeto               [COLMENA_CLAIM_CHECK_BYTES, 262144]
+  --max-upload-bytes N         fichero subido máximo              [COLMENA_MAX_UPLOAD_BYTES, 268435456]
   --retention-days N           borrar terminadas tras N días      [COLMENA_RETENTION_DAYS, 7]
   --prune-interval-ms N        cada cuánto se borran              [COLMENA_PRUNE_INTERVAL_MS, 3600000]
   --max-attempts N             intentos por tarea                 [COLMENA_MAX_ATTEMPTS, 3]
@@ -48,9 +55,12 @@ const USAGE = `Uso: servidor [opciones]
   --max-output-bytes N         salida pendiente máxima            [COLMENA_MAX_OUTPUT_BYTES, 16777216]
   --write-timeout-ms N         espera máxima de escritura         [COLMENA_WRITE_TIMEOUT_MS, 30000]
   --rate-limit N               peticiones/s por conexión          [COLMENA_RATE_LIMIT, 20000]
+  --rate-burst N               peticiones acumulables             [COLMENA_RATE_BURST, 40000]
+  --memory-max-tasks N         registros con --store memory       [COLMENA_MEMORY_MAX_TASKS, 200000]
   --idle-timeout-ms N          cierre por inactividad             [COLMENA_IDLE_TIMEOUT_MS, 600000]
   --partial-line-timeout-ms N  línea incompleta máxima            [COLMENA_PARTIAL_LINE_TIMEOUT_MS, 60000]
-  (todas las opciones, con su variable: README.md, sección Configuración)`;
+  --help, -h, --ayuda          esta ayuda
+  (detalles de cada opción: README.md, sección Configuración)`;
 
 /**
  * Runs a server until SIGINT/SIGTERM, then drains it. It accepts the built-in task types and those of
@@ -106,11 +116,12 @@ export async function runServer(config: ServerConfig): Promise<void> {
 }
 
 if (import.meta.main) {
+  exitOnHelp(Deno.args, USAGE);
   let config: ServerConfig;
   try {
     config = loadConfig("servidor", { args: Deno.args, env: readEnv(envNames("servidor")) });
   } catch (err) {
-    exitOnConfigError(err, USAGE);
+    exitOnConfigError(err, "servidor");
   }
   try {
     await runServer(config);

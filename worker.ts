@@ -10,6 +10,7 @@ import { connectWorkerBroker } from "./shared/adapters/rabbitmq/worker_broker.ts
 import { type ConfigInput, envNames, loadConfig, type WorkerConfig } from "./shared/config.ts";
 import {
   exitOnConfigError,
+  exitOnHelp,
   exitOnStartupError,
   exitOnTaskModuleError,
   readEnv,
@@ -24,18 +25,29 @@ import { registerDefinitions } from "./worker/handlers.ts";
 import { TaskRegistry } from "./worker/registry.ts";
 import { TaskRunner } from "./worker/runner.ts";
 
-const USAGE = `Uso: worker <nombre> [opciones]
-  --tareas FICHERO      módulo de tareas propias (repetible) [COLMENA_TAREAS, lista con comas]
-  --solo TIPOS          ejecutar solo estos tipos            [COLMENA_SOLO, lista con comas]
-  --concurrency, -c N   tareas a la vez (prefetch)        [COLMENA_CONCURRENCY, 100]
-  --quiet, -q           no imprimir una línea por tarea   [COLMENA_QUIET]
-  --amqp-url URL        RabbitMQ                          [AMQP_URL]
-  --task-queue NOMBRE   prefijo de las colas de tareas    [COLMENA_TASK_QUEUE, task_queue]
-  --result-queue NOMBRE cola de resultados                [COLMENA_RESULT_QUEUE, result_queue]
-  --retry-base-ms N     espera antes del 2º intento        [COLMENA_RETRY_BASE_MS, 1000]
-  --max-deliveries N    entregas de un intento como máximo [COLMENA_MAX_DELIVERIES, 5]
-  --heartbeat-ms N      intervalo del latido               [COLMENA_HEARTBEAT_MS, 5000]
-  --drain-timeout-ms N  espera a las tareas al apagarse    [COLMENA_DRAIN_TIMEOUT_MS, 30000]`;
+const USAGE = `Uso: deno task -q worker [nombre] [opciones]
+  nombre, --name NOMBRE        nombre del worker                   [COLMENA_WORKER_NAME, worker-<pid>]
+  --tareas FICHERO             módulo de tareas propias (repetible) [COLMENA_TAREAS, lista con comas]
+  --solo TIPOS                 ejecutar solo estos tipos           [COLMENA_SOLO, lista con comas]
+  --concurrency, -c N          tareas a la vez (prefetch)          [COLMENA_CONCURRENCY, 100]
+  --quiet, -q                  no imprimir una línea por tarea     [COLMENA_QUIET, false]
+  --amqp-url URL               RabbitMQ                            [AMQP_URL, amqp://guest:guest@127.0.0.1:5672]
+  --task-queue NOMBRE          prefijo de las colas de tareas      [COLMENA_TASK_QUEUE, task_queue]
+  --result-queue NOMBRE        cola de resultados                  [COLMENA_RESULT_QUEUE, result_queue]
+  --retry-base-ms N            espera antes del 2º intento         [COLMENA_RETRY_BASE_MS, 1000]
+  --max-deliveries N           entregas de un intento como máximo  [COLMENA_MAX_DELIVERIES, 5]
+  --heartbeat-ms N             intervalo del latido                [COLMENA_HEARTBEAT_MS, 5000]
+  --drain-timeout-ms N         espera a las tareas al apagarse     [COLMENA_DRAIN_TIMEOUT_MS, 30000]
+  --data-dir CARPETA           objetos sin S3                      [COLMENA_DATA_DIR, ./data]
+  --s3-endpoint URL            servidor S3 compatible              [S3_ENDPOINT]
+  --s3-bucket NOMBRE           bucket de objetos (activa S3)       [S3_BUCKET]
+  --s3-region REGIÓN           región de S3                        [S3_REGION, us-east-1]
+  --s3-prefix PREFIJO          prefijo de las claves               [S3_PREFIX]
+  --aws-access-key-id ID       credenciales de S3                  [AWS_ACCESS_KEY_ID]
+  --aws-secret-access-key K                                        [AWS_SECRET_ACCESS_KEY]
+  --aws-session-token T                                            [AWS_SESSION_TOKEN]
+  --claim-check-bytes N        salida mayor → objeto               [COLMENA_CLAIM_CHECK_BYTES, 262144]
+  --help, -h, --ayuda          esta ayuda`;
 
 /**
  * The task types a worker runs: its catalogue (built-in plus `--tareas` modules), narrowed to `--solo`.
@@ -152,11 +164,12 @@ export async function runWorker(
  * {@linkcode runWorker} with `registry`. Exits 2 on a bad configuration and 1 when RabbitMQ cannot be reached.
  */
 export async function workerMain(input: ConfigInput, registry?: TaskRegistry): Promise<void> {
+  exitOnHelp(input.args, USAGE);
   let config: WorkerConfig;
   try {
     config = loadConfig("worker", input);
   } catch (err) {
-    exitOnConfigError(err, USAGE);
+    exitOnConfigError(err, "worker");
   }
   try {
     await runWorker(config, registry);

@@ -17,6 +17,7 @@
  */
 import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
+import { wantsHelp } from "../shared/help.ts";
 import { dropPostgresSchema } from "../server/stores/postgres.ts";
 import { runColmenaRound } from "./colmena_load.ts";
 import {
@@ -60,7 +61,7 @@ const STORE_FLAG: Readonly<Record<Store, string>> = {
 
 const DEFAULT_DATABASE_URL = "postgres://postgres@127.0.0.1:5432/test";
 
-const USAGE = `Uso: deno task bench [opciones]
+const USAGE = `Uso: deno task -q bench [opciones]
   --tareas N          tareas medidas por ronda                        [20000]
   --clientes C        conexiones TCP de clientes (colmena)            [10]
   --ventana W         peticiones en vuelo por cliente (crudo: W×C)    [100]
@@ -76,7 +77,7 @@ const USAGE = `Uso: deno task bench [opciones]
   --database-url URL  PostgreSQL para --almacen postgres              [DATABASE_URL, ${DEFAULT_DATABASE_URL}]
   --solo LADO         medir solo "colmena" o solo "crudo"
   --json              salida para máquinas (JSON) en lugar de la tabla
-  --ayuda, -h         esta ayuda`;
+  --help, -h, --ayuda esta ayuda`;
 
 /** What is measured: colmena on one store, or the raw baseline. */
 type Side = `colmena-${Store}` | "crudo";
@@ -913,6 +914,10 @@ function renderTable(report: Report): string {
 }
 
 async function main(): Promise<number> {
+  if (wantsHelp(Deno.args)) {
+    console.log(USAGE);
+    return 0;
+  }
   let options: BenchOptions | "help";
   try {
     options = parseOptions(Deno.args);

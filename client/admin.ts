@@ -14,6 +14,7 @@ import {
   formatTime,
   truncate,
 } from "./format.ts";
+import { LIMITE_TAKES } from "../shared/config.ts";
 import type { DeadLetterInfo, WorkerInfo } from "./task_client.ts";
 
 /** Entries `dlq listar` shows, and tasks `dlq reintentar` moves, unless `--limite` says otherwise. */
@@ -88,8 +89,7 @@ export function dlqLimit(limite: number | undefined, fallback: number): Parsed<n
   if (!Number.isSafeInteger(value) || value < 1 || value > MAX_DLQ_LIMIT) {
     return {
       ok: false,
-      message:
-        `--limite de dlq debe ser un número entero entre 1 y ${MAX_DLQ_LIMIT}, no «${value}»`,
+      message: `--limite debe ser ${LIMITE_TAKES}, no «${value}»`,
     };
   }
   return { ok: true, value };

@@ -7,6 +7,7 @@
  *
  * @module
  */
+import { suggest } from "../shared/config_errors.ts";
 import * as log from "../shared/log.ts";
 import { runDlq, runWorkers } from "./admin_commands.ts";
 import { type CliSettings, runCancel, runPing, runSend, runStatus } from "./commands.ts";
@@ -25,9 +26,10 @@ export {
 } from "./simulate.ts";
 export type { GroupStats, LatencyStats, SimulatedTask, SimulationSummary } from "./stats.ts";
 export { formatSummary } from "./summary.ts";
+export { wantsHelp } from "../shared/help.ts";
 
 /** Usage text of the `cliente` command. */
-export const USAGE = `Uso: cliente [opciones] [orden …]
+export const USAGE = `Uso: deno task -q cliente [opciones] [orden …]
 
 Órdenes:
   menu                                menú interactivo (sin orden, también)
@@ -48,7 +50,7 @@ export const USAGE = `Uso: cliente [opciones] [orden …]
   dlq reintentar [idTarea …]          las devuelve a la cola de tareas (sin ids: las primeras --limite)
   ping                                mide la ida y vuelta al servidor
   simular                             simula muchos clientes a la vez y resume los resultados
-  ayuda                               muestra esta ayuda
+  ayuda, --help, -h, --ayuda          muestra esta ayuda
 
 Opciones:
   --host HOST             servidor                          [COLMENA_HOST, localhost]
@@ -62,6 +64,10 @@ Opciones:
   --salida FICHERO        enviar: escribe la salida entera de la tarea en este fichero (JSON);
                           una salida grande solo se resume en pantalla
                                                             [COLMENA_SALIDA]
+  --intentos N            enviar: intentos antes de ir a la cola de tareas muertas (1 a 20)
+                                                            [COLMENA_INTENTOS, el del servidor: 3]
+  --timeout-ms N          enviar: tiempo máximo de cada intento, en ms (1 a 3600000)
+                                                            [COLMENA_TIMEOUT_MS, según el tipo]
   --clientes N            simular: clientes a la vez        [COLMENA_SIM_CLIENTES, 10]
   --tareas FICHERO        módulo de tareas propias (repetible)
                                                             [COLMENA_TAREAS, lista con comas]
@@ -94,24 +100,33 @@ esperar/sleep, hash; los propios, con su nombre. Los números negativos van detr
 cliente enviar numeros -- -5 3
 
 Ejemplos:
-  deno task cliente enviar texto "hola mundo"
-  deno task cliente --prioridad 9 enviar numeros 4 8 15 16 23 42
-  deno task cliente enviar texto --archivo libro.txt --salida resultado.json
-  deno task cliente --json estado 1b4e28ba-2fa1-11d2-883f-0016d3cca427
-  deno task cliente cancelar 1b4e28ba-2fa1-11d2-883f-0016d3cca427
-  deno task cliente historial --estado fallida,cancelada --desde 2h --limite 50
-  deno task cliente historial --tipo-tarea texto --de-tipo movil --todas --json
-  deno task cliente dlq reintentar 1b4e28ba-2fa1-11d2-883f-0016d3cca427
-  deno task cliente --tareas ../mis_tareas.ts enviar resumen --datos '{"texto": "Hola. Adiós."}'
-  deno task cliente --tareas ../mis_tareas.ts tipos --json-schema
-  deno task cliente simular --clientes 20 --tipos web,movil --num-tareas 500`;
+  deno task -q cliente enviar texto "hola mundo"
+  deno task -q cliente --prioridad 9 enviar numeros 4 8 15 16 23 42
+  deno task -q cliente enviar texto --archivo libro.txt --salida resultado.json
+  deno task -q cliente enviar esperar 5000 --intentos 1 --timeout-ms 100   (acaba en dlq listar)
+  deno task -q cliente --json estado 1b4e28ba-2fa1-11d2-883f-0016d3cca427
+  deno task -q cliente cancelar 1b4e28ba-2fa1-11d2-883f-0016d3cca427
+  deno task -q cliente historial --estado fallida,cancelada --desde 2h --limite 50
+  deno task -q cliente historial --tipo-tarea texto --de-tipo movil --todas --json
+  deno task -q cliente dlq reintentar 1b4e28ba-2fa1-11d2-883f-0016d3cca427
+  deno task -q cliente --tareas ../mis_tareas.ts enviar resumen --datos '{"texto": "Hola. Adiós."}'
+  deno task -q cliente --tareas ../mis_tareas.ts tipos --json-schema
+  deno task -q cliente simular --clientes 20 --tipos web,movil --num-tareas 500`;
 
-/** Whether raw arguments ask for help (`--help` or `-h` before any `--`), which config parsing rejects. */
-export function wantsHelp(args: readonly string[]): boolean {
-  const end = args.indexOf("--");
-  const options = end === -1 ? args : args.slice(0, end);
-  return options.includes("--help") || options.includes("-h");
-}
+/** The subcommands, for suggestions when one is mistyped. */
+const COMMANDS = [
+  "menu",
+  "enviar",
+  "estado",
+  "cancelar",
+  "historial",
+  "workers",
+  "dlq",
+  "ping",
+  "simular",
+  "tipos",
+  "ayuda",
+];
 
 /** Runs the command line; returns the exit status. */
 export async function runCli(
@@ -149,10 +164,15 @@ export async function runCli(
       case "help":
         log.info(USAGE);
         return EXIT_OK;
-      default:
-        log.error(`Orden desconocida: «${command}»`);
-        log.info(USAGE);
+      default: {
+        const near = suggest(command, COMMANDS);
+        log.error(
+          `Orden desconocida: «${command}»` +
+            (near === undefined ? "" : `. ¿Quería decir «${near}»?`),
+        );
+        log.info("Ayuda: deno task -q cliente --help");
         return EXIT_USAGE;
+      }
     }
   } finally {
     log.flushLog();

@@ -3,10 +3,12 @@
  *
  * @module
  */
+import { dirname, join } from "node:path";
 import { ColmenaError } from "../shared/errors.ts";
 import * as log from "../shared/log.ts";
 import { BUILTIN_CATALOG, type TaskCatalog } from "../shared/catalog.ts";
 import type { ClientConfig } from "../shared/config.ts";
+import type { SubmitOptions } from "../shared/protocol.ts";
 import { parseFileTaskArgs, parseTaskArgs, taskLabel, toTaskType } from "./args.ts";
 import {
   formatCancel,
@@ -18,7 +20,8 @@ import {
 } from "./format.ts";
 import { describeMissingTask, EXIT_FAILURE, EXIT_OK, EXIT_USAGE, reportFailure } from "./output.ts";
 import { TaskClient, type TaskResult } from "./task_client.ts";
-import { runTaskRequest } from "./task_request.ts";
+import { SendFeedback } from "./send_feedback.ts";
+import { submitTask } from "./task_request.ts";
 
 /** The command line's settings: its configuration, and the catalogue of task types it has loaded. */
 export type CliSettings = ClientConfig & { readonly catalog?: TaskCatalog };
@@ -42,7 +45,7 @@ export function openClient(config: CliSettings): TaskClient {
 /** Reports bad arguments in Spanish, with the subcommand's usage when given; returns the usage exit status. */
 export function usageError(message: string, usage?: string): number {
   const how = usage === undefined ? "" : `\n  Uso: cliente ${usage}`;
-  log.error(`${message}${how}\n  Ayuda: deno task cliente ayuda`);
+  log.error(`${message}${how}\n  Ayuda: deno task -q cliente --help`);
   return EXIT_USAGE;
 }
 
@@ -51,9 +54,11 @@ function _typeNames(catalog: TaskCatalog): string {
 }
 
 /**
- * `enviar <tipo> <args…>`: submits one task, waits for its result and prints it. With `--archivo`, the
- * file is streamed to the server in pieces and its text becomes the task's text (or `hash` data); with
- * `--salida`, the whole output is written to that file as JSON. A large output is printed summed up.
+ * `enviar <tipo> <args…>`: submits one task, says it was accepted, waits for its result and prints it.
+ * With `--archivo`, the file is streamed to the server in pieces (with progress) and its text becomes the
+ * task's text (or `hash` data); with `--salida`, the whole output is written to that file as JSON, and
+ * that path is checked before anything is sent. A large output is printed summed up. `--intentos` and
+ * `--timeout-ms` set the task's attempts and its time per attempt.
  */
 export async function runSend(config: CliSettings, args: readonly string[]): Promise<number> {
   const catalog = catalogOf(config);
@@ -63,19 +68,74 @@ export async function runSend(config: CliSettings, args: readonly string[]): Pro
   if (type === undefined) {
     return usageError(`Tipo de tarea desconocido: «${typeName}». Use ${_typeNames(catalog)}`);
   }
+  if (config.salida !== undefined) {
+    const problem = await checkOutputPath(config.salida);
+    if (problem !== undefined) return usageError(problem);
+  }
   if (config.archivo !== undefined) return await _sendFile(config, config.archivo, type, rest);
   const request = parseTaskArgs(type, rest, { catalog, datos: config.datos });
   if (!request.ok) return usageError(request.message);
   await using client = openClient(config);
+  const feedback = _feedback(config);
   try {
-    const { result, roundTripMs } = await runTaskRequest(client, request.value, {
-      priority: config.prioridad,
-    });
-    return await _printResult(config, result, roundTripMs);
+    const start = performance.now();
+    const taskId = await submitTask(client, request.value, submitOptions(config));
+    feedback.accepted(taskId);
+    const result = await client.result(taskId);
+    feedback.done();
+    return await _printResult(config, result, performance.now() - start);
   } catch (err) {
+    feedback.done();
     reportFailure(err, config);
     return EXIT_FAILURE;
   }
+}
+
+/** The submit options of `enviar`: `--prioridad`, `--intentos` and `--timeout-ms`. */
+export function submitOptions(config: ClientConfig): SubmitOptions {
+  return {
+    priority: config.prioridad,
+    ...(config.intentos === undefined ? {} : { maxAttempts: config.intentos }),
+    ...(config.timeoutMs === undefined ? {} : { timeoutMs: config.timeoutMs }),
+  };
+}
+
+/**
+ * Why `--salida` cannot be written, in Spanish, checked before submitting: its folder must exist and the
+ * path must not be a folder; `undefined` when it looks writable.
+ */
+export async function checkOutputPath(path: string): Promise<string | undefined> {
+  try {
+    if ((await Deno.stat(path)).isDirectory) {
+      return `--salida «${path}» es una carpeta; dé la ruta de un fichero, p. ej. ${
+        join(path, "resultado.json")
+      }`;
+    }
+    return undefined;
+  } catch (err) {
+    if (!(err instanceof Deno.errors.NotFound)) {
+      return _describeFileError("escribir", path, err, "--allow-write");
+    }
+  }
+  const folder = dirname(path);
+  try {
+    if (!(await Deno.stat(folder)).isDirectory) {
+      return `--salida «${path}»: «${folder}» no es una carpeta`;
+    }
+  } catch (err) {
+    if (err instanceof Deno.errors.NotFound) {
+      return `--salida «${path}»: no existe la carpeta «${folder}»; créela antes o elija otra`;
+    }
+    return _describeFileError("escribir", path, err, "--allow-write");
+  }
+  return undefined;
+}
+
+function _feedback(config: CliSettings): SendFeedback {
+  return new SendFeedback({
+    server: config,
+    terminal: Deno.stderr.isTerminal(),
+  });
 }
 
 async function _sendFile(
@@ -90,33 +150,39 @@ async function _sendFile(
   });
   if (!request.ok) return usageError(request.message, "enviar texto --archivo <fichero>");
   let file: Deno.FsFile;
+  let size: number;
   try {
     file = await Deno.open(path, { read: true });
-    if (!(await file.stat()).isFile) {
+    const info = await file.stat();
+    if (!info.isFile) {
       file.close();
       log.error(`«${path}» no es un fichero`);
       return EXIT_FAILURE;
     }
+    size = info.size;
   } catch (err) {
     log.error(_describeFileError("leer", path, err, "--allow-read"));
     return EXIT_FAILURE;
   }
   await using client = openClient(config);
+  const feedback = _feedback(config);
   try {
     const start = performance.now();
-    const options = { priority: config.prioridad };
     const { type: fileType, field, payload } = request.value;
     // The file streams: its readable is read piece by piece as the upload goes, and closes the file.
     const taskId = await client.submitFileUnchecked(
       fileType,
       field,
-      file.readable,
+      feedback.upload(file.readable, size),
       payload,
-      options,
+      submitOptions(config),
     );
+    feedback.accepted(taskId);
     const result = await client.result(taskId);
+    feedback.done();
     return await _printResult(config, result, performance.now() - start);
   } catch (err) {
+    feedback.done();
     reportFailure(err, config);
     return EXIT_FAILURE;
   } finally {

@@ -4,6 +4,7 @@
  *
  * @module
  */
+import { LIMITE_TAKES } from "../shared/config.ts";
 import { TASK_STATUSES, type TaskStatus, type TaskView } from "../shared/protocol.ts";
 import { BUILTIN_CATALOG, type TaskCatalog } from "../shared/catalog.ts";
 import {
@@ -184,8 +185,7 @@ export function historyPageSize(limite: number | undefined, all: boolean): Parse
   if (!Number.isSafeInteger(limite) || limite < 1 || limite > MAX_HISTORY_LIMIT) {
     return {
       ok: false,
-      message: `--limite del historial debe ser un número entero entre 1 y ${MAX_HISTORY_LIMIT}, ` +
-        `no «${limite}»`,
+      message: `--limite debe ser ${LIMITE_TAKES}, no «${limite}»`,
     };
   }
   return { ok: true, value: limite };

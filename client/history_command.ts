@@ -9,6 +9,7 @@ import { catalogOf, type CliSettings, openClient, usageError } from "./commands.
 import { plural } from "./format.ts";
 import { buildListFilter, formatHistory, historyPageSize, MAX_HISTORY_PAGES } from "./history.ts";
 import { EXIT_FAILURE, EXIT_OK, reportFailure } from "./output.ts";
+import { clientCommand } from "./send_feedback.ts";
 
 const HISTORY_USAGE = "historial [--estado LISTA] [--tipo-tarea TIPO] [--de-tipo TIPO] " +
   "[--desde CUÁNDO] [--hasta CUÁNDO] [--limite N] [--cursor CURSOR] [--todas] [--json]";
@@ -66,7 +67,9 @@ export async function runHistory(config: CliSettings, args: readonly string[]): 
       formatHistory(items, catalogOf(config)),
   );
   if (cursor !== null) {
-    log.info(`Hay más: añada --cursor ${cursor} (con los mismos filtros)`);
+    log.info(
+      `Hay más: ${clientCommand(config, `historial --cursor ${cursor}`)} (con los mismos filtros)`,
+    );
   }
   return EXIT_OK;
 }

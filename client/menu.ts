@@ -7,6 +7,7 @@
  *
  * @module
  */
+import { clientCommand } from "./send_feedback.ts";
 import { setTimeout } from "node:timers/promises";
 import { BUILTIN_CATALOG, type TaskCatalog } from "../shared/catalog.ts";
 import { ColmenaError } from "../shared/errors.ts";
@@ -257,7 +258,7 @@ class _Menu {
     }
     const more = page.nextCursor === null
       ? ""
-      : `\nHay más: deno task cliente historial --cursor ${page.nextCursor}`;
+      : `\nHay más: ${clientCommand(this.#config, `historial --cursor ${page.nextCursor}`)}`;
     const count = plural(page.items.length, "tarea", "tareas");
     log.info(
       `${count}, las más recientes primero\n${formatHistory(page.items, this.#catalog)}${more}`,

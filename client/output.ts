@@ -8,6 +8,7 @@ import { ColmenaError, toColmenaError } from "../shared/errors.ts";
 import * as log from "../shared/log.ts";
 import { connectFailureKind } from "./connect_error.ts";
 import { formatError } from "./format.ts";
+import { serverFlags } from "./send_feedback.ts";
 
 /** Exit status of success. */
 export const EXIT_OK = 0;
@@ -48,7 +49,9 @@ export function describeFailure(
   if (isConnectFailure(err)) {
     const hint = connectFailureKind(error.cause) === "name"
       ? "Compruebe el nombre en --host o COLMENA_HOST"
-      : "¿Está en marcha? Arránquelo con: deno task servidor";
+      : `¿Está en marcha? Arránquelo con: ${
+        ["deno task -q servidor", serverFlags(server)].filter((s) => s !== "").join(" ")
+      }`;
     return formatError({ code: error.code, message: `${error.message}. ${hint}` });
   }
   if (error.code === "CONNECTION_CLOSED") {

@@ -10,6 +10,7 @@
  */
 import { parseArgs } from "node:util";
 import { fileURLToPath } from "node:url";
+import { wantsHelp } from "../shared/help.ts";
 import * as log from "../shared/log.ts";
 
 const ROOT = fileURLToPath(new URL("../", import.meta.url));
@@ -17,10 +18,11 @@ const DOC = `${ROOT}docs/reliability.md`;
 const START = "<!-- caos:inicio -->";
 const END = "<!-- caos:fin -->";
 
-const USAGE = `Uso: deno task caos [opciones]
+const USAGE = `Uso: deno task -q caos [opciones]
   --escala N               multiplica tareas, conexiones y entradas del fuzzer   [5]
   --sin-reinicio-rabbit    no reinicia el RabbitMQ local (solo el corte por proxy)
-  --no-escribir            no toca docs/reliability.md`;
+  --no-escribir            no toca docs/reliability.md
+  --help, -h, --ayuda      esta ayuda`;
 
 /** One line of the report, as the chaos tests write it (tests/_helpers/chaos.ts `report`). */
 interface Row {
@@ -88,6 +90,10 @@ async function machine(): Promise<string> {
 }
 
 async function main(): Promise<number> {
+  if (wantsHelp(Deno.args)) {
+    log.info(USAGE);
+    return 0;
+  }
   let values;
   try {
     ({ values } = parseArgs({

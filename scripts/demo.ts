@@ -7,6 +7,7 @@
 import { fileURLToPath } from "node:url";
 import { deleteTopology } from "../shared/adapters/rabbitmq/topology.ts";
 import { TASK_TYPES } from "../shared/tasks.ts";
+import { wantsHelp } from "../shared/help.ts";
 import * as log from "../shared/log.ts";
 import { simulate } from "../client/simulate.ts";
 import { formatSummary } from "../client/summary.ts";
@@ -61,7 +62,7 @@ async function ensureRabbit(): Promise<boolean> {
   }
   log.error(
     "No hay RabbitMQ. Arránquelo con `docker compose up -d rabbitmq` (con Docker) o con " +
-      "`rabbitmq-server -detached` (instalado en la máquina), y vuelva a ejecutar `deno task demo`.",
+      "`rabbitmq-server -detached` (instalado en la máquina), y vuelva a ejecutar `deno task -q demo`.",
   );
   return false;
 }
@@ -97,7 +98,23 @@ function describe(task: SimulatedTask): string {
     `→ ${task.worker ?? "-"}${latency}`;
 }
 
+const USAGE = `Uso: deno task -q demo
+  Arranca un servidor y dos workers con colas propias (demo.<id>.*), simula clientes web y móviles
+  sobre todos los tipos de tarea, muestra cada resultado y el resumen, y lo apaga y borra todo.
+  Necesita RabbitMQ                                  [AMQP_URL, amqp://guest:guest@127.0.0.1:5672]
+  Tareas simuladas                                   [COLMENA_DEMO_TAREAS, 300]
+  --help, -h, --ayuda      esta ayuda`;
+
 async function main(): Promise<number> {
+  if (wantsHelp(Deno.args)) {
+    log.info(USAGE);
+    return 0;
+  }
+  if (Deno.args.length > 0) {
+    log.error(`La demo no admite argumentos («${Deno.args.join(" ")}»)`);
+    log.info("Ayuda: deno task -q demo --help");
+    return 2;
+  }
   log.info("colmena · demostración: un servidor, dos workers y clientes web y móviles simulados\n");
   if (!(await ensureRabbit())) return 1;
   const id = crypto.randomUUID().slice(0, 8);

@@ -10,6 +10,7 @@ import { parseArgs } from "node:util";
 import { z } from "zod";
 import { CLIENT_KINDS } from "./protocol.ts";
 import { DEFAULT_MAX_JSON_DEPTH, DEFAULT_MAX_LINE_BYTES } from "./framing.ts";
+import { describeExpected, describeProblem, suggest } from "./config_errors.ts";
 
 /** The roles, by their Spanish command names. */
 export type Role = "servidor" | "worker" | "cliente";
@@ -22,6 +23,8 @@ interface Source {
   readonly boolean?: boolean;
   /** A list: the flag may repeat, and the environment variable holds comma-separated items. */
   readonly multiple?: boolean;
+  /** What the field takes, in Spanish, when its schema cannot say it (`letras, cifras, _ . o -`). */
+  readonly takes?: string;
 }
 
 /** Task modules to load (`--tareas`, repeatable; `COLMENA_TAREAS`, comma-separated). */
@@ -172,6 +175,8 @@ export type WorkerConfig = Readonly<z.output<typeof WorkerConfig>>;
  * - `todas` — `historial`: follow the pages to the end (at most 100). @defaultValue `false` · env `COLMENA_HIST_TODAS` · `--todas`
  * - `archivo` — `enviar texto|hash`: a file whose UTF-8 text is the task's text or data, uploaded in pieces. @defaultValue none · env `COLMENA_ARCHIVO` · `--archivo`
  * - `salida` — `enviar`: a file to write the task's whole output to, as JSON. @defaultValue none · env `COLMENA_SALIDA` · `--salida`
+ * - `intentos` — `enviar`: attempts of the task before it fails for good and goes to the dead-letter queue. @defaultValue the server's `maxAttempts` · env `COLMENA_INTENTOS` · `--intentos`
+ * - `timeoutMs` — `enviar`: how long one attempt may run, in milliseconds. @defaultValue per task type · env `COLMENA_TIMEOUT_MS` · `--timeout-ms`
  */
 export const ClientConfig = z.object({
   host: z.string().min(1).default("localhost"),
@@ -197,6 +202,8 @@ export const ClientConfig = z.object({
   todas: flag.default(false),
   archivo: z.string().min(1).optional(),
   salida: z.string().min(1).optional(),
+  intentos: positiveInt.max(20).optional(),
+  timeoutMs: positiveInt.max(3_600_000).optional(),
   datos: z.string().optional(),
   jsonSchema: flag.default(false),
   tareas: taskModules,
@@ -219,6 +226,12 @@ const OBJECT_STORAGE_SOURCES: Record<keyof typeof OBJECT_STORAGE, Source> = {
   claimCheckBytes: { env: "COLMENA_CLAIM_CHECK_BYTES", flag: "claim-check-bytes" },
 };
 
+/** What `--limite` takes: one sentence for the option, whichever subcommand checks it. */
+export const LIMITE_TAKES = "un entero de 1 a 500 (historial) o de 1 a 1000 (dlq)";
+
+const NAME_TAKES = "un nombre de 1 a 64 letras sin acentos, cifras, «_», «.» o «-»";
+const QUEUE_TAKES = "un nombre de cola de 1 a 200 letras sin acentos, cifras, «_», «.», «:» o «-»";
+
 const TASK_MODULES_SOURCE: Source = { env: "COLMENA_TAREAS", flag: "tareas", multiple: true };
 
 const SOURCES: { [R in Role]: Record<string, Source> } = {
@@ -226,9 +239,9 @@ const SOURCES: { [R in Role]: Record<string, Source> } = {
     host: { env: "COLMENA_HOST", flag: "host" },
     port: { env: "COLMENA_PORT", flag: "port", short: "p" },
     amqpUrl: { env: "AMQP_URL", flag: "amqp-url" },
-    taskQueue: { env: "COLMENA_TASK_QUEUE", flag: "task-queue" },
-    resultQueue: { env: "COLMENA_RESULT_QUEUE", flag: "result-queue" },
-    serverId: { env: "COLMENA_SERVER_ID", flag: "server-id" },
+    taskQueue: { env: "COLMENA_TASK_QUEUE", flag: "task-queue", takes: QUEUE_TAKES },
+    resultQueue: { env: "COLMENA_RESULT_QUEUE", flag: "result-queue", takes: QUEUE_TAKES },
+    serverId: { env: "COLMENA_SERVER_ID", flag: "server-id", takes: NAME_TAKES },
     maxLineBytes: { env: "COLMENA_MAX_LINE_BYTES", flag: "max-line-bytes" },
     maxJsonDepth: { env: "COLMENA_MAX_JSON_DEPTH", flag: "max-json-depth" },
     maxConnections: { env: "COLMENA_MAX_CONNECTIONS", flag: "max-connections" },
@@ -255,10 +268,10 @@ const SOURCES: { [R in Role]: Record<string, Source> } = {
     ...OBJECT_STORAGE_SOURCES,
   },
   worker: {
-    name: { env: "COLMENA_WORKER_NAME", flag: "name" },
+    name: { env: "COLMENA_WORKER_NAME", flag: "name", takes: NAME_TAKES },
     amqpUrl: { env: "AMQP_URL", flag: "amqp-url" },
-    taskQueue: { env: "COLMENA_TASK_QUEUE", flag: "task-queue" },
-    resultQueue: { env: "COLMENA_RESULT_QUEUE", flag: "result-queue" },
+    taskQueue: { env: "COLMENA_TASK_QUEUE", flag: "task-queue", takes: QUEUE_TAKES },
+    resultQueue: { env: "COLMENA_RESULT_QUEUE", flag: "result-queue", takes: QUEUE_TAKES },
     concurrency: { env: "COLMENA_CONCURRENCY", flag: "concurrency", short: "c" },
     quiet: { env: "COLMENA_QUIET", flag: "quiet", short: "q", boolean: true },
     retryBaseMs: { env: "COLMENA_RETRY_BASE_MS", flag: "retry-base-ms" },
@@ -285,11 +298,13 @@ const SOURCES: { [R in Role]: Record<string, Source> } = {
     deTipo: { env: "COLMENA_HIST_DE_TIPO", flag: "de-tipo" },
     desde: { env: "COLMENA_HIST_DESDE", flag: "desde" },
     hasta: { env: "COLMENA_HIST_HASTA", flag: "hasta" },
-    limite: { env: "COLMENA_LIMITE", flag: "limite" },
+    limite: { env: "COLMENA_LIMITE", flag: "limite", takes: LIMITE_TAKES },
     cursor: { env: "COLMENA_HIST_CURSOR", flag: "cursor" },
     todas: { env: "COLMENA_HIST_TODAS", flag: "todas", boolean: true },
     archivo: { env: "COLMENA_ARCHIVO", flag: "archivo" },
     salida: { env: "COLMENA_SALIDA", flag: "salida" },
+    intentos: { env: "COLMENA_INTENTOS", flag: "intentos" },
+    timeoutMs: { env: "COLMENA_TIMEOUT_MS", flag: "timeout-ms" },
     datos: { env: "COLMENA_DATOS", flag: "datos" },
     jsonSchema: { env: "COLMENA_JSON_SCHEMA", flag: "json-schema", boolean: true },
     tareas: TASK_MODULES_SOURCE,
@@ -357,9 +372,12 @@ export function loadConfig<R extends Role>(role: R, input: ConfigInput): ConfigO
       strict: true,
     });
   } catch (cause) {
-    throw new ConfigError(`Argumento no válido: ${describeArgError(cause)}`, { cause });
+    const flags = Object.values(sources).flatMap((s) => [`--${s.flag}`]);
+    throw new ConfigError(`Argumento no válido: ${describeArgError(cause, flags)}`, { cause });
   }
   const merged: Record<string, unknown> = {};
+  /** Where each merged value came from, as a person typed it: the flag, or the variable. */
+  const origin: Record<string, string> = {};
   for (const [key, source] of Object.entries(sources)) {
     let fromFlag = parsed.values[source.flag];
     let fromEnv: unknown = input.env[source.env];
@@ -369,23 +387,40 @@ export function loadConfig<R extends Role>(role: R, input: ConfigInput): ConfigO
       if (Array.isArray(fromFlag)) fromFlag = split(fromFlag.map(String)).filter((v) => v !== "");
       if (typeof fromEnv === "string") fromEnv = split([fromEnv]).filter((v) => v !== "");
     }
-    if (fromFlag !== undefined) merged[key] = fromFlag;
-    else if (fromEnv !== undefined && fromEnv !== "") merged[key] = fromEnv;
+    if (fromFlag !== undefined) {
+      merged[key] = fromFlag;
+      origin[key] = `--${source.flag}`;
+    } else if (fromEnv !== undefined && fromEnv !== "") {
+      merged[key] = fromEnv;
+      origin[key] = source.env;
+    }
   }
   const positionals = [...parsed.positionals];
   // The worker's name on the command line ranks with its flag, above the environment.
   if (role === "worker" && positionals.length > 0 && parsed.values["name"] === undefined) {
     merged.name = positionals[0];
+    origin.name = "El nombre del worker";
   }
-  const result = SCHEMAS[role].safeParse(merged);
+  const schema = SCHEMAS[role];
+  const result = schema.safeParse(merged);
   if (!result.success) {
-    const lines = result.error.issues.map((issue) => {
+    const seen = new Set<string>();
+    const lines: string[] = [];
+    for (const issue of result.error.issues) {
       const key = String(issue.path[0] ?? "");
+      // One sentence per option, however many checks its value failed.
+      if (seen.has(key)) continue;
+      seen.add(key);
       const source = sources[key];
-      const where = source ? `--${source.flag} / ${source.env}` : key;
-      return `  ${where}: ${issue.message}`;
-    });
-    throw new ConfigError(`Configuración no válida:\n${lines.join("\n")}`, { cause: result.error });
+      const field = (schema.shape as Record<string, z.ZodType>)[key];
+      const where = origin[key] ?? (source ? `--${source.flag}` : key);
+      lines.push(describeProblem(where, {
+        value: merged[key],
+        takes: source?.takes ?? (field === undefined ? undefined : describeExpected(field)),
+        issue: issue.message,
+      }));
+    }
+    throw new ConfigError(lines.join("\n"), { cause: result.error });
   }
   return Object.freeze({
     ...result.data,
@@ -396,13 +431,16 @@ export function loadConfig<R extends Role>(role: R, input: ConfigInput): ConfigO
 }
 
 /** Spanish wording of `parseArgs` failures (its own text is English). */
-function describeArgError(cause: unknown): string {
+function describeArgError(cause: unknown, flags: readonly string[]): string {
   const code = (cause as { code?: unknown })?.code;
   const text = cause instanceof Error ? cause.message : String(cause);
   const option = text.match(/'(-[^'\s]*)/)?.[1] ?? "";
   switch (code) {
-    case "ERR_PARSE_ARGS_UNKNOWN_OPTION":
-      return `opción desconocida ${option}`.trim();
+    case "ERR_PARSE_ARGS_UNKNOWN_OPTION": {
+      const near = option.startsWith("--") ? suggest(option, flags) : undefined;
+      return `opción desconocida ${option}`.trim() +
+        (near === undefined ? "" : `. ¿Quería decir «${near}»?`);
+    }
     case "ERR_PARSE_ARGS_INVALID_OPTION_VALUE":
       return `la opción ${option} necesita un valor, o no lo admite`.replace("  ", " ");
     default:

@@ -166,6 +166,14 @@ export class ColmenaError extends Error {
     return { code: this.code, message: this.message };
   }
 
+  /**
+   * What `JSON.stringify` writes: name, code, Spanish message and whether retrying may succeed (an
+   * `Error`'s own fields are not enumerable, so without this it would write `{}`). Never the stack or cause.
+   */
+  toJSON(): { name: string; code: ErrorCode; message: string; retryable: boolean } {
+    return { name: this.name, code: this.code, message: this.message, retryable: this.retryable };
+  }
+
   /** Rebuilds the error a peer sent; an unknown code becomes `INTERNAL`. */
   static fromWire(frame: { code: string; message: string }): ColmenaError {
     const code = isErrorCode(frame.code) ? frame.code : "INTERNAL";

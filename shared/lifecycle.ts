@@ -5,6 +5,7 @@
  */
 import { ConfigError } from "./config.ts";
 import { ColmenaError } from "./errors.ts";
+import { wantsHelp } from "./help.ts";
 import * as log from "./log.ts";
 import { TaskDefinitionError } from "./task_definition.ts";
 import { TaskModuleError } from "./task_modules.ts";
@@ -37,11 +38,14 @@ export function shutdownSignal(): Promise<Deno.Signal> {
   return promise;
 }
 
-/** Prints a configuration error and the usage in Spanish, then exits with status 2; rethrows anything else. */
-export function exitOnConfigError(err: unknown, usage: string): never {
+/**
+ * Prints a configuration error, one Spanish sentence per problem, and where to find help
+ * (`Ayuda: deno task <command> --help`), then exits with status 2; rethrows anything else.
+ */
+export function exitOnConfigError(err: unknown, command: string): never {
   if (err instanceof ConfigError) {
-    log.error(err.message);
-    log.info(usage);
+    for (const line of err.message.split("\n")) log.error(line);
+    log.info(`Ayuda: deno task -q ${command} --help`);
     Deno.exit(2);
   }
   if (err instanceof Deno.errors.NotCapable) {
@@ -49,6 +53,14 @@ export function exitOnConfigError(err: unknown, usage: string): never {
     Deno.exit(2);
   }
   throw err;
+}
+
+/** Prints `usage` and exits with status 0 when the arguments ask for help (`--help`, `-h`, `--ayuda`). */
+export function exitOnHelp(args: readonly string[], usage: string): void {
+  if (!wantsHelp(args)) return;
+  log.info(usage);
+  log.flushLog();
+  Deno.exit(0);
 }
 
 /** Reads the given environment variables; absent ones are left out. Needs `--allow-env` for those names. */

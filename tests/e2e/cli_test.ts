@@ -74,6 +74,9 @@ Deno.test({
     probe.close();
     const out = await cliente(port, "enviar", "texto", "hola");
     assert.equal(out.code, 1);
-    assert.match(out.stdout + out.stderr, /deno task servidor/);
+    assert.match(
+      out.stdout + out.stderr,
+      new RegExp(`Arránquelo con: deno task -q servidor --port ${port}`),
+    );
   },
 });

@@ -494,8 +494,9 @@ for (const [kind, useS3] of [["memory", false], ["sqlite", true], ["postgres", t
       await using server = await startServer(queues, [
         ...storage.serverArgs,
         ...small,
-        // About 0.9 s, looked at five times a second.
-        ...["--retention-days", "0.00001", "--prune-interval-ms", "200"],
+        // About 4.3 s, looked at five times a second: long enough that the upload below is submitted (the
+        // server reads it to check its text) before it is old enough to be swept as unused.
+        ...["--retention-days", "0.00005", "--prune-interval-ms", "200"],
       ], storage.env);
       await using _worker = await startWorker(
         "w1",

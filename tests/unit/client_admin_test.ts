@@ -128,7 +128,10 @@ Deno.test("dlqLimit takes --limite or the fallback, from 1 to 1000", () => {
   assert.deepEqual(dlqLimit(undefined, 3), { ok: true, value: 3 });
   const bad = dlqLimit(1001, 20);
   assert.equal(bad.ok, false);
-  assert.match(!bad.ok ? bad.message : "", /entre 1 y 1000, no «1001»/);
+  assert.match(
+    !bad.ok ? bad.message : "",
+    /^--limite debe ser un entero de 1 a 500 \(historial\) o de 1 a 1000 \(dlq\), no «1001»$/,
+  );
 });
 
 Deno.test("the menu offers cancel, history and workers after the existing entries", () => {

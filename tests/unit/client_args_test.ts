@@ -169,7 +169,8 @@ Deno.test("parseMenuChoice accepts numbers and names", () => {
   assert.equal(parseMenuChoice("abc"), undefined);
 });
 
-Deno.test("wantsHelp sees --help and -h only before --", () => {
+Deno.test("wantsHelp sees --help, -h and --ayuda only before --", () => {
+  assert.equal(wantsHelp(["--ayuda"]), true);
   assert.equal(wantsHelp(["--help"]), true);
   assert.equal(wantsHelp(["enviar", "-h"]), true);
   assert.equal(wantsHelp(["enviar", "texto", "--", "--help"]), false);

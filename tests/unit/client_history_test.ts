@@ -149,7 +149,10 @@ Deno.test("historyPageSize defaults to 20, to 500 with --todas, and caps --limit
   assert.deepEqual(historyPageSize(500, false), { ok: true, value: 500 });
   const tooMany = historyPageSize(501, false);
   assert.equal(tooMany.ok, false);
-  assert.match(!tooMany.ok ? tooMany.message : "", /entre 1 y 500, no «501»/);
+  assert.match(
+    !tooMany.ok ? tooMany.message : "",
+    /^--limite debe ser un entero de 1 a 500 \(historial\) o de 1 a 1000 \(dlq\), no «501»$/,
+  );
 });
 
 function _view(overrides: Partial<TaskView>): TaskView {

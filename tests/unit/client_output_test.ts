@@ -43,7 +43,7 @@ Deno.test("describeFailure names an unresolvable host and a refused host:port, w
   assert.equal(
     describeFailure(refused, SERVER),
     "CONNECTION_CLOSED: Conexión rechazada en srv:8888: ningún servidor escucha en ese puerto. " +
-      "¿Está en marcha? Arránquelo con: deno task servidor",
+      "¿Está en marcha? Arránquelo con: deno task -q servidor --host srv",
   );
 });
 
