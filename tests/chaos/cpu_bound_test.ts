@@ -68,6 +68,13 @@ Deno.test({
             : client.submit("numbers", { numbers: [i, 2 * i] }),
       ),
     );
+    // Tasks of different types come from their own queues, served in turn: a threaded `hash` waiting for a
+    // thread would hold a prefetch slot the inline tasks need, so those are sent once the inline ones ended.
+    await withDeadline(
+      Promise.all(inline.map((id) => client.result(id))),
+      "the inline results",
+      60_000,
+    );
     const threaded = await Promise.all(
       Array.from(
         { length: scaled(4) },
