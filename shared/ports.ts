@@ -129,6 +129,12 @@ export interface WorkerBroker extends Closable {
   release(delivery: TaskDelivery): void;
   /** Removes an unreadable task message from the queue, to the dead-letter queue. */
   discard(delivery: TaskDelivery): void;
+  /**
+   * Whether a delivery came on a connection (a channel) that has since closed. The broker put such a task
+   * back in its queue, so another worker may already be running it; acknowledging, releasing or discarding
+   * it does nothing, and what its run leads to (a retry, a dead letter) is up to the run of the redelivery.
+   */
+  isStale(delivery: TaskDelivery): boolean;
 }
 
 /** A task to record at submit time. */

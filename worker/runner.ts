@@ -5,6 +5,10 @@
  * only after the broker confirmed that message (and, for a retry or a dead letter, the task's copy), so a
  * crash at any point leaves each task either reported or still in the queue (at-least-once).
  *
+ * A run whose connection closed before it ended (its delivery is stale: the broker requeued it) still
+ * reports a success, which the store keeps if it is the first result of the task and absorbs otherwise; a
+ * failure of such a run is dropped, since the run of the redelivery decides on retries and dead letters.
+ *
  * @module
  */
 import { setImmediate } from "node:timers";
@@ -372,6 +376,16 @@ export class TaskRunner {
   ): void {
     const durationMs = Math.round((performance.now() - t0) * 1000) / 1000;
     const broker = this.#broker;
+    if ("error" in end && broker?.isStale(delivery)) {
+      // The connection closed while it ran, so the broker requeued it: the run of that redelivery decides
+      // whether it is retried or dead-lettered. A retry or a dead letter from here would fork the task.
+      log.warn(
+        `La tarea ${task.taskId} falló (${end.error.code}) tras perder la conexión con RabbitMQ; ` +
+          "decide la ejecución de su nueva entrega",
+      );
+      this.#scheduleFlush();
+      return;
+    }
     if ("error" in end && broker !== undefined) {
       const retryable = ERRORS[end.error.code].retryable && !options.final;
       if (retryable && task.attempt < task.maxAttempts) {
@@ -463,8 +477,10 @@ export class TaskRunner {
     const broker = this.#broker;
     if (broker === undefined) return;
     const outcomes = this.#outcomes;
-    // A task that ended in this batch needs no "started" notice of its own.
-    const started = this.#started.filter((s) => this.#running.has(s.delivery)).map((s) => s.notice);
+    // A task that ended in this batch needs no "started" notice of its own, nor one the broker requeued.
+    const started = this.#started
+      .filter((s) => this.#running.has(s.delivery) && !broker.isStale(s.delivery))
+      .map((s) => s.notice);
     this.#started = [];
     this.#outcomes = [];
     if (outcomes.length === 0 && started.length === 0) return this.#checkIdle();

@@ -113,6 +113,13 @@ class _Delivery implements TaskDelivery {
   }
 }
 
+function _own(delivery: TaskDelivery): _Delivery {
+  if (!(delivery instanceof _Delivery)) {
+    throw new TypeError("Cannot settle a delivery from elsewhere");
+  }
+  return delivery;
+}
+
 class _RabbitWorkerBroker implements RabbitWorkerBroker {
   readonly #options: WorkerBrokerOptions;
   readonly taskTypes: readonly string[];
@@ -330,15 +337,21 @@ class _RabbitWorkerBroker implements RabbitWorkerBroker {
     this.#settle(delivery, "dead-letter");
   }
 
-  /** Settles a delivery on the channel it came from; after a reconnect the broker redelivers it instead. */
+  isStale(delivery: TaskDelivery): boolean {
+    return this.#deadChannels.has(_own(delivery).ch);
+  }
+
+  /**
+   * Settles a delivery on the channel it came from, never on another: a delivery tag belongs to its channel,
+   * and acking it on the channel of a later connection is a channel error there. After a reconnect the
+   * broker redelivers the task instead.
+   */
   #settle(delivery: TaskDelivery, how: "ack" | "requeue" | "dead-letter"): void {
-    if (!(delivery instanceof _Delivery)) {
-      throw new TypeError("Cannot settle a delivery from elsewhere");
-    }
-    if (this.#deadChannels.has(delivery.ch)) return;
+    const own = _own(delivery);
+    if (this.#deadChannels.has(own.ch)) return;
     try {
-      if (how === "ack") delivery.ch.ack(delivery.msg);
-      else delivery.ch.nack(delivery.msg, false, how === "requeue");
+      if (how === "ack") own.ch.ack(own.msg);
+      else own.ch.nack(own.msg, false, how === "requeue");
     } catch (err) {
       log.error("No se pudo confirmar una tarea a RabbitMQ; se volverá a entregar", err);
     }
