@@ -9,9 +9,13 @@
  * `submit` frames in flight, and a task is done when its `result` push arrives. Raw baseline
  * (`crudo`): the same tasks published straight to RabbitMQ with the same durability (durable queues,
  * persistent messages, publisher confirms, manual acks), worked by K `bench/raw_worker.ts` processes, with
- * W×C in flight. Rounds of every side alternate; the report gives medians over the repetitions, the ratio
- * colmena/crudo, and each store's ratio to the in-memory one. Every queue it declares is deleted at the end,
- * every child process is stopped, and the SQLite folder and PostgreSQL schema of the run are removed.
+ * W×C in flight. BullMQ (`bullmq`), colmena's nearest TypeScript peer: the same task specs added as jobs
+ * to a queue on the local Redis, worked by K `bench/bullmq_worker.ts` processes with concurrency P, W×C in
+ * flight, plus a separate `addBulk` measure (one client, bulks of 1000); skipped when Redis cannot be
+ * reached or with `--sin-bullmq`. Rounds of every side alternate; the report gives medians over the
+ * repetitions, the ratios colmena/crudo and colmena/BullMQ, and each store's ratio to the in-memory one.
+ * Every queue it declares is deleted at the end (BullMQ's with `obliterate`), every child process is
+ * stopped, and the SQLite folder and PostgreSQL schema of the run are removed.
  *
  * @module
  */
@@ -25,12 +29,19 @@ import {
   clockTicksPerSecond,
   findBrokerPid,
   findPostgresPids,
+  findRedisPid,
   type MemorySample,
   readCpuModel,
   readCpuTicks,
   readMachineCpu,
 } from "./processes.ts";
 import { deleteTopology, RawPublisher, readBrokerVersion } from "./raw_load.ts";
+import {
+  BullmqPublisher,
+  measureAddBulk,
+  obliterateQueues,
+  readRedisVersion,
+} from "./bullmq_load.ts";
 import { formatNumber, median, round, type RoundResult, summarizeLatencies } from "./stats.ts";
 import { typeQueue } from "../shared/adapters/rabbitmq/names.ts";
 import { TASK_TYPES } from "../shared/tasks.ts";
@@ -60,13 +71,18 @@ const STORE_FLAG: Readonly<Record<Store, string>> = {
 };
 
 const DEFAULT_DATABASE_URL = "postgres://postgres@127.0.0.1:5432/test";
+const DEFAULT_REDIS_URL = "redis://127.0.0.1:6379";
+/** Jobs per `Queue.addBulk` call in the bulk measure. */
+const BULK_SIZE = 1000;
+/** How long the Redis probe waits before the BullMQ side is skipped. */
+const REDIS_PROBE_MS = 3_000;
 
 const USAGE = `Uso: deno task -q bench [opciones]
   --tareas N          tareas medidas por ronda                        [20000]
   --clientes C        conexiones TCP de clientes (colmena)            [10]
-  --ventana W         peticiones en vuelo por cliente (crudo: W×C)    [100]
-  --workers K         procesos worker (colmena y crudo)               [1]
-  --concurrency P     prefetch de cada worker                         [200]
+  --ventana W         en vuelo por cliente (crudo y BullMQ: W×C)      [100]
+  --workers K         procesos worker (en cada lado)                  [1]
+  --concurrency P     prefetch (concurrency en BullMQ) de cada worker [200]
   --repeticiones R    rondas medidas por lado; se da la mediana       [3]
   --calentamiento N   tareas de calentamiento antes de medir          [500]
   --tipos LISTA       tipos de tarea, en rotación                     [${DEFAULT_MIX}]
@@ -75,20 +91,27 @@ const USAGE = `Uso: deno task -q bench [opciones]
   --almacen LISTA     almacenes del servidor de colmena: memoria, sqlite, postgres;
                       separados por comas o repitiendo la opción      [sqlite]
   --database-url URL  PostgreSQL para --almacen postgres              [DATABASE_URL, ${DEFAULT_DATABASE_URL}]
-  --solo LADO         medir solo "colmena" o solo "crudo"
+  --redis-url URL     Redis del lado BullMQ                           [REDIS_URL, ${DEFAULT_REDIS_URL}]
+  --sin-bullmq        no medir BullMQ
+  --solo LADO         medir solo "colmena", solo "crudo" o solo "bullmq"
   --json              salida para máquinas (JSON) en lugar de la tabla
   --help, -h, --ayuda esta ayuda`;
 
-/** What is measured: colmena on one store, or the raw baseline. */
-type Side = `colmena-${Store}` | "crudo";
+/** What is measured: colmena on one store, the raw baseline, or BullMQ. */
+type Side = `colmena-${Store}` | "crudo" | "bullmq";
+
+/** The sides `--solo` can pick. */
+const SOLO_SIDES = ["colmena", "crudo", "bullmq"] as const;
 
 function colmenaSide(store: Store): Side {
   return `colmena-${store}`;
 }
 
-/** How a side is named in the report: `colmena (sqlite)`, `crudo (amqplib)`. */
+/** How a side is named in the report: `colmena (sqlite)`, `crudo (amqplib)`, `BullMQ (Redis)`. */
 function sideLabel(side: Side): string {
-  return side === "crudo" ? "crudo (amqplib)" : `colmena (${side.slice("colmena-".length)})`;
+  if (side === "crudo") return "crudo (amqplib)";
+  if (side === "bullmq") return "BullMQ (Redis)";
+  return `colmena (${side.slice("colmena-".length)})`;
 }
 
 /** The benchmark's settings, from the command line. */
@@ -103,11 +126,12 @@ interface BenchOptions {
   taskTypes: string[];
   timeoutMs: number;
   amqpUrl: string;
-  /** Whether to measure colmena, the raw baseline, or both. */
-  sides: ("colmena" | "crudo")[];
+  /** Which of colmena, the raw baseline and BullMQ to measure. */
+  sides: (typeof SOLO_SIDES)[number][];
   /** colmena's task stores, in the order given. */
   stores: Store[];
   databaseUrl: string;
+  redisUrl: string;
   json: boolean;
 }
 
@@ -149,6 +173,8 @@ function parseOptions(args: readonly string[]): BenchOptions | "help" {
           type: "string",
           default: Deno.env.get("DATABASE_URL") ?? DEFAULT_DATABASE_URL,
         },
+        "redis-url": { type: "string", default: Deno.env.get("REDIS_URL") ?? DEFAULT_REDIS_URL },
+        "sin-bullmq": { type: "boolean", default: false },
         solo: { type: "string" },
         json: { type: "boolean", default: false },
         ayuda: { type: "boolean", short: "h", default: false },
@@ -177,8 +203,15 @@ function parseOptions(args: readonly string[]): BenchOptions | "help" {
     }
   }
   if (taskTypes.length === 0) problems.push("--tipos: hace falta al menos un tipo");
-  if (values.solo !== undefined && values.solo !== "colmena" && values.solo !== "crudo") {
-    problems.push(`--solo: debe ser "colmena" o "crudo" (se recibió "${values.solo}")`);
+  const solo = SOLO_SIDES.find((side) => side === values.solo);
+  if (values.solo !== undefined && solo === undefined) {
+    problems.push(`--solo: debe ser "colmena", "crudo" o "bullmq" (se recibió "${values.solo}")`);
+  }
+  if (solo === "bullmq" && values["sin-bullmq"]) {
+    problems.push("--solo bullmq y --sin-bullmq se contradicen");
+  }
+  if (!/^rediss?:\/\//.test(values["redis-url"])) {
+    problems.push("--redis-url: debe empezar por redis:// o rediss://");
   }
   if (!/^amqps?:\/\//.test(values["amqp-url"])) {
     problems.push("--amqp-url: debe empezar por amqp:// o amqps://");
@@ -209,11 +242,14 @@ function parseOptions(args: readonly string[]): BenchOptions | "help" {
     taskTypes,
     timeoutMs: int("limite-s", values["limite-s"], 1, 3_600) * 1000,
     amqpUrl: values["amqp-url"],
-    sides: values.solo === "colmena" || values.solo === "crudo"
-      ? [values.solo]
-      : ["colmena", "crudo"],
+    sides: solo !== undefined
+      ? [solo]
+      : values["sin-bullmq"]
+      ? ["colmena", "crudo"]
+      : ["colmena", "crudo", "bullmq"],
     stores,
     databaseUrl: values["database-url"],
+    redisUrl: values["redis-url"],
     json: values.json,
   };
   if (problems.length > 0) throw new _UsageError(problems.join("\n"));
@@ -234,7 +270,7 @@ interface RoundRecord {
   p95Ms: number;
   p99Ms: number;
   maxMs: number;
-  /** Until the task was stored: `accepted` (colmena) or the publisher confirm (crudo). */
+  /** Until the task was stored: `accepted` (colmena), the publisher confirm (crudo), `add` (BullMQ). */
   acceptP50Ms: number;
   acceptP99Ms: number;
   /**
@@ -387,12 +423,15 @@ interface MachineInfo {
   v8: string;
   rabbitmq: string;
   amqplib: string;
+  /** Redis's version, when the BullMQ side ran. */
+  redis?: string;
+  bullmq: string;
 }
 
-function readAmqplibSpecifier(root: string): string {
+function readImportSpecifier(root: string, name: string): string {
   try {
     const config = JSON.parse(Deno.readTextFileSync(`${root}deno.json`));
-    return String(config?.imports?.amqplib ?? "desconocido");
+    return String(config?.imports?.[name] ?? "desconocido");
   } catch {
     return "desconocido";
   }
@@ -436,7 +475,9 @@ function topologyNames(runId: string, stores: readonly Store[]) {
   }
   const raw = { taskQueue: `${base}.crudo.tareas`, resultQueue: `${base}.crudo.resultados` };
   queues.push(raw.taskQueue, raw.resultQueue);
-  return { colmena, raw, queues, exchanges };
+  // BullMQ's queues live in Redis (keys `bull:<name>:*`), not on the broker.
+  const bullmq = { queue: `${base}.bullmq`, bulkQueue: `${base}.bullmq-bulk` };
+  return { colmena, raw, bullmq, queues, exchanges };
 }
 
 /** colmena ÷ another side, from the medians: below 1 for tasks/s and above 1 for latency mean slower. */
@@ -451,13 +492,26 @@ interface Ratio {
 interface Report {
   date: string;
   machine: MachineInfo;
-  options: Omit<BenchOptions, "json" | "amqpUrl" | "databaseUrl">;
+  options: Omit<BenchOptions, "json" | "amqpUrl" | "databaseUrl" | "redisUrl">;
   rounds: RoundRecord[];
   summary: Partial<Record<Side, SideSummary>>;
   /** Each colmena side ÷ crudo, of the medians. */
   ratio: Partial<Record<Side, Ratio>>;
   /** Each colmena side ÷ crudo of tasks/s within each repetition (their rounds ran back to back). */
   ratioPerRepetition: Partial<Record<Side, number[]>>;
+  /** Each colmena side ÷ BullMQ, of the medians. */
+  ratioBullmq: Partial<Record<Side, Ratio>>;
+  /** Each colmena side ÷ BullMQ of tasks/s within each repetition. */
+  ratioBullmqPerRepetition: Partial<Record<Side, number[]>>;
+  /** BullMQ's `addBulk` measure: one client, no worker, `bulkSize` jobs a call; median over repetitions. */
+  bullmqAddBulk: {
+    tasks: number;
+    bulkSize: number;
+    tasksPerSecond: number;
+    perRepetition: number[];
+  } | null;
+  /** Sides that were asked for but not measured, with the reason (Spanish). */
+  skipped: Partial<Record<Side, string>>;
   /** Each store ÷ the in-memory store, of the medians, when `memoria` was measured. */
   storeRatio: Partial<Record<Store, Ratio>>;
   /** Each store ÷ the in-memory store of tasks/s within each repetition. */
@@ -477,19 +531,40 @@ async function measure(
   const runId = crypto.randomUUID();
   const colmenaStores = options.sides.includes("colmena") ? options.stores : [];
   const names = topologyNames(runId, colmenaStores);
+  const skipped: Partial<Record<Side, string>> = {};
+  let redis: string | undefined;
+  if (options.sides.includes("bullmq")) {
+    const where = options.redisUrl.replace(/\/\/[^@/]*@/, "//");
+    try {
+      redis = await Promise.race([readRedisVersion(options.redisUrl, REDIS_PROBE_MS), interrupted]);
+    } catch (err) {
+      skipped.bullmq = `no se puede conectar a Redis en ${where} (${
+        err instanceof Error ? err.message : err
+      }); se omite BullMQ`;
+      progress(`AVISO: ${skipped.bullmq}`);
+    }
+  }
   const sides: Side[] = [
     ...colmenaStores.map(colmenaSide),
     ...(options.sides.includes("crudo") ? ["crudo" as const] : []),
+    ...(redis !== undefined ? ["bullmq" as const] : []),
   ];
+  if (sides.length === 0) {
+    throw new Error(`No queda nada que medir: ${skipped.bullmq ?? "sin lados"}`);
+  }
   // The SQLite files and object folders of the run, under the git-ignored ./data, removed at the end.
   const dataDir = `data/bench-${runId.slice(0, 8)}`;
   const schema = `bench_${runId.replaceAll("-", "").slice(0, 12)}`;
   const taskSpecs = encodeTaskMix(options.taskTypes);
   const ticksPerSecond = await clockTicksPerSecond();
-  const version = readBrokerVersion(options.amqpUrl).catch((cause: unknown) => {
-    const where = options.amqpUrl.replace(/\/\/[^@/]*@/, "//");
-    throw new Error(`No se puede conectar a RabbitMQ en ${where}`, { cause });
-  });
+  // BullMQ alone does not need RabbitMQ.
+  const needsBroker = options.sides.some((side) => side !== "bullmq");
+  const version = needsBroker
+    ? readBrokerVersion(options.amqpUrl).catch((cause: unknown) => {
+      const where = options.amqpUrl.replace(/\/\/[^@/]*@/, "//");
+      throw new Error(`No se puede conectar a RabbitMQ en ${where}`, { cause });
+    })
+    : Promise.resolve("—");
   const rabbitmq = await Promise.race([version, interrupted]);
   const machine: MachineInfo = {
     cpus: navigator.hardwareConcurrency,
@@ -497,9 +572,12 @@ async function measure(
     deno: Deno.version.deno,
     v8: Deno.version.v8,
     rabbitmq,
-    amqplib: readAmqplibSpecifier(root),
+    amqplib: readImportSpecifier(root, "amqplib"),
+    bullmq: readImportSpecifier(root, "bullmq"),
   };
-  const { json: _json, amqpUrl: _url, databaseUrl: _db, ...shownOptions } = options;
+  if (redis !== undefined) machine.redis = redis;
+  const { json: _json, amqpUrl: _url, databaseUrl: _db, redisUrl: _redis, ...shownOptions } =
+    options;
   const report: Report = {
     date: new Date().toISOString(),
     machine,
@@ -508,6 +586,10 @@ async function measure(
     summary: {},
     ratio: {},
     ratioPerRepetition: {},
+    ratioBullmq: {},
+    ratioBullmqPerRepetition: {},
+    bullmqAddBulk: null,
+    skipped,
     storeRatio: {},
     storeRatioPerRepetition: {},
     memory: [],
@@ -524,11 +606,15 @@ async function measure(
 
   const servers = new Map<Store, { server: ChildProcess; workers: ChildProcess[]; port: number }>();
   const rawWorkers: ChildProcess[] = [];
+  const bullmqWorkers: ChildProcess[] = [];
   const children = (): ChildProcess[] => [
     ...[...servers.values()].flatMap((s) => [s.server, ...s.workers]),
     ...rawWorkers,
+    ...bullmqWorkers,
   ];
   let publisher: RawPublisher | undefined;
+  let bullmqPublisher: BullmqPublisher | undefined;
+  const bulkRates: number[] = [];
   const wait = <T>(p: Promise<T>): Promise<T> => Promise.race([p, interrupted]);
   try {
     for (const store of colmenaStores) {
@@ -590,7 +676,26 @@ async function measure(
       }));
     }
 
+    if (sides.includes("bullmq")) {
+      progress("Arrancando workers de BullMQ (Redis)…");
+      for (let i = 1; i <= options.workers; i++) {
+        bullmqWorkers.push(ChildProcess.spawn(`worker BullMQ ${i}`, {
+          cwd: root,
+          args: [
+            ...[...DENO_RUN, "bench/bullmq_worker.ts", "--name", `bullmq-${i}`],
+            ...["--queue", names.bullmq.queue, "--concurrency", String(options.concurrency)],
+            ...["--redis-url", options.redisUrl],
+          ],
+        }));
+      }
+      await wait(
+        Promise.all(bullmqWorkers.map((w) => w.waitForLine(/ listo/, START_TIMEOUT_MS))),
+      );
+      bullmqPublisher = await wait(BullmqPublisher.open(options.redisUrl, names.bullmq.queue));
+    }
+
     const brokerPid = await findBrokerPid();
+    const redisPid = await findRedisPid();
     const groups = new Map<Side, CpuGroups>();
     for (const [store, { server, workers }] of servers) {
       const group: CpuGroups = {
@@ -606,8 +711,26 @@ async function measure(
     if (brokerPid !== undefined) {
       for (const group of groups.values()) group.rabbitmq = () => readCpuTicks(brokerPid);
     }
+    // RabbitMQ idles during BullMQ's rounds and Redis during the others: each side counts its own store.
+    const bullmqGroup: CpuGroups = {
+      carga: () => readCpuTicks(Deno.pid),
+      worker: sumTicks(bullmqWorkers),
+    };
+    if (redisPid !== undefined) bullmqGroup.redis = () => readCpuTicks(redisPid);
+    groups.set("bullmq", bullmqGroup);
 
     const runRound = async (side: Side, tasks: number): Promise<RoundResult> => {
+      if (side === "bullmq") {
+        if (bullmqPublisher === undefined) {
+          throw new TypeError("Cannot run BullMQ round: no publisher");
+        }
+        return await wait(bullmqPublisher.run({
+          tasks,
+          inFlight: options.window * options.clients,
+          taskSpecs,
+          timeoutMs: options.timeoutMs,
+        }));
+      }
       if (side !== "crudo") {
         const { port } = servers.get(storeOf(side))!;
         return await wait(runColmenaRound({
@@ -676,6 +799,28 @@ async function measure(
         );
         await delay(PAUSE_MS);
       }
+      if (sides.includes("bullmq")) {
+        const ms = await wait(measureAddBulk(options.redisUrl, {
+          queueName: names.bullmq.bulkQueue,
+          tasks: options.tasks,
+          bulk: BULK_SIZE,
+          taskSpecs,
+        }));
+        bulkRates.push(round(options.tasks / (ms / 1000), 1));
+        progress(
+          `Ronda ${rep}/${options.repetitions} · BullMQ addBulk (lotes de ${BULK_SIZE}, sin ` +
+            `workers): ${formatNumber(bulkRates.at(-1)!)} tareas/s`,
+        );
+        await delay(PAUSE_MS);
+      }
+    }
+    if (bulkRates.length > 0) {
+      report.bullmqAddBulk = {
+        tasks: options.tasks,
+        bulkSize: BULK_SIZE,
+        tasksPerSecond: round(median(bulkRates), 1),
+        perRepetition: bulkRates,
+      };
     }
 
     for (const child of children()) {
@@ -684,16 +829,26 @@ async function measure(
     }
   } finally {
     await publisher?.close();
+    await bullmqPublisher?.close();
     const all = children();
     if (all.length > 0) progress("Deteniendo procesos hijos…");
     await Promise.all(all.map((c) => c.stop(STOP_TIMEOUT_MS)));
     for (const child of all) {
       if (child.warnings.length > 0) report.childWarnings[child.name] = child.warnings;
     }
-    try {
-      report.cleanupFailed = await deleteTopology(options.amqpUrl, names);
-    } catch {
-      report.cleanupFailed = [...names.queues, ...names.exchanges];
+    if (needsBroker) {
+      try {
+        report.cleanupFailed = await deleteTopology(options.amqpUrl, names);
+      } catch {
+        report.cleanupFailed = [...names.queues, ...names.exchanges];
+      }
+    }
+    if (sides.includes("bullmq")) {
+      const left = await obliterateQueues(options.redisUrl, [
+        names.bullmq.queue,
+        names.bullmq.bulkQueue,
+      ]).catch(() => [names.bullmq.queue, names.bullmq.bulkQueue]);
+      report.cleanupFailed.push(...left.map((name) => `cola ${name} de Redis`));
     }
     if (colmenaStores.includes("postgres")) {
       await dropPostgresSchema(options.databaseUrl, schema).catch(() => {
@@ -728,6 +883,7 @@ async function measure(
     return ratios;
   };
   const raw = report.summary.crudo;
+  const bullmq = report.summary.bullmq;
   const memory = report.summary[colmenaSide("memoria")];
   for (const store of colmenaStores) {
     const side = colmenaSide(store);
@@ -736,6 +892,10 @@ async function measure(
     if (raw !== undefined) {
       report.ratio[side] = ratioOf(summary, raw);
       report.ratioPerRepetition[side] = perRepetition(side, "crudo");
+    }
+    if (bullmq !== undefined) {
+      report.ratioBullmq[side] = ratioOf(summary, bullmq);
+      report.ratioBullmqPerRepetition[side] = perRepetition(side, "bullmq");
     }
     if (memory !== undefined && store !== "memoria") {
       report.storeRatio[store] = ratioOf(summary, memory);
@@ -770,14 +930,23 @@ function renderTable(report: Report): string {
   const m = report.machine;
   const sides = [...new Set(report.rounds.map((r) => r.side))];
   const width = 28;
+  const peers = sides.includes("bullmq") ? "amqplib crudo y BullMQ" : "amqplib crudo";
+  const stack = [`RabbitMQ ${m.rabbitmq}`, ...(m.redis === undefined ? [] : [`Redis ${m.redis}`])];
+  const libraries = [m.amqplib, ...(sides.includes("bullmq") ? [m.bullmq] : [])];
   lines.push(
-    `colmena frente a amqplib crudo — ${report.date.slice(0, 10)}`,
-    `Máquina: ${m.cpus} núcleos (${m.cpuModel}), RabbitMQ ${m.rabbitmq}, Deno ${m.deno}, ${m.amqplib}`,
+    `colmena frente a ${peers} — ${report.date.slice(0, 10)}`,
+    `Máquina: ${m.cpus} núcleos (${m.cpuModel}), ${stack.join(", ")}, Deno ${m.deno}, ` +
+      libraries.join(", "),
     `Carga: ${formatNumber(o.tasks)} tareas por ronda (${o.taskTypes.join(", ")}), ` +
-      `${o.clients} clientes × ${o.window} en vuelo (crudo: ${o.clients * o.window} en vuelo), ` +
-      `${o.workers} worker(s), prefetch ${o.concurrency}; mediana de ${o.repetitions} repetición(es)`,
-    "",
+      `${o.clients} clientes × ${o.window} en vuelo (crudo y BullMQ: ${
+        o.clients * o.window
+      } en vuelo), ${o.workers} worker(s), prefetch/concurrency ${o.concurrency}; ` +
+      `mediana de ${o.repetitions} repetición(es)`,
   );
+  for (const [side, reason] of Object.entries(report.skipped)) {
+    lines.push(`Sin medir ${sideLabel(side as Side)}: ${reason}`);
+  }
+  lines.push("");
   const header = [
     pad("", width, "left"),
     pad("tareas/s", 10),
@@ -812,6 +981,10 @@ function renderTable(report: Report): string {
     const ratio = report.ratio[side];
     if (ratio !== undefined) lines.push(ratioRow(`${sideLabel(side)}/crudo`, ratio));
   }
+  for (const side of sides) {
+    const ratio = report.ratioBullmq[side];
+    if (ratio !== undefined) lines.push(ratioRow(`${sideLabel(side)}/BullMQ`, ratio));
+  }
   for (const store of STORES) {
     const ratio = report.storeRatio[store];
     if (ratio !== undefined) lines.push(ratioRow(`${store}/memoria`, ratio));
@@ -836,6 +1009,17 @@ function renderTable(report: Report): string {
   for (const side of sides) {
     perRepetition(`${sideLabel(side)}/crudo`, report.ratioPerRepetition[side]);
   }
+  for (const side of sides) {
+    perRepetition(`${sideLabel(side)}/BullMQ`, report.ratioBullmqPerRepetition[side]);
+  }
+  const bulk = report.bullmqAddBulk;
+  if (bulk !== null) {
+    lines.push(
+      `BullMQ addBulk (un cliente, lotes de ${formatNumber(bulk.bulkSize)}, sin workers): ${
+        formatNumber(bulk.tasksPerSecond)
+      } tareas/s (por repetición: ${bulk.perRepetition.map((x) => formatNumber(x)).join(" · ")})`,
+    );
+  }
   for (const store of STORES) {
     perRepetition(`${store}/memoria`, report.storeRatioPerRepetition[store]);
   }
@@ -845,13 +1029,19 @@ function renderTable(report: Report): string {
     if (s === undefined) continue;
     const what = side === "crudo"
       ? "crudo, confirmación del publish"
+      : side === "bullmq"
+      ? "BullMQ, Queue.add resuelto"
       : `${sideLabel(side)}, frame "accepted"`;
     lines.push(
       `  ${what}: ${formatNumber(s.acceptP50Ms, 2)} / ${formatNumber(s.acceptP99Ms, 2)} ms`,
     );
   }
-  const cpuGroups = ["carga", "servidor", "worker", "rabbitmq", "postgres"];
-  const cpuTitles: Record<string, string> = { rabbitmq: "RabbitMQ", postgres: "PostgreSQL" };
+  const cpuGroups = ["carga", "servidor", "worker", "rabbitmq", "postgres", "redis"];
+  const cpuTitles: Record<string, string> = {
+    rabbitmq: "RabbitMQ",
+    postgres: "PostgreSQL",
+    redis: "Redis",
+  };
   lines.push(
     "",
     "CPU por tarea (µs, mediana), núcleos ocupados por los procesos medidos y parte de la CPU de la",
@@ -904,10 +1094,14 @@ function renderTable(report: Report): string {
   if (incomplete.length > 0) {
     lines.push("", `ATENCIÓN: ${incomplete.length} ronda(s) incompletas; ver el detalle arriba.`);
   }
-  if (Object.keys(report.ratio).length > 0 || Object.keys(report.storeRatio).length > 0) {
+  if (
+    Object.keys(report.ratio).length > 0 || Object.keys(report.ratioBullmq).length > 0 ||
+    Object.keys(report.storeRatio).length > 0
+  ) {
     lines.push(
       "",
-      "x/crudo y x/memoria: por debajo de 1 en tareas/s, o por encima de 1 en latencia, x es más lento.",
+      "x/crudo, x/BullMQ y x/memoria: por debajo de 1 en tareas/s, o por encima de 1 en latencia, " +
+        "x es más lento.",
     );
   }
   return lines.join("\n");

@@ -262,3 +262,18 @@ export async function findPostgresPids(): Promise<number[]> {
     return [];
   }
 }
+
+/** The process id of the local Redis (`redis-server`, found with `pgrep`), if it runs on this machine. */
+export async function findRedisPid(): Promise<number | undefined> {
+  try {
+    const out = await new Deno.Command("pgrep", {
+      args: ["-x", "redis-server"],
+      stdout: "piped",
+      stderr: "null",
+    }).output();
+    const first = new TextDecoder().decode(out.stdout).trim().split("\n")[0];
+    return out.success && first !== undefined && /^\d+$/.test(first) ? Number(first) : undefined;
+  } catch {
+    return undefined;
+  }
+}
