@@ -1,8 +1,9 @@
 /**
  * The server role: the TCP front end that clients talk to.
  *
- * Usage: `deno task servidor [--host H] [--port P] …`; prints `Conectado a RabbitMQ`, `Servidor iniciado`
- * and `Escuchando en <host>:<port>` once ready.
+ * Usage: `deno task servidor [--host H] [--port P] [--http H:P | --sin-http] …`; prints
+ * `Conectado a RabbitMQ`, `Servidor iniciado`, `Escuchando en <host>:<port>` and `HTTP en <host>:<port>`
+ * once ready.
  *
  * @module
  */
@@ -19,6 +20,7 @@ import {
 import * as log from "./shared/log.ts";
 import { loadCatalog } from "./shared/task_modules.ts";
 import { ColmenaServer } from "./server/app.ts";
+import { HttpAddrInUseError } from "./server/http.ts";
 import { describeStore, openTaskStore } from "./server/stores/open.ts";
 import { schedulePruning } from "./server/retention.ts";
 import { describeBlobStore, openBlobStore } from "./shared/blobs.ts";
@@ -31,6 +33,8 @@ const USAGE = `Uso: deno task -q servidor [opciones]
   --task-queue NOMBRE          prefijo de las colas de tareas     [COLMENA_TASK_QUEUE, task_queue]
   --result-queue NOMBRE        cola de resultados                 [COLMENA_RESULT_QUEUE, result_queue]
   --server-id ID               id de este servidor                [COLMENA_SERVER_ID, aleatorio]
+  --http HOST:PUERTO           HTTP: /healthz /readyz /metrics    [COLMENA_HTTP, localhost:8080]
+  --sin-http                   sin escucha HTTP                   [COLMENA_SIN_HTTP]
   --store TIPO                 sqlite, postgres o memory          [COLMENA_STORE, según DATABASE_URL]
   --database-url URL           PostgreSQL                         [DATABASE_URL]
   --db-schema NOMBRE           esquema de PostgreSQL              [COLMENA_DB_SCHEMA, public]
@@ -127,6 +131,12 @@ if (import.meta.main) {
     await runServer(config);
   } catch (err) {
     exitOnTaskModuleError(err);
+    if (err instanceof HttpAddrInUseError) {
+      log.error(
+        `El puerto HTTP ${config.http.port} ya está en uso en ${config.http.hostname} (use --http o --sin-http)`,
+      );
+      Deno.exit(1);
+    }
     if (err instanceof Deno.errors.AddrInUse) {
       log.error(`El puerto ${config.port} ya está en uso en ${config.host}`);
       Deno.exit(1);

@@ -638,6 +638,7 @@ async function measure(
         cwd: root,
         args: [
           ...[...DENO_RUN, ...files, "server.ts", "--port", "0", "--host", "127.0.0.1"],
+          ...["--http", "127.0.0.1:0"],
           ...["--server-id", own.serverId, ...storeArgs, ...queues],
         ],
       });

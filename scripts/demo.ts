@@ -133,7 +133,7 @@ async function main(): Promise<number> {
     const server = await startRole(
       "servidor",
       "server.ts",
-      ["--host", "127.0.0.1", "--port", "0", ...queueArgs],
+      ["--host", "127.0.0.1", "--port", "0", "--http", "127.0.0.1:0", ...queueArgs],
       /^Escuchando en 127\.0\.0\.1:(\d+)$/,
     );
     roles.push(server.role);

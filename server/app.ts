@@ -6,7 +6,8 @@
  * - `submit.ts`: validation against the catalogue, claim check, record and publish, idempotency repeats;
  * - `result_routing.ts`: results from the broker to the connection awaiting them, watches, forwarding;
  * - `transfers.ts`: uploads and downloads;
- * - `task_queries.ts`, `dead_letters.ts`, `worker_registry.ts`: `status`/`list`/`cancel`, `dlq`, `workers`.
+ * - `task_queries.ts`, `dead_letters.ts`, `worker_registry.ts`: `status`/`list`/`cancel`, `dlq`, `workers`;
+ * - `http.ts`, `metrics.ts`: the HTTP listener (`/healthz`, `/readyz`, `/metrics`) over `stats.ts`.
  *
  * Per-connection state is owned by `ClientConnection` (`connection.ts`).
  *
@@ -27,6 +28,8 @@ import type { ServerConfig } from "../shared/config.ts";
 import { admitFrame } from "./admission.ts";
 import { ClientConnection } from "./connection.ts";
 import { deadLetters } from "./dead_letters.ts";
+import { type HttpListener, type Readiness, serveHttp } from "./http.ts";
+import { renderMetrics } from "./metrics.ts";
 import { ResultRouter } from "./result_routing.ts";
 import { newServerStats, type ServerStats } from "./stats.ts";
 import { Submitter } from "./submit.ts";
@@ -35,6 +38,11 @@ import { abortUploads, download, type TransferDeps, upload } from "./transfers.t
 import { WorkerRegistry } from "./worker_registry.ts";
 
 export type { ServerStats };
+
+/** How long `/readyz` waits for the task store's answer before it counts the store as not ready. */
+const STORE_PROBE_MS = 2_000;
+/** The id `/readyz` looks up: a primary-key read of a task that never exists. */
+const PROBE_TASK_ID = "00000000-0000-0000-0000-000000000000";
 
 /** What the server needs besides its configuration. */
 export interface ServerDeps {
@@ -60,6 +68,7 @@ export class ColmenaServer {
   readonly #catalog: TaskCatalog;
   #broker: ServerBroker | undefined;
   #listener: Deno.TcpListener | undefined;
+  #http: HttpListener | undefined;
   readonly #connections = new Set<ClientConnection>();
   readonly #router: ResultRouter;
   readonly #submitter: Submitter;
@@ -116,7 +125,15 @@ export class ColmenaServer {
     return this.#listener.addr;
   }
 
-  /** Connects the broker (prints `Conectado a RabbitMQ`), then listens (prints where). */
+  /** The bound HTTP address, or `undefined` without HTTP (`--sin-http`) or before `start()`. */
+  get httpAddr(): Deno.NetAddr | undefined {
+    return this.#http?.addr;
+  }
+
+  /**
+   * Connects the broker (prints `Conectado a RabbitMQ`), then listens for clients and, unless `sinHttp`,
+   * for HTTP (prints where).
+   */
   async start(): Promise<void> {
     this.#broker = await this.#deps.connectBroker({
       onResults: (batch) => this.#router.onResults(batch),
@@ -128,6 +145,40 @@ export class ColmenaServer {
     log.info(`Escuchando en ${this.#config.host}:${this.#listener.addr.port}`);
     this.#sweeper = setInterval(() => this.#sweep(), 1_000);
     this.#accepting = this.#acceptLoop(this.#listener);
+    if (!this.#config.sinHttp) {
+      this.#http = serveHttp(this.#config.http, {
+        draining: () => this.#stopping,
+        readiness: () => this.readiness(),
+        metrics: () => this.metrics(),
+      });
+    }
+  }
+
+  /** Whether the broker is connected and the task store answers a primary-key read in time. */
+  async readiness(): Promise<Readiness> {
+    const broker = this.#broker?.connected ?? false;
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const timeout = new Promise<boolean>((resolve) => {
+      timer = setTimeout(() => resolve(false), STORE_PROBE_MS);
+    });
+    const probe = this.#deps.store.get(PROBE_TASK_ID).then(() => true, () => false);
+    const almacen = await Promise.race([probe, timeout]);
+    clearTimeout(timer);
+    return { broker, almacen };
+  }
+
+  /** The Prometheus text of the counters and of the gauges read now. */
+  metrics(): string {
+    const clientsByKind = new Map<string, number>();
+    for (const c of this.#connections) {
+      clientsByKind.set(c.client.kind, (clientsByKind.get(c.client.kind) ?? 0) + 1);
+    }
+    return renderMetrics(this.stats, {
+      clientsByKind,
+      workersAlive: this.#workers.aliveCount(),
+      tasksAwaiting: this.#awaitingResults(),
+      brokerConnected: this.#broker?.connected ?? false,
+    });
   }
 
   /** Resolves when the broker connection ends for good, with the reason. */
@@ -259,10 +310,11 @@ export class ColmenaServer {
   }
 
   /**
-   * Stops gracefully: no new connections or tasks; waits up to `graceMs` for tasks this server's clients
-   * still await, then closes connections and the broker.
+   * Stops gracefully: `/readyz` answers 503 first, then no new connections or tasks; waits up to `graceMs`
+   * for tasks this server's clients still await, then closes connections, the broker and, last, HTTP.
    */
   async drain(graceMs = 5_000): Promise<void> {
+    // Set before the listener closes: a balancer polling /readyz sees 503 while clients are still taken.
     this.#stopping = true;
     this.#listener?.close();
     await this.#accepting;
@@ -274,6 +326,7 @@ export class ColmenaServer {
     for (const client of this.#connections) client.end(new ColmenaError("SHUTTING_DOWN"));
     await Promise.all([...this.#connections].map((c) => c.done()));
     await this.#broker?.drain();
+    await this.#http?.shutdown();
   }
 
   #awaitingResults(): number {

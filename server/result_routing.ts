@@ -21,7 +21,7 @@ import {
 } from "../shared/protocol.ts";
 import { QUEUE_FORMAT, type ResultBatch, type ResultMessage } from "../shared/queue_messages.ts";
 import type { ClientConnection } from "./connection.ts";
-import type { ServerStats } from "./stats.ts";
+import { countTask, observeLatency, type ServerStats } from "./stats.ts";
 import { resolveTaskIdPrefix } from "./task_ids.ts";
 import { DOWNLOAD_CHUNK_BYTES } from "./transfers.ts";
 
@@ -31,6 +31,8 @@ const WATCH_BATCH = 16;
 /** Where a task's result goes once it arrives: held until the task's `accepted` has gone out. */
 export interface PushTarget {
   readonly conn: ClientConnection;
+  /** When the submit began (`performance.now()`), for the latency histogram; unset for a `watch`. */
+  readonly since?: number;
   accepted: boolean;
   result?: ResultPush;
 }
@@ -103,7 +105,7 @@ export class ResultRouter {
 
   /** Makes `conn` the connection awaiting a task it is submitting; a result that comes before `accepted` is held. */
   expect(taskId: string, conn: ClientConnection): PushTarget {
-    const target: PushTarget = { conn, accepted: false };
+    const target: PushTarget = { conn, since: performance.now(), accepted: false };
     this.#pushes.set(taskId, target);
     conn.awaiting.add(taskId);
     return target;
@@ -137,6 +139,7 @@ export class ResultRouter {
 
   /** A task was cancelled: the connection awaiting it gets its `cancelled` result. */
   cancelled(taskId: string, view: TaskView): void {
+    countTask(this.#deps.stats, "cancelled", view.taskType);
     const target = this.#pushes.get(taskId);
     if (target !== undefined) this.#deliver(taskId, target, _pushFromView(view));
   }
@@ -244,9 +247,15 @@ export class ResultRouter {
     batch.results.forEach((result, i) => {
       // A duplicate is routed like a first result: a connection still waiting, or a forward that failed
       // after the record was written, would otherwise never get it. Each push target takes one result.
-      if (firsts[i]) stats.results++;
-      else if (!batch.forwarded) stats.duplicates++;
       const target = this.#pushes.get(result.taskId);
+      if (firsts[i]) {
+        stats.results++;
+        countTask(stats, result.status, result.taskType);
+      } else if (!batch.forwarded) stats.duplicates++;
+      // The latency is this server's to observe when it holds the submit, first or forwarded here.
+      if (target?.since !== undefined && (firsts[i] || batch.forwarded)) {
+        observeLatency(stats, result.taskType, (performance.now() - target.since) / 1000);
+      }
       if (target !== undefined) this.#deliver(result.taskId, target, _pushFromResult(result));
       else if (forwardable(result.origin)) foreignOf(result.origin).results.push(result);
     });

@@ -15,7 +15,7 @@ import type { Request } from "../shared/protocol.ts";
 import { QUEUE_FORMAT, type TaskMessage } from "../shared/queue_messages.ts";
 import type { ClientConnection } from "./connection.ts";
 import type { ResultRouter } from "./result_routing.ts";
-import type { ServerStats } from "./stats.ts";
+import { countTask, type ServerStats } from "./stats.ts";
 
 type SubmitRequest = Extract<Request, { type: "submit" }>;
 type FileSpec = NonNullable<SubmitRequest["task"]["file"]>;
@@ -179,6 +179,7 @@ export class Submitter {
       );
     }
     const { type, defaultTimeoutMs } = checked.value;
+    countTask(stats, "submitted", type);
     const file = request.task.file;
     const options = request.options ?? {};
     const taskId = crypto.randomUUID();
@@ -222,6 +223,7 @@ export class Submitter {
       await publishing;
     } catch (err) {
       stats.rejected++;
+      countTask(stats, "rejected", type);
       this.#inFlight.delete(taskId);
       router.abandon(taskId, target);
       const unknown = err instanceof ColmenaError && err.code === "PUBLISH_UNCONFIRMED";
@@ -239,6 +241,7 @@ export class Submitter {
     }
     this.#inFlight.delete(taskId);
     stats.accepted++;
+    countTask(stats, "accepted", type);
     client.send({ type: "accepted", id: request.id, taskId });
     router.accepted(taskId, target);
   }

@@ -60,6 +60,11 @@ export class WorkerRegistry {
     return alive;
   }
 
+  /** How many workers are alive now (heard within the liveness window). */
+  aliveCount(): number {
+    return this.#alive(Date.now()).length;
+  }
+
   /** Answers `workers` with the workers alive now, by name. */
   list(client: ClientConnection, request: Extract<Request, { type: "workers" }>): void {
     const alive = this.#alive(Date.now());

@@ -35,6 +35,14 @@ const positiveInt = z.coerce.number().int().positive();
 const flag = z.union([z.boolean(), z.stringbool()]);
 const amqpUrl = z.string().regex(/^amqps?:\/\//, "debe empezar por amqp:// o amqps://");
 const queueName = z.string().min(1).max(200).regex(/^[A-Za-z0-9_.:-]+$/);
+/** `host:puerto` (an IPv6 host in brackets), parsed into the options `Deno.serve` takes. */
+const hostPort = z.string().regex(/^(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.-]+):\d{1,5}$/).refine(
+  (v) => Number(v.slice(v.lastIndexOf(":") + 1)) <= 65535,
+).transform((v) => {
+  const at = v.lastIndexOf(":");
+  return { hostname: v.slice(0, at).replace(/^\[(.*)\]$/, "$1"), port: Number(v.slice(at + 1)) };
+});
+const HOST_PORT_TAKES = "host:puerto, como localhost:8080 o 127.0.0.1:0 (puerto de 0 a 65535)";
 
 /** Object storage settings, shared by the server and the worker (both store objects). */
 const OBJECT_STORAGE = {
@@ -78,6 +86,8 @@ const OBJECT_STORAGE = {
  * - `pruneIntervalMs` — how often old records are looked for, after the look at start-up. @defaultValue `3600000` · env `COLMENA_PRUNE_INTERVAL_MS` · `--prune-interval-ms`
  * - `maxUploadBytes` — largest file a client may upload. @defaultValue `268435456` · env `COLMENA_MAX_UPLOAD_BYTES` · `--max-upload-bytes`
  * - `tareas` — task modules to load besides the built-in types. @defaultValue none · env `COLMENA_TAREAS` (comma-separated) · `--tareas` (repeatable)
+ * - `http` — address of the HTTP listener (`/healthz`, `/readyz`, `/metrics`), as `host:port`; port 0 picks a free one. @defaultValue `"localhost:8080"` · env `COLMENA_HTTP` · `--http`
+ * - `sinHttp` — open no HTTP listener. @defaultValue `false` · env `COLMENA_SIN_HTTP` · `--sin-http`
  * - storage of objects, as for the worker below.
  */
 export const ServerConfig = z.object({
@@ -110,6 +120,8 @@ export const ServerConfig = z.object({
   pruneIntervalMs: positiveInt.min(100).max(2_147_483_647).default(3_600_000),
   maxUploadBytes: positiveInt.default(256 * 1024 * 1024),
   tareas: taskModules,
+  http: hostPort.default({ hostname: "localhost", port: 8080 }),
+  sinHttp: flag.default(false),
   ...OBJECT_STORAGE,
 });
 
@@ -265,6 +277,8 @@ const SOURCES: { [R in Role]: Record<string, Source> } = {
     pruneIntervalMs: { env: "COLMENA_PRUNE_INTERVAL_MS", flag: "prune-interval-ms" },
     maxUploadBytes: { env: "COLMENA_MAX_UPLOAD_BYTES", flag: "max-upload-bytes" },
     tareas: TASK_MODULES_SOURCE,
+    http: { env: "COLMENA_HTTP", flag: "http", takes: HOST_PORT_TAKES },
+    sinHttp: { env: "COLMENA_SIN_HTTP", flag: "sin-http", boolean: true },
     ...OBJECT_STORAGE_SOURCES,
   },
   worker: {

@@ -37,17 +37,24 @@ export class RoleProcess extends BaseRoleProcess {
   }
 }
 
-/** A running server process and the port it listens on. */
+/** A running server process, the port it listens on and its HTTP port (`undefined` with `--sin-http`). */
 export interface ServerProcess extends RoleProcess {
   readonly port: number;
+  readonly httpPort: number | undefined;
 }
 
-/** Starts `server.ts` on 127.0.0.1 and a free port, and waits until it listens. */
+/**
+ * Starts `server.ts` on 127.0.0.1 and a free port, with HTTP on another free port (unless `extraArgs` has
+ * `--sin-http` or its own `--http`), and waits until it listens.
+ */
 export async function startServer(
   queues: QueueNames,
   extraArgs: string[] = [],
   env: Record<string, string> = {},
-): Promise<RoleProcess & { port: number }> {
+): Promise<ServerProcess> {
+  const ownHttp = extraArgs.some((a) =>
+    a === "--sin-http" || a === "--http" || a.startsWith("--http=")
+  );
   const proc = new RoleProcess("server.ts", [
     "--host",
     "127.0.0.1",
@@ -57,11 +64,17 @@ export async function startServer(
     queues.taskQueue,
     "--result-queue",
     queues.resultQueue,
+    ...(ownHttp ? [] : ["--http", "127.0.0.1:0"]),
     ...extraArgs,
   ], env);
   try {
     const match = await proc.waitFor(/^Escuchando en 127\.0\.0\.1:(\d+)$/);
-    return Object.assign(proc, { port: Number(match[1]) });
+    const noHttp = extraArgs.includes("--sin-http");
+    const http = noHttp ? undefined : await proc.waitFor(/^HTTP en [^\s]+:(\d+)$/);
+    return Object.assign(proc, {
+      port: Number(match[1]),
+      httpPort: http === undefined ? undefined : Number(http[1]),
+    });
   } catch (err) {
     await proc.stop();
     throw err;

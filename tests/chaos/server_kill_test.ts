@@ -160,6 +160,7 @@ Deno.test({
     viaProxy.port = String(proxy.port);
     const port = freePort();
     const serverArgs = [
+      "--sin-http",
       "--port",
       String(port),
       "--data-dir",

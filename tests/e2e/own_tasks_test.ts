@@ -30,6 +30,8 @@ async function startServerTask(
       "127.0.0.1",
       "--port",
       "0",
+      "--http",
+      "127.0.0.1:0",
       "--store",
       "memory",
       "--task-queue",

@@ -305,3 +305,25 @@ Deno.test("loadConfig reads enviar's --intentos and --timeout-ms, from 1 to 20 a
     "--intentos debe ser un entero de 1 a 20, no «21»",
   );
 });
+
+Deno.test("--http takes host:port (IPv6 in brackets), COLMENA_HTTP too, and --sin-http turns it off", () => {
+  const defaults = loadConfig("servidor", { args: [], env: {} });
+  assert.deepEqual(defaults.http, { hostname: "localhost", port: 8080 });
+  assert.equal(defaults.sinHttp, false);
+  assert.deepEqual(
+    loadConfig("servidor", { args: ["--http", "[::1]:0"], env: {} }).http,
+    { hostname: "::1", port: 0 },
+  );
+  const fromEnv = loadConfig("servidor", {
+    args: [],
+    env: { COLMENA_HTTP: "0.0.0.0:9100", COLMENA_SIN_HTTP: "true" },
+  });
+  assert.deepEqual(fromEnv.http, { hostname: "0.0.0.0", port: 9100 });
+  assert.equal(fromEnv.sinHttp, true);
+  assert.equal(
+    configError("servidor", ["--http", "localhost:99999"]),
+    "--http debe ser host:puerto, como localhost:8080 o 127.0.0.1:0 (puerto de 0 a 65535), no «localhost:99999»",
+  );
+  assert.ok(envNames("servidor").includes("COLMENA_HTTP"));
+  assert.ok(envNames("servidor").includes("COLMENA_SIN_HTTP"));
+});
