@@ -6,7 +6,6 @@
  * @module
  */
 import { z } from "zod";
-import { describeIssues } from "../shared/protocol.ts";
 import { parseJsonOrText, parseNumbers } from "../shared/task_args.ts";
 import type { Parsed } from "../shared/task_definition.ts";
 
@@ -23,6 +22,7 @@ export interface FormField {
 type JsonSchema = Record<string, unknown>;
 
 function _kind(schema: JsonSchema): string {
+  if (Array.isArray(schema.enum)) return schema.enum.map((v) => String(v)).join("/");
   const type = schema.type;
   if (type === "string") return "texto";
   if (type === "integer") return "entero";
@@ -85,9 +85,10 @@ function _field(key: string | undefined, schema: z.ZodType): FormField {
       const value = _value(json, answer);
       if (!value.ok) return value;
       const checked = schema.safeParse(value.value);
-      return checked.success
-        ? { ok: true, value: value.value }
-        : { ok: false, message: describeIssues(checked.error) };
+      if (checked.success) return { ok: true, value: value.value };
+      // The field's own schema knows no path: name the field instead of «(raíz)».
+      const message = checked.error.issues.slice(0, 3).map((issue) => issue.message).join("; ");
+      return { ok: false, message: `${label}: ${message}` };
     },
   };
 }

@@ -104,6 +104,8 @@ Deno.test("the menu offers the loaded task types before the other actions", () =
 
 Deno.test("the menu's form asks one question per field and checks each answer", () => {
   const fields = formFields(informe.input);
+  const choice = formFields(z.object({ idioma: z.enum(["es", "en"]).default("es") }))[0]!;
+  assert.equal(choice.question, 'idioma (es/en, opcional) ["es"]:');
   assert.deepEqual(fields.map((f) => f.question), [
     "Región (texto):",
     "anio (entero):",
@@ -116,6 +118,7 @@ Deno.test("the menu's form asks one question per field and checks each answer", 
   const early = anio!.read("1999");
   assert.ok(!early.ok && /anio|2000|>=/.test(early.message));
   assert.ok(!anio!.read("dos mil").ok);
+  assert.match(early.ok ? "" : early.message, /^anio: /);
   assert.deepEqual(detalle!.read(""), { ok: true, value: undefined });
   assert.deepEqual(detalle!.read("sí"), { ok: true, value: true });
   assert.deepEqual(importes!.read("1, 2.5 3"), { ok: true, value: [1, 2.5, 3] });
