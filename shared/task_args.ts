@@ -6,7 +6,7 @@
  *
  * @module
  */
-import type { Parsed } from "./task_definition.ts";
+import type { Parsed, Random } from "./task_definition.ts";
 
 /** Any JSON value. */
 export type JsonValue =
@@ -66,4 +66,9 @@ export function parseJsonOrText(text: string): JsonValue {
   } catch {
     return text;
   }
+}
+
+/** A whole number in `[min, max]` from a source of random numbers, for sample payloads. */
+export function randomInt(random: Random, min: number, max: number): number {
+  return min + Math.floor(random() * (max - min + 1));
 }

@@ -6,26 +6,22 @@
 import { isDeepStrictEqual } from "node:util";
 import { z } from "zod";
 import { defineTask, type Random } from "../task_definition.ts";
-import { type JsonValue, parsedFail, parsedOk, parseJsonOrText } from "../task_args.ts";
+import { type JsonValue, parsedFail, parsedOk, parseJsonOrText, randomInt } from "../task_args.ts";
 import { sampleNumbers } from "./numbers.ts";
 import { sampleSentence } from "./text.ts";
 
-function _int(random: Random, min: number, max: number): number {
-  return min + Math.floor(random() * (max - min + 1));
-}
-
 function _sampleMessage(random: Random): JsonValue {
-  switch (_int(random, 0, 3)) {
+  switch (randomInt(random, 0, 3)) {
     case 0:
       return sampleSentence(random);
     case 1:
-      return _int(random, -1_000_000, 1_000_000);
+      return randomInt(random, -1_000_000, 1_000_000);
     case 2:
       return [true, null, sampleSentence(random), sampleNumbers(random)];
     default:
       return {
         id: crypto.randomUUID(),
-        anidado: { nivel: _int(random, 1, 9), lista: sampleNumbers(random) },
+        anidado: { nivel: randomInt(random, 1, 9), lista: sampleNumbers(random) },
         activo: random() < 0.5,
       };
   }

@@ -5,17 +5,14 @@
  */
 import { z } from "zod";
 import { defineTask, type Random } from "../task_definition.ts";
-import { parsedOk, parseNumbers } from "../task_args.ts";
-
-function _int(random: Random, min: number, max: number): number {
-  return min + Math.floor(random() * (max - min + 1));
-}
+import { parsedOk, parseNumbers, randomInt } from "../task_args.ts";
 
 /** Up to 20 numbers, some of them with decimals, for the simulated workload. */
 export function sampleNumbers(random: Random): number[] {
   return Array.from(
-    { length: _int(random, 1, 20) },
-    () => random() < 0.2 ? _int(random, -100_000, 100_000) / 100 : _int(random, -1000, 1000),
+    { length: randomInt(random, 1, 20) },
+    () =>
+      random() < 0.2 ? randomInt(random, -100_000, 100_000) / 100 : randomInt(random, -1000, 1000),
   );
 }
 
