@@ -31,6 +31,7 @@ import { deadLetters } from "./dead_letters.ts";
 import { type HttpListener, type Readiness, serveHttp } from "./http.ts";
 import { renderMetrics } from "./metrics.ts";
 import { ResultRouter } from "./result_routing.ts";
+import { localPrincipal } from "./principal.ts";
 import { newServerStats, type ServerStats } from "./stats.ts";
 import { Submitter } from "./submit.ts";
 import { cancel, list, status, type TaskQueryDeps } from "./task_queries.ts";
@@ -223,7 +224,10 @@ export class ColmenaServer {
   async #dispatch(client: ClientConnection, request: Request): Promise<void> {
     switch (request.type) {
       case "hello":
-        if (request.client) client.client = request.client;
+        if (request.client) {
+          client.client = request.client;
+          client.principal = localPrincipal(request.client.name);
+        }
         client.send({
           type: "welcome",
           id: request.id,

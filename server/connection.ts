@@ -18,6 +18,7 @@ import { type Framed, LineFramer } from "../shared/framing.ts";
 import * as log from "../shared/log.ts";
 import { encodeFrame, type Reply } from "../shared/protocol.ts";
 import type { ClientKind } from "../shared/protocol.ts";
+import { localPrincipal, type Principal } from "./principal.ts";
 import type { Upload } from "./transfers.ts";
 
 /** Who the client on a connection is: what `hello` said, or the defaults. */
@@ -45,6 +46,11 @@ export class ClientConnection {
   readonly id = nextConnectionId++;
   /** Who the client is; `hello` fills it. Later, authentication fills it too. */
   client: ClientIdentity = { name: "anonimo", kind: "cli" };
+  /**
+   * Who the connection acts for: ownership, quotas and idempotency key on it. Without tokens it follows the
+   * `hello` name with the `admin` role (see `principal.ts`).
+   */
+  principal: Principal = localPrincipal("anonimo");
   /** Tasks submitted or watched on this connection whose result has not been pushed yet. */
   readonly awaiting = new Set<string>();
   /** Uploads under way on this connection, by id. */
