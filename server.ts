@@ -35,6 +35,7 @@ const USAGE = `Uso: deno task -q servidor [opciones]
   --server-id ID               id de este servidor                [COLMENA_SERVER_ID, aleatorio]
   --http HOST:PUERTO           HTTP: /healthz /readyz /metrics    [COLMENA_HTTP, localhost:8080]
   --sin-http                   sin escucha HTTP                   [COLMENA_SIN_HTTP]
+  --drain-delay-ms N           al apagarse, /readyz da 503 antes  [COLMENA_DRAIN_DELAY_MS, 0]
   --store TIPO                 sqlite, postgres o memory          [COLMENA_STORE, según DATABASE_URL]
   --database-url URL           PostgreSQL                         [DATABASE_URL]
   --db-schema NOMBRE           esquema de PostgreSQL              [COLMENA_DB_SCHEMA, public]
@@ -107,7 +108,7 @@ export async function runServer(config: ServerConfig): Promise<void> {
     log.error("Se perdió RabbitMQ definitivamente; el servidor termina", reason);
     Deno.exit(1);
   }
-  log.info(`Señal ${reason}: el servidor deja de aceptar y entrega lo pendiente`);
+  log.info(`Señal ${reason}: el servidor se apaga`);
   await server.drain();
   stopPruning();
   await store.close();

@@ -19,6 +19,10 @@ export interface RoleProcessOptions {
    * `deno run <broad permissions> <script> <args…>`.
    */
   denoTask?: boolean;
+  /** Run this program with `commandArgs` instead of Deno (a balancer in the tests); `script` is ignored. */
+  command?: string;
+  /** The arguments of `command`. */
+  commandArgs?: string[];
 }
 
 /** A child process whose output lines are collected, and that can be awaited for a line. */
@@ -34,17 +38,21 @@ export class RoleProcess implements AsyncDisposable {
 
   constructor(script: string, args: string[], options: RoleProcessOptions = {}) {
     this.#onLine = options.onLine;
-    this.#child = new Deno.Command(Deno.execPath(), {
-      args: options.denoTask ? ["task", "-q", script, ...args] : [
-        "run",
-        "--allow-net",
-        "--allow-env",
-        "--allow-read",
-        "--allow-write",
-        "--allow-sys=hostname",
-        script,
-        ...args,
-      ],
+    this.#child = new Deno.Command(options.command ?? Deno.execPath(), {
+      args: options.command !== undefined
+        ? options.commandArgs ?? []
+        : options.denoTask
+        ? ["task", "-q", script, ...args]
+        : [
+          "run",
+          "--allow-net",
+          "--allow-env",
+          "--allow-read",
+          "--allow-write",
+          "--allow-sys=hostname",
+          script,
+          ...args,
+        ],
       cwd: ROOT,
       env: { NO_COLOR: "1", ...options.env },
       stdin: "null",

@@ -79,6 +79,8 @@ export class ColmenaServer {
   #sweeper: ReturnType<typeof setInterval> | undefined;
   #accepting: Promise<void> | undefined;
   #stopping = false;
+  /** Draining has begun: `/readyz` answers 503 (before `#stopping`, by `drainDelayMs`). */
+  #unready = false;
   readonly stats: ServerStats = newServerStats();
 
   constructor(config: ServerConfig, deps: ServerDeps) {
@@ -148,7 +150,7 @@ export class ColmenaServer {
     this.#accepting = this.#acceptLoop(this.#listener);
     if (!this.#config.sinHttp) {
       this.#http = serveHttp(this.#config.http, {
-        draining: () => this.#stopping,
+        draining: () => this.#unready,
         readiness: () => this.readiness(),
         metrics: () => this.metrics(),
       });
@@ -314,11 +316,19 @@ export class ColmenaServer {
   }
 
   /**
-   * Stops gracefully: `/readyz` answers 503 first, then no new connections or tasks; waits up to `graceMs`
-   * for tasks this server's clients still await, then closes connections, the broker and, last, HTTP.
+   * Stops gracefully: `/readyz` answers 503 first and, for `drainDelayMs`, the server still serves everything
+   * (a balancer's health checks see it and send no new clients); then no new connections or tasks (a
+   * connection that submits is ended with `SHUTTING_DOWN`, its submit unanswered, to be resent elsewhere);
+   * waits up to `graceMs` for tasks this server's clients still await, then closes connections, the broker
+   * and, last, HTTP.
    */
   async drain(graceMs = 5_000): Promise<void> {
-    // Set before the listener closes: a balancer polling /readyz sees 503 while clients are still taken.
+    this.#unready = true;
+    if (this.#config.drainDelayMs > 0) {
+      log.info(`/readyz responde 503; se deja de aceptar en ${this.#config.drainDelayMs} ms`);
+      await new Promise((resolve) => setTimeout(resolve, this.#config.drainDelayMs));
+    }
+    log.info("Deja de aceptar conexiones y tareas; se entrega lo pendiente");
     this.#stopping = true;
     this.#listener?.close();
     await this.#accepting;

@@ -172,11 +172,13 @@ export class Submitter {
     if (!checked.ok) return client.sendError(request.id, checked.error);
     const broker = this.#deps.broker();
     const stopping = this.#deps.stopping();
-    if (broker === undefined || !broker.connected || stopping) {
-      return client.sendError(
-        request.id,
-        new ColmenaError(stopping ? "SHUTTING_DOWN" : "BROKER_UNAVAILABLE"),
-      );
+    if (stopping) {
+      // Not answered: the goodbye closes the connection, and a client that reconnects (through a balancer,
+      // to another server) resends this submit with its idempotency key, so it sees no error.
+      return client.end(new ColmenaError("SHUTTING_DOWN"));
+    }
+    if (broker === undefined || !broker.connected) {
+      return client.sendError(request.id, new ColmenaError("BROKER_UNAVAILABLE"));
     }
     const { type, defaultTimeoutMs } = checked.value;
     countTask(stats, "submitted", type);

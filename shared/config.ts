@@ -88,6 +88,7 @@ const OBJECT_STORAGE = {
  * - `tareas` — task modules to load besides the built-in types. @defaultValue none · env `COLMENA_TAREAS` (comma-separated) · `--tareas` (repeatable)
  * - `http` — address of the HTTP listener (`/healthz`, `/readyz`, `/metrics`), as `host:port`; port 0 picks a free one. @defaultValue `"localhost:8080"` · env `COLMENA_HTTP` · `--http`
  * - `sinHttp` — open no HTTP listener. @defaultValue `false` · env `COLMENA_SIN_HTTP` · `--sin-http`
+ * - `drainDelayMs` — on SIGTERM, how long `/readyz` answers 503 while the server still serves, before it stops taking connections (time for a balancer's health checks to see it). @defaultValue `0` · env `COLMENA_DRAIN_DELAY_MS` · `--drain-delay-ms`
  * - storage of objects, as for the worker below.
  */
 export const ServerConfig = z.object({
@@ -122,6 +123,7 @@ export const ServerConfig = z.object({
   tareas: taskModules,
   http: hostPort.default({ hostname: "localhost", port: 8080 }),
   sinHttp: flag.default(false),
+  drainDelayMs: z.coerce.number().int().min(0).max(600_000).default(0),
   ...OBJECT_STORAGE,
 });
 
@@ -279,6 +281,7 @@ const SOURCES: { [R in Role]: Record<string, Source> } = {
     tareas: TASK_MODULES_SOURCE,
     http: { env: "COLMENA_HTTP", flag: "http", takes: HOST_PORT_TAKES },
     sinHttp: { env: "COLMENA_SIN_HTTP", flag: "sin-http", boolean: true },
+    drainDelayMs: { env: "COLMENA_DRAIN_DELAY_MS", flag: "drain-delay-ms" },
     ...OBJECT_STORAGE_SOURCES,
   },
   worker: {
