@@ -257,7 +257,9 @@ export class ResultRouter {
         observeLatency(stats, result.taskType, (performance.now() - target.since) / 1000);
       }
       if (target !== undefined) this.#deliver(result.taskId, target, _pushFromResult(result));
-      else if (forwardable(result.origin)) foreignOf(result.origin).results.push(result);
+      // Forwarded even when a connection here awaited it too: one of the same principal on the origin
+      // server (a repeated idempotency key, a watch) may await it there.
+      if (forwardable(result.origin)) foreignOf(result.origin).results.push(result);
     });
     const broker = this.#deps.broker();
     if (foreign.size > 0 && broker !== undefined) {
