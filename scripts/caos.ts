@@ -2,7 +2,7 @@
  * `deno task caos`: the chaos suite (`tests/chaos/`) at a larger scale, with a real restart of the local
  * RabbitMQ, and the figures of the run written into the table of `docs/reliability.md`.
  *
- * Usage: `deno task caos [--escala N] [--sin-reinicio-rabbit] [--no-escribir]`. The tests append one JSON
+ * Usage: `deno task caos [--escala N] [--sin-reinicio-rabbit] [--sin-reinicio-postgres] [--no-escribir]`. The tests append one JSON
  * line each to the file `COLMENA_CAOS_INFORME` names; this script renders them between the markers
  * `<!-- caos:inicio -->` and `<!-- caos:fin -->`. It exits with the tests' status.
  *
@@ -21,6 +21,7 @@ const END = "<!-- caos:fin -->";
 const USAGE = `Uso: deno task -q caos [opciones]
   --escala N               multiplica tareas, conexiones y entradas del fuzzer   [5]
   --sin-reinicio-rabbit    no reinicia el RabbitMQ local (solo el corte por proxy)
+  --sin-reinicio-postgres  no reinicia el PostgreSQL local (solo el corte por proxy)
   --no-escribir            no toca docs/reliability.md
   --help, -h, --ayuda      esta ayuda`;
 
@@ -101,6 +102,7 @@ async function main(): Promise<number> {
       options: {
         escala: { type: "string", default: "5" },
         "sin-reinicio-rabbit": { type: "boolean", default: false },
+        "sin-reinicio-postgres": { type: "boolean", default: false },
         "no-escribir": { type: "boolean", default: false },
         ayuda: { type: "boolean", short: "h", default: false },
       },
@@ -137,6 +139,7 @@ async function main(): Promise<number> {
         COLMENA_CAOS_ESCALA: String(scale),
         COLMENA_CAOS_INFORME: informe,
         COLMENA_CAOS_RABBIT_RESTART: values["sin-reinicio-rabbit"] ? "0" : "1",
+        COLMENA_CAOS_PG_RESTART: values["sin-reinicio-postgres"] ? "0" : "1",
       },
       stdin: "null",
       stdout: "inherit",

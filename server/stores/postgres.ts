@@ -54,6 +54,12 @@ export interface PostgresStoreOptions {
   maxConnections?: number;
   /** How long to wait for a connection before the call fails with `STORE_UNAVAILABLE`. @defaultValue `5000` */
   connectTimeoutMs?: number;
+  /**
+   * How long one statement may wait for PostgreSQL's answer before it fails with `STORE_UNAVAILABLE` and its
+   * connection is dropped: a database (or network) that stalls without closing the connection holds the
+   * writes queued behind it for at most this long. @defaultValue `10000`
+   */
+  queryTimeoutMs?: number;
 }
 
 /** Records as one parameter per column (an array each), for `INSERT … SELECT FROM unnest(…)`. */
@@ -710,6 +716,7 @@ function createPool(url: string, options: PostgresStoreOptions): pg.Pool {
     connectionString: url,
     max: options.maxConnections ?? 10,
     connectionTimeoutMillis: options.connectTimeoutMs ?? 5000,
+    query_timeout: options.queryTimeoutMs ?? 10_000,
     keepAlive: true,
     application_name: "colmena",
   });
