@@ -59,8 +59,24 @@ interface Outcome {
   readonly delivery: TaskDelivery;
   readonly result?: ResultMessage;
   readonly retrying?: RetryNotice;
-  /** The confirm of a copy (next attempt or dead letter) that must come before the ack. */
-  readonly copied?: Promise<void>;
+  /**
+   * The confirm of a copy (next attempt, dead letter or stored output) that must come before the ack. A
+   * copy that fails is made again (`copy`) after a growing wait, the delivery still unacknowledged.
+   */
+  copied?: Promise<void>;
+  /** Makes the copy (again). */
+  readonly copy?: () => Promise<void>;
+  /** Failed copies so far. */
+  copyFailures?: number;
+}
+
+/** Waits before the copies of a report are tried again: 1 s, doubling, at most 30 s. */
+const COPY_RETRY_BASE_MS = 1_000;
+const COPY_RETRY_MAX_MS = 30_000;
+
+/** An outcome whose confirm is `copy()`'s, made now. */
+function _withCopy(outcome: Omit<Outcome, "copied" | "copy">, copy: () => Promise<void>): Outcome {
+  return { ...outcome, copy, copied: copy() };
 }
 
 /** Runs tasks and batches their reports; connect it to a broker with {@linkcode TaskRunner.attach}. */
@@ -391,7 +407,7 @@ export class TaskRunner {
       if (retryable && task.attempt < task.maxAttempts) {
         const delayMs = this.retryDelay(task.attempt);
         const next: TaskMessage = { ...task, attempt: task.attempt + 1, deliveries: 1 };
-        this.#outcomes.push({
+        this.#outcomes.push(_withCopy({
           delivery,
           retrying: {
             taskId: task.taskId,
@@ -401,8 +417,7 @@ export class TaskRunner {
             delayMs,
             error: end.error,
           },
-          copied: broker.publishTaskCopy(next, delayMs),
-        });
+        }, () => broker.publishTaskCopy(next, delayMs)));
         if (this.#verbose) {
           log.event(
             `[${this.#name}] ↻ ${task.type} ${
@@ -415,7 +430,7 @@ export class TaskRunner {
         return;
       }
     }
-    let copied: Promise<void> | undefined;
+    let copy: (() => Promise<void>) | undefined;
     let error: WireError | undefined;
     if ("error" in end) {
       error = end.error;
@@ -425,7 +440,8 @@ export class TaskRunner {
           code: end.error.code,
           message: `${end.error.message} (tras ${task.attempt} de ${task.maxAttempts} intentos)`,
         };
-        copied = broker?.publishDeadLetter(task, error);
+        const deadLetter = error;
+        if (broker !== undefined) copy = () => broker.publishDeadLetter(task, deadLetter);
       }
     }
     const base = {
@@ -447,12 +463,15 @@ export class TaskRunner {
         // Claim check: a large output is stored as an object and the result only names it.
         const bytes = encoder.encode(json);
         const outputRef = outputKey(task.taskId);
-        copied = this.#blobs.put(outputRef, bytes);
+        const blobs = this.#blobs;
+        copy = () => blobs.put(outputRef, bytes);
         const { output: _output, ...rest } = result;
         result = { ...rest, outputRef, outputBytes: bytes.length };
       }
     }
-    this.#outcomes.push(copied === undefined ? { delivery, result } : { delivery, result, copied });
+    this.#outcomes.push(
+      copy === undefined ? { delivery, result } : _withCopy({ delivery, result }, copy),
+    );
     this.#processed++;
     if (error !== undefined) this.#failed++;
     if (this.#verbose) {
@@ -487,15 +506,16 @@ export class TaskRunner {
     const copies = outcomes.map((o) => o.copied ?? Promise.resolve());
     this.#track(
       Promise.allSettled(copies).then(async (settled) => {
-        // A report whose copy was not confirmed is left out and its task not acknowledged: it comes again.
+        // A report whose copy was not confirmed is left out, its task not acknowledged, and the copy made
+        // again later (the object store or the broker may be back by then).
         const ok = outcomes.filter((_, i) => settled[i]!.status === "fulfilled");
-        if (ok.length < outcomes.length) {
+        const failed = outcomes.filter((_, i) => settled[i]!.status === "rejected");
+        if (failed.length > 0) {
           log.error(
-            `${
-              outcomes.length - ok.length
-            } tareas no se pudieron volver a encolar; se volverán a entregar`,
+            `${failed.length} resultados o copias no se pudieron guardar; se reintentará`,
             settled.find((s) => s.status === "rejected")?.reason,
           );
+          for (const outcome of failed) this.#retryCopy(outcome);
         }
         const results = ok.flatMap((o) => (o.result ? [o.result] : []));
         const retrying = ok.flatMap((o) => (o.retrying ? [o.retrying] : []));
@@ -508,6 +528,26 @@ export class TaskRunner {
             err,
           );
         }
+      }),
+    );
+  }
+
+  /**
+   * Makes a failed copy again after a growing wait, then reports the outcome with the next batch. A delivery
+   * the broker took back meanwhile (its connection closed) is dropped: its redelivery decides.
+   */
+  #retryCopy(outcome: Outcome): void {
+    const copy = outcome.copy;
+    if (copy === undefined) return;
+    const failures = (outcome.copyFailures ?? 0) + 1;
+    outcome.copyFailures = failures;
+    const delay = Math.min(COPY_RETRY_MAX_MS, COPY_RETRY_BASE_MS * 2 ** (failures - 1));
+    this.#track(
+      new Promise<void>((resolve) => setTimeout(resolve, delay)).then(() => {
+        if (this.#broker === undefined || this.#broker.isStale(outcome.delivery)) return;
+        outcome.copied = copy();
+        this.#outcomes.push(outcome);
+        this.#scheduleFlush();
       }),
     );
   }
