@@ -55,9 +55,25 @@ function optText(row: Row, column: string): string | null {
   return row[column] === null ? null : text(row, column);
 }
 
-/** A vendor error becomes `STORE_UNAVAILABLE`, with the original as its cause. */
+/** SQLite's result code for a full disk (`SQLITE_FULL`). */
+const SQLITE_FULL = 13;
+
+/**
+ * A vendor error becomes `STORE_UNAVAILABLE`, with the original as its cause; a full disk says so. SQLite
+ * rolls the failed transaction back, so the file stays whole and writes work again once there is room.
+ */
 function storeError(err: unknown): ColmenaError {
   if (err instanceof ColmenaError) return err;
+  // `errcode` when a statement fails; `exec` (the COMMIT) gives only SQLite's message.
+  const code = (err as { errcode?: unknown } | null)?.errcode;
+  if (
+    code === SQLITE_FULL || (err instanceof Error && /database or disk is full/.test(err.message))
+  ) {
+    return new ColmenaError("STORE_UNAVAILABLE", {
+      message: "El disco del almacén de tareas está lleno; inténtelo de nuevo cuando haya espacio",
+      cause: err,
+    });
+  }
   return new ColmenaError("STORE_UNAVAILABLE", { cause: err });
 }
 
