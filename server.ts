@@ -32,6 +32,7 @@ const USAGE = `Uso: deno task -q servidor [opciones]
   --amqp-url URL               RabbitMQ                           [AMQP_URL, amqp://guest:guest@127.0.0.1:5672]
   --task-queue NOMBRE          prefijo de las colas de tareas     [COLMENA_TASK_QUEUE, task_queue]
   --result-queue NOMBRE        cola de resultados                 [COLMENA_RESULT_QUEUE, result_queue]
+  --queue-type TIPO            classic o quorum (en clúster)      [COLMENA_QUEUE_TYPE, classic]
   --server-id ID               id de este servidor                [COLMENA_SERVER_ID, aleatorio]
   --http HOST:PUERTO           HTTP: /healthz /readyz /metrics    [COLMENA_HTTP, localhost:8080]
   --sin-http                   sin escucha HTTP                   [COLMENA_SIN_HTTP]
@@ -96,6 +97,7 @@ export async function runServer(config: ServerConfig): Promise<void> {
         url: config.amqpUrl,
         taskQueue: config.taskQueue,
         resultQueue: config.resultQueue,
+        queueType: config.queueType,
         serverId,
         taskTypes: catalog.names(),
         onResults,

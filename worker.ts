@@ -34,6 +34,7 @@ const USAGE = `Uso: deno task -q worker [nombre] [opciones]
   --amqp-url URL               RabbitMQ                            [AMQP_URL, amqp://guest:guest@127.0.0.1:5672]
   --task-queue NOMBRE          prefijo de las colas de tareas      [COLMENA_TASK_QUEUE, task_queue]
   --result-queue NOMBRE        cola de resultados                  [COLMENA_RESULT_QUEUE, result_queue]
+  --queue-type TIPO            classic o quorum (en clúster)       [COLMENA_QUEUE_TYPE, classic]
   --retry-base-ms N            espera antes del 2º intento         [COLMENA_RETRY_BASE_MS, 1000]
   --max-deliveries N           entregas de un intento como máximo  [COLMENA_MAX_DELIVERIES, 5]
   --heartbeat-ms N             intervalo del latido                [COLMENA_HEARTBEAT_MS, 5000]
@@ -92,6 +93,7 @@ export async function runWorker(
     url: config.amqpUrl,
     taskQueue: config.taskQueue,
     resultQueue: config.resultQueue,
+    queueType: config.queueType,
     // The loaded types, or the subset given with `--solo`: what the registry holds.
     taskTypes: registry.names(),
     prefetch: config.concurrency,

@@ -10,6 +10,7 @@ import { parseArgs } from "node:util";
 import { z } from "zod";
 import { CLIENT_KINDS } from "./protocol.ts";
 import { DEFAULT_MAX_JSON_DEPTH, DEFAULT_MAX_LINE_BYTES } from "./framing.ts";
+import { QUEUE_TYPES } from "./adapters/rabbitmq/names.ts";
 import { describeExpected, describeProblem, suggest } from "./config_errors.ts";
 
 /** The roles, by their Spanish command names. */
@@ -35,6 +36,7 @@ const positiveInt = z.coerce.number().int().positive();
 const flag = z.union([z.boolean(), z.stringbool()]);
 const amqpUrl = z.string().regex(/^amqps?:\/\//, "debe empezar por amqp:// o amqps://");
 const queueName = z.string().min(1).max(200).regex(/^[A-Za-z0-9_.:-]+$/);
+const queueType = z.enum(QUEUE_TYPES);
 /** `host:puerto` (an IPv6 host in brackets), parsed into the options `Deno.serve` takes. */
 const hostPort = z.string().regex(/^(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.-]+):\d{1,5}$/).refine(
   (v) => Number(v.slice(v.lastIndexOf(":") + 1)) <= 65535,
@@ -65,6 +67,7 @@ const OBJECT_STORAGE = {
  * - `amqpUrl` — RabbitMQ URL. @defaultValue `"amqp://guest:guest@127.0.0.1:5672"` · env `AMQP_URL` · `--amqp-url`
  * - `taskQueue` — prefix of the task queues, one per task type (`<taskQueue>.<type>`). @defaultValue `"task_queue"` · env `COLMENA_TASK_QUEUE` · `--task-queue`
  * - `resultQueue` — queue of results. @defaultValue `"result_queue"` · env `COLMENA_RESULT_QUEUE` · `--result-queue`
+ * - `queueType` — what the durable queues are: `classic` or `quorum` (replicated in a cluster; no priorities on RabbitMQ 3.x); servers and workers must agree. @defaultValue `"classic"` · env `COLMENA_QUEUE_TYPE` · `--queue-type`
  * - `serverId` — this server's id; unique per server process. @defaultValue random · env `COLMENA_SERVER_ID` · `--server-id`
  * - `maxLineBytes` — longest request line. @defaultValue `1048576` · env `COLMENA_MAX_LINE_BYTES` · `--max-line-bytes`
  * - `maxJsonDepth` — deepest JSON nesting. @defaultValue `64` · env `COLMENA_MAX_JSON_DEPTH` · `--max-json-depth`
@@ -97,6 +100,7 @@ export const ServerConfig = z.object({
   amqpUrl: amqpUrl.default("amqp://guest:guest@127.0.0.1:5672"),
   taskQueue: queueName.default("task_queue"),
   resultQueue: queueName.default("result_queue"),
+  queueType: queueType.default("classic"),
   serverId: z.string().regex(/^[A-Za-z0-9_.-]{1,64}$/).optional(),
   maxLineBytes: positiveInt.default(DEFAULT_MAX_LINE_BYTES),
   maxJsonDepth: positiveInt.max(1000).default(DEFAULT_MAX_JSON_DEPTH),
@@ -134,7 +138,7 @@ export type ServerConfig = Readonly<z.output<typeof ServerConfig>>;
  * Worker settings.
  *
  * - `name` — the worker's name, first positional argument. @defaultValue `worker-<pid>` · env `COLMENA_WORKER_NAME`
- * - `amqpUrl`, `taskQueue`, `resultQueue` — as for the server.
+ * - `amqpUrl`, `taskQueue`, `resultQueue`, `queueType` — as for the server.
  * - `concurrency` — tasks held at once (the prefetch). @defaultValue `100` · env `COLMENA_CONCURRENCY` · `--concurrency`
  * - `quiet` — print no line per task. @defaultValue `false` · env `COLMENA_QUIET` · `--quiet`
  * - `retryBaseMs` — wait before a 2nd attempt, doubled for each later one. @defaultValue `1000` · env `COLMENA_RETRY_BASE_MS` · `--retry-base-ms`
@@ -153,6 +157,7 @@ export const WorkerConfig = z.object({
   amqpUrl: amqpUrl.default("amqp://guest:guest@127.0.0.1:5672"),
   taskQueue: queueName.default("task_queue"),
   resultQueue: queueName.default("result_queue"),
+  queueType: queueType.default("classic"),
   concurrency: positiveInt.max(10_000).default(100),
   quiet: flag.default(false),
   retryBaseMs: positiveInt.max(300_000).default(1_000),
@@ -255,6 +260,7 @@ const SOURCES: { [R in Role]: Record<string, Source> } = {
     amqpUrl: { env: "AMQP_URL", flag: "amqp-url" },
     taskQueue: { env: "COLMENA_TASK_QUEUE", flag: "task-queue", takes: QUEUE_TAKES },
     resultQueue: { env: "COLMENA_RESULT_QUEUE", flag: "result-queue", takes: QUEUE_TAKES },
+    queueType: { env: "COLMENA_QUEUE_TYPE", flag: "queue-type" },
     serverId: { env: "COLMENA_SERVER_ID", flag: "server-id", takes: NAME_TAKES },
     maxLineBytes: { env: "COLMENA_MAX_LINE_BYTES", flag: "max-line-bytes" },
     maxJsonDepth: { env: "COLMENA_MAX_JSON_DEPTH", flag: "max-json-depth" },
@@ -289,6 +295,7 @@ const SOURCES: { [R in Role]: Record<string, Source> } = {
     amqpUrl: { env: "AMQP_URL", flag: "amqp-url" },
     taskQueue: { env: "COLMENA_TASK_QUEUE", flag: "task-queue", takes: QUEUE_TAKES },
     resultQueue: { env: "COLMENA_RESULT_QUEUE", flag: "result-queue", takes: QUEUE_TAKES },
+    queueType: { env: "COLMENA_QUEUE_TYPE", flag: "queue-type" },
     concurrency: { env: "COLMENA_CONCURRENCY", flag: "concurrency", short: "c" },
     quiet: { env: "COLMENA_QUIET", flag: "quiet", short: "q", boolean: true },
     retryBaseMs: { env: "COLMENA_RETRY_BASE_MS", flag: "retry-base-ms" },

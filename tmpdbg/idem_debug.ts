@@ -12,10 +12,12 @@ await using a = new TaskClient({ host: "127.0.0.1", port: s1.port, name: "mismo"
 await using b = new TaskClient({ host: "127.0.0.1", port: s2.port, name: "mismo" });
 await Promise.all([a.connect(), b.connect()]);
 const keys = Array.from({ length: 100 }, (_, i) => `k-${i}-${crypto.randomUUID()}`);
-const pairs = await Promise.all(keys.map((key, i) => Promise.all([
-  a.submit("echo", { message: i }, { idempotencyKey: key }),
-  b.submit("echo", { message: i }, { idempotencyKey: key }),
-])));
+const pairs = await Promise.all(keys.map((key, i) =>
+  Promise.all([
+    a.submit("echo", { message: i }, { idempotencyKey: key }),
+    b.submit("echo", { message: i }, { idempotencyKey: key }),
+  ])
+));
 let gotA = 0, gotB = 0;
 const missA: string[] = [], missB: string[] = [];
 pairs.forEach(([ia, ib]) => {
@@ -25,8 +27,11 @@ pairs.forEach(([ia, ib]) => {
 await new Promise((r) => setTimeout(r, 8000));
 console.log("same ids", pairs.filter(([x, y]) => x === y).length, "gotA", gotA, "gotB", gotB);
 for (const [ia, ib] of pairs) {
-  const va = await a.status(ia); const vb = await b.status(ib);
-  if (va.status !== "succeeded" || vb.status !== "succeeded") console.log(ia, va.status, ib, vb.status);
+  const va = await a.status(ia);
+  const vb = await b.status(ib);
+  if (va.status !== "succeeded" || vb.status !== "succeeded") {
+    console.log(ia, va.status, ib, vb.status);
+  }
 }
-console.log(s1.lines.filter(l=>/warn|error|Error|WARN/i.test(l)).slice(0,10));
-console.log(s2.lines.filter(l=>/warn|error|Error|WARN/i.test(l)).slice(0,10));
+console.log(s1.lines.filter((l) => /warn|error|Error|WARN/i.test(l)).slice(0, 10));
+console.log(s2.lines.filter((l) => /warn|error|Error|WARN/i.test(l)).slice(0, 10));

@@ -11,6 +11,7 @@ import type { DeadLetter } from "../../ports.ts";
 import type { TaskMessage } from "../../queue_messages.ts";
 import { deadLetterQueue } from "./names.ts";
 import { declareTypeQueues } from "./topology.ts";
+import type { QueueType } from "./names.ts";
 import { confirmPublish, type Outgoing } from "./session.ts";
 import { readTask, taskTo, taskToItsQueue } from "./task_route.ts";
 
@@ -86,6 +87,8 @@ export async function listDeadLetters(
 /** What {@linkcode requeueDeadLetters} moves, and the hook it runs before each task. */
 export interface RequeueOptions {
   readonly taskQueue: string;
+  /** What the task queues are, as declared by servers and workers. @defaultValue `"classic"` */
+  readonly queueType?: QueueType | undefined;
   readonly taskIds: readonly string[] | undefined;
   readonly limit: number;
   readonly beforePublish?: ((task: TaskMessage) => Promise<void>) | undefined;
@@ -100,7 +103,7 @@ export async function requeueDeadLetters(
   model: ChannelModel,
   options: RequeueOptions,
 ): Promise<TaskMessage[]> {
-  const { taskQueue, taskIds, limit, beforePublish } = options;
+  const { taskQueue, queueType, taskIds, limit, beforePublish } = options;
   const ch = await model.createConfirmChannel();
   ch.on("error", () => {});
   const wanted = taskIds === undefined ? undefined : new Set(taskIds);
@@ -116,7 +119,7 @@ export async function requeueDeadLetters(
       const fresh: TaskMessage = { ...task, attempt: 1, deliveries: 1 };
       await beforePublish?.(fresh);
       if (!declared.has(fresh.type)) {
-        await declareTypeQueues(ch, { taskQueue, types: [fresh.type] });
+        await declareTypeQueues(ch, { taskQueue, types: [fresh.type], queueType });
         declared.add(fresh.type);
       }
       await confirmPublish(ch, taskToItsQueue(taskQueue, fresh));

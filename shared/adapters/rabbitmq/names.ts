@@ -14,7 +14,25 @@ export interface QueueNames {
   taskQueue: string;
   /** The result queue. @defaultValue `"result_queue"` */
   resultQueue: string;
+  /**
+   * What the durable queues are (task queues, retry queues, dead letters, results): `classic` (one node,
+   * priorities 0–9) or `quorum` (replicated by Raft across a cluster, an explicit delivery limit, no
+   * priorities on RabbitMQ 3.x). Every server and worker of a deployment must use the same. @defaultValue `"classic"`
+   */
+  queueType?: QueueType;
 }
+
+/** The kinds of durable queues colmena can declare. */
+export const QUEUE_TYPES = ["classic", "quorum"] as const;
+
+/** One of {@linkcode QUEUE_TYPES}. */
+export type QueueType = (typeof QUEUE_TYPES)[number];
+
+/**
+ * Deliveries of one message after which a quorum queue dead-letters it (`x-delivery-limit`): a safety net
+ * under the worker's own count (`maxDeliveries`), which republishes a fresh copy on each redelivery.
+ */
+export const QUORUM_DELIVERY_LIMIT = 20;
 
 /** Longest wait in a retry queue. */
 export const MAX_RETRY_DELAY_MS = 300_000;

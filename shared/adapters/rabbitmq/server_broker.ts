@@ -118,7 +118,11 @@ class _RabbitServerBroker implements ServerBroker {
     const pub = await model.createConfirmChannel();
     watchChannel(model, pub, { what: "publicación", stopping });
     await declareTopology(pub, names);
-    await declareTypeQueues(pub, { taskQueue: names.taskQueue, types: names.taskTypes });
+    await declareTypeQueues(pub, {
+      taskQueue: names.taskQueue,
+      types: names.taskTypes,
+      queueType: names.queueType,
+    });
     this.#declaredTypes = new Set(names.taskTypes);
     const own = serverQueue(names.resultQueue, this.#options.serverId);
     await pub.assertQueue(own, { durable: true, arguments: { "x-expires": 300_000 } });
@@ -182,6 +186,7 @@ class _RabbitServerBroker implements ServerBroker {
     if (model === undefined || !this.connected) return Promise.reject(unavailable());
     return requeueDeadLetters(model, {
       taskQueue: this.#options.taskQueue,
+      queueType: this.#options.queueType,
       taskIds,
       limit,
       beforePublish,
@@ -193,7 +198,11 @@ class _RabbitServerBroker implements ServerBroker {
     if (pub !== undefined && !this.#declaredTypes.has(task.type)) {
       // A message sent to a queue that does not exist is dropped: declare it first.
       try {
-        await declareTypeQueues(pub, { taskQueue: this.#options.taskQueue, types: [task.type] });
+        await declareTypeQueues(pub, {
+          taskQueue: this.#options.taskQueue,
+          types: [task.type],
+          queueType: this.#options.queueType,
+        });
       } catch (err) {
         throw unavailable(err);
       }

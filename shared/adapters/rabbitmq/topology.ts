@@ -20,10 +20,16 @@
  *   still reaches it.
  * - `R.heartbeats`: fanout exchange from workers to every server; transient messages, exclusive queues.
  *
+ * With `queueType: "quorum"`, `T.<type>`, its retry queues, `T.dlq` and `R` are quorum queues (replicated
+ * across the nodes of a cluster); the task queues get an explicit delivery limit and no `x-max-priority`,
+ * which quorum queues refuse (RabbitMQ 4 orders them in two bands by the message priority on its own). The
+ * reply queues stay classic: they only carry pushes for connections of one server.
+ *
  * @module
  */
 import amqp from "amqplib";
 import type { Channel } from "amqplib";
+import * as log from "../../log.ts";
 import { CANCEL_MEMORY_MS } from "../../queue_messages.ts";
 import {
   cancelStream,
@@ -32,6 +38,8 @@ import {
   heartbeatExchange,
   MAX_RETRY_DELAY_MS,
   type QueueNames,
+  type QueueType,
+  QUORUM_DELIVERY_LIMIT,
   repliesExchange,
   retryQueue,
   typeQueue,
@@ -40,10 +48,41 @@ import {
 /** Bytes of one segment of the cancel stream (about 10 000 cancels). */
 const CANCEL_SEGMENT_BYTES = 1_000_000;
 
+/**
+ * Declares `queue`; when it exists with other arguments (another `--queue-type`, an older version), says so
+ * in Spanish before the broker's refusal (PRECONDITION_FAILED, which closes the channel) goes up.
+ */
+async function _assertQueue(
+  ch: Channel,
+  queue: string,
+  options: { durable: true; arguments?: Record<string, unknown> },
+): Promise<void> {
+  try {
+    await ch.assertQueue(queue, options);
+  } catch (err) {
+    if ((err as { code?: unknown }).code === 406) {
+      log.error(
+        `La cola "${queue}" ya existe con otros argumentos (¿otro --queue-type en otro proceso?): ` +
+          "use el mismo tipo de cola en todos los servidores y workers, o bórrela",
+      );
+    }
+    throw err;
+  }
+}
+
+/** The arguments of a durable queue of `queueType`, besides `extra`. */
+function _durable(
+  queueType: QueueType | undefined,
+  extra: Record<string, unknown> = {},
+): { durable: true; arguments?: Record<string, unknown> } {
+  const args = queueType === "quorum" ? { "x-queue-type": "quorum", ...extra } : extra;
+  return Object.keys(args).length === 0 ? { durable: true } : { durable: true, arguments: args };
+}
+
 /** Declares what every process shares (not the type queues); idempotent, run after every (re)connect. */
 export async function declareTopology(ch: Channel, names: QueueNames): Promise<void> {
-  await ch.assertQueue(deadLetterQueue(names.taskQueue), { durable: true });
-  await ch.assertQueue(names.resultQueue, { durable: true });
+  await _assertQueue(ch, deadLetterQueue(names.taskQueue), _durable(names.queueType));
+  await _assertQueue(ch, names.resultQueue, _durable(names.queueType));
   await ch.assertExchange(repliesExchange(names.resultQueue), "direct", { durable: true });
   await ch.assertExchange(controlExchange(names.taskQueue), "fanout", { durable: true });
   await ch.assertQueue(cancelStream(names.taskQueue), {
@@ -62,19 +101,21 @@ export async function declareTopology(ch: Channel, names: QueueNames): Promise<v
 /** Declares the queue of each task type; idempotent. Returns the queue names, in the order of `types`. */
 export async function declareTypeQueues(
   ch: Channel,
-  options: { taskQueue: string; types: readonly string[] },
+  options: { taskQueue: string; types: readonly string[]; queueType?: QueueType | undefined },
 ): Promise<string[]> {
   const queues: string[] = [];
+  const quorum = options.queueType === "quorum";
   for (const type of options.types) {
     const queue = typeQueue(options.taskQueue, type);
-    await ch.assertQueue(queue, {
-      durable: true,
-      arguments: {
-        "x-max-priority": 9,
+    await _assertQueue(
+      ch,
+      queue,
+      _durable(options.queueType, {
+        ...(quorum ? { "x-delivery-limit": QUORUM_DELIVERY_LIMIT } : { "x-max-priority": 9 }),
         "x-dead-letter-exchange": "",
         "x-dead-letter-routing-key": deadLetterQueue(options.taskQueue),
-      },
-    });
+      }),
+    );
     queues.push(queue);
   }
   return queues;
@@ -83,17 +124,18 @@ export async function declareTypeQueues(
 /** Declares the retry queue of a type's queue for one delay; returns its name. */
 export async function declareRetryQueue(
   ch: Channel,
-  options: { typeQueue: string; delayMs: number },
+  options: { typeQueue: string; delayMs: number; queueType?: QueueType | undefined },
 ): Promise<string> {
   const queue = retryQueue(options.typeQueue, options.delayMs);
-  await ch.assertQueue(queue, {
-    durable: true,
-    arguments: {
+  await _assertQueue(
+    ch,
+    queue,
+    _durable(options.queueType, {
       "x-message-ttl": options.delayMs,
       "x-dead-letter-exchange": "",
       "x-dead-letter-routing-key": options.typeQueue,
-    },
-  });
+    }),
+  );
   return queue;
 }
 

@@ -174,10 +174,16 @@ class _RabbitWorkerBroker implements RabbitWorkerBroker {
     const queues = await declareTypeQueues(ch, {
       taskQueue: this.#options.taskQueue,
       types: this.taskTypes,
+      queueType: this.#options.queueType,
     });
-    // `global`: one limit shared by every consumer of the channel, so the tasks held stay within the
-    // concurrency however many types the worker runs.
-    await ch.prefetch(this.#options.prefetch, true);
+    if (this.#options.queueType === "quorum") {
+      // Quorum queues refuse a channel-wide prefetch: each type's consumer gets its share of the concurrency.
+      await ch.prefetch(Math.max(1, Math.ceil(this.#options.prefetch / queues.length)), false);
+    } else {
+      // `global`: one limit shared by every consumer of the channel, so the tasks held stay within the
+      // concurrency however many types the worker runs.
+      await ch.prefetch(this.#options.prefetch, true);
+    }
     this.#ch = ch;
     this.#retryQueues.clear();
     this.#consumerTags = [];
@@ -301,7 +307,11 @@ class _RabbitWorkerBroker implements RabbitWorkerBroker {
   async #retryQueue(ch: ConfirmChannel, own: string, delayMs: number): Promise<string> {
     const key = `${own}\n${delayMs}`;
     if (this.#retryQueues.has(key)) return retryQueue(own, delayMs);
-    const queue = await declareRetryQueue(ch, { typeQueue: own, delayMs });
+    const queue = await declareRetryQueue(ch, {
+      typeQueue: own,
+      delayMs,
+      queueType: this.#options.queueType,
+    });
     this.#retryQueues.add(key);
     return queue;
   }
