@@ -23,6 +23,8 @@ import { ColmenaServer } from "./server/app.ts";
 import { HttpAddrInUseError } from "./server/http.ts";
 import { describeStore, openTaskStore } from "./server/stores/open.ts";
 import { schedulePruning } from "./server/retention.ts";
+import { loadTokenRegistry, type TokenRegistry } from "./server/tokens.ts";
+import { TokenFileError } from "./shared/tokens.ts";
 import { describeBlobStore, openBlobStore } from "./shared/blobs.ts";
 
 const USAGE = `Uso: deno task -q servidor [opciones]
@@ -63,6 +65,10 @@ const USAGE = `Uso: deno task -q servidor [opciones]
   --memory-max-tasks N         registros con --store memory       [COLMENA_MEMORY_MAX_TASKS, 200000]
   --idle-timeout-ms N          cierre por inactividad             [COLMENA_IDLE_TIMEOUT_MS, 600000]
   --partial-line-timeout-ms N  línea incompleta máxima            [COLMENA_PARTIAL_LINE_TIMEOUT_MS, 60000]
+  --tokens FICHERO             tokens de acceso (solo sus hashes) [COLMENA_TOKENS_FILE]
+                               (créelos con: deno task cliente token crear <nombre> --tokens FICHERO)
+  --auth-timeout-ms N          plazo para el hello con token      [COLMENA_AUTH_TIMEOUT_MS, 10000]
+  --inseguro                   sin tokens fuera de loopback (avisa) [COLMENA_INSEGURO]
   --help, -h, --ayuda          esta ayuda
   (detalles de cada opción: README.md, sección Configuración)`;
 
@@ -71,6 +77,7 @@ const USAGE = `Uso: deno task -q servidor [opciones]
  * the `--tareas` modules (their contracts only: the server never loads handler code).
  */
 export async function runServer(config: ServerConfig): Promise<void> {
+  const tokens = await _authentication(config);
   const { catalog, modules } = await loadCatalog(config.tareas);
   const serverId = config.serverId ?? `srv-${crypto.randomUUID().slice(0, 8)}`;
   for (const loaded of modules) {
@@ -90,6 +97,7 @@ export async function runServer(config: ServerConfig): Promise<void> {
     store,
     blobs,
     catalog,
+    ...(tokens === undefined ? {} : { tokens }),
     connectBroker: ({ onResults, onHeartbeat }) =>
       connectServerBroker({
         url: config.amqpUrl,
@@ -119,6 +127,46 @@ export async function runServer(config: ServerConfig): Promise<void> {
   log.flushLog();
 }
 
+/** Whether `host` is a loopback name or address: only there may a server run without tokens. */
+export function isLoopback(host: string): boolean {
+  const bare = host.replace(/^\[(.*)\]$/, "$1").toLowerCase();
+  return bare === "localhost" || bare === "::1" || /^127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(bare);
+}
+
+/** A server that must not start as configured: the message says why and how to fix it; exit status 2. */
+class UnsafeBindError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = "UnsafeBindError";
+  }
+}
+
+/**
+ * The tokens of `--tokens`, or `undefined` without them. Protected mode: without tokens the server only
+ * listens on loopback, unless `--inseguro`, which is warned at every start.
+ */
+async function _authentication(config: ServerConfig): Promise<TokenRegistry | undefined> {
+  if (config.tokens !== undefined) {
+    const tokens = await loadTokenRegistry(config.tokens);
+    log.info(`Autenticación por token: ${tokens.size} tokens en ${config.tokens}`);
+    return tokens;
+  }
+  if (isLoopback(config.host)) return undefined;
+  if (!config.inseguro) {
+    throw new UnsafeBindError(
+      `El servidor escucharía en ${config.host}, fuera de loopback, sin autenticación. ` +
+        "Cree tokens con «deno task cliente token crear <nombre> --tokens tokens.jsonl» y arranque con " +
+        "--tokens tokens.jsonl (o COLMENA_TOKENS_FILE); o escuche en 127.0.0.1. " +
+        "Solo en una red de confianza: --inseguro.",
+    );
+  }
+  log.warn(
+    `AVISO: modo inseguro: el servidor escucha en ${config.host} sin autenticación; cualquiera que llegue ` +
+      "al puerto puede enviar, ver y cancelar tareas de todos. Configure --tokens.",
+  );
+  return undefined;
+}
+
 if (import.meta.main) {
   exitOnHelp(Deno.args, USAGE);
   let config: ServerConfig;
@@ -131,6 +179,11 @@ if (import.meta.main) {
     await runServer(config);
   } catch (err) {
     exitOnTaskModuleError(err);
+    if (err instanceof TokenFileError || err instanceof UnsafeBindError) {
+      log.error(err.message);
+      log.flushLog();
+      Deno.exit(2);
+    }
     if (err instanceof HttpAddrInUseError) {
       log.error(
         `El puerto HTTP ${config.http.port} ya está en uso en ${config.http.hostname} (use --http o --sin-http)`,

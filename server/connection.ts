@@ -51,6 +51,23 @@ export class ClientConnection {
    * `hello` name with the `admin` role (see `principal.ts`).
    */
   principal: Principal = localPrincipal("anonimo");
+  /**
+   * Whether {@linkcode principal} was established by authentication (a token in `hello`, or a TLS client
+   * certificate): a later `hello` never replaces it.
+   */
+  authenticated = false;
+  /**
+   * Set while a failed authentication is being answered: the frames that follow are ignored, unanswered,
+   * until the connection closes.
+   */
+  refusing = false;
+  /** When the connection was accepted (`Date.now()`), for the authentication deadline. */
+  readonly openedAt: number = Date.now();
+  /**
+   * The longest line accepted before authentication, when the server requires it (tokens configured);
+   * `undefined` when it does not. Once {@linkcode authenticated}, the configured cap applies.
+   */
+  lineCapBeforeAuth: number | undefined;
   /** Tasks submitted or watched on this connection whose result has not been pushed yet. */
   readonly awaiting = new Set<string>();
   /** Uploads under way on this connection, by id. */
@@ -163,7 +180,7 @@ export class ClientConnection {
             },
           }),
         )
-        .pipeThrough(new LineFramer(this.#limits.maxLineBytes));
+        .pipeThrough(new LineFramer(() => this.lineCap));
       for await (const framed of frames) {
         if (this.#closed) break;
         this.#lastFrameAt = Date.now();
@@ -180,6 +197,36 @@ export class ClientConnection {
       if (this.#pending === 0) this.#closeSoon();
     }
     await this.done();
+  }
+
+  /** Whether the server requires authentication and this connection has not authenticated yet. */
+  get awaitingAuth(): boolean {
+    return this.lineCapBeforeAuth !== undefined && !this.authenticated;
+  }
+
+  /** The longest line accepted now: small before authentication when it is required. */
+  get lineCap(): number {
+    const before = this.lineCapBeforeAuth;
+    return before === undefined || this.authenticated
+      ? this.#limits.maxLineBytes
+      : Math.min(before, this.#limits.maxLineBytes);
+  }
+
+  /**
+   * Answers request `id` with `error` and closes the connection once that answer is written (or after a
+   * second); nothing else is sent.
+   */
+  refuse(id: string | null, error: ColmenaError): void {
+    if (this.#closed || this.#dropping) return;
+    this.refusing = true;
+    this.#out = [];
+    this.#outChars = 0;
+    this.send({ type: "error", id, ...error.toWire() });
+    this.#dropping = true;
+    log.warn(`Se cierra la conexión ${this.id} (${this.remote}): ${error.code}`);
+    this.#afterWrite = () => this.close();
+    clearTimeout(this.#closeTimer);
+    this.#closeTimer = setTimeout(() => this.close(), GOODBYE_WAIT_MS);
   }
 
   /** Queues one frame; it is written with the others of this turn. Ignored once closed. */
