@@ -24,6 +24,7 @@ import { HttpAddrInUseError } from "./server/http.ts";
 import { describeStore, openTaskStore } from "./server/stores/open.ts";
 import { schedulePruning } from "./server/retention.ts";
 import { loadTokenRegistry, type TokenRegistry } from "./server/tokens.ts";
+import { checkUnauthenticatedBind, UnsafeBindError } from "./server/protected_mode.ts";
 import { TokenFileError } from "./shared/tokens.ts";
 import { describeBlobStore, openBlobStore } from "./shared/blobs.ts";
 
@@ -127,44 +128,15 @@ export async function runServer(config: ServerConfig): Promise<void> {
   log.flushLog();
 }
 
-/** Whether `host` is a loopback name or address: only there may a server run without tokens. */
-export function isLoopback(host: string): boolean {
-  const bare = host.replace(/^\[(.*)\]$/, "$1").toLowerCase();
-  return bare === "localhost" || bare === "::1" || /^127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(bare);
-}
-
-/** A server that must not start as configured: the message says why and how to fix it; exit status 2. */
-class UnsafeBindError extends Error {
-  constructor(message: string) {
-    super(message);
-    this.name = "UnsafeBindError";
-  }
-}
-
-/**
- * The tokens of `--tokens`, or `undefined` without them. Protected mode: without tokens the server only
- * listens on loopback, unless `--inseguro`, which is warned at every start.
- */
+/** The tokens of `--tokens`, or `undefined` without them (then only loopback, unless `--inseguro`). */
 async function _authentication(config: ServerConfig): Promise<TokenRegistry | undefined> {
-  if (config.tokens !== undefined) {
-    const tokens = await loadTokenRegistry(config.tokens);
-    log.info(`Autenticación por token: ${tokens.size} tokens en ${config.tokens}`);
-    return tokens;
+  if (config.tokens === undefined) {
+    checkUnauthenticatedBind(config.host, config.inseguro);
+    return undefined;
   }
-  if (isLoopback(config.host)) return undefined;
-  if (!config.inseguro) {
-    throw new UnsafeBindError(
-      `El servidor escucharía en ${config.host}, fuera de loopback, sin autenticación. ` +
-        "Cree tokens con «deno task cliente token crear <nombre> --tokens tokens.jsonl» y arranque con " +
-        "--tokens tokens.jsonl (o COLMENA_TOKENS_FILE); o escuche en 127.0.0.1. " +
-        "Solo en una red de confianza: --inseguro.",
-    );
-  }
-  log.warn(
-    `AVISO: modo inseguro: el servidor escucha en ${config.host} sin autenticación; cualquiera que llegue ` +
-      "al puerto puede enviar, ver y cancelar tareas de todos. Configure --tokens.",
-  );
-  return undefined;
+  const tokens = await loadTokenRegistry(config.tokens);
+  log.info(`Autenticación por token: ${tokens.size} tokens en ${config.tokens}`);
+  return tokens;
 }
 
 if (import.meta.main) {
