@@ -40,6 +40,19 @@ async function tokenCommand(...args: string[]) {
   return { code: out.code, stdout: decoder.decode(out.stdout), stderr: decoder.decode(out.stderr) };
 }
 
+/** Runs `deno task -q cliente <args>` with `env`, as a user does. */
+async function cliente(env: Record<string, string>, ...args: string[]) {
+  const out = await new Deno.Command(Deno.execPath(), {
+    args: ["task", "-q", "cliente", ...args],
+    cwd: ROOT,
+    env: { NO_COLOR: "1", ...env },
+    stdin: "null",
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  return { code: out.code, stdout: decoder.decode(out.stdout), stderr: decoder.decode(out.stderr) };
+}
+
 /** Creates a token with `cliente token crear` and returns it. */
 async function createToken(file: string, name: string, ...flags: string[]): Promise<string> {
   const out = await tokenCommand("crear", name, ...flags, "--tokens", file);
@@ -282,6 +295,23 @@ Deno.test({
       assert.deepEqual((await admin.reply("l")).items, []);
       const taskId = await good.submit("echo", { message: "hola" });
       assert.match(taskId, /^[0-9a-f-]{36}$/);
+
+      // The command line sends COLMENA_TOKEN in its hello; without it, it says why it was refused.
+      const port = String(server.port);
+      const cliNoToken = await cliente({}, "ping", "--host", "127.0.0.1", "--port", port);
+      assert.equal(cliNoToken.code, 1, cliNoToken.stderr);
+      assert.match(cliNoToken.stderr, /token/);
+      const ping = await cliente(
+        { COLMENA_TOKEN: ana },
+        "ping",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        port,
+      );
+      assert.equal(ping.code, 0, ping.stderr);
+      assert.match(ping.stdout, /Pong de/);
+      assert.equal((ping.stdout + ping.stderr).includes(ana), false, "the token is never printed");
     });
   },
 });
