@@ -223,7 +223,11 @@ export class ColmenaServer {
       client.drop(new ColmenaError(this.#stopping ? "SHUTTING_DOWN" : "OVERLOADED"));
       return;
     }
-    if (this.#deps.tokens !== undefined) client.lineCapBeforeAuth = PRE_AUTH_MAX_LINE_BYTES;
+    if (this.#deps.tokens !== undefined) {
+      // Until a token says who it is, the connection is nobody: no role, no task types.
+      client.principal = { name: "", role: "cliente", types: [] };
+      client.lineCapBeforeAuth = PRE_AUTH_MAX_LINE_BYTES;
+    }
     this.#connections.add(client);
     this.stats.connections++;
     const admission = {

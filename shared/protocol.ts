@@ -76,7 +76,11 @@ export const TaskSpec = z.object({
   file: z.object({ ref: z.string().min(1).max(300), field: z.string().min(1).max(64) }).optional(),
 });
 
-/** `hello`: optional introduction; answered with `welcome`. */
+/**
+ * `hello`: introduction, answered with `welcome`. Optional on a server without tokens; on one with tokens
+ * (`--tokens`) it must come first and carry a valid `token`, or the connection gets `UNAUTHORIZED` and is
+ * closed.
+ */
 export const HelloRequest = z.object({
   type: z.literal("hello"),
   id: requestId,
