@@ -213,9 +213,16 @@ export class ResultRouter {
       const chunk = ids.slice(i, i + WATCH_BATCH);
       const views = await Promise.all(chunk.map((taskId) => store.get(taskId)));
       // Ids not found may be unique prefixes (AMBIGUOUS_ID, before anything is watched, if not unique).
+      // A principal's prefixes only count its own tasks (an admin's, every task).
+      const visible = conn.principal.role === "admin"
+        ? undefined
+        : async (taskId: string) =>
+          mayAccess(conn.principal, (await store.get(taskId))?.owner ?? "");
       const full = await Promise.all(
         chunk.map((taskId, k) =>
-          views[k] === undefined ? resolveTaskIdPrefix(store, taskId) : Promise.resolve(taskId)
+          views[k] === undefined
+            ? resolveTaskIdPrefix(store, taskId, visible)
+            : Promise.resolve(taskId)
         ),
       );
       await Promise.all(full.map(async (taskId, k) => {

@@ -358,10 +358,10 @@ Deno.test({
       assert.ok(own.every((t) => t.owner === "ana"));
 
       // watch: another's task is missing.
-      await b.send({ type: "watch", id: "w1", taskIds: [slow, big] });
+      await b.send({ type: "watch", id: "w1", taskIds: [slow, big, slow.slice(0, 8)] });
       const watching = await b.reply("w1");
       assert.deepEqual(watching.taskIds, []);
-      assert.deepEqual(watching.missing, [slow, big]);
+      assert.deepEqual(watching.missing, [slow, big, slow.slice(0, 8)]);
 
       // cancel: NOT_FOUND, and ana's task goes on.
       await b.send({ type: "cancel", id: "c1", taskId: slow });
