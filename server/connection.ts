@@ -64,10 +64,16 @@ export class ClientConnection {
   /** When the connection was accepted (`Date.now()`), for the authentication deadline. */
   readonly openedAt: number = Date.now();
   /**
-   * The longest line accepted before authentication, when the server requires it (tokens configured);
-   * `undefined` when it does not. Once {@linkcode authenticated}, the configured cap applies.
+   * The longest first line (the `hello`) when the server requires authentication (tokens configured);
+   * `undefined` when it does not. A longer one closes the connection with `FRAME_TOO_LARGE` as soon as
+   * its bytes pass the cap, newline or not. Later lines have the configured cap: before authentication
+   * the first line decides (a `hello` that authenticates, or a refusal that ignores what follows), and a
+   * client may pipeline large requests right after its `hello`.
    */
   lineCapBeforeAuth: number | undefined;
+  /** Bytes of the first non-blank line so far, while it is being checked against the cap before auth. */
+  #firstLineBytes = 0;
+  #firstLineDone = false;
   /** Tasks submitted or watched on this connection whose result has not been pushed yet. */
   readonly awaiting = new Set<string>();
   /** Uploads under way on this connection, by id. */
@@ -176,11 +182,12 @@ export class ClientConnection {
               else if (lastNewline >= 0 || this.#partialSince === 0) {
                 this.#partialSince = Date.now();
               }
+              if (!this.#firstLineDone && this.awaitingAuth) this.#checkFirstLine(chunk);
               controller.enqueue(chunk);
             },
           }),
         )
-        .pipeThrough(new LineFramer(() => this.lineCap));
+        .pipeThrough(new LineFramer(this.#limits.maxLineBytes));
       for await (const framed of frames) {
         if (this.#closed) break;
         this.#lastFrameAt = Date.now();
@@ -204,12 +211,42 @@ export class ClientConnection {
     return this.lineCapBeforeAuth !== undefined && !this.authenticated;
   }
 
-  /** The longest line accepted now: small before authentication when it is required. */
+  /** The longest line accepted now: small for the first line before authentication, when required. */
   get lineCap(): number {
     const before = this.lineCapBeforeAuth;
-    return before === undefined || this.authenticated
+    return before === undefined || !this.awaitingAuth || this.#firstLineDone
       ? this.#limits.maxLineBytes
       : Math.min(before, this.#limits.maxLineBytes);
+  }
+
+  /** Counts the bytes of the first non-blank line; refuses the connection once they pass the cap. */
+  #checkFirstLine(chunk: Uint8Array): void {
+    const cap = this.lineCap;
+    let start = 0;
+    while (start <= chunk.length) {
+      const nl = chunk.indexOf(0x0a, start);
+      const end = nl === -1 ? chunk.length : nl;
+      // A "\r" before the newline of a blank line does not make it a line.
+      const blank = nl !== -1 && this.#firstLineBytes === 0 &&
+        (end === start || (end === start + 1 && chunk[start] === 0x0d));
+      this.#firstLineBytes += end - start;
+      if (this.#firstLineBytes > cap) {
+        this.refuse(
+          null,
+          new ColmenaError("FRAME_TOO_LARGE", {
+            message: `La primera línea supera el máximo de ${cap} bytes antes del hello`,
+          }),
+        );
+        return;
+      }
+      if (nl === -1) return;
+      if (!blank) {
+        this.#firstLineDone = true;
+        return;
+      }
+      this.#firstLineBytes = 0;
+      start = nl + 1;
+    }
   }
 
   /**

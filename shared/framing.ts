@@ -23,16 +23,10 @@ const CARRIAGE_RETURN = 0x0d;
  * complete lines are frames.
  */
 export class LineFramer extends TransformStream<Uint8Array, Framed> {
-  /**
-   * @param maxLineBytes the longest line, or a function read at every chunk when the cap can change (a
-   * server caps lines small until the connection has authenticated)
-   */
-  constructor(maxLineBytes: number | (() => number) = DEFAULT_MAX_LINE_BYTES) {
-    const cap = typeof maxLineBytes === "function" ? maxLineBytes : () => maxLineBytes;
-    const first = cap();
-    if (!Number.isInteger(first) || first < 1) {
+  constructor(maxLineBytes: number = DEFAULT_MAX_LINE_BYTES) {
+    if (!Number.isInteger(maxLineBytes) || maxLineBytes < 1) {
       throw new RangeError(
-        `Cannot frame lines: maxLineBytes must be a positive integer, got ${first}`,
+        `Cannot frame lines: maxLineBytes must be a positive integer, got ${maxLineBytes}`,
       );
     }
     let parts: Uint8Array[] = [];
@@ -41,7 +35,6 @@ export class LineFramer extends TransformStream<Uint8Array, Framed> {
     let skipped = 0;
     super({
       transform(chunk, controller) {
-        const maxLineBytes = cap();
         let start = 0;
         while (start < chunk.length) {
           const nl = chunk.indexOf(NEWLINE, start);

@@ -284,15 +284,30 @@ Deno.test({
       const tooLarge = await assertRefused(big, "FRAME_TOO_LARGE", null);
       assert.match(String(tooLarge.message), /antes del hello/);
 
+      // The small cap is for the hello alone: a large request pipelined right after it is served.
+      await using pipelined = await RawClient.connect(server.port);
+      await pipelined.sendRaw(
+        JSON.stringify({ type: "hello", id: "h", token: ana }) + "\n" +
+          JSON.stringify({
+            type: "submit",
+            id: "big",
+            task: { type: "echo", payload: { message: "y".repeat(100 * 1024) } },
+          }) + "\n",
+      );
+      assert.equal((await pipelined.reply("h")).type, "welcome");
+      const bigSubmit = await pipelined.reply("big");
+      assert.equal(bigSubmit.type, "accepted", JSON.stringify(bigSubmit).slice(0, 300));
+
       // Silence past the authentication deadline.
       await using silent = await RawClient.connect(server.port);
       await assertRefused(silent, "UNAUTHORIZED", null);
 
       // Nothing of the attacks was recorded or published; the good client still is served.
-      assert.equal(await queueDepth(AMQP_URL, typeQueue(queues.taskQueue, "echo")), 0);
+      assert.equal(await queueDepth(AMQP_URL, typeQueue(queues.taskQueue, "echo")), 1);
       await using admin = await connectAs(server.port, root);
       await admin.send({ type: "list", id: "l", limit: 100 });
-      assert.deepEqual((await admin.reply("l")).items, []);
+      const recorded = (await admin.reply("l")).items as { taskId: string }[];
+      assert.deepEqual(recorded.map((t) => t.taskId), [bigSubmit.taskId], "only the good client's");
       const taskId = await good.submit("echo", { message: "hola" });
       assert.match(taskId, /^[0-9a-f-]{36}$/);
 
