@@ -17,6 +17,7 @@ import {
 } from "./shared/lifecycle.ts";
 import { loadCatalog } from "./shared/task_modules.ts";
 import { runCli, USAGE } from "./client/cli.ts";
+import { runTokenCommand } from "./client/token_command.ts";
 
 export {
   type DeadLetterInfo,
@@ -33,6 +34,10 @@ export type { ClientKind, SubmitOptions, TaskStatus, TaskView } from "./shared/p
 export type { AnyTaskDefinition, InputOf, OutputOf, TaskName } from "./shared/task_definition.ts";
 
 if (import.meta.main) {
+  if (Deno.args[0] === "token") {
+    // Works on the server's tokens file, offline: its own flags, no connection settings.
+    Deno.exit(await runTokenCommand(Deno.args.slice(1), readEnv(["COLMENA_TOKENS_FILE"])));
+  }
   exitOnHelp(Deno.args, USAGE);
   let config: ClientConfig & { positionals: readonly string[] };
   try {

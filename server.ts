@@ -23,6 +23,9 @@ import { ColmenaServer } from "./server/app.ts";
 import { HttpAddrInUseError } from "./server/http.ts";
 import { describeStore, openTaskStore } from "./server/stores/open.ts";
 import { schedulePruning } from "./server/retention.ts";
+import { loadTokenRegistry, type TokenRegistry } from "./server/tokens.ts";
+import { checkUnauthenticatedBind, UnsafeBindError } from "./server/protected_mode.ts";
+import { TokenFileError } from "./shared/tokens.ts";
 import { describeBlobStore, openBlobStore } from "./shared/blobs.ts";
 
 const USAGE = `Uso: deno task -q servidor [opciones]
@@ -65,6 +68,10 @@ const USAGE = `Uso: deno task -q servidor [opciones]
   --memory-max-tasks N         registros con --store memory       [COLMENA_MEMORY_MAX_TASKS, 200000]
   --idle-timeout-ms N          cierre por inactividad             [COLMENA_IDLE_TIMEOUT_MS, 600000]
   --partial-line-timeout-ms N  línea incompleta máxima            [COLMENA_PARTIAL_LINE_TIMEOUT_MS, 60000]
+  --tokens FICHERO             tokens de acceso (solo sus hashes) [COLMENA_TOKENS_FILE]
+                               (créelos con: deno task cliente token crear <nombre> --tokens FICHERO)
+  --auth-timeout-ms N          plazo para el hello con token      [COLMENA_AUTH_TIMEOUT_MS, 10000]
+  --inseguro                   sin tokens fuera de loopback (avisa) [COLMENA_INSEGURO]
   --help, -h, --ayuda          esta ayuda
   (detalles de cada opción: README.md, sección Configuración)`;
 
@@ -73,6 +80,7 @@ const USAGE = `Uso: deno task -q servidor [opciones]
  * the `--tareas` modules (their contracts only: the server never loads handler code).
  */
 export async function runServer(config: ServerConfig): Promise<void> {
+  const tokens = await _authentication(config);
   const { catalog, modules } = await loadCatalog(config.tareas);
   const serverId = config.serverId ?? `srv-${crypto.randomUUID().slice(0, 8)}`;
   for (const loaded of modules) {
@@ -92,6 +100,7 @@ export async function runServer(config: ServerConfig): Promise<void> {
     store,
     blobs,
     catalog,
+    ...(tokens === undefined ? {} : { tokens }),
     connectBroker: ({ onResults, onHeartbeat }) =>
       connectServerBroker({
         url: config.amqpUrl,
@@ -122,6 +131,17 @@ export async function runServer(config: ServerConfig): Promise<void> {
   log.flushLog();
 }
 
+/** The tokens of `--tokens`, or `undefined` without them (then only loopback, unless `--inseguro`). */
+async function _authentication(config: ServerConfig): Promise<TokenRegistry | undefined> {
+  if (config.tokens === undefined) {
+    checkUnauthenticatedBind(config.host, config.inseguro);
+    return undefined;
+  }
+  const tokens = await loadTokenRegistry(config.tokens);
+  log.info(`Autenticación por token: ${tokens.size} tokens en ${config.tokens}`);
+  return tokens;
+}
+
 if (import.meta.main) {
   exitOnHelp(Deno.args, USAGE);
   let config: ServerConfig;
@@ -134,6 +154,11 @@ if (import.meta.main) {
     await runServer(config);
   } catch (err) {
     exitOnTaskModuleError(err);
+    if (err instanceof TokenFileError || err instanceof UnsafeBindError) {
+      log.error(err.message);
+      log.flushLog();
+      Deno.exit(2);
+    }
     if (err instanceof HttpAddrInUseError) {
       log.error(
         `El puerto HTTP ${config.http.port} ya está en uso en ${config.http.hostname} (use --http o --sin-http)`,

@@ -49,6 +49,7 @@ export const USAGE = `Uso: deno task -q cliente [opciones] [orden …]
   dlq listar                          tareas en la cola de tareas muertas (agotaron sus intentos)
   dlq reintentar [idTarea …]          las devuelve a la cola de tareas (sin ids: las primeras --limite)
   ping                                mide la ida y vuelta al servidor
+  token crear <nombre> --tokens F     crea un token de acceso (ver: cliente token --help)
   simular                             simula muchos clientes a la vez y resume los resultados
   ayuda, --help, -h, --ayuda          muestra esta ayuda
 
@@ -57,6 +58,8 @@ Opciones:
   --port, -p PUERTO       puerto del servidor               [COLMENA_PORT, 8888]
   --tipo-cliente TIPO     web, mobile o cli                 [COLMENA_CLIENT_KIND, cli]
   --nombre NOMBRE         nombre de este cliente            [COLMENA_CLIENT_NAME, cliente]
+  --token TOKEN           token de acceso (mejor en la variable de entorno)
+                                                            [COLMENA_TOKEN]
   --prioridad N           prioridad de 0 (baja) a 9 (alta)  [COLMENA_PRIORIDAD, 0]
   --json                  salida JSON en una línea          [COLMENA_JSON, false]
   --archivo FICHERO       enviar: el texto de la tarea sale de este fichero

@@ -38,6 +38,7 @@ export function openClient(config: CliSettings): TaskClient {
     port: config.port,
     kind: config.kind,
     name: config.name,
+    ...(config.token === undefined ? {} : { token: config.token }),
     tasks: catalogOf(config).definitions(),
   });
 }

@@ -27,6 +27,8 @@ export interface SimulationOptions {
   readonly host?: string;
   /** Server port. @defaultValue `8888` */
   readonly port?: number;
+  /** Access token every simulated client sends in `hello`. @defaultValue none */
+  readonly token?: string;
   /** How many clients to simulate, each with its own connection. */
   readonly clients: number;
   /** Client kinds, given to the clients round-robin. */
@@ -96,6 +98,7 @@ export async function simulate(options: SimulationOptions): Promise<SimulationSu
     new TaskClient({
       ...(options.host === undefined ? {} : { host: options.host }),
       ...(options.port === undefined ? {} : { port: options.port }),
+      ...(options.token === undefined ? {} : { token: options.token }),
       kind: plan.kind,
       name: plan.name,
       ...(options.catalog === undefined ? {} : { tasks: options.catalog.definitions() }),

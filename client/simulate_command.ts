@@ -86,6 +86,7 @@ export async function runSimulate(config: CliSettings, args: readonly string[]):
     const summary = await simulate({
       host: config.host,
       port: config.port,
+      ...(config.token === undefined ? {} : { token: config.token }),
       clients: config.clientes,
       kinds: kinds.value,
       tasks: config.numTareas,

@@ -46,6 +46,12 @@ export interface TaskClientOptions<C extends readonly AnyTaskDefinition[] = []> 
   kind?: ClientKind;
   /** This client's name. @defaultValue `"cliente"` */
   name?: string;
+  /**
+   * Access token (`clm_…`, made by `cliente token crear`), sent in every `hello` (reconnections too); a
+   * server started with `--tokens` needs it, and answers `UNAUTHORIZED` without it.
+   * @defaultValue none
+   */
+  token?: string;
   /** How long a request may wait for its reply, reconnections included. @defaultValue `60000` */
   requestTimeoutMs?: number;
   /**
@@ -105,7 +111,8 @@ export type DeadLetterInfo = NonNullable<DlqFrame["entries"]>[number];
  * ```
  */
 export class TaskClient<C extends readonly AnyTaskDefinition[] = []> implements AsyncDisposable {
-  readonly #options: Required<Omit<TaskClientOptions<C>, "tasks">>;
+  readonly #options: Required<Omit<TaskClientOptions<C>, "tasks" | "token">>;
+  readonly #token: string | undefined;
   readonly #catalog: TaskCatalog;
   readonly #transport: Transport;
   readonly #requests: PendingRequests;
@@ -128,6 +135,7 @@ export class TaskClient<C extends readonly AnyTaskDefinition[] = []> implements 
       requestTimeoutMs: options.requestTimeoutMs ?? 60_000,
       reconnectForMs: options.reconnectForMs ?? 30_000,
     };
+    this.#token = options.token;
     this.#transport = new Transport({
       host: this.#options.host,
       port: this.#options.port,
@@ -391,6 +399,7 @@ export class TaskClient<C extends readonly AnyTaskDefinition[] = []> implements 
       id: this.#requests.nextId(),
       client: { name: this.#options.name, kind: this.#options.kind },
       protocol: PROTOCOL_VERSION,
+      ...(this.#token === undefined ? {} : { token: this.#token }),
     });
     if (reply.type !== "welcome") throw unexpectedReply(reply);
     this.#welcome = {

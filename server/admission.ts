@@ -4,6 +4,11 @@
  * (`RATE_LIMITED`) and its unanswered-request slots (`maxPending`, `OVERLOADED`). An admitted request holds a
  * slot until it is answered; an error it throws is normalised once here and answered with its code.
  *
+ * On a server that requires authentication (tokens configured), a connection that has not authenticated
+ * gets only `hello` served: a line over the small pre-authentication cap, undecodable input or any other
+ * request is answered once and the connection is closed (`FRAME_TOO_LARGE`, the decoding code, or
+ * `UNAUTHORIZED`).
+ *
  * @module
  */
 import { ColmenaError, toColmenaError } from "../shared/errors.ts";
@@ -39,6 +44,30 @@ export function admitFrame(
     dispatch: (client: ClientConnection, request: Request) => Promise<void>;
   },
 ): void {
+  if (client.refusing) return;
+  if (client.awaitingAuth) {
+    if (framed.kind === "too_large") {
+      client.refuse(
+        null,
+        new ColmenaError("FRAME_TOO_LARGE", {
+          message:
+            `La línea (${framed.bytes} bytes) supera el máximo de ${client.lineCap} antes del hello`,
+        }),
+      );
+      return;
+    }
+    if (framed.bytes.length === 0) return;
+    const decoded = decodeRequest(framed.bytes, { maxDepth: limits.maxJsonDepth });
+    if (!decoded.ok) return client.refuse(decoded.id, decoded.error);
+    if (decoded.value.type !== "hello") {
+      return client.refuse(
+        decoded.value.id,
+        new ColmenaError("UNAUTHORIZED", {
+          message: "Primero hay que enviar hello con un token válido; la conexión se cierra",
+        }),
+      );
+    }
+  }
   if (framed.kind === "too_large") {
     client.sendError(
       null,

@@ -3,6 +3,7 @@
  * drains. The work itself lives in one module per concept:
  *
  * - `admission.ts`: frame checks, rate limit and unanswered-request slots, before dispatch;
+ * - `hello.ts`, `tokens.ts`: who a connection acts for (its token's principal when `--tokens` is set);
  * - `submit.ts`: validation against the catalogue, claim check, record and publish, idempotency repeats;
  * - `result_routing.ts`: results from the broker to the connection awaiting them, watches, forwarding;
  * - `transfers.ts`: uploads and downloads;
@@ -31,7 +32,8 @@ import { deadLetters } from "./dead_letters.ts";
 import { type HttpListener, type Readiness, serveHttp } from "./http.ts";
 import { renderMetrics } from "./metrics.ts";
 import { ResultRouter } from "./result_routing.ts";
-import { localPrincipal } from "./principal.ts";
+import { greet } from "./hello.ts";
+import { FailureThrottle, type TokenRegistry } from "./tokens.ts";
 import { newServerStats, type ServerStats } from "./stats.ts";
 import { Submitter } from "./submit.ts";
 import { cancel, list, status, type TaskQueryDeps } from "./task_queries.ts";
@@ -42,6 +44,9 @@ export type { ServerStats };
 
 /** How long `/readyz` waits for the task store's answer before it counts the store as not ready. */
 const STORE_PROBE_MS = 2_000;
+/** The longest line a connection may send before it has authenticated (when tokens are configured). */
+export const PRE_AUTH_MAX_LINE_BYTES = 16 * 1024;
+
 /** The id `/readyz` looks up: a primary-key read of a task that never exists. */
 const PROBE_TASK_ID = "00000000-0000-0000-0000-000000000000";
 
@@ -60,6 +65,11 @@ export interface ServerDeps {
   blobs: BlobStore;
   /** The task types the server accepts. @defaultValue the built-in ones */
   catalog?: TaskCatalog;
+  /**
+   * The accepted access tokens (`--tokens`): with them, every connection must authenticate in `hello`.
+   * @defaultValue none: no authentication, each connection acts for its `hello` name as `admin`
+   */
+  tokens?: TokenRegistry;
 }
 
 /** A running server. */
@@ -76,6 +86,7 @@ export class ColmenaServer {
   readonly #workers = new WorkerRegistry();
   readonly #queries: TaskQueryDeps;
   readonly #transfers: TransferDeps;
+  readonly #throttle = new FailureThrottle();
   #sweeper: ReturnType<typeof setInterval> | undefined;
   #accepting: Promise<void> | undefined;
   #stopping = false;
@@ -112,7 +123,11 @@ export class ColmenaServer {
       router: this.#router,
       maxOutputBytes: config.maxOutputBytes,
     };
-    this.#transfers = { blobs: deps.blobs, maxUploadBytes: config.maxUploadBytes };
+    this.#transfers = {
+      blobs: deps.blobs,
+      store: deps.store,
+      maxUploadBytes: config.maxUploadBytes,
+    };
   }
 
   /** This server's id. */
@@ -210,6 +225,11 @@ export class ColmenaServer {
       client.drop(new ColmenaError(this.#stopping ? "SHUTTING_DOWN" : "OVERLOADED"));
       return;
     }
+    if (this.#deps.tokens !== undefined) {
+      // Until a token says who it is, the connection is nobody: no role, no task types.
+      client.principal = { name: "", role: "cliente", types: [] };
+      client.lineCapBeforeAuth = PRE_AUTH_MAX_LINE_BYTES;
+    }
     this.#connections.add(client);
     this.stats.connections++;
     const admission = {
@@ -226,9 +246,8 @@ export class ColmenaServer {
   async #dispatch(client: ClientConnection, request: Request): Promise<void> {
     switch (request.type) {
       case "hello":
-        if (request.client) {
-          client.client = request.client;
-          client.principal = localPrincipal(request.client.name);
+        if (!greet(client, request, { tokens: this.#deps.tokens, throttle: this.#throttle })) {
+          return;
         }
         client.send({
           type: "welcome",
@@ -253,8 +272,10 @@ export class ColmenaServer {
       case "list":
         return await list(client, request, this.#queries);
       case "workers":
+        if (!this.#adminOnly(client, request.id)) return;
         return this.#workers.list(client, request);
       case "dlq":
+        if (!this.#adminOnly(client, request.id)) return;
         return await deadLetters(client, request, {
           store: this.#deps.store,
           broker: this.#broker,
@@ -268,6 +289,18 @@ export class ColmenaServer {
         throw new TypeError(`Cannot dispatch frame: ${JSON.stringify(unreachable)}`);
       }
     }
+  }
+
+  /** Whether the connection acts for an admin; otherwise answers `FORBIDDEN`. */
+  #adminOnly(client: ClientConnection, id: string): boolean {
+    if (client.principal.role === "admin") return true;
+    client.sendError(
+      id,
+      new ColmenaError("FORBIDDEN", {
+        message: "Solo un token de administrador (--admin) puede consultar workers y la dlq",
+      }),
+    );
+    return false;
   }
 
   #limits(): ServerLimits {
@@ -292,7 +325,16 @@ export class ColmenaServer {
   #sweep(): void {
     const now = Date.now();
     for (const client of this.#connections) {
-      if (client.writeStalled(now)) {
+      if (client.refusing) continue;
+      if (client.awaitingAuth && now - client.openedAt > this.#config.authTimeoutMs) {
+        client.refuse(
+          null,
+          new ColmenaError("UNAUTHORIZED", {
+            message:
+              `No llegó un hello con un token válido en ${this.#config.authTimeoutMs} ms; la conexión se cierra`,
+          }),
+        );
+      } else if (client.writeStalled(now)) {
         client.drop(
           new ColmenaError("SLOW_CONSUMER", {
             message:

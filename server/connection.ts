@@ -51,6 +51,29 @@ export class ClientConnection {
    * `hello` name with the `admin` role (see `principal.ts`).
    */
   principal: Principal = localPrincipal("anonimo");
+  /**
+   * Whether {@linkcode principal} was established by authentication (a token in `hello`, or a TLS client
+   * certificate): a later `hello` never replaces it.
+   */
+  authenticated = false;
+  /**
+   * Set while a failed authentication is being answered: the frames that follow are ignored, unanswered,
+   * until the connection closes.
+   */
+  refusing = false;
+  /** When the connection was accepted (`Date.now()`), for the authentication deadline. */
+  readonly openedAt: number = Date.now();
+  /**
+   * The longest first line (the `hello`) when the server requires authentication (tokens configured);
+   * `undefined` when it does not. A longer one closes the connection with `FRAME_TOO_LARGE` as soon as
+   * its bytes pass the cap, newline or not. Later lines have the configured cap: before authentication
+   * the first line decides (a `hello` that authenticates, or a refusal that ignores what follows), and a
+   * client may pipeline large requests right after its `hello`.
+   */
+  lineCapBeforeAuth: number | undefined;
+  /** Bytes of the first non-blank line so far, while it is being checked against the cap before auth. */
+  #firstLineBytes = 0;
+  #firstLineDone = false;
   /** Tasks submitted or watched on this connection whose result has not been pushed yet. */
   readonly awaiting = new Set<string>();
   /** Uploads under way on this connection, by id. */
@@ -159,6 +182,7 @@ export class ClientConnection {
               else if (lastNewline >= 0 || this.#partialSince === 0) {
                 this.#partialSince = Date.now();
               }
+              if (!this.#firstLineDone && this.awaitingAuth) this.#checkFirstLine(chunk);
               controller.enqueue(chunk);
             },
           }),
@@ -180,6 +204,66 @@ export class ClientConnection {
       if (this.#pending === 0) this.#closeSoon();
     }
     await this.done();
+  }
+
+  /** Whether the server requires authentication and this connection has not authenticated yet. */
+  get awaitingAuth(): boolean {
+    return this.lineCapBeforeAuth !== undefined && !this.authenticated;
+  }
+
+  /** The longest line accepted now: small for the first line before authentication, when required. */
+  get lineCap(): number {
+    const before = this.lineCapBeforeAuth;
+    return before === undefined || !this.awaitingAuth || this.#firstLineDone
+      ? this.#limits.maxLineBytes
+      : Math.min(before, this.#limits.maxLineBytes);
+  }
+
+  /** Counts the bytes of the first non-blank line; refuses the connection once they pass the cap. */
+  #checkFirstLine(chunk: Uint8Array): void {
+    const cap = this.lineCap;
+    let start = 0;
+    while (start <= chunk.length) {
+      const nl = chunk.indexOf(0x0a, start);
+      const end = nl === -1 ? chunk.length : nl;
+      // A "\r" before the newline of a blank line does not make it a line.
+      const blank = nl !== -1 && this.#firstLineBytes === 0 &&
+        (end === start || (end === start + 1 && chunk[start] === 0x0d));
+      this.#firstLineBytes += end - start;
+      if (this.#firstLineBytes > cap) {
+        this.refuse(
+          null,
+          new ColmenaError("FRAME_TOO_LARGE", {
+            message: `La primera línea supera el máximo de ${cap} bytes antes del hello`,
+          }),
+        );
+        return;
+      }
+      if (nl === -1) return;
+      if (!blank) {
+        this.#firstLineDone = true;
+        return;
+      }
+      this.#firstLineBytes = 0;
+      start = nl + 1;
+    }
+  }
+
+  /**
+   * Answers request `id` with `error` and closes the connection once that answer is written (or after a
+   * second); nothing else is sent.
+   */
+  refuse(id: string | null, error: ColmenaError): void {
+    if (this.#closed || this.#dropping) return;
+    this.refusing = true;
+    this.#out = [];
+    this.#outChars = 0;
+    this.send({ type: "error", id, ...error.toWire() });
+    this.#dropping = true;
+    log.warn(`Se cierra la conexión ${this.id} (${this.remote}): ${error.code}`);
+    this.#afterWrite = () => this.close();
+    clearTimeout(this.#closeTimer);
+    this.#closeTimer = setTimeout(() => this.close(), GOODBYE_WAIT_MS);
   }
 
   /** Queues one frame; it is written with the others of this turn. Ignored once closed. */

@@ -5,6 +5,8 @@
  * the connection waiting for it on this server; one that belongs to a task another server accepted is
  * forwarded to that server's reply queue, so each result reaches the connection that submitted it. A result
  * is pushed only after its task's `accepted`, and once per connection (duplicates are absorbed by the store).
+ * Every connection awaiting a task gets its result: the one that submitted it and each one that watches it
+ * (only the owner's connections, or an admin's, may watch a task: another principal's is `missing`).
  * Tasks watched after a reconnect (or repeated with an idempotency key) may have their result consumed by
  * another server, so they are also polled in the store.
  *
@@ -21,6 +23,7 @@ import {
 } from "../shared/protocol.ts";
 import { QUEUE_FORMAT, type ResultBatch, type ResultMessage } from "../shared/queue_messages.ts";
 import type { ClientConnection } from "./connection.ts";
+import { mayAccess } from "./principal.ts";
 import { countTask, observeLatency, type ServerStats } from "./stats.ts";
 import { resolveTaskIdPrefix } from "./task_ids.ts";
 import { DOWNLOAD_CHUNK_BYTES } from "./transfers.ts";
@@ -94,7 +97,8 @@ function _pushFromView(view: TaskView): ResultPush {
 /** Owns the push targets (by task id) and the watched tasks of one server. */
 export class ResultRouter {
   readonly #deps: ResultRouterDeps;
-  readonly #pushes = new Map<string, PushTarget>();
+  /** The connections awaiting each task's result, by task id. */
+  readonly #pushes = new Map<string, Set<PushTarget>>();
   /** Tasks whose result may be consumed by another server: polled in the store. */
   readonly #watched = new Set<string>();
   #polling = false;
@@ -106,15 +110,41 @@ export class ResultRouter {
   /** Makes `conn` the connection awaiting a task it is submitting; a result that comes before `accepted` is held. */
   expect(taskId: string, conn: ClientConnection): PushTarget {
     const target: PushTarget = { conn, since: performance.now(), accepted: false };
-    this.#pushes.set(taskId, target);
-    conn.awaiting.add(taskId);
+    this.#add(taskId, target);
     return target;
   }
 
   /** The submit behind `target` failed: nothing will be pushed for it. */
   abandon(taskId: string, target: PushTarget): void {
-    if (this.#pushes.get(taskId) === target) this.#pushes.delete(taskId);
+    this.#remove(taskId, target);
+  }
+
+  #add(taskId: string, target: PushTarget): void {
+    let targets = this.#pushes.get(taskId);
+    if (targets === undefined) {
+      targets = new Set();
+      this.#pushes.set(taskId, targets);
+    }
+    targets.add(target);
+    target.conn.awaiting.add(taskId);
+  }
+
+  #remove(taskId: string, target: PushTarget): void {
+    const targets = this.#pushes.get(taskId);
+    if (targets !== undefined) {
+      targets.delete(target);
+      if (targets.size === 0) {
+        this.#pushes.delete(taskId);
+        this.#watched.delete(taskId);
+      }
+    }
     target.conn.awaiting.delete(taskId);
+  }
+
+  /** Makes `conn` await a task already accepted, unless it awaits it already. */
+  #await(taskId: string, conn: ClientConnection): void {
+    if (conn.awaiting.has(taskId)) return;
+    this.#add(taskId, { conn, accepted: true });
   }
 
   /** The task's `accepted` has gone out: a result held meanwhile is pushed now. */
@@ -132,22 +162,28 @@ export class ResultRouter {
       conn.send(_pushFromView(view));
       return;
     }
-    this.#pushes.set(taskId, { conn, accepted: true });
-    conn.awaiting.add(taskId);
+    this.#await(taskId, conn);
     this.#watched.add(taskId);
   }
 
-  /** A task was cancelled: the connection awaiting it gets its `cancelled` result. */
+  /** A task was cancelled: the connections awaiting it get its `cancelled` result. */
   cancelled(taskId: string, view: TaskView): void {
     countTask(this.#deps.stats, "cancelled", view.taskType);
-    const target = this.#pushes.get(taskId);
-    if (target !== undefined) this.#deliver(taskId, target, _pushFromView(view));
+    const push = _pushFromView(view);
+    for (const target of this.#targets(taskId)) this.#deliver(taskId, target, push);
+  }
+
+  /** The connections awaiting a task, as a copy (delivering changes the set). */
+  #targets(taskId: string): PushTarget[] {
+    return [...(this.#pushes.get(taskId) ?? [])];
   }
 
   /** A connection ended: forgets where its results were to go. */
   connectionClosed(conn: ClientConnection): void {
-    for (const taskId of conn.awaiting) {
-      if (this.#pushes.get(taskId)?.conn === conn) this.#pushes.delete(taskId);
+    for (const taskId of [...conn.awaiting]) {
+      for (const target of this.#targets(taskId)) {
+        if (target.conn === conn) this.#remove(taskId, target);
+      }
     }
     conn.awaiting.clear();
   }
@@ -177,9 +213,16 @@ export class ResultRouter {
       const chunk = ids.slice(i, i + WATCH_BATCH);
       const views = await Promise.all(chunk.map((taskId) => store.get(taskId)));
       // Ids not found may be unique prefixes (AMBIGUOUS_ID, before anything is watched, if not unique).
+      // A principal's prefixes only count its own tasks (an admin's, every task).
+      const visible = conn.principal.role === "admin"
+        ? undefined
+        : async (taskId: string) =>
+          mayAccess(conn.principal, (await store.get(taskId))?.owner ?? "");
       const full = await Promise.all(
         chunk.map((taskId, k) =>
-          views[k] === undefined ? resolveTaskIdPrefix(store, taskId) : Promise.resolve(taskId)
+          views[k] === undefined
+            ? resolveTaskIdPrefix(store, taskId, visible)
+            : Promise.resolve(taskId)
         ),
       );
       await Promise.all(full.map(async (taskId, k) => {
@@ -187,7 +230,10 @@ export class ResultRouter {
       }));
       chunk.forEach((asked, k) => {
         const view = views[k];
-        if (view === undefined) return missing.push(asked);
+        // Another principal's task is missing, exactly like one that does not exist.
+        if (view === undefined || !mayAccess(conn.principal, view.owner ?? "")) {
+          return missing.push(asked);
+        }
         const taskId = view.taskId;
         // A prefix and the id it stands for (or two prefixes of one id) watch it once.
         if (seen.has(taskId)) return;
@@ -197,8 +243,7 @@ export class ResultRouter {
       });
     }
     for (const taskId of pending) {
-      this.#pushes.set(taskId, { conn, accepted: true });
-      conn.awaiting.add(taskId);
+      this.#await(taskId, conn);
       this.#watched.add(taskId); // one that ended meanwhile is found in the store by the next poll
     }
     conn.send({ type: "watching", id: request.id, taskIds: found, missing });
@@ -218,9 +263,7 @@ export class ResultRouter {
       target.result = push;
       return;
     }
-    if (this.#pushes.get(taskId) === target) this.#pushes.delete(taskId);
-    this.#watched.delete(taskId);
-    target.conn.awaiting.delete(taskId);
+    this.#remove(taskId, target);
     target.conn.send(push);
   }
 
@@ -247,16 +290,20 @@ export class ResultRouter {
     batch.results.forEach((result, i) => {
       // A duplicate is routed like a first result: a connection still waiting, or a forward that failed
       // after the record was written, would otherwise never get it. Each push target takes one result.
-      const target = this.#pushes.get(result.taskId);
+      const targets = this.#targets(result.taskId);
       if (firsts[i]) {
         stats.results++;
         countTask(stats, result.status, result.taskType);
       } else if (!batch.forwarded) stats.duplicates++;
       // The latency is this server's to observe when it holds the submit, first or forwarded here.
-      if (target?.since !== undefined && (firsts[i] || batch.forwarded)) {
-        observeLatency(stats, result.taskType, (performance.now() - target.since) / 1000);
+      const since = targets.find((t) => t.since !== undefined)?.since;
+      if (since !== undefined && (firsts[i] || batch.forwarded)) {
+        observeLatency(stats, result.taskType, (performance.now() - since) / 1000);
       }
-      if (target !== undefined) this.#deliver(result.taskId, target, _pushFromResult(result));
+      if (targets.length > 0) {
+        const push = _pushFromResult(result);
+        for (const target of targets) this.#deliver(result.taskId, target, push);
+      }
       // Forwarded even when a connection here awaited it too: one of the same principal on the origin
       // server (a repeated idempotency key, a watch) may await it there.
       if (forwardable(result.origin)) foreignOf(result.origin).results.push(result);
@@ -278,14 +325,15 @@ export class ResultRouter {
     this.#polling = true;
     try {
       for (const taskId of [...this.#watched]) {
-        const target = this.#pushes.get(taskId);
-        if (target === undefined || target.conn.closed) {
+        const targets = this.#targets(taskId).filter((t) => !t.conn.closed);
+        if (targets.length === 0) {
           this.#watched.delete(taskId);
           continue;
         }
         const view = await this.#deps.store.get(taskId);
         if (view !== undefined && _isFinal(view)) {
-          this.#deliver(taskId, target, _pushFromView(view));
+          const push = _pushFromView(view);
+          for (const target of targets) this.#deliver(taskId, target, push);
         }
       }
     } catch (err) {

@@ -5,8 +5,9 @@
  *
  * @module
  */
-import { payloadKey, UPLOAD_KEY } from "../shared/blob_keys.ts";
+import { isUploadOf, payloadKey, UPLOAD_KEY } from "../shared/blob_keys.ts";
 import type { ServerConfig } from "../shared/config.ts";
+import { blobNotFound } from "../shared/adapters/fs_blob.ts";
 import { ColmenaError } from "../shared/errors.ts";
 import * as log from "../shared/log.ts";
 import type { BlobStore, NewTask, ServerBroker, TaskStore } from "../shared/ports.ts";
@@ -14,6 +15,7 @@ import type { TaskCatalog } from "../shared/catalog.ts";
 import type { Request } from "../shared/protocol.ts";
 import { QUEUE_FORMAT, type TaskMessage } from "../shared/queue_messages.ts";
 import type { ClientConnection } from "./connection.ts";
+import type { Principal } from "./principal.ts";
 import type { ResultRouter } from "./result_routing.ts";
 import { countTask, type ServerStats } from "./stats.ts";
 
@@ -82,8 +84,19 @@ async function _readFileText(
  */
 async function _checkTask(
   task: SubmitRequest["task"],
+  principal: Principal,
   deps: { readonly catalog: TaskCatalog; readonly blobs: BlobStore },
 ): Promise<{ ok: true; value: CheckedTask } | { ok: false; error: ColmenaError }> {
+  if (principal.types !== undefined && !principal.types.includes(task.type)) {
+    return {
+      ok: false,
+      error: new ColmenaError("FORBIDDEN", {
+        message: `Su token no permite enviar tareas "${task.type.slice(0, 64)}" (solo: ${
+          principal.types.join(", ")
+        })`,
+      }),
+    };
+  }
   const file = task.file;
   if (file === undefined) {
     const valid = deps.catalog.validate({ type: task.type, payload: task.payload });
@@ -104,6 +117,10 @@ async function _checkTask(
         }"`,
       }),
     };
+  }
+  if (principal.role !== "admin" && !isUploadOf(file.ref, principal.name)) {
+    // Another principal's upload is not found, exactly like one that does not exist.
+    return { ok: false, error: blobNotFound(file.ref) };
   }
   const definition = early.value;
   let read: FileText;
@@ -168,7 +185,7 @@ export class Submitter {
   /** Answers a `submit` with `accepted` once the task is recorded and the broker confirmed it. */
   async submit(client: ClientConnection, request: SubmitRequest): Promise<void> {
     const { config, store, blobs, router, stats } = this.#deps;
-    const checked = await _checkTask(request.task, this.#deps);
+    const checked = await _checkTask(request.task, client.principal, this.#deps);
     if (!checked.ok) return client.sendError(request.id, checked.error);
     const broker = this.#deps.broker();
     const stopping = this.#deps.stopping();
@@ -200,6 +217,7 @@ export class Submitter {
       taskType: type,
       priority: options.priority ?? 0,
       client: { ...client.client },
+      owner: client.principal.name,
       submittedAt: new Date().toISOString(),
       origin: this.#deps.serverId,
       ...(payloadRef === undefined ? { payload } : { payloadRef }),

@@ -2,6 +2,9 @@
  * Requests about recorded tasks: `status`, `list` and `cancel`. Each reads or changes the task store; a
  * cancel also tells the workers and pushes the `cancelled` result to the connection awaiting it.
  *
+ * A principal sees only its own tasks (an `admin` sees all): another's task answers `NOT_FOUND` exactly like
+ * a missing one, and `list` shows only its own.
+ *
  * @module
  */
 import { ColmenaError } from "../shared/errors.ts";
@@ -18,7 +21,7 @@ import type { ServerBroker } from "../shared/ports.ts";
 import type { ClientConnection } from "./connection.ts";
 import type { ResultRouter } from "./result_routing.ts";
 import { encodeCursor } from "./stores/records.ts";
-import { resolveTaskIdPrefix } from "./task_ids.ts";
+import { findVisibleTask } from "./task_ids.ts";
 
 /** What the task queries need. */
 export interface TaskQueryDeps {
@@ -63,11 +66,7 @@ export async function status(
   request: Extract<Request, { type: "status" }>,
   { store }: TaskQueryDeps,
 ): Promise<void> {
-  let view = await store.get(request.taskId);
-  if (view === undefined) {
-    const taskId = await resolveTaskIdPrefix(store, request.taskId);
-    if (taskId !== undefined) view = await store.get(taskId);
-  }
+  const view = await findVisibleTask(store, request.taskId, client.principal);
   if (view === undefined) return _notFound(client, request.id, request.taskId);
   client.send({ type: "task", id: request.id, ...view });
 }
@@ -81,15 +80,10 @@ export async function cancel(
   request: Extract<Request, { type: "cancel" }>,
   { store, broker, router }: TaskQueryDeps,
 ): Promise<void> {
-  let taskId = request.taskId;
-  let outcome = await store.cancel(taskId);
-  if (outcome === "not_found") {
-    const full = await resolveTaskIdPrefix(store, taskId);
-    if (full !== undefined) {
-      taskId = full;
-      outcome = await store.cancel(taskId);
-    }
-  }
+  const found = await findVisibleTask(store, request.taskId, client.principal);
+  if (found === undefined) return _notFound(client, request.id, request.taskId);
+  const taskId = found.taskId;
+  const outcome = await store.cancel(taskId);
   if (outcome === "not_found") return _notFound(client, request.id, request.taskId);
   const view = await store.get(taskId);
   client.send({
@@ -119,6 +113,7 @@ export async function list(
     ...(f.taskType === undefined ? {} : { taskType: f.taskType }),
     ...(f.clientKind === undefined ? {} : { clientKind: f.clientKind }),
     ...(f.clientName === undefined ? {} : { clientName: f.clientName }),
+    ...(client.principal.role === "admin" ? {} : { owner: client.principal.name }),
     ...(f.since === undefined ? {} : { since: f.since }),
     ...(f.until === undefined ? {} : { until: f.until }),
     ...(request.cursor === undefined ? {} : { cursor: request.cursor }),

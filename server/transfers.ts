@@ -2,14 +2,18 @@
  * File transfers between a client and the object store: `upload` (pieces in order, streamed into an object)
  * and `download` (an output object, streamed back in `chunk` frames at the reader's pace).
  *
+ * An upload's key records its owner (`uploadKey`); a download is served only to the owner of the output's
+ * task, or an admin: anyone else gets `NOT_FOUND`, exactly as for an output that does not exist.
+ *
  * @module
  */
 import { Buffer } from "node:buffer";
-import { OUTPUT_KEY, uploadKey } from "../shared/blob_keys.ts";
+import { outputTaskId, uploadKey } from "../shared/blob_keys.ts";
 import { ColmenaError } from "../shared/errors.ts";
-import type { BlobStore } from "../shared/ports.ts";
+import type { BlobStore, TaskStore } from "../shared/ports.ts";
 import type { Request } from "../shared/protocol.ts";
 import type { ClientConnection } from "./connection.ts";
+import { mayAccess } from "./principal.ts";
 
 /** Bytes of one `chunk` frame of a download. */
 export const DOWNLOAD_CHUNK_BYTES = 768 * 1024;
@@ -30,6 +34,8 @@ export interface Upload {
 /** What transfers need. */
 export interface TransferDeps {
   readonly blobs: BlobStore;
+  /** The task store: whose output a download is. */
+  readonly store: Pick<TaskStore, "get">;
   /** Largest file one upload may hold, in bytes. */
   readonly maxUploadBytes: number;
 }
@@ -55,7 +61,7 @@ export function upload(
   if (uploadId === undefined) {
     uploadId = crypto.randomUUID();
     const { readable, writable } = new TransformStream<Uint8Array, Uint8Array>();
-    const ref = uploadKey(uploadId);
+    const ref = uploadKey(uploadId, client.principal.name);
     const stored = deps.blobs.put(ref, readable);
     stored.catch(() => {}); // awaited on the last piece; an abort is no unhandled rejection
     current = { ref, writer: writable.getWriter(), stored, bytes: 0, chain: Promise.resolve() };
@@ -112,7 +118,9 @@ export async function download(
   request: Extract<Request, { type: "download" }>,
   deps: TransferDeps,
 ): Promise<void> {
-  if (!OUTPUT_KEY.test(request.ref)) {
+  const taskId = outputTaskId(request.ref);
+  const owner = taskId === undefined ? undefined : (await deps.store.get(taskId))?.owner ?? "";
+  if (owner === undefined || !mayAccess(client.principal, owner)) {
     return client.sendError(
       request.id,
       new ColmenaError("NOT_FOUND", {

@@ -92,6 +92,9 @@ const OBJECT_STORAGE = {
  * - `http` — address of the HTTP listener (`/healthz`, `/readyz`, `/metrics`), as `host:port`; port 0 picks a free one. @defaultValue `"localhost:8080"` · env `COLMENA_HTTP` · `--http`
  * - `sinHttp` — open no HTTP listener. @defaultValue `false` · env `COLMENA_SIN_HTTP` · `--sin-http`
  * - `drainDelayMs` — on SIGTERM, how long `/readyz` answers 503 while the server still serves, before it stops taking connections (time for a balancer's health checks to see it). @defaultValue `0` · env `COLMENA_DRAIN_DELAY_MS` · `--drain-delay-ms`
+ * - `tokens` — file of access tokens (hashes only, made by `cliente token crear`); with it every connection must say `hello` with a valid token. @defaultValue none (no authentication; only allowed on loopback) · env `COLMENA_TOKENS_FILE` · `--tokens`
+ * - `authTimeoutMs` — with tokens, how long a new connection has to send a valid `hello` before it is closed. @defaultValue `10000` · env `COLMENA_AUTH_TIMEOUT_MS` · `--auth-timeout-ms`
+ * - `inseguro` — let a server without tokens listen on an address other than loopback (warned at every start). @defaultValue `false` · env `COLMENA_INSEGURO` · `--inseguro`
  * - storage of objects, as for the worker below.
  */
 export const ServerConfig = z.object({
@@ -128,6 +131,9 @@ export const ServerConfig = z.object({
   http: hostPort.default({ hostname: "localhost", port: 8080 }),
   sinHttp: flag.default(false),
   drainDelayMs: z.coerce.number().int().min(0).max(600_000).default(0),
+  tokens: z.string().min(1).optional(),
+  authTimeoutMs: positiveInt.default(10_000),
+  inseguro: flag.default(false),
   ...OBJECT_STORAGE,
 });
 
@@ -178,6 +184,8 @@ export type WorkerConfig = Readonly<z.output<typeof WorkerConfig>>;
  * - `host`, `port` — the server to connect to. @defaultValue `localhost:8888` · env `COLMENA_HOST`, `COLMENA_PORT`
  * - `kind` — the client's kind. @defaultValue `"cli"` · env `COLMENA_CLIENT_KIND` · `--tipo-cliente`
  * - `name` — the client's name. @defaultValue `"cliente"` · env `COLMENA_CLIENT_NAME` · `--nombre`
+ * - `token` — access token sent in `hello`, needed by a server with `--tokens`. @defaultValue none · env `COLMENA_TOKEN` · `--token`
+ * - `tokens` — `token crear|listar|revocar`: the server's tokens file (read by `client/token_command.ts` before this schema). @defaultValue none · env `COLMENA_TOKENS_FILE` · `--tokens`
  * - `json` — print JSON for scripts. @defaultValue `false` · `--json`
  * - `clientes`, `numTareas`, `tipos`, `tareasTipos` — options of `simular` (`--clientes`, `--num-tareas`, `--tipos`, `--tareas-tipos`).
  * - `datos` — `enviar`: the payload as JSON, for any task type. @defaultValue none · env `COLMENA_DATOS` · `--datos`
@@ -205,6 +213,8 @@ export const ClientConfig = z.object({
     z.enum(CLIENT_KINDS),
   ).default("cli"),
   name: z.string().min(1).max(100).default("cliente"),
+  token: z.string().min(1).max(200).optional(),
+  tokens: z.string().min(1).optional(),
   json: flag.default(false),
   clientes: positiveInt.max(10_000).default(10),
   numTareas: positiveInt.max(10_000_000).default(200),
@@ -288,6 +298,9 @@ const SOURCES: { [R in Role]: Record<string, Source> } = {
     http: { env: "COLMENA_HTTP", flag: "http", takes: HOST_PORT_TAKES },
     sinHttp: { env: "COLMENA_SIN_HTTP", flag: "sin-http", boolean: true },
     drainDelayMs: { env: "COLMENA_DRAIN_DELAY_MS", flag: "drain-delay-ms" },
+    tokens: { env: "COLMENA_TOKENS_FILE", flag: "tokens" },
+    authTimeoutMs: { env: "COLMENA_AUTH_TIMEOUT_MS", flag: "auth-timeout-ms" },
+    inseguro: { env: "COLMENA_INSEGURO", flag: "inseguro", boolean: true },
     ...OBJECT_STORAGE_SOURCES,
   },
   worker: {
@@ -311,6 +324,8 @@ const SOURCES: { [R in Role]: Record<string, Source> } = {
     port: { env: "COLMENA_PORT", flag: "port", short: "p" },
     kind: { env: "COLMENA_CLIENT_KIND", flag: "tipo-cliente" },
     name: { env: "COLMENA_CLIENT_NAME", flag: "nombre" },
+    token: { env: "COLMENA_TOKEN", flag: "token" },
+    tokens: { env: "COLMENA_TOKENS_FILE", flag: "tokens" },
     json: { env: "COLMENA_JSON", flag: "json", boolean: true },
     clientes: { env: "COLMENA_SIM_CLIENTES", flag: "clientes" },
     numTareas: { env: "COLMENA_SIM_TAREAS", flag: "num-tareas" },

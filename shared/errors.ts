@@ -55,6 +55,22 @@ export const ERRORS = {
     message: "El identificador abreviado coincide con varias tareas; escriba más caracteres",
     retryable: false,
   },
+  /**
+   * The connection has not identified itself: a server with tokens (`--tokens`) got a request before a
+   * valid `hello`, or a `hello` with a missing or wrong token, or none in time. The connection is closed.
+   */
+  UNAUTHORIZED: {
+    message: "Se necesita un token válido en el hello; la conexión se cierra",
+    retryable: false,
+  },
+  /**
+   * The caller is identified but may not do this: `dlq` and `workers` need the `admin` role, and a token
+   * limited to some task types cannot submit others.
+   */
+  FORBIDDEN: {
+    message: "Su token no permite esta operación",
+    retryable: false,
+  },
   BROKER_UNAVAILABLE: {
     message: "El broker de mensajes no está disponible; inténtelo de nuevo",
     retryable: true,

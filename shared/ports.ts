@@ -157,8 +157,13 @@ export interface NewTask {
   readonly maxAttempts: number;
   /** Longest one attempt may run, in milliseconds. */
   readonly timeoutMs: number;
-  /** The client's idempotency key: a second task with the same key and client name is the first one. */
+  /** The client's idempotency key: a second task with the same key and owner is the first one. */
   readonly idempotencyKey?: string;
+  /**
+   * The principal that owns the task (see `server/principal.ts`): who may see it, and the scope of its
+   * idempotency key. @defaultValue `client.name`
+   */
+  readonly owner?: string;
 }
 
 /** A filter and page of `list`. Results come newest first (by submit time, then task id). */
@@ -167,6 +172,8 @@ export interface TaskQuery {
   readonly taskType?: string;
   readonly clientKind?: ClientKind;
   readonly clientName?: string;
+  /** Only the tasks of this principal (see {@linkcode NewTask.owner}). */
+  readonly owner?: string;
   /** Submitted at or after this ISO 8601 time. */
   readonly since?: string;
   /** Submitted before this ISO 8601 time. */
@@ -195,7 +202,7 @@ export type CancelOutcome = "cancelled" | "too_late" | "not_found";
 export interface TaskStore {
   /**
    * Records a task in state `queued` and resolves once the record is durable. With an `idempotencyKey`
-   * already used by the same client name, records nothing and returns the first task's id, `created: false`.
+   * already used by the same owner, records nothing and returns the first task's id, `created: false`.
    */
   create(task: NewTask): Promise<{ taskId: string; created: boolean }>;
   /** Marks a task `running` on a worker and counts the attempt; ignored when the task is final. */

@@ -51,8 +51,8 @@ export const SubmitOptions = z.object({
   /** Attempts before the task fails for good (a handler that throws or times out is retried). */
   maxAttempts: z.number().int().min(1).max(20).optional(),
   /**
-   * A key of the client's choosing: a second submit with the same key from a client of the same name gets
-   * the first task's id instead of a new task (safe retries of a submit whose reply was lost).
+   * A key of the client's choosing: a second submit with the same key from the same principal (token, or
+   * `hello` name without tokens) gets the first task's id instead of a new task (safe retries of a submit whose reply was lost).
    */
   idempotencyKey: z.string().min(1).max(200).optional(),
   /**
@@ -76,12 +76,21 @@ export const TaskSpec = z.object({
   file: z.object({ ref: z.string().min(1).max(300), field: z.string().min(1).max(64) }).optional(),
 });
 
-/** `hello`: optional introduction; answered with `welcome`. */
+/**
+ * `hello`: introduction, answered with `welcome`. Optional on a server without tokens; on one with tokens
+ * (`--tokens`) it must come first and carry a valid `token`, or the connection gets `UNAUTHORIZED` and is
+ * closed.
+ */
 export const HelloRequest = z.object({
   type: z.literal("hello"),
   id: requestId,
   client: ClientInfo.optional(),
   protocol: z.number().int().optional(),
+  /**
+   * The client's access token (`clm_…`), required by a server started with `--tokens`: the connection then
+   * acts for the token's principal (its name and role), not for `client.name`.
+   */
+  token: z.string().min(1).max(200).optional(),
 });
 
 /** `submit`: enqueue a task; answered with `accepted` once the broker has stored it, or `error`. */
@@ -291,6 +300,8 @@ export const TaskView = z.object({
   /** An output stored as an object: fetch it with `download`. */
   outputRef: z.string().optional(),
   error: WireErrorSchema.optional(),
+  /** The principal that submitted it: a token's name, or the `hello` name on a server without tokens. */
+  owner: z.string().optional(),
 });
 
 /** The record of a task. */

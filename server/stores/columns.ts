@@ -177,6 +177,7 @@ export const TASK_COLUMNS = [
   column("finishedAt", { name: "finished_at", type: TIME, nullable: true }),
   column("idempotencyKey", { name: "idempotency_key", type: TEXT, nullable: true }),
   column("fileRef", { name: "file_ref", type: TEXT, nullable: true }),
+  column("owner", { name: "owner", type: TEXT, nullable: false }),
 ] as const;
 
 type MissingField = Exclude<keyof TaskRecord, (typeof TASK_COLUMNS)[number]["field"]>;

@@ -24,8 +24,8 @@ import {
   toTaskView,
 } from "./records.ts";
 
-function idempotencyIndex(clientName: string, key: string): string {
-  return JSON.stringify([clientName, key]);
+function idempotencyIndex(owner: string, key: string): string {
+  return JSON.stringify([owner, key]);
 }
 
 /** Newest first: by submit time, then by task id. */
@@ -59,7 +59,7 @@ export class MemoryTaskStore implements TaskStore {
       const record = newTaskRecord(task);
       if (record.idempotencyKey !== null) {
         const first = this.#byIdempotencyKey.get(
-          idempotencyIndex(record.clientName, record.idempotencyKey),
+          idempotencyIndex(record.owner, record.idempotencyKey),
         );
         if (first !== undefined) return { taskId: first, created: false };
       }
@@ -208,6 +208,7 @@ export class MemoryTaskStore implements TaskStore {
       if (query.taskType !== undefined && record.taskType !== query.taskType) continue;
       if (query.clientKind !== undefined && record.clientKind !== query.clientKind) continue;
       if (query.clientName !== undefined && record.clientName !== query.clientName) continue;
+      if (query.owner !== undefined && record.owner !== query.owner) continue;
       if (since !== undefined && record.submittedAt < since) continue;
       if (until !== undefined && record.submittedAt >= until) continue;
       if (
@@ -255,7 +256,7 @@ export class MemoryTaskStore implements TaskStore {
     this.#tasks.set(record.taskId, record);
     if (record.idempotencyKey !== null) {
       this.#byIdempotencyKey.set(
-        idempotencyIndex(record.clientName, record.idempotencyKey),
+        idempotencyIndex(record.owner, record.idempotencyKey),
         record.taskId,
       );
     }
@@ -267,7 +268,7 @@ export class MemoryTaskStore implements TaskStore {
     if (record === undefined) return;
     this.#tasks.delete(taskId);
     if (record.idempotencyKey !== null) {
-      this.#byIdempotencyKey.delete(idempotencyIndex(record.clientName, record.idempotencyKey));
+      this.#byIdempotencyKey.delete(idempotencyIndex(record.owner, record.idempotencyKey));
     }
   }
 

@@ -291,6 +291,7 @@ export class PostgresTaskStore implements TaskStore {
     if (query.clientName !== undefined) {
       where.push(`client_name = ${param(storableText(query.clientName))}`);
     }
+    if (query.owner !== undefined) where.push(`owner = ${param(storableText(query.owner))}`);
     if (query.since !== undefined) {
       where.push(`submitted_at >= ${param(toIso(toMillis(query.since)))}::timestamptz`);
     }
@@ -511,15 +512,15 @@ export class PostgresTaskStore implements TaskStore {
     );
     const firstByKey = new Map<string, string>();
     if (keyed.length > 0) {
-      const found = await client.query<{ clientName: string; key: string; taskId: string }>(
-        `SELECT t.client_name AS "clientName", t.idempotency_key AS key, t.task_id AS "taskId"
+      const found = await client.query<{ owner: string; key: string; taskId: string }>(
+        `SELECT t.owner AS owner, t.idempotency_key AS key, t.task_id AS "taskId"
          FROM ${this.#table} t
-         JOIN unnest($1::text[], $2::text[]) AS k(client_name, idempotency_key)
-           ON t.client_name = k.client_name AND t.idempotency_key = k.idempotency_key`,
-        [keyed.map((record) => record.clientName), keyed.map((record) => record.idempotencyKey)],
+         JOIN unnest($1::text[], $2::text[]) AS k(owner, idempotency_key)
+           ON t.owner = k.owner AND t.idempotency_key = k.idempotency_key`,
+        [keyed.map((record) => record.owner), keyed.map((record) => record.idempotencyKey)],
       );
       for (const row of found.rows) {
-        firstByKey.set(JSON.stringify([row.clientName, row.key]), row.taskId);
+        firstByKey.set(JSON.stringify([row.owner, row.key]), row.taskId);
       }
     }
     return writes.map((write) => {
@@ -527,7 +528,7 @@ export class PostgresTaskStore implements TaskStore {
       let result: { taskId: string; created: boolean };
       if (created.delete(record.taskId)) result = { taskId: record.taskId, created: true };
       else {
-        const key = JSON.stringify([record.clientName, record.idempotencyKey]);
+        const key = JSON.stringify([record.owner, record.idempotencyKey]);
         const first = record.idempotencyKey === null ? undefined : firstByKey.get(key);
         result = { taskId: first ?? record.taskId, created: false };
       }

@@ -51,6 +51,8 @@ export interface TaskRecord {
   startedAt: number | null;
   finishedAt: number | null;
   idempotencyKey: string | null;
+  /** The principal that owns the task; `""` for a record made from a result alone (only admins see it). */
+  owner: string;
 }
 
 /** Whether a task in this state never changes again. */
@@ -124,6 +126,7 @@ export function newTaskRecord(task: NewTask): TaskRecord {
     startedAt: null,
     finishedAt: null,
     idempotencyKey: task.idempotencyKey === undefined ? null : storableText(task.idempotencyKey),
+    owner: storableText(task.owner ?? task.client.name),
   };
 }
 
@@ -156,6 +159,7 @@ export function orphanRecord(result: ResultMessage): TaskRecord {
     startedAt: null,
     finishedAt: null,
     idempotencyKey: null,
+    owner: "",
   };
   applyResult(record, result);
   return record;
@@ -194,6 +198,7 @@ export function toSubmission(record: TaskRecord): NewTask | undefined {
     maxAttempts: record.maxAttempts,
     timeoutMs: record.timeoutMs,
     ...(record.idempotencyKey === null ? {} : { idempotencyKey: record.idempotencyKey }),
+    owner: record.owner,
   };
 }
 
@@ -215,6 +220,7 @@ export function toTaskView(record: TaskRecord): TaskView {
   if (record.durationMs !== null) view.durationMs = record.durationMs;
   if (record.output !== null) view.output = JSON.parse(record.output);
   if (record.outputRef !== null) view.outputRef = record.outputRef;
+  if (record.owner !== "") view.owner = record.owner;
   if (record.errorCode !== null) {
     view.error = {
       code: isErrorCode(record.errorCode) ? record.errorCode : "INTERNAL",

@@ -92,7 +92,7 @@ function prepareStatements(db: DatabaseSync) {
   return {
     insert: db.prepare(`${INSERT_ROW} ON CONFLICT DO NOTHING RETURNING task_id`),
     findByKey: db.prepare(
-      "SELECT task_id FROM tasks WHERE client_name = ? AND idempotency_key = ?",
+      "SELECT task_id FROM tasks WHERE owner = ? AND idempotency_key = ?",
     ),
     markStarted: db.prepare(
       `UPDATE tasks SET status = 'running', worker = ?, started_at = ?, attempts = max(attempts, ?)
@@ -195,7 +195,7 @@ export class SqliteTaskStore implements TaskStore {
         return { taskId: record.taskId, created: true };
       }
       if (record.idempotencyKey !== null) {
-        const first = this.#sql.findByKey.get(record.clientName, record.idempotencyKey);
+        const first = this.#sql.findByKey.get(record.owner, record.idempotencyKey);
         if (first !== undefined) return { taskId: text(first, "task_id"), created: false };
       }
       return { taskId: record.taskId, created: false };
@@ -318,6 +318,10 @@ export class SqliteTaskStore implements TaskStore {
       if (query.clientName !== undefined) {
         where.push("client_name = ?");
         params.push(storableText(query.clientName));
+      }
+      if (query.owner !== undefined) {
+        where.push("owner = ?");
+        params.push(storableText(query.owner));
       }
       if (query.since !== undefined) {
         where.push("submitted_at >= ?");

@@ -83,6 +83,7 @@ const queuedView = (taskId: string): TaskView => ({
   submittedAt: at(0),
   attempts: 0,
   maxAttempts: 3,
+  owner: "web-1",
 });
 
 async function assertStoreUnavailable(promise: Promise<unknown>): Promise<void> {
@@ -282,9 +283,10 @@ export function storeConformance(
     });
     await store.create(inline);
     await store.create(referenced);
-    assert.deepEqual(await store.submission("t1"), inline);
+    // The owner defaults to the client name.
+    assert.deepEqual(await store.submission("t1"), { ...inline, owner: "web-1" });
     const { payload: _none, ...withoutPayload } = referenced;
-    assert.deepEqual(await store.submission("t2"), withoutPayload);
+    assert.deepEqual(await store.submission("t2"), { ...withoutPayload, owner: "web-1" });
   });
 
   test("submission is undefined for an unknown task and one known only by its result", async ({ store }) => {
@@ -300,6 +302,34 @@ export function storeConformance(
     );
     assert.deepEqual(other, { taskId: "t2", created: true });
     assert.equal((await store.get("t2"))?.client.name, "movil-7");
+  });
+
+  test("an idempotency key belongs to one owner, whatever client name it says", async ({ store }) => {
+    await store.create(newTask("t1", { idempotencyKey: "clave", owner: "bob" }));
+    // Another principal that calls itself like bob's client does not get bob's task.
+    const squatter = await store.create(newTask("t2", { idempotencyKey: "clave", owner: "eve" }));
+    assert.deepEqual(squatter, { taskId: "t2", created: true });
+    const bobAgain = await store.create(
+      newTask("t3", {
+        idempotencyKey: "clave",
+        owner: "bob",
+        client: { name: "otro", kind: "cli" },
+      }),
+    );
+    assert.deepEqual(bobAgain, { taskId: "t1", created: false });
+    assert.equal((await store.get("t1"))?.owner, "bob");
+    assert.equal((await store.get("t2"))?.owner, "eve");
+  });
+
+  test("list filters by owner, and a record made from a result alone has no owner", async ({ store }) => {
+    await store.create(newTask("t1", { owner: "bob" }));
+    await store.create(newTask("t2", { owner: "eve", submittedAt: at(1) }));
+    await store.create(newTask("t3", { owner: "bob", submittedAt: at(2) }));
+    await store.complete(result("huerfana"));
+    const bob = await store.list({ limit: 10, owner: "bob" });
+    assert.deepEqual(bob.items.map((view) => view.taskId), ["t3", "t1"]);
+    assert.deepEqual((await store.list({ limit: 10, owner: "nadie" })).items, []);
+    assert.equal((await store.get("huerfana"))?.owner, undefined);
   });
 
   test("create of a task id already recorded changes nothing", async ({ store }) => {
@@ -653,6 +683,7 @@ export function storeConformance(
       taskType: "echo",
       client: { name: "cliente-3", kind: "cli" },
       submittedAt: at(39_000),
+      owner: "cliente-3",
     });
   });
 

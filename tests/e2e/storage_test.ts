@@ -10,6 +10,7 @@ import assert from "node:assert/strict";
 import { fileURLToPath } from "node:url";
 import { TaskClient } from "../../client.ts";
 import { ColmenaError } from "../../shared/errors.ts";
+import { UPLOAD_KEY, uploadOwnerTag } from "../../shared/blob_keys.ts";
 import type { BlobStore } from "../../shared/ports.ts";
 import { dropPostgresSchema } from "../../server/stores/postgres.ts";
 import { openS3BlobStore } from "../../shared/adapters/s3.ts";
@@ -210,7 +211,9 @@ for (const kind of ["sqlite", "postgres"] as const) {
       const uploaded = await client.upload(
         ReadableStream.from([bytes.subarray(0, 1_000_001), bytes.subarray(1_000_001)]),
       );
-      assert.match(uploaded.ref, /^uploads\/[0-9a-f-]{36}$/);
+      // The key records its owner: this client's principal, its hello name ("cliente").
+      assert.equal(uploaded.ref.slice(0, -36), `uploads/${uploadOwnerTag("cliente")}/`);
+      assert.match(uploaded.ref, UPLOAD_KEY);
       assert.equal(uploaded.bytes, bytes.length);
       assert.deepEqual(await storage.blobs.get(uploaded.ref), bytes);
       const { taskId, result } = await submitUploaded(server.port, uploaded.ref);

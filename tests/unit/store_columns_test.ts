@@ -38,6 +38,7 @@ const RECORD: TaskRecord = {
   startedAt: Date.parse("2025-01-01T00:00:01.000Z"),
   finishedAt: Date.parse("2025-01-01T00:00:02.000Z"),
   idempotencyKey: null,
+  owner: "web-1",
 };
 
 Deno.test("every task column has its own name and field, named as the field in snake_case", () => {

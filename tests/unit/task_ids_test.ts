@@ -6,7 +6,7 @@
 import assert from "node:assert/strict";
 import { ColmenaError } from "../../shared/errors.ts";
 import { MemoryTaskStore } from "../../server/stores/memory.ts";
-import { resolveTaskIdPrefix } from "../../server/task_ids.ts";
+import { findVisibleTask, resolveTaskIdPrefix } from "../../server/task_ids.ts";
 
 /** A finished record made from a result alone, with a chosen id. */
 function finished(taskId: string) {
@@ -49,4 +49,29 @@ Deno.test("an ambiguous prefix of more than 100 tasks says so without reading th
     await store.complete(finished(`abcdef01-${String(i).padStart(4, "0")}`));
   }
   await assert.rejects(resolveTaskIdPrefix(store, "abcdef01"), /más de 100 tareas/);
+});
+
+Deno.test("a principal's prefix counts only its own tasks: another's neither matches nor makes it ambiguous", async () => {
+  const store = new MemoryTaskStore();
+  const task = (taskId: string, owner: string) => ({
+    taskId,
+    taskType: "echo",
+    priority: 0,
+    client: { name: owner, kind: "cli" as const },
+    submittedAt: "2025-01-01T00:00:00.000Z",
+    origin: "s1",
+    maxAttempts: 1,
+    timeoutMs: 1_000,
+    owner,
+  });
+  await store.create(task("abcdef01-0001", "ana"));
+  await store.create(task("abcdef01-0002", "bob"));
+  const ana = { name: "ana", role: "cliente" as const };
+  const eve = { name: "eve", role: "cliente" as const };
+  const root = { name: "root", role: "admin" as const };
+  assert.equal((await findVisibleTask(store, "abcdef01", ana))?.taskId, "abcdef01-0001");
+  assert.equal(await findVisibleTask(store, "abcdef01", eve), undefined);
+  assert.equal(await findVisibleTask(store, "abcdef01-0002", ana), undefined, "a full id too");
+  assert.equal((await findVisibleTask(store, "abcdef01-0002", root))?.owner, "bob");
+  await assert.rejects(findVisibleTask(store, "abcdef01", root), /coincide con 2 tareas/);
 });
