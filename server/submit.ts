@@ -43,6 +43,11 @@ interface FileText {
   readonly text: string | undefined;
 }
 
+/** Past a submit's publish deadline, how long its confirm may still take to be noted in the store. */
+const CONFIRM_MARGIN_MS = 5_000;
+/** How often a repeat looks for the first submit's confirm. */
+const CONFIRM_POLL_MS = 100;
+
 /**
  * Reads an uploaded file once, as a stream: its size (stopping past `maxBytes`), and whether it is UTF-8
  * text; a binary file is refused here, at submit, with `INVALID_PAYLOAD`, never by a worker.
@@ -260,6 +265,7 @@ export class Submitter {
       throw err;
     }
     this.#inFlight.delete(taskId);
+    if (options.idempotencyKey !== undefined) this.#markPublished(taskId);
     stats.accepted++;
     countTask(stats, "accepted", type);
     client.send({ type: "accepted", id: request.id, taskId });
@@ -314,16 +320,21 @@ export class Submitter {
     }
     const first = await store.submission(taskId);
     const differs = first === undefined ? undefined : await this.#differs(first, repeat);
-    if (first !== undefined && view.status === "queued" && (view.attempts ?? 0) === 0) {
-      // Never seen running: the first submit may have died with its server between recording the task and
-      // the broker's confirm, so that no copy is queued. Publish it again under the same id; if a copy was
-      // queued after all, the task runs twice and the store keeps one result.
+    if (
+      first !== undefined && view.status === "queued" && (view.attempts ?? 0) === 0 &&
+      !(await this.#confirmedMeanwhile(taskId, first.submittedAt))
+    ) {
+      // Never seen running, and its publish never confirmed by the deadline of the submit that recorded it:
+      // that server died between the record and the broker's confirm (or the confirm was lost), so that no
+      // copy may be queued. Publish it again under the same id; if a copy was queued after all (a lost
+      // confirm), the task runs twice and the store keeps one result.
       const file = _recordedFile(first, repeat.file);
       if (first.fileRef === undefined || file !== undefined) {
         await this.#publishSurely(broker, {
           ..._taskMessage(first, file),
           origin: this.#deps.serverId,
         });
+        this.#markPublished(taskId);
       } else {
         log.warn(
           `La tarea ${taskId} lee un fichero y su registro no dice en qué campo: no se vuelve a publicar`,
@@ -338,6 +349,30 @@ export class Submitter {
       ...(differs === undefined ? {} : { payloadDiffers: differs }),
     });
     this.#deps.router.follow(taskId, client, view);
+  }
+
+  /** Notes the broker's confirm of a keyed task in the store; a failure only costs a later repeat a wait. */
+  #markPublished(taskId: string): void {
+    this.#deps.store.markPublished(taskId).catch((err) =>
+      log.warn(`No se pudo anotar la publicación de la tarea ${taskId}: ${String(err)}`)
+    );
+  }
+
+  /**
+   * Whether the publish of a recorded task is confirmed (or it started), waiting for it while the submit
+   * that recorded it, on this server or another, may still be publishing: until its publish deadline
+   * (`publishRetryMs`) and a margin have passed since it was submitted.
+   */
+  async #confirmedMeanwhile(taskId: string, submittedAt: string): Promise<boolean> {
+    const { store, config } = this.#deps;
+    const deadline = Date.parse(submittedAt) + config.publishRetryMs + CONFIRM_MARGIN_MS;
+    for (;;) {
+      if (await store.published(taskId)) return true;
+      const view = await store.get(taskId);
+      if (view === undefined || view.status !== "queued" || (view.attempts ?? 0) > 0) return true;
+      if (Date.now() >= deadline || this.#deps.stopping()) return false;
+      await new Promise((resolve) => setTimeout(resolve, CONFIRM_POLL_MS));
+    }
   }
 
   /**

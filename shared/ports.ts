@@ -221,6 +221,13 @@ export interface TaskStore {
    * dead-letter queue): attempts 0, no worker, output, error or finish time. Ignored when not final.
    */
   reopen(taskId: string): Promise<void>;
+  /**
+   * Notes that the broker confirmed the publish of a task (one with an idempotency key), so that a repeat of
+   * its key never queues it a second time. Ignored for an unknown task.
+   */
+  markPublished(taskId: string): Promise<void>;
+  /** Whether {@linkcode markPublished} was called for the task; `false` for an unknown one. */
+  published(taskId: string): Promise<boolean>;
   /** Forgets a task whose submission failed before it was accepted. */
   remove(taskId: string): Promise<void>;
   /** The record of a task, or `undefined` when there is none. */

@@ -178,6 +178,7 @@ export const TASK_COLUMNS = [
   column("idempotencyKey", { name: "idempotency_key", type: TEXT, nullable: true }),
   column("fileRef", { name: "file_ref", type: TEXT, nullable: true }),
   column("owner", { name: "owner", type: TEXT, nullable: false }),
+  column("publishedAt", { name: "published_at", type: TIME, nullable: true }),
 ] as const;
 
 type MissingField = Exclude<keyof TaskRecord, (typeof TASK_COLUMNS)[number]["field"]>;

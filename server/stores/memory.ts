@@ -121,6 +121,17 @@ export class MemoryTaskStore implements TaskStore {
     return this.#run(() => this.#delete(taskId));
   }
 
+  markPublished(taskId: string): Promise<void> {
+    return this.#run(() => {
+      const record = this.#tasks.get(taskId);
+      if (record !== undefined && record.publishedAt === null) record.publishedAt = Date.now();
+    });
+  }
+
+  published(taskId: string): Promise<boolean> {
+    return this.#run(() => (this.#tasks.get(taskId)?.publishedAt ?? null) !== null);
+  }
+
   reopen(taskId: string): Promise<void> {
     return this.#run(() => {
       const record = this.#tasks.get(taskId);

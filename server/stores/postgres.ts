@@ -128,6 +128,7 @@ type Write =
   | { kind: "complete"; record: TaskRecord; settle: Settle<boolean> }
   | { kind: "cancel"; taskId: string; now: string; settle: Settle<CancelOutcome> }
   | { kind: "remove"; taskId: string; settle: Settle<void> }
+  | { kind: "published"; taskId: string; settle: Settle<void> }
   | { kind: "reopen"; taskId: string; settle: Settle<void> }
   | {
     kind: "prune";
@@ -213,6 +214,21 @@ export class PostgresTaskStore implements TaskStore {
   remove(taskId: string): Promise<void> {
     if (!storableId(taskId)) return Promise.resolve();
     return this.#enqueue((settle) => ({ kind: "remove", taskId, settle }));
+  }
+
+  markPublished(taskId: string): Promise<void> {
+    if (!storableId(taskId)) return Promise.resolve();
+    return this.#enqueue((settle) => ({ kind: "published", taskId, settle }));
+  }
+
+  async published(taskId: string): Promise<boolean> {
+    if (this.#closed) throw closedError();
+    if (!storableId(taskId)) return false;
+    const rows = await this.#query<{ published: boolean }>(
+      `SELECT published_at IS NOT NULL AS published FROM ${this.#table} WHERE task_id = $1`,
+      [taskId],
+    );
+    return rows[0]?.published ?? false;
   }
 
   reopen(taskId: string): Promise<void> {
@@ -466,6 +482,8 @@ export class PostgresTaskStore implements TaskStore {
           await client.query(`DELETE FROM ${this.#table} WHERE task_id = $1`, [write.taskId]);
           return () => write.settle.resolve();
         });
+      case "published":
+        return this.#applyPublished(client, of("published"));
       case "reopen":
         return this.#applyEach(of("reopen"), async (write) => {
           await client.query(
@@ -537,6 +555,15 @@ export class PostgresTaskStore implements TaskStore {
   }
 
   /** One `UPDATE … FROM unnest(…)`; several notices for one task merge as if applied in order. */
+  async #applyPublished(client: PoolClient, writes: WriteOf<"published">[]): Promise<Outcomes> {
+    await client.query(
+      `UPDATE ${this.#table} SET published_at = now()
+       WHERE task_id = ANY($1::text[]) AND published_at IS NULL`,
+      [writes.map((w) => w.taskId)],
+    );
+    return writes.map((w) => () => w.settle.resolve());
+  }
+
   async #applyStarted(client: PoolClient, writes: WriteOf<"started">[]): Promise<Outcomes> {
     const merged = new Map<string, { worker: string; startedAt: string; attempt: number }>();
     for (const write of writes) {

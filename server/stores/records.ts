@@ -53,6 +53,11 @@ export interface TaskRecord {
   idempotencyKey: string | null;
   /** The principal that owns the task; `""` for a record made from a result alone (only admins see it). */
   owner: string;
+  /**
+   * When the broker confirmed the task's publish, for tasks with an idempotency key (`null` until then, and
+   * always for tasks without one): a repeat of the key republishes only a task whose publish may have failed.
+   */
+  publishedAt: number | null;
 }
 
 /** Whether a task in this state never changes again. */
@@ -127,6 +132,7 @@ export function newTaskRecord(task: NewTask): TaskRecord {
     finishedAt: null,
     idempotencyKey: task.idempotencyKey === undefined ? null : storableText(task.idempotencyKey),
     owner: storableText(task.owner ?? task.client.name),
+    publishedAt: null,
   };
 }
 
@@ -160,6 +166,7 @@ export function orphanRecord(result: ResultMessage): TaskRecord {
     finishedAt: null,
     idempotencyKey: null,
     owner: "",
+    publishedAt: null,
   };
   applyResult(record, result);
   return record;

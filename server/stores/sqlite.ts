@@ -124,6 +124,10 @@ function prepareStatements(db: DatabaseSync) {
     ),
     exists: db.prepare("SELECT 1 AS found FROM tasks WHERE task_id = ?"),
     remove: db.prepare("DELETE FROM tasks WHERE task_id = ?"),
+    markPublished: db.prepare(
+      "UPDATE tasks SET published_at = ? WHERE task_id = ? AND published_at IS NULL",
+    ),
+    published: db.prepare("SELECT published_at FROM tasks WHERE task_id = ?"),
     prune: db.prepare(
       `DELETE FROM tasks WHERE task_id IN (
          SELECT task_id FROM tasks
@@ -241,6 +245,19 @@ export class SqliteTaskStore implements TaskStore {
   remove(taskId: string): Promise<void> {
     return this.#write(() => taskId, (id) => {
       this.#sql.remove.run(id);
+    });
+  }
+
+  markPublished(taskId: string): Promise<void> {
+    return this.#write(() => taskId, (id) => {
+      this.#sql.markPublished.run(Date.now(), id);
+    });
+  }
+
+  published(taskId: string): Promise<boolean> {
+    return this.#read(() => {
+      const row = this.#sql.published.get(taskId);
+      return row !== undefined && row.published_at !== null;
     });
   }
 

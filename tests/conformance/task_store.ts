@@ -269,6 +269,22 @@ export function storeConformance(
     assert.equal((await store.list({ limit: 10 })).items.length, 1);
   });
 
+  test("a task is published once markPublished says so, and stays so; unknown tasks are not", async ({ store }) => {
+    await store.create(newTask("t1", { idempotencyKey: "clave" }));
+    assert.equal(await store.published("t1"), false);
+    await store.markPublished("t1");
+    assert.equal(await store.published("t1"), true);
+    await store.markPublished("t1");
+    assert.equal(await store.published("t1"), true);
+    await store.markPublished("nope");
+    assert.equal(await store.published("nope"), false);
+    // A result does not count as a confirmed publish, and leaves the mark as it was.
+    await store.complete(result("huerfana"));
+    assert.equal(await store.published("huerfana"), false);
+    await store.complete(result("t1"));
+    assert.equal(await store.published("t1"), true);
+  });
+
   test("submission returns the task as created, payload and references included", async ({ store }) => {
     const inline = newTask("t1", {
       payload: { text: "hola", n: [1, 2.5, null], nested: { ñ: "ü" } },

@@ -39,6 +39,7 @@ const RECORD: TaskRecord = {
   finishedAt: Date.parse("2025-01-01T00:00:02.000Z"),
   idempotencyKey: null,
   owner: "web-1",
+  publishedAt: 1_767_225_600_000,
 };
 
 Deno.test("every task column has its own name and field, named as the field in snake_case", () => {
