@@ -6,6 +6,8 @@
  * - `submit.ts`: validation against the catalogue, claim check, record and publish, idempotency repeats;
  * - `result_routing.ts`: results from the broker to the connection awaiting them, watches, forwarding;
  * - `transfers.ts`: uploads and downloads;
+ * - `quotas.ts`: what one `cliente` principal may ask (tasks in flight, submits per second, priority, budget,
+ *   uploads);
  * - `task_queries.ts`, `dead_letters.ts`, `worker_registry.ts`: `status`/`list`/`cancel`, `dlq`, `workers`;
  * - `http.ts`, `metrics.ts`: the HTTP listener (`/healthz`, `/readyz`, `/metrics`) over `stats.ts`.
  *
@@ -13,6 +15,7 @@
  *
  * @module
  */
+import { setTimeout as delay } from "node:timers/promises";
 import { ColmenaError } from "../shared/errors.ts";
 import { BUILTIN_CATALOG, type TaskCatalog } from "../shared/catalog.ts";
 import * as log from "../shared/log.ts";
@@ -31,7 +34,8 @@ import { deadLetters } from "./dead_letters.ts";
 import { type HttpListener, type Readiness, serveHttp } from "./http.ts";
 import { renderMetrics } from "./metrics.ts";
 import { ResultRouter } from "./result_routing.ts";
-import { localPrincipal } from "./principal.ts";
+import { localPrincipal, type Principal } from "./principal.ts";
+import { PrincipalQuotas } from "./quotas.ts";
 import { newServerStats, type ServerStats } from "./stats.ts";
 import { Submitter } from "./submit.ts";
 import { cancel, list, status, type TaskQueryDeps } from "./task_queries.ts";
@@ -44,6 +48,10 @@ export type { ServerStats };
 const STORE_PROBE_MS = 2_000;
 /** The id `/readyz` looks up: a primary-key read of a task that never exists. */
 const PROBE_TASK_ID = "00000000-0000-0000-0000-000000000000";
+/** First wait after a failed accept (out of descriptors…), doubled while it keeps failing. */
+const ACCEPT_BACKOFF_MIN_MS = 10;
+/** Longest wait between two accepts that fail. */
+const ACCEPT_BACKOFF_MAX_MS = 1_000;
 
 /** What the server needs besides its configuration. */
 export interface ServerDeps {
@@ -60,6 +68,11 @@ export interface ServerDeps {
   blobs: BlobStore;
   /** The task types the server accepts. @defaultValue the built-in ones */
   catalog?: TaskCatalog;
+  /**
+   * Who a connection acts for, given its `hello` name. @defaultValue {@linkcode localPrincipal} (role
+   * `admin`), until authentication decides it; tests pass one that gives the `cliente` role.
+   */
+  principalFor?: (name: string) => Principal;
 }
 
 /** A running server. */
@@ -71,6 +84,9 @@ export class ColmenaServer {
   #listener: Deno.TcpListener | undefined;
   #http: HttpListener | undefined;
   readonly #connections = new Set<ClientConnection>();
+  /** Open connections by the peer's IP address. */
+  readonly #perAddress = new Map<string, number>();
+  readonly #quotas: PrincipalQuotas;
   readonly #router: ResultRouter;
   readonly #submitter: Submitter;
   readonly #workers = new WorkerRegistry();
@@ -85,12 +101,14 @@ export class ColmenaServer {
     this.#config = config;
     this.#deps = deps;
     const broker = () => this.#broker;
+    this.#quotas = new PrincipalQuotas(config);
     this.#router = new ResultRouter({
       serverId: deps.serverId,
       store: deps.store,
       broker,
       stats: this.stats,
       maxOutputBytes: config.maxOutputBytes,
+      onFinished: (taskId) => this.#quotas.finished(taskId),
     });
     this.#catalog = deps.catalog ?? BUILTIN_CATALOG;
     this.#submitter = new Submitter({
@@ -103,6 +121,7 @@ export class ColmenaServer {
       stopping: () => this.#stopping,
       router: this.#router,
       stats: this.stats,
+      quotas: this.#quotas,
     });
     this.#queries = {
       store: deps.store,
@@ -110,7 +129,14 @@ export class ColmenaServer {
       router: this.#router,
       maxOutputBytes: config.maxOutputBytes,
     };
-    this.#transfers = { blobs: deps.blobs, maxUploadBytes: config.maxUploadBytes };
+    this.#transfers = {
+      blobs: deps.blobs,
+      maxUploadBytes: config.maxUploadBytes,
+      maxUploadsPerConnection: config.maxUploadsPerConnection,
+      maxUploads: config.maxUploads,
+      openUploads: { count: 0 },
+      quotas: this.#quotas,
+    };
   }
 
   /** This server's id. */
@@ -187,13 +213,34 @@ export class ColmenaServer {
     return this.#broker?.closed() ?? Promise.resolve();
   }
 
+  /**
+   * Accepts connections until the listener closes. A failed accept (out of file descriptors, a peer that
+   * reset before it was taken…) does not end it: it waits 10 ms, doubling up to 1 s while accepts keep
+   * failing, and logs once per such episode.
+   */
   async #acceptLoop(listener: Deno.TcpListener): Promise<void> {
-    try {
-      for await (const conn of listener) {
-        this.#accept(conn);
+    let backoffMs = 0;
+    while (!this.#stopping) {
+      let conn: Deno.TcpConn;
+      try {
+        conn = await listener.accept();
+      } catch (err) {
+        if (this.#stopping || err instanceof Deno.errors.BadResource) return;
+        if (backoffMs === 0) {
+          log.error("No se pueden aceptar conexiones por ahora; se sigue intentando", err);
+        }
+        backoffMs = Math.min(
+          ACCEPT_BACKOFF_MAX_MS,
+          backoffMs === 0 ? ACCEPT_BACKOFF_MIN_MS : backoffMs * 2,
+        );
+        await delay(backoffMs);
+        continue;
       }
-    } catch (err) {
-      if (!this.#stopping) log.error("El servidor dejó de aceptar conexiones", err);
+      if (backoffMs > 0) {
+        log.info("Se vuelven a aceptar conexiones");
+        backoffMs = 0;
+      }
+      this.#accept(conn);
     }
   }
 
@@ -208,6 +255,18 @@ export class ColmenaServer {
       client.drop(new ColmenaError(this.#stopping ? "SHUTTING_DOWN" : "OVERLOADED"));
       return;
     }
+    const address = conn.remoteAddr.hostname;
+    const fromAddress = this.#perAddress.get(address) ?? 0;
+    if (fromAddress >= this.#config.maxConnectionsPerAddress) {
+      client.drop(
+        new ColmenaError("OVERLOADED", {
+          message:
+            `Demasiadas conexiones desde esta dirección (máximo ${this.#config.maxConnectionsPerAddress})`,
+        }),
+      );
+      return;
+    }
+    this.#perAddress.set(address, fromAddress + 1);
     this.#connections.add(client);
     this.stats.connections++;
     const admission = {
@@ -216,7 +275,10 @@ export class ColmenaServer {
     };
     client.serve((framed) => admitFrame(client, framed, admission)).finally(() => {
       this.#connections.delete(client);
-      abortUploads(client);
+      const left = (this.#perAddress.get(address) ?? 1) - 1;
+      if (left > 0) this.#perAddress.set(address, left);
+      else this.#perAddress.delete(address);
+      abortUploads(client, this.#transfers);
       this.#router.connectionClosed(client);
     });
   }
@@ -226,7 +288,7 @@ export class ColmenaServer {
       case "hello":
         if (request.client) {
           client.client = request.client;
-          client.principal = localPrincipal(request.client.name);
+          client.principal = (this.#deps.principalFor ?? localPrincipal)(request.client.name);
         }
         client.send({
           type: "welcome",
