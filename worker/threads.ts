@@ -7,6 +7,11 @@
  * Threads come from Piscina (`node:worker_threads`, which Deno provides); they start on the first call and
  * stay until the pool is closed. Each thread loads `thread_entry.ts`, which loads the handler's module.
  *
+ * Each thread's heap is capped (`resourceLimits`). A call that goes over the cap fails with
+ * `MEMORY_EXCEEDED` when the runtime reports it; Deno 2.9 reports it only while a thread is starting, and
+ * otherwise leaves the thread stalled, idle, at its cap: the call's timeout then ends the thread (`TIMEOUT`).
+ * Either way the thread's memory stays bounded and the worker goes on.
+ *
  * @module
  */
 import { Piscina } from "piscina";
