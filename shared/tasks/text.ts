@@ -40,7 +40,7 @@ export function sampleSentence(random: Random): string {
  * Largest `text` payload, in bytes of its JSON (a file's bytes count too): processing holds about 30 times
  * the text in memory, so larger texts are refused at submit with `INVALID_PAYLOAD`.
  */
-export const MAX_TEXT_BYTES = 4 * 1024 * 1024;
+export const MAX_TEXT_BYTES = 8 * 1024 * 1024;
 
 /**
  * Largest `text` output, in bytes of its JSON: the text twice (reversed and in upper case), with room for
