@@ -29,11 +29,10 @@ const SERVER_NOFILE = 96;
 /** Connections in the flood: more than the server has descriptors left, fewer than the listen backlog. */
 const FLOOD = 120;
 
-/** The descriptors a process holds now. */
+/** The descriptors a process holds now (read by `ls`: Deno lets only `--allow-all` read `/proc`). */
 async function openDescriptors(pid: number): Promise<number> {
-  let n = 0;
-  for await (const _ of Deno.readDir(`/proc/${pid}/fd`)) n++;
-  return n;
+  const { stdout } = await new Deno.Command("ls", { args: ["-1", `/proc/${pid}/fd`] }).output();
+  return new TextDecoder().decode(stdout).split("\n").filter((l) => l !== "").length;
 }
 
 Deno.test({
