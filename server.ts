@@ -72,6 +72,16 @@ const USAGE = `Uso: deno task -q servidor [opciones]
                                (créelos con: deno task cliente token crear <nombre> --tokens FICHERO)
   --auth-timeout-ms N          plazo para el hello con token      [COLMENA_AUTH_TIMEOUT_MS, 10000]
   --inseguro                   sin tokens fuera de loopback (avisa) [COLMENA_INSEGURO]
+  --max-connections-per-address N  conexiones por IP              [COLMENA_MAX_CONNECTIONS_PER_ADDRESS, 1000]
+  --max-uploads-per-connection N   subidas abiertas por conexión  [COLMENA_MAX_UPLOADS_PER_CONNECTION, 4]
+  --max-uploads N              subidas abiertas en total          [COLMENA_MAX_UPLOADS, 256]
+ Cuotas por principal con rol cliente (los admin están exentos):
+  --quota-in-flight N          tareas sin terminar                [COLMENA_QUOTA_IN_FLIGHT, 1000]
+  --quota-submit-rate N        envíos por segundo                 [COLMENA_QUOTA_SUBMIT_RATE, 50]
+  --quota-max-priority N       prioridad máxima                   [COLMENA_QUOTA_MAX_PRIORITY, 5]
+  --quota-budget-ms N          intentos × timeout por tarea       [COLMENA_QUOTA_BUDGET_MS, 600000]
+  --quota-uploads N            subidas por hora                   [COLMENA_QUOTA_UPLOADS, 100]
+  --quota-upload-bytes N       bytes subidos por hora             [COLMENA_QUOTA_UPLOAD_BYTES, 1073741824]
   --help, -h, --ayuda          esta ayuda
   (detalles de cada opción: README.md, sección Configuración)`;
 

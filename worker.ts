@@ -31,6 +31,7 @@ const USAGE = `Uso: deno task -q worker [nombre] [opciones]
   --solo TIPOS                 ejecutar solo estos tipos           [COLMENA_SOLO, lista con comas]
   --concurrency, -c N          tareas a la vez (prefetch)          [COLMENA_CONCURRENCY, 100]
   --quiet, -q                  no imprimir una línea por tarea     [COLMENA_QUIET, false]
+  --memoria-tarea-mb N         memoria de cada hilo de tareas      [COLMENA_MEMORIA_TAREA_MB, 512]
   --amqp-url URL               RabbitMQ                            [AMQP_URL, amqp://guest:guest@127.0.0.1:5672]
   --task-queue NOMBRE          prefijo de las colas de tareas      [COLMENA_TASK_QUEUE, task_queue]
   --result-queue NOMBRE        cola de resultados                  [COLMENA_RESULT_QUEUE, result_queue]
@@ -73,7 +74,9 @@ export function selectTypes(config: WorkerConfig, catalog: TaskCatalog): TaskCat
  */
 export async function runWorker(
   config: WorkerConfig,
-  registry: TaskRegistry = new TaskRegistry(),
+  registry: TaskRegistry = new TaskRegistry({
+    threads: { memoryMb: config.memoriaTareaMb },
+  }),
 ): Promise<void> {
   const { catalog: loaded } = await loadCatalog(config.tareas);
   const catalog = selectTypes(config, loaded);

@@ -3,7 +3,7 @@
  *
  * @module
  */
-import type { TaskView } from "../shared/protocol.ts";
+import type { TaskListItem } from "../shared/protocol.ts";
 import * as log from "../shared/log.ts";
 import { catalogOf, type CliSettings, openClient, usageError } from "./commands.ts";
 import { plural } from "./format.ts";
@@ -30,7 +30,7 @@ export async function runHistory(config: CliSettings, args: readonly string[]): 
   const limit = historyPageSize(config.limite, config.todas);
   if (!limit.ok) return usageError(limit.message, HISTORY_USAGE);
   await using client = openClient(config);
-  const items: TaskView[] = [];
+  const items: TaskListItem[] = [];
   let cursor = config.cursor ?? null;
   let pages = 0;
   try {
@@ -70,6 +70,10 @@ export async function runHistory(config: CliSettings, args: readonly string[]): 
     log.info(
       `Hay más: ${clientCommand(config, `historial --cursor ${cursor}`)} (con los mismos filtros)`,
     );
+  }
+  // The list carries no outputs: say how to see one.
+  if (items.some((item) => item.outputOmitted === true || item.outputRef !== undefined)) {
+    log.info(`Salida de una tarea: ${clientCommand(config, "estado <id>")}`);
   }
   return EXIT_OK;
 }

@@ -14,6 +14,7 @@ import {
   type Reply,
   type Request,
   type SubmitOptions,
+  type TaskListItem,
   type TaskStatus,
   type TaskView,
 } from "../shared/protocol.ts";
@@ -304,11 +305,14 @@ export class TaskClient<C extends readonly AnyTaskDefinition[] = []> implements 
     return { taskIds: reply.taskIds, missing: reply.missing };
   }
 
-  /** A page of task records, newest first; pass `nextCursor` back for the next page. */
+  /**
+   * A page of task records, newest first, without their outputs (`outputOmitted` and `outputBytes` say
+   * there is one: {@linkcode TaskClient.status} brings it); pass `nextCursor` back for the next page.
+   */
   async list(
     filter: ListFilter = {},
     page: { limit?: number; cursor?: string } = {},
-  ): Promise<{ items: TaskView[]; nextCursor: string | null }> {
+  ): Promise<{ items: TaskListItem[]; nextCursor: string | null }> {
     await this.connect();
     const reply = await this.#requests.request({
       type: "list",

@@ -1,6 +1,6 @@
 /**
  * Admission: what a frame goes through before it is dispatched. In order: the line cap (`FRAME_TOO_LARGE`),
- * blank keep-alive lines, decoding (`INVALID_JSON`/`INVALID_MESSAGE`), the connection's rate limit
+ * blank lines (ignored), decoding (`INVALID_JSON`/`INVALID_MESSAGE`), the connection's rate limit
  * (`RATE_LIMITED`) and its unanswered-request slots (`maxPending`, `OVERLOADED`). An admitted request holds a
  * slot until it is answered; an error it throws is normalised once here and answered with its code.
  *
@@ -77,7 +77,7 @@ export function admitFrame(
     );
     return;
   }
-  if (framed.bytes.length === 0) return; // blank lines are keep-alives
+  if (framed.bytes.length === 0) return; // blank lines are no-ops (they do not reset the idle timer)
   const decoded = decodeRequest(framed.bytes, { maxDepth: limits.maxJsonDepth });
   if (!decoded.ok) {
     client.sendError(decoded.id, decoded.error);

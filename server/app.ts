@@ -7,6 +7,8 @@
  * - `submit.ts`: validation against the catalogue, claim check, record and publish, idempotency repeats;
  * - `result_routing.ts`: results from the broker to the connection awaiting them, watches, forwarding;
  * - `transfers.ts`: uploads and downloads;
+ * - `quotas.ts`: what one `cliente` principal may ask (tasks in flight, submits per second, priority, budget,
+ *   uploads);
  * - `task_queries.ts`, `dead_letters.ts`, `worker_registry.ts`: `status`/`list`/`cancel`, `dlq`, `workers`;
  * - `http.ts`, `metrics.ts`: the HTTP listener (`/healthz`, `/readyz`, `/metrics`) over `stats.ts`.
  *
@@ -14,6 +16,7 @@
  *
  * @module
  */
+import { setTimeout as delay } from "node:timers/promises";
 import { ColmenaError } from "../shared/errors.ts";
 import { BUILTIN_CATALOG, type TaskCatalog } from "../shared/catalog.ts";
 import * as log from "../shared/log.ts";
@@ -34,6 +37,8 @@ import { renderMetrics } from "./metrics.ts";
 import { ResultRouter } from "./result_routing.ts";
 import { greet } from "./hello.ts";
 import { FailureThrottle, type TokenRegistry } from "./tokens.ts";
+import type { Principal } from "./principal.ts";
+import { PrincipalQuotas } from "./quotas.ts";
 import { newServerStats, type ServerStats } from "./stats.ts";
 import { Submitter } from "./submit.ts";
 import { cancel, list, status, type TaskQueryDeps } from "./task_queries.ts";
@@ -49,6 +54,10 @@ export const PRE_AUTH_MAX_LINE_BYTES = 16 * 1024;
 
 /** The id `/readyz` looks up: a primary-key read of a task that never exists. */
 const PROBE_TASK_ID = "00000000-0000-0000-0000-000000000000";
+/** First wait after a failed accept (out of descriptors…), doubled while it keeps failing. */
+const ACCEPT_BACKOFF_MIN_MS = 10;
+/** Longest wait between two accepts that fail. */
+const ACCEPT_BACKOFF_MAX_MS = 1_000;
 
 /** What the server needs besides its configuration. */
 export interface ServerDeps {
@@ -70,6 +79,11 @@ export interface ServerDeps {
    * @defaultValue none: no authentication, each connection acts for its `hello` name as `admin`
    */
   tokens?: TokenRegistry;
+  /**
+   * Without tokens, who a connection acts for, given its `hello` name. @defaultValue `localPrincipal` (role
+   * `admin`); tests pass one that gives the `cliente` role.
+   */
+  principalFor?: (name: string) => Principal;
 }
 
 /** A running server. */
@@ -81,6 +95,9 @@ export class ColmenaServer {
   #listener: Deno.TcpListener | undefined;
   #http: HttpListener | undefined;
   readonly #connections = new Set<ClientConnection>();
+  /** Open connections by the peer's IP address. */
+  readonly #perAddress = new Map<string, number>();
+  readonly #quotas: PrincipalQuotas;
   readonly #router: ResultRouter;
   readonly #submitter: Submitter;
   readonly #workers = new WorkerRegistry();
@@ -98,12 +115,14 @@ export class ColmenaServer {
     this.#config = config;
     this.#deps = deps;
     const broker = () => this.#broker;
+    this.#quotas = new PrincipalQuotas(config);
     this.#router = new ResultRouter({
       serverId: deps.serverId,
       store: deps.store,
       broker,
       stats: this.stats,
       maxOutputBytes: config.maxOutputBytes,
+      onFinished: (taskId) => this.#quotas.finished(taskId),
     });
     this.#catalog = deps.catalog ?? BUILTIN_CATALOG;
     this.#submitter = new Submitter({
@@ -116,6 +135,7 @@ export class ColmenaServer {
       stopping: () => this.#stopping,
       router: this.#router,
       stats: this.stats,
+      quotas: this.#quotas,
     });
     this.#queries = {
       store: deps.store,
@@ -127,6 +147,10 @@ export class ColmenaServer {
       blobs: deps.blobs,
       store: deps.store,
       maxUploadBytes: config.maxUploadBytes,
+      maxUploadsPerConnection: config.maxUploadsPerConnection,
+      maxUploads: config.maxUploads,
+      openUploads: { count: 0 },
+      quotas: this.#quotas,
     };
   }
 
@@ -204,13 +228,34 @@ export class ColmenaServer {
     return this.#broker?.closed() ?? Promise.resolve();
   }
 
+  /**
+   * Accepts connections until the listener closes. A failed accept (out of file descriptors, a peer that
+   * reset before it was taken…) does not end it: it waits 10 ms, doubling up to 1 s while accepts keep
+   * failing, and logs once per such episode.
+   */
   async #acceptLoop(listener: Deno.TcpListener): Promise<void> {
-    try {
-      for await (const conn of listener) {
-        this.#accept(conn);
+    let backoffMs = 0;
+    while (!this.#stopping) {
+      let conn: Deno.TcpConn;
+      try {
+        conn = await listener.accept();
+      } catch (err) {
+        if (this.#stopping || err instanceof Deno.errors.BadResource) return;
+        if (backoffMs === 0) {
+          log.error("No se pueden aceptar conexiones por ahora; se sigue intentando", err);
+        }
+        backoffMs = Math.min(
+          ACCEPT_BACKOFF_MAX_MS,
+          backoffMs === 0 ? ACCEPT_BACKOFF_MIN_MS : backoffMs * 2,
+        );
+        await delay(backoffMs);
+        continue;
       }
-    } catch (err) {
-      if (!this.#stopping) log.error("El servidor dejó de aceptar conexiones", err);
+      if (backoffMs > 0) {
+        log.info("Se vuelven a aceptar conexiones");
+        backoffMs = 0;
+      }
+      this.#accept(conn);
     }
   }
 
@@ -225,6 +270,18 @@ export class ColmenaServer {
       client.drop(new ColmenaError(this.#stopping ? "SHUTTING_DOWN" : "OVERLOADED"));
       return;
     }
+    const address = conn.remoteAddr.hostname;
+    const fromAddress = this.#perAddress.get(address) ?? 0;
+    if (fromAddress >= this.#config.maxConnectionsPerAddress) {
+      client.drop(
+        new ColmenaError("OVERLOADED", {
+          message:
+            `Demasiadas conexiones desde esta dirección (máximo ${this.#config.maxConnectionsPerAddress})`,
+        }),
+      );
+      return;
+    }
+    this.#perAddress.set(address, fromAddress + 1);
     if (this.#deps.tokens !== undefined) {
       // Until a token says who it is, the connection is nobody: no role, no task types.
       client.principal = { name: "", role: "cliente", types: [] };
@@ -238,7 +295,10 @@ export class ColmenaServer {
     };
     client.serve((framed) => admitFrame(client, framed, admission)).finally(() => {
       this.#connections.delete(client);
-      abortUploads(client);
+      const left = (this.#perAddress.get(address) ?? 1) - 1;
+      if (left > 0) this.#perAddress.set(address, left);
+      else this.#perAddress.delete(address);
+      abortUploads(client, this.#transfers);
       this.#router.connectionClosed(client);
     });
   }
@@ -246,7 +306,13 @@ export class ColmenaServer {
   async #dispatch(client: ClientConnection, request: Request): Promise<void> {
     switch (request.type) {
       case "hello":
-        if (!greet(client, request, { tokens: this.#deps.tokens, throttle: this.#throttle })) {
+        if (
+          !greet(client, request, {
+            tokens: this.#deps.tokens,
+            throttle: this.#throttle,
+            principalFor: this.#deps.principalFor,
+          })
+        ) {
           return;
         }
         client.send({

@@ -155,7 +155,7 @@ export class ClientConnection {
     if (this.#inputEnded && this.#pending === 0) this.#closeSoon();
   }
 
-  /** Milliseconds since the last complete line. */
+  /** Milliseconds since the last complete line that was not blank. */
   idleFor(now: number): number {
     return now - this.#lastFrameAt;
   }
@@ -190,7 +190,8 @@ export class ClientConnection {
         .pipeThrough(new LineFramer(this.#limits.maxLineBytes));
       for await (const framed of frames) {
         if (this.#closed) break;
-        this.#lastFrameAt = Date.now();
+        // A blank line is a harmless no-op, not activity: it does not keep an idle connection open.
+        if (framed.kind === "too_large" || framed.bytes.length > 0) this.#lastFrameAt = Date.now();
         onFrame(framed);
       }
     } catch (err) {

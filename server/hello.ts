@@ -11,13 +11,15 @@ import { ColmenaError } from "../shared/errors.ts";
 import * as log from "../shared/log.ts";
 import type { Request } from "../shared/protocol.ts";
 import type { ClientConnection } from "./connection.ts";
-import { localPrincipal } from "./principal.ts";
+import { localPrincipal, type Principal } from "./principal.ts";
 import type { FailureThrottle, TokenRegistry } from "./tokens.ts";
 
 /** What `hello` needs: the accepted tokens (none: no authentication) and the failure slowdown. */
 export interface HelloDeps {
   readonly tokens: TokenRegistry | undefined;
   readonly throttle: FailureThrottle;
+  /** Without tokens, who a connection acts for, given its name. @defaultValue {@linkcode localPrincipal} */
+  readonly principalFor?: ((name: string) => Principal) | undefined;
 }
 
 /** The address part of `host:port`, for the failure slowdown. */
@@ -35,12 +37,12 @@ function _address(remote: string): string {
 export function greet(
   client: ClientConnection,
   request: Extract<Request, { type: "hello" }>,
-  { tokens, throttle }: HelloDeps,
+  { tokens, throttle, principalFor }: HelloDeps,
 ): boolean {
   if (request.client) client.client = request.client;
   if (client.authenticated) return true;
   if (tokens === undefined) {
-    if (request.client) client.principal = localPrincipal(request.client.name);
+    if (request.client) client.principal = (principalFor ?? localPrincipal)(request.client.name);
     return true;
   }
   const principal = tokens.verify(request.token);

@@ -49,6 +49,8 @@ export interface ResultRouterDeps {
   readonly stats: ServerStats;
   /** The connection's output cap: a `watch` of finished tasks waits for the reader past half of it. */
   readonly maxOutputBytes: number;
+  /** Told of every task whose result this server sees, or that is cancelled here (quotas in flight). */
+  readonly onFinished?: (taskId: string) => void;
 }
 
 function _isFinal(view: TaskView): boolean {
@@ -169,6 +171,7 @@ export class ResultRouter {
   /** A task was cancelled: the connections awaiting it get its `cancelled` result. */
   cancelled(taskId: string, view: TaskView): void {
     countTask(this.#deps.stats, "cancelled", view.taskType);
+    this.#deps.onFinished?.(taskId);
     const push = _pushFromView(view);
     for (const target of this.#targets(taskId)) this.#deliver(taskId, target, push);
   }
@@ -288,6 +291,7 @@ export class ResultRouter {
     for (const n of batch.retrying) if (forwardable(n.origin)) foreignOf(n.origin).retrying.push(n);
     const firsts = await Promise.all(batch.results.map((r) => store.complete(r)));
     batch.results.forEach((result, i) => {
+      this.#deps.onFinished?.(result.taskId);
       // A duplicate is routed like a first result: a connection still waiting, or a forward that failed
       // after the record was written, would otherwise never get it. Each push target takes one result.
       const targets = this.#targets(result.taskId);

@@ -16,6 +16,7 @@ import type { Request } from "../shared/protocol.ts";
 import { QUEUE_FORMAT, type TaskMessage } from "../shared/queue_messages.ts";
 import type { ClientConnection } from "./connection.ts";
 import type { Principal } from "./principal.ts";
+import type { InFlightSlot, PrincipalQuotas } from "./quotas.ts";
 import type { ResultRouter } from "./result_routing.ts";
 import { countTask, type ServerStats } from "./stats.ts";
 
@@ -175,6 +176,8 @@ export interface SubmitDeps {
   readonly stopping: () => boolean;
   readonly router: ResultRouter;
   readonly stats: ServerStats;
+  /** The quotas of `cliente` principals, checked after the task and before anything is stored. */
+  readonly quotas?: PrincipalQuotas;
 }
 
 /** Takes `submit` requests. */
@@ -189,7 +192,6 @@ export class Submitter {
 
   /** Answers a `submit` with `accepted` once the task is recorded and the broker confirmed it. */
   async submit(client: ClientConnection, request: SubmitRequest): Promise<void> {
-    const { config, store, blobs, router, stats } = this.#deps;
     const checked = await _checkTask(request.task, client.principal, this.#deps);
     if (!checked.ok) return client.sendError(request.id, checked.error);
     const broker = this.#deps.broker();
@@ -202,12 +204,38 @@ export class Submitter {
     if (broker === undefined || !broker.connected) {
       return client.sendError(request.id, new ColmenaError("BROKER_UNAVAILABLE"));
     }
-    const { type, defaultTimeoutMs } = checked.value;
+    const { defaultTimeoutMs } = checked.value;
+    const options = request.options ?? {};
+    const ask = {
+      priority: options.priority ?? 0,
+      maxAttempts: options.maxAttempts ?? this.#deps.config.maxAttempts,
+      timeoutMs: options.timeoutMs ?? defaultTimeoutMs,
+    };
+    const slot = this.#deps.quotas?.admitSubmit(client.principal, ask);
+    try {
+      await this.#submitAdmitted(client, request, { checked: checked.value, ask, broker, slot });
+    } finally {
+      slot?.release(); // a no-op once the task is tracked
+    }
+  }
+
+  async #submitAdmitted(
+    client: ClientConnection,
+    request: SubmitRequest,
+    { checked, ask, broker, slot }: {
+      checked: CheckedTask;
+      ask: { priority: number; maxAttempts: number; timeoutMs: number };
+      broker: ServerBroker;
+      slot: InFlightSlot | undefined;
+    },
+  ): Promise<void> {
+    const { config, store, blobs, router, stats } = this.#deps;
+    const { type } = checked;
     countTask(stats, "submitted", type);
     const file = request.task.file;
     const options = request.options ?? {};
     const taskId = crypto.randomUUID();
-    let payload = checked.value.payload;
+    let payload = checked.payload;
     let payloadRef: string | undefined;
     const payloadJson = JSON.stringify(payload);
     if (payloadJson.length > config.claimCheckBytes) {
@@ -220,15 +248,15 @@ export class Submitter {
     const newTask: NewTask = {
       taskId,
       taskType: type,
-      priority: options.priority ?? 0,
+      priority: ask.priority,
       client: { ...client.client },
       owner: client.principal.name,
       submittedAt: new Date().toISOString(),
       origin: this.#deps.serverId,
       ...(payloadRef === undefined ? { payload } : { payloadRef }),
       ...(file === undefined ? {} : { fileRef: file.ref }),
-      maxAttempts: options.maxAttempts ?? config.maxAttempts,
-      timeoutMs: options.timeoutMs ?? defaultTimeoutMs,
+      maxAttempts: ask.maxAttempts,
+      timeoutMs: ask.timeoutMs,
       ...(options.idempotencyKey === undefined ? {} : { idempotencyKey: options.idempotencyKey }),
     };
     const { taskId: recorded, created } = await store.create(newTask);
@@ -238,9 +266,11 @@ export class Submitter {
       return await this.#repeated(client, request.id, {
         broker,
         taskId: recorded,
-        repeat: { type, payload: checked.value.payload, file },
+        repeat: { type, payload: checked.payload, file },
       });
     }
+    // Counted in flight from here: its result may come back before the broker's confirm does.
+    slot?.track(taskId, ask);
     const target = router.expect(taskId, client);
     const publishing = this.#publishSurely(broker, _taskMessage(newTask, file));
     this.#inFlight.set(taskId, publishing.catch(() => {}));
@@ -258,6 +288,7 @@ export class Submitter {
         log.warn(`La tarea ${taskId} quedó sin confirmar; se conserva su registro para su clave`);
         throw err;
       }
+      this.#deps.quotas?.finished(taskId);
       await store.remove(taskId).catch((e) =>
         log.error("No se pudo borrar una tarea rechazada", e)
       );

@@ -11,7 +11,6 @@ import { ColmenaError } from "../shared/errors.ts";
 import * as log from "../shared/log.ts";
 import type { TaskStore } from "../shared/ports.ts";
 import {
-  LIST_OUTPUT_INLINE_BYTES,
   maxTasksLineBytes,
   type Request,
   type TaskListItem,
@@ -42,13 +41,14 @@ function _utf8Bytes(text: string): number {
   return encoder.encode(text).length;
 }
 
-/** A record as a `list` item: an output longer than {@linkcode LIST_OUTPUT_INLINE_BYTES} is left out. */
+/**
+ * A record as a `list` item: never its output (a page of large outputs would be a line of megabytes), only
+ * that there is one and its size; `status` or `download` fetch it.
+ */
 function _listItem(view: TaskView): TaskListItem {
   if (view.output === undefined) return view;
-  const bytes = _utf8Bytes(JSON.stringify(view.output));
-  if (bytes <= LIST_OUTPUT_INLINE_BYTES) return view;
-  const { output: _output, ...rest } = view;
-  return { ...rest, outputOmitted: true, outputBytes: bytes };
+  const { output, ...rest } = view;
+  return { ...rest, outputOmitted: true, outputBytes: _utf8Bytes(JSON.stringify(output)) };
 }
 
 function _notFound(client: ClientConnection, id: string, taskId: string): void {

@@ -14,6 +14,7 @@ import type { BlobStore, TaskStore } from "../shared/ports.ts";
 import type { Request } from "../shared/protocol.ts";
 import type { ClientConnection } from "./connection.ts";
 import { mayAccess } from "./principal.ts";
+import type { PrincipalQuotas } from "./quotas.ts";
 
 /** Bytes of one `chunk` frame of a download. */
 export const DOWNLOAD_CHUNK_BYTES = 768 * 1024;
@@ -38,15 +39,29 @@ export interface TransferDeps {
   readonly store: Pick<TaskStore, "get">;
   /** Largest file one upload may hold, in bytes. */
   readonly maxUploadBytes: number;
+  /** Uploads open at once on one connection (each holds a file or a stream to the object store). */
+  readonly maxUploadsPerConnection: number;
+  /** Uploads open at once on the whole server. */
+  readonly maxUploads: number;
+  /** Uploads open now on the whole server; shared by every connection. */
+  readonly openUploads: { count: number };
+  /** Uploads and bytes per principal. */
+  readonly quotas?: PrincipalQuotas;
 }
 
 function _abortUpload(upload: Upload): void {
   upload.writer.abort(new ColmenaError("CONNECTION_CLOSED")).catch(() => {});
 }
 
+/** Forgets an upload of `client` that ended (stored, refused or aborted); it no longer counts as open. */
+function _endUpload(client: ClientConnection, uploadId: string, deps: TransferDeps): void {
+  if (client.uploads.delete(uploadId)) deps.openUploads.count--;
+}
+
 /** Aborts the uploads still under way on a connection that ended; nothing of them is kept. */
-export function abortUploads(client: ClientConnection): void {
+export function abortUploads(client: ClientConnection, deps: TransferDeps): void {
   for (const upload of client.uploads.values()) _abortUpload(upload);
+  deps.openUploads.count -= client.uploads.size;
   client.uploads.clear();
 }
 
@@ -59,6 +74,18 @@ export function upload(
   let uploadId = request.uploadId;
   let current: Upload | undefined;
   if (uploadId === undefined) {
+    if (client.uploads.size >= deps.maxUploadsPerConnection) {
+      throw new ColmenaError("QUOTA_EXCEEDED", {
+        message:
+          `Demasiadas subidas abiertas en esta conexión (máximo ${deps.maxUploadsPerConnection}); termine alguna antes`,
+      });
+    }
+    if (deps.openUploads.count >= deps.maxUploads) {
+      throw new ColmenaError("OVERLOADED", {
+        message: `Demasiadas subidas abiertas en el servidor (máximo ${deps.maxUploads})`,
+      });
+    }
+    deps.quotas?.admitUpload(client.principal);
     uploadId = crypto.randomUUID();
     const { readable, writable } = new TransformStream<Uint8Array, Uint8Array>();
     const ref = uploadKey(uploadId, client.principal.name);
@@ -66,6 +93,7 @@ export function upload(
     stored.catch(() => {}); // awaited on the last piece; an abort is no unhandled rejection
     current = { ref, writer: writable.getWriter(), stored, bytes: 0, chain: Promise.resolve() };
     client.uploads.set(uploadId, current);
+    deps.openUploads.count++;
   } else {
     current = client.uploads.get(uploadId);
     if (current === undefined) {
@@ -86,18 +114,25 @@ export function upload(
     const piece = new Uint8Array(Buffer.from(request.data, "base64"));
     held.bytes += piece.length;
     if (held.bytes > deps.maxUploadBytes) {
-      client.uploads.delete(id);
+      _endUpload(client, id, deps);
       _abortUpload(held);
       throw new ColmenaError("FRAME_TOO_LARGE", {
         message: `El fichero supera el máximo de ${deps.maxUploadBytes} bytes`,
       });
+    }
+    try {
+      deps.quotas?.addUploadBytes(client.principal, piece.length);
+    } catch (err) {
+      _endUpload(client, id, deps);
+      _abortUpload(held);
+      throw err;
     }
     if (piece.length > 0) await held.writer.write(piece);
     if (!request.last) {
       client.send({ type: "uploading", id: request.id, uploadId: id, bytes: held.bytes });
       return;
     }
-    client.uploads.delete(id);
+    _endUpload(client, id, deps);
     await held.writer.close();
     await held.stored;
     client.send({

@@ -88,6 +88,15 @@ const OBJECT_STORAGE = {
  * - `retentionDays` — finished records (and their objects) older than this are deleted. @defaultValue `7` · env `COLMENA_RETENTION_DAYS` · `--retention-days`
  * - `pruneIntervalMs` — how often old records are looked for, after the look at start-up. @defaultValue `3600000` · env `COLMENA_PRUNE_INTERVAL_MS` · `--prune-interval-ms`
  * - `maxUploadBytes` — largest file a client may upload. @defaultValue `268435456` · env `COLMENA_MAX_UPLOAD_BYTES` · `--max-upload-bytes`
+ * - `maxConnectionsPerAddress` — open connections at once from one IP address. @defaultValue `1000` · env `COLMENA_MAX_CONNECTIONS_PER_ADDRESS` · `--max-connections-per-address`
+ * - `maxUploadsPerConnection` — uploads open at once on one connection. @defaultValue `4` · env `COLMENA_MAX_UPLOADS_PER_CONNECTION` · `--max-uploads-per-connection`
+ * - `maxUploads` — uploads open at once on the whole server. @defaultValue `256` · env `COLMENA_MAX_UPLOADS` · `--max-uploads`
+ * - `quotaInFlight` — tasks of one `cliente` principal accepted by this server and not yet finished. @defaultValue `1000` · env `COLMENA_QUOTA_IN_FLIGHT` · `--quota-in-flight`
+ * - `quotaSubmitRate` — submits per second of one `cliente` principal (twice as many may be saved up). @defaultValue `50` · env `COLMENA_QUOTA_SUBMIT_RATE` · `--quota-submit-rate`
+ * - `quotaMaxPriority` — highest priority a `cliente` principal may ask for. @defaultValue `5` · env `COLMENA_QUOTA_MAX_PRIORITY` · `--quota-max-priority`
+ * - `quotaBudgetMs` — most attempts × timeout one task of a `cliente` principal may ask for, in milliseconds. @defaultValue `600000` · env `COLMENA_QUOTA_BUDGET_MS` · `--quota-budget-ms`
+ * - `quotaUploads` — uploads one `cliente` principal may start per hour. @defaultValue `100` · env `COLMENA_QUOTA_UPLOADS` · `--quota-uploads`
+ * - `quotaUploadBytes` — bytes one `cliente` principal may upload per hour. @defaultValue `1073741824` · env `COLMENA_QUOTA_UPLOAD_BYTES` · `--quota-upload-bytes`
  * - `tareas` — task modules to load besides the built-in types. @defaultValue none · env `COLMENA_TAREAS` (comma-separated) · `--tareas` (repeatable)
  * - `http` — address of the HTTP listener (`/healthz`, `/readyz`, `/metrics`), as `host:port`; port 0 picks a free one. @defaultValue `"localhost:8080"` · env `COLMENA_HTTP` · `--http`
  * - `sinHttp` — open no HTTP listener. @defaultValue `false` · env `COLMENA_SIN_HTTP` · `--sin-http`
@@ -127,6 +136,15 @@ export const ServerConfig = z.object({
   retentionDays: z.coerce.number().positive().default(7),
   pruneIntervalMs: positiveInt.min(100).max(2_147_483_647).default(3_600_000),
   maxUploadBytes: positiveInt.default(256 * 1024 * 1024),
+  maxConnectionsPerAddress: positiveInt.default(1_000),
+  maxUploadsPerConnection: positiveInt.default(4),
+  maxUploads: positiveInt.default(256),
+  quotaInFlight: positiveInt.default(1_000),
+  quotaSubmitRate: positiveInt.default(50),
+  quotaMaxPriority: z.coerce.number().int().min(0).max(9).default(5),
+  quotaBudgetMs: positiveInt.default(600_000),
+  quotaUploads: positiveInt.default(100),
+  quotaUploadBytes: positiveInt.default(1024 * 1024 * 1024),
   tareas: taskModules,
   http: hostPort.default({ hostname: "localhost", port: 8080 }),
   sinHttp: flag.default(false),
@@ -157,6 +175,7 @@ export type ServerConfig = Readonly<z.output<typeof ServerConfig>>;
  * - `claimCheckBytes` — payloads and outputs larger than this travel as objects, not through RabbitMQ. @defaultValue `262144` · env `COLMENA_CLAIM_CHECK_BYTES` · `--claim-check-bytes`
  * - `tareas` — task modules to load besides the built-in types. @defaultValue none · env `COLMENA_TAREAS` (comma-separated) · `--tareas` (repeatable)
  * - `solo` — run only these task types (names, comma-separated). @defaultValue every loaded type · env `COLMENA_SOLO` · `--solo`
+ * - `memoriaTareaMb` — heap cap of each thread that runs isolated handlers, in MiB; a task that goes over it fails with `MEMORY_EXCEEDED`. @defaultValue `512` · env `COLMENA_MEMORIA_TAREA_MB` · `--memoria-tarea-mb`
  */
 export const WorkerConfig = z.object({
   name: z.string().regex(/^[A-Za-z0-9_.-]{1,64}$/).optional(),
@@ -172,6 +191,7 @@ export const WorkerConfig = z.object({
   drainTimeoutMs: z.coerce.number().int().min(0).default(30_000),
   tareas: taskModules,
   solo: z.array(z.string().min(1)).optional(),
+  memoriaTareaMb: positiveInt.min(16).max(65_536).default(512),
   ...OBJECT_STORAGE,
 });
 
@@ -294,6 +314,21 @@ const SOURCES: { [R in Role]: Record<string, Source> } = {
     retentionDays: { env: "COLMENA_RETENTION_DAYS", flag: "retention-days" },
     pruneIntervalMs: { env: "COLMENA_PRUNE_INTERVAL_MS", flag: "prune-interval-ms" },
     maxUploadBytes: { env: "COLMENA_MAX_UPLOAD_BYTES", flag: "max-upload-bytes" },
+    maxConnectionsPerAddress: {
+      env: "COLMENA_MAX_CONNECTIONS_PER_ADDRESS",
+      flag: "max-connections-per-address",
+    },
+    maxUploadsPerConnection: {
+      env: "COLMENA_MAX_UPLOADS_PER_CONNECTION",
+      flag: "max-uploads-per-connection",
+    },
+    maxUploads: { env: "COLMENA_MAX_UPLOADS", flag: "max-uploads" },
+    quotaInFlight: { env: "COLMENA_QUOTA_IN_FLIGHT", flag: "quota-in-flight" },
+    quotaSubmitRate: { env: "COLMENA_QUOTA_SUBMIT_RATE", flag: "quota-submit-rate" },
+    quotaMaxPriority: { env: "COLMENA_QUOTA_MAX_PRIORITY", flag: "quota-max-priority" },
+    quotaBudgetMs: { env: "COLMENA_QUOTA_BUDGET_MS", flag: "quota-budget-ms" },
+    quotaUploads: { env: "COLMENA_QUOTA_UPLOADS", flag: "quota-uploads" },
+    quotaUploadBytes: { env: "COLMENA_QUOTA_UPLOAD_BYTES", flag: "quota-upload-bytes" },
     tareas: TASK_MODULES_SOURCE,
     http: { env: "COLMENA_HTTP", flag: "http", takes: HOST_PORT_TAKES },
     sinHttp: { env: "COLMENA_SIN_HTTP", flag: "sin-http", boolean: true },
@@ -317,6 +352,7 @@ const SOURCES: { [R in Role]: Record<string, Source> } = {
     drainTimeoutMs: { env: "COLMENA_DRAIN_TIMEOUT_MS", flag: "drain-timeout-ms" },
     tareas: TASK_MODULES_SOURCE,
     solo: { env: "COLMENA_SOLO", flag: "solo", multiple: true },
+    memoriaTareaMb: { env: "COLMENA_MEMORIA_TAREA_MB", flag: "memoria-tarea-mb" },
     ...OBJECT_STORAGE_SOURCES,
   },
   cliente: {

@@ -96,6 +96,31 @@ export const ERRORS = {
     message: "Demasiadas peticiones por segundo en esta conexión; espere un poco",
     retryable: true,
   },
+  /**
+   * A quota of the caller's principal is used up for now (tasks in flight, submits per second, uploads or
+   * uploaded bytes per hour) or the connection holds too many open uploads; the message says which. Nothing
+   * was queued or stored: the same request may succeed once tasks finish or the interval passes.
+   */
+  QUOTA_EXCEEDED: {
+    message: "Se superó una cuota; espere a que terminen tareas o pase el intervalo",
+    retryable: true,
+  },
+  /**
+   * The request asks for more than the caller's principal may ever ask (a priority above its highest, or
+   * attempts × timeout above its budget); the message says which limit. Resending it gives the same answer.
+   */
+  QUOTA_LIMIT: {
+    message: "La petición supera un límite de su cuota",
+    retryable: false,
+  },
+  /**
+   * The task's handler went over the memory cap of its thread (`--memoria-tarea-mb`); its thread was ended
+   * and the worker goes on. The same input needs the same memory, so it is not retried.
+   */
+  MEMORY_EXCEEDED: {
+    message: "La tarea superó el límite de memoria de su hilo",
+    retryable: false,
+  },
   IDLE_TIMEOUT: {
     message: "La conexión estuvo inactiva demasiado tiempo",
     retryable: true,

@@ -308,12 +308,6 @@ export const TaskView = z.object({
 export type TaskView = z.output<typeof TaskView>;
 
 /**
- * An output whose JSON is longer than this, in UTF-8 bytes, is left out of `list` items (`outputOmitted`,
- * `outputBytes`): `status` or the `result` push carry it whole.
- */
-export const LIST_OUTPUT_INLINE_BYTES = 4096;
-
-/**
  * The longest `tasks` line the server builds, in UTF-8 bytes without its `\n` (and never more than half the
  * server's `maxOutputBytes`): a page that would be longer ends early, with a `nextCursor` where it ended.
  */
@@ -325,11 +319,12 @@ export function maxTasksLineBytes(maxOutputBytes: number): number {
 }
 
 /**
- * A task record as a `list` page carries it: the `task` fields, with a large output left out. One page never
- * makes a line longer than {@linkcode MAX_TASKS_LINE_BYTES}.
+ * A task record as a `list` page carries it: the `task` fields without the output (older servers left small
+ * outputs in: a client reads `output` when present, and asks `status` otherwise). One page never makes a line longer than
+ * {@linkcode MAX_TASKS_LINE_BYTES}.
  */
 export const TaskListItem = TaskView.extend({
-  /** Present (`true`) when the output was left out for its size: ask `status` for it. */
+  /** Present (`true`) when the task has an output, left out of the page: ask `status` or `download`. */
   outputOmitted: z.literal(true).optional(),
   /** With `outputOmitted`: the size of the output's JSON, in UTF-8 bytes. */
   outputBytes: z.number().int().nonnegative().optional(),

@@ -191,7 +191,7 @@ export class TaskRunner {
     }
     // Claim check: fetch the payload (or the file) from the object store first.
     this.#running.set(delivery, { controller: new AbortController() });
-    this.#fetchPayload(task).then(
+    this.#fetchPayload(task, registration.definition.limits.maxPayloadBytes).then(
       (raw) => {
         // Gone from the map: handed back at shutdown while fetching.
         if (!this.#running.delete(delivery)) return;
@@ -204,7 +204,11 @@ export class TaskRunner {
     );
   }
 
-  async #fetchPayload(task: TaskMessage): Promise<unknown> {
+  /**
+   * The payload of a claim-checked task, with its file's text in its field. A file over the type's
+   * `maxPayloadBytes` (a server with another catalogue let it through) fails the task before it is decoded.
+   */
+  async #fetchPayload(task: TaskMessage, maxBytes: number | undefined): Promise<unknown> {
     const blobs = this.#blobs;
     if (blobs === undefined) {
       throw new ColmenaError("BLOB_UNAVAILABLE", {
@@ -217,8 +221,15 @@ export class TaskRunner {
     }
     if (task.file !== undefined) {
       let text: string;
+      const bytes = await blobs.get(task.file.ref);
+      if (maxBytes !== undefined && bytes.length > maxBytes) {
+        throw new ColmenaError("INVALID_PAYLOAD", {
+          message:
+            `El fichero (${bytes.length} bytes) supera el máximo de ${maxBytes} de "${task.type}"`,
+        });
+      }
       try {
-        text = utf8.decode(await blobs.get(task.file.ref));
+        text = utf8.decode(bytes);
       } catch (err) {
         if (err instanceof ColmenaError) throw err;
         throw new ColmenaError("INVALID_PAYLOAD", {

@@ -7,6 +7,11 @@
  * Threads come from Piscina (`node:worker_threads`, which Deno provides); they start on the first call and
  * stay until the pool is closed. Each thread loads `thread_entry.ts`, which loads the handler's module.
  *
+ * Each thread's heap is capped (`resourceLimits`). A call that goes over the cap fails with
+ * `MEMORY_EXCEEDED` when the runtime reports it; Deno 2.9 reports it only while a thread is starting, and
+ * otherwise leaves the thread stalled, idle, at its cap: the call's timeout then ends the thread (`TIMEOUT`).
+ * Either way the thread's memory stays bounded and the worker goes on.
+ *
  * @module
  */
 import { Piscina } from "piscina";
@@ -19,16 +24,26 @@ const ENTRY = new URL("./thread_entry.ts", import.meta.url).href;
 export interface ThreadPoolOptions {
   /** Most threads at once; calls beyond them wait their turn. Defaults to the number of CPU cores. */
   readonly maxThreads?: number;
+  /**
+   * Heap cap of each thread (its old generation), in MiB: a call that goes over it fails with
+   * `MEMORY_EXCEEDED`, its thread ends and another takes its place. @defaultValue `512`
+   */
+  readonly memoryMb?: number;
 }
+
+/** Default heap cap of each thread, in MiB. */
+export const DEFAULT_THREAD_MEMORY_MB = 512;
 
 /** Threads that run exported functions by module and name; started on first use. */
 export class ThreadPool implements AsyncDisposable {
   readonly #maxThreads: number;
+  readonly #memoryMb: number;
   #pool: Piscina | undefined;
   #closed = false;
 
   constructor(options: ThreadPoolOptions = {}) {
     this.#maxThreads = Math.max(1, options.maxThreads ?? navigator.hardwareConcurrency ?? 1);
+    this.#memoryMb = options.memoryMb ?? DEFAULT_THREAD_MEMORY_MB;
   }
 
   /** Most threads at once. */
@@ -54,6 +69,12 @@ export class ThreadPool implements AsyncDisposable {
     } catch (err) {
       // Piscina rejects with its own AbortError; the caller wants the reason it gave.
       if (signal?.aborted) throw signal.reason;
+      if (_isOutOfMemory(err)) {
+        throw new ColmenaError("MEMORY_EXCEEDED", {
+          message: `La tarea superó el límite de memoria de su hilo (${this.#memoryMb} MiB)`,
+          cause: err,
+        });
+      }
       throw err;
     }
     if ("error" in answer) throw ColmenaError.fromWire(answer.error);
@@ -79,7 +100,14 @@ export class ThreadPool implements AsyncDisposable {
       filename: ENTRY,
       minThreads: this.#maxThreads,
       maxThreads: this.#maxThreads,
+      resourceLimits: { maxOldGenerationSizeMb: this.#memoryMb },
     });
     return this.#pool;
   }
+}
+
+/** Whether a thread ended because its heap went over its cap. */
+function _isOutOfMemory(err: unknown): boolean {
+  return typeof err === "object" && err !== null &&
+    (err as { code?: unknown }).code === "ERR_WORKER_OUT_OF_MEMORY";
 }

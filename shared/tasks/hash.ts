@@ -12,6 +12,12 @@ import { sampleSentence } from "./text.ts";
 /** Most SHA-256 iterations a `hash` task may ask for. */
 export const MAX_HASH_ITERATIONS = 1_000_000;
 
+/**
+ * Largest `hash` payload, in bytes of its JSON (a file's bytes count too): the worker holds the data as a
+ * string while it hashes it.
+ */
+export const MAX_HASH_BYTES = 64 * 1024 * 1024;
+
 /** `hash` chains this long or shorter run on the worker's event loop; longer ones run in a thread. */
 export const INLINE_HASH_ITERATIONS = 1_000;
 
@@ -47,6 +53,7 @@ export const hashTask = defineTask({
   }),
   output: z.object({ sha256: z.string().regex(/^[0-9a-f]{64}$/) }),
   timeoutMs: 60_000,
+  limits: { maxPayloadBytes: MAX_HASH_BYTES },
   handler: new URL("./hash_handler.ts", import.meta.url),
   isolated: { inlineWhen: ({ iterations }) => iterations <= INLINE_HASH_ITERATIONS },
   fileField: "data",

@@ -36,6 +36,21 @@ export function sampleSentence(random: Random): string {
   return SENTENCES[Math.floor(random() * SENTENCES.length)]!;
 }
 
+/**
+ * Largest `text` payload, in bytes of its JSON (a file's bytes count too): processing holds about 30 times
+ * the text in memory, so larger texts are refused at submit with `INVALID_PAYLOAD`.
+ */
+export const MAX_TEXT_BYTES = 8 * 1024 * 1024;
+
+/**
+ * Largest `text` output, in bytes of its JSON: the text twice (reversed and in upper case), with room for
+ * escaped characters. Each task on an uploaded file stores one such output.
+ */
+export const MAX_TEXT_OUTPUT_BYTES = 3 * MAX_TEXT_BYTES;
+
+/** Texts up to this many characters run on the worker's event loop; longer ones in a capped thread. */
+export const INLINE_TEXT_CHARS = 64 * 1024;
+
 /** `text`: word count, text reversed by grapheme clusters, and upper case. */
 export const textTask = defineTask({
   name: "text",
@@ -47,7 +62,10 @@ export const textTask = defineTask({
     upper: z.string(),
   }),
   timeoutMs: 30_000,
+  limits: { maxPayloadBytes: MAX_TEXT_BYTES, maxOutputBytes: MAX_TEXT_OUTPUT_BYTES },
   handler: new URL("./text_handler.ts", import.meta.url),
+  // A long text runs in a thread with a memory cap (`--memoria-tarea-mb`) that its timeout can end.
+  isolated: { inlineWhen: ({ text }) => text.length <= INLINE_TEXT_CHARS },
   fileField: "text",
   cli: {
     label: "texto",

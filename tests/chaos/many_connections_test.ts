@@ -32,7 +32,13 @@ Deno.test({
     );
     await using queues = uniqueQueues("conns");
     await using data = await tempDir();
-    await using server = await startServer(queues, ["--data-dir", data.path]);
+    // Every connection comes from 127.0.0.1: lift the per-address cap above the count.
+    await using server = await startServer(queues, [
+      "--data-dir",
+      data.path,
+      "--max-connections-per-address",
+      String(count + 10),
+    ]);
     await using _w1 = await startWorker("w1", queues, ["--quiet"]);
     await using _w2 = await startWorker("w2", queues, ["--quiet"]);
     await using stack = new AsyncDisposableStack();
