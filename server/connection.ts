@@ -27,6 +27,12 @@ export interface ClientIdentity {
   kind: ClientKind;
 }
 
+/**
+ * The byte stream a connection runs over: a TCP socket, or the WebSocket bridge (`ws_bridge.ts`) that looks
+ * like one.
+ */
+export type ByteConn = Pick<Deno.Conn, "read" | "write" | "close" | "remoteAddr">;
+
 /** Limits of one connection. */
 export interface ConnectionLimits {
   maxLineBytes: number;
@@ -57,7 +63,9 @@ export class ClientConnection {
   readonly uploads = new Map<string, Upload>();
   /** The last `watch` of this connection, which the next one waits for. */
   lastWatch: Promise<void> = Promise.resolve();
-  readonly #conn: Deno.Conn;
+  /** The client kind every `hello` on this connection is held to (`web` over the WebSocket bridge). */
+  fixedKind: ClientKind | undefined;
+  readonly #conn: ByteConn;
   readonly #limits: ConnectionLimits;
   #out: string[] = [];
   #outChars = 0;
@@ -71,7 +79,7 @@ export class ClientConnection {
   #closed = false;
   readonly #done = Promise.withResolvers<void>();
 
-  constructor(conn: Deno.Conn, limits: ConnectionLimits) {
+  constructor(conn: ByteConn, limits: ConnectionLimits) {
     this.#conn = conn;
     this.#limits = limits;
   }
@@ -315,7 +323,7 @@ export class ClientConnection {
  * The bytes the peer sends, ending at its end of input. Unlike `conn.readable`, reaching the end does not
  * close the socket, so replies can still be written to a peer that half-closed.
  */
-function _readUntilEof(conn: Deno.Conn): ReadableStream<Uint8Array> {
+function _readUntilEof(conn: ByteConn): ReadableStream<Uint8Array> {
   return new ReadableStream<Uint8Array>({
     async pull(controller) {
       const buffer = new Uint8Array(READ_BUFFER_BYTES);

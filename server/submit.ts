@@ -15,7 +15,7 @@ import type { Request } from "../shared/protocol.ts";
 import { QUEUE_FORMAT, type TaskMessage } from "../shared/queue_messages.ts";
 import type { ClientConnection } from "./connection.ts";
 import type { ResultRouter } from "./result_routing.ts";
-import { countTask, type ServerStats } from "./stats.ts";
+import { countAcceptedKind, countTask, type ServerStats } from "./stats.ts";
 
 type SubmitRequest = Extract<Request, { type: "submit" }>;
 type FileSpec = NonNullable<SubmitRequest["task"]["file"]>;
@@ -244,6 +244,7 @@ export class Submitter {
     this.#inFlight.delete(taskId);
     stats.accepted++;
     countTask(stats, "accepted", type);
+    countAcceptedKind(stats, newTask.client.kind);
     client.send({ type: "accepted", id: request.id, taskId });
     router.accepted(taskId, target);
   }

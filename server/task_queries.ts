@@ -57,19 +57,69 @@ function _notFound(client: ClientConnection, id: string, taskId: string): void {
   );
 }
 
+/** The record of a task named by its id or a unique prefix of it, or `undefined`. */
+export async function findTask(
+  store: TaskStore,
+  idOrPrefix: string,
+): Promise<TaskView | undefined> {
+  const view = await store.get(idOrPrefix);
+  if (view !== undefined) return view;
+  const taskId = await resolveTaskIdPrefix(store, idOrPrefix);
+  return taskId === undefined ? undefined : await store.get(taskId);
+}
+
 /** Answers `status` with the task's record (found by its id or a unique prefix of it), or `NOT_FOUND`. */
 export async function status(
   client: ClientConnection,
   request: Extract<Request, { type: "status" }>,
   { store }: TaskQueryDeps,
 ): Promise<void> {
-  let view = await store.get(request.taskId);
-  if (view === undefined) {
-    const taskId = await resolveTaskIdPrefix(store, request.taskId);
-    if (taskId !== undefined) view = await store.get(taskId);
-  }
+  const view = await findTask(store, request.taskId);
   if (view === undefined) return _notFound(client, request.id, request.taskId);
   client.send({ type: "task", id: request.id, ...view });
+}
+
+/** What {@linkcode cancelTask} did: the full id, whether it was cancelled now, and the status it has. */
+export interface CancelResult {
+  readonly taskId: string;
+  readonly cancelled: boolean;
+  readonly status: TaskView["status"];
+}
+
+/**
+ * Cancels a queued task named by its id or a unique prefix of it: the workers are told and its awaiting
+ * connection gets the `cancelled` result, after `answer` (the canceller's own reply) has been sent.
+ * `undefined` when there is no such task. The `cancel` request and the dashboard's cancel both come here.
+ */
+export async function cancelTask(
+  idOrPrefix: string,
+  { store, broker, router }: Pick<TaskQueryDeps, "store" | "broker" | "router">,
+  answer: (result: CancelResult) => void = () => {},
+): Promise<CancelResult | undefined> {
+  let taskId = idOrPrefix;
+  let outcome = await store.cancel(taskId);
+  if (outcome === "not_found") {
+    const full = await resolveTaskIdPrefix(store, taskId);
+    if (full !== undefined) {
+      taskId = full;
+      outcome = await store.cancel(taskId);
+    }
+  }
+  if (outcome === "not_found") return undefined;
+  const view = await store.get(taskId);
+  const result = {
+    taskId,
+    cancelled: outcome === "cancelled",
+    status: view?.status ?? "cancelled",
+  };
+  answer(result);
+  if (outcome === "cancelled") {
+    broker()?.publishControl({ type: "cancel", taskIds: [taskId] }).catch((err) =>
+      log.error("No se pudo avisar a los workers de una cancelación", err)
+    );
+    if (view !== undefined) router.cancelled(taskId, view);
+  }
+  return result;
 }
 
 /**
@@ -79,31 +129,14 @@ export async function status(
 export async function cancel(
   client: ClientConnection,
   request: Extract<Request, { type: "cancel" }>,
-  { store, broker, router }: TaskQueryDeps,
+  deps: TaskQueryDeps,
 ): Promise<void> {
-  let taskId = request.taskId;
-  let outcome = await store.cancel(taskId);
-  if (outcome === "not_found") {
-    const full = await resolveTaskIdPrefix(store, taskId);
-    if (full !== undefined) {
-      taskId = full;
-      outcome = await store.cancel(taskId);
-    }
-  }
-  if (outcome === "not_found") return _notFound(client, request.id, request.taskId);
-  const view = await store.get(taskId);
-  client.send({
-    type: "cancelled",
-    id: request.id,
-    taskId,
-    cancelled: outcome === "cancelled",
-    status: view?.status ?? "cancelled",
-  });
-  if (outcome !== "cancelled") return;
-  broker()?.publishControl({ type: "cancel", taskIds: [taskId] }).catch((err) =>
-    log.error("No se pudo avisar a los workers de una cancelación", err)
+  const result = await cancelTask(
+    request.taskId,
+    deps,
+    (r) => client.send({ type: "cancelled", id: request.id, ...r }),
   );
-  if (view !== undefined) router.cancelled(taskId, view);
+  if (result === undefined) return _notFound(client, request.id, request.taskId);
 }
 
 /** Answers `list` with one page of records. */
