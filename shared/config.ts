@@ -86,7 +86,7 @@ const OBJECT_STORAGE = {
  * - `pruneIntervalMs` — how often old records are looked for, after the look at start-up. @defaultValue `3600000` · env `COLMENA_PRUNE_INTERVAL_MS` · `--prune-interval-ms`
  * - `maxUploadBytes` — largest file a client may upload. @defaultValue `268435456` · env `COLMENA_MAX_UPLOAD_BYTES` · `--max-upload-bytes`
  * - `tareas` — task modules to load besides the built-in types. @defaultValue none · env `COLMENA_TAREAS` (comma-separated) · `--tareas` (repeatable)
- * - `http` — address of the HTTP listener (`/healthz`, `/readyz`, `/metrics`), as `host:port`; port 0 picks a free one. @defaultValue `"localhost:8080"` · env `COLMENA_HTTP` · `--http`
+ * - `http` — address of the HTTP listener (dashboard, browser client, `/healthz`, `/readyz`, `/metrics`), as `host:port`; port 0 picks a free one. @defaultValue `"localhost:8080"` · env `COLMENA_HTTP` · `--http`
  * - `sinHttp` — open no HTTP listener. @defaultValue `false` · env `COLMENA_SIN_HTTP` · `--sin-http`
  * - `drainDelayMs` — on SIGTERM, how long `/readyz` answers 503 while the server still serves, before it stops taking connections (time for a balancer's health checks to see it). @defaultValue `0` · env `COLMENA_DRAIN_DELAY_MS` · `--drain-delay-ms`
  * - storage of objects, as for the worker below.
