@@ -122,10 +122,10 @@ class _WebSocketConn implements ByteConn {
 
   close(): void {
     this.#end();
-    if (
-      this.#socket.readyState === WebSocket.OPEN || this.#socket.readyState === WebSocket.CONNECTING
-    ) {
+    try {
       this.#socket.close(1000);
+    } catch {
+      // not open yet, or already closed
     }
   }
 }

@@ -18,7 +18,8 @@ function ago(iso) {
 }
 
 function ms(n) {
-  return n === undefined || n === null ? "" : `${Math.round(n)} ms`;
+  if (n === undefined || n === null) return "";
+  return n < 10 ? `${n.toFixed(2)} ms` : `${Math.round(n)} ms`;
 }
 
 function idButton(taskId) {
@@ -49,7 +50,7 @@ function chart(id, values) {
   label.setAttribute("x", "2");
   label.setAttribute("y", "10");
   label.setAttribute("class", "escala");
-  label.textContent = `máx ${Math.round(max)}`;
+  label.textContent = `máx ${Math.round(max)} · últimos ${values.length} s`;
   svg.replaceChildren(line, label);
 }
 

@@ -163,10 +163,17 @@ Deno.test({
 
     const capture = Deno.env.get("COLMENA_CAPTURA_PANEL");
     if (capture !== undefined) {
-      const load = batch(200);
-      await new Promise((resolve) => setTimeout(resolve, 4_000));
+      // Some twenty seconds of mixed load, then the picture while tasks still run.
+      for (let round = 0; round < 20; round++) {
+        await Promise.all([
+          batch(20 + round * 3),
+          client.run("sleep", { ms: 50 + round * 20 }),
+          client.run("hash", { data: "colmena", iterations: 20_000 }),
+        ]);
+      }
+      const tail = batch(100);
       await page.screenshot({ path: capture, fullPage: true });
-      await load;
+      await tail;
     }
     await page.close();
   },
