@@ -5,7 +5,8 @@
  *
  * @module
  */
-import { type Browser, chromium } from "playwright-core";
+import fs from "node:fs";
+import type { Browser } from "playwright-core";
 
 /** Where Chromium is: `CHROMIUM_BIN`, or Debian's `/usr/bin/chromium`. */
 export const CHROMIUM_BIN = Deno.env.get("CHROMIUM_BIN") ?? "/usr/bin/chromium";
@@ -34,8 +35,30 @@ export async function needsChromium(): Promise<{ ignore: boolean }> {
   return { ignore: true };
 }
 
+/**
+ * Node's `existsSync` answers `false` for a path it may not read; Deno's throws `NotCapable` for paths
+ * only `--allow-all` may read, such as `/proc/sys/fs/binfmt_misc/WSLInterop`, which playwright-core probes
+ * when it loads (to detect WSL). Restores Node's behaviour for that one case, so the tests keep their
+ * narrow permissions instead of `--allow-all`.
+ */
+function _nodeExistsSync(): void {
+  const existsSync = fs.existsSync;
+  if ((existsSync as { colmenaNode?: true }).colmenaNode) return;
+  const patched = (path: fs.PathLike) => {
+    try {
+      return existsSync(path);
+    } catch (err) {
+      if (err instanceof Deno.errors.NotCapable) return false;
+      throw err;
+    }
+  };
+  fs.existsSync = Object.assign(patched, { colmenaNode: true as const });
+}
+
 /** Launches headless Chromium; closed on disposal. */
 export async function launchBrowser(): Promise<Browser & AsyncDisposable> {
+  _nodeExistsSync();
+  const { chromium } = await import("playwright-core");
   const browser = await chromium.launch({
     executablePath: CHROMIUM_BIN,
     args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"],
