@@ -164,7 +164,7 @@ async function follow() {
       const response = await adminFetch("/eventos");
       if (response.status === 401) {
         setStatus("sin autorización: hace falta un token de administrador", "mal");
-        await new Promise((r) => setTimeout(r, 5000));
+        await new Promise((r) => setTimeout(r, 30_000));
         continue;
       }
       if (!response.ok || response.body === null) throw new Error(`HTTP ${response.status}`);
