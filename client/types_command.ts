@@ -4,50 +4,14 @@
  *
  * @module
  */
-import { z } from "zod";
 import * as log from "../shared/log.ts";
-import { TaskCatalog } from "../shared/catalog.ts";
-import type { AnyTaskDefinition } from "../shared/task_definition.ts";
+import { describeTaskType } from "../shared/task_description.ts";
 import { catalogOf, type CliSettings, usageError } from "./commands.ts";
 import { formatMs, formatTable } from "./format.ts";
 import { EXIT_OK } from "./output.ts";
 
-/** A task type as `tipos --json` prints it; `input` and `output` are JSON Schema (draft 2020-12). */
-export interface TaskTypeDescription {
-  readonly name: string;
-  readonly label: string;
-  readonly description: string;
-  readonly builtin: boolean;
-  readonly timeoutMs: number;
-  readonly maxPayloadBytes: number | null;
-  readonly maxOutputBytes: number | null;
-  readonly fileField: string | null;
-  readonly isolated: boolean;
-  readonly input: Record<string, unknown>;
-  readonly output: Record<string, unknown>;
-}
-
-/** The JSON Schema of a zod schema, as clients send (`io: "input"`) or receive (`"output"`) it. */
-export function jsonSchemaOf(schema: z.ZodType, io: "input" | "output"): Record<string, unknown> {
-  return z.toJSONSchema(schema, { io, unrepresentable: "any" }) as Record<string, unknown>;
-}
-
-/** Describes one task type, its schemas as JSON Schema. */
-export function describeTaskType(definition: AnyTaskDefinition): TaskTypeDescription {
-  return {
-    name: definition.name,
-    label: definition.cli?.label ?? definition.name,
-    description: definition.description,
-    builtin: TaskCatalog.isBuiltin(definition),
-    timeoutMs: definition.timeoutMs,
-    maxPayloadBytes: definition.limits.maxPayloadBytes ?? null,
-    maxOutputBytes: definition.limits.maxOutputBytes ?? null,
-    fileField: definition.fileField ?? null,
-    isolated: definition.isolated !== false,
-    input: jsonSchemaOf(definition.input, "input"),
-    output: jsonSchemaOf(definition.output, "output"),
-  };
-}
+export { describeTaskType };
+export type { TaskTypeDescription } from "../shared/task_description.ts";
 
 /** `tipos [--json-schema] [--json]`: prints the loaded task types. */
 export function runTypes(config: CliSettings, args: readonly string[]): number {

@@ -31,7 +31,8 @@ import type { Heartbeat, ResultBatch } from "../shared/queue_messages.ts";
 import type { ServerConfig } from "../shared/config.ts";
 import { admitFrame } from "./admission.ts";
 import { ClientConnection } from "./connection.ts";
-import { deadLetters } from "./dead_letters.ts";
+import { DashboardFeed } from "./dashboard_feed.ts";
+import { deadLetters, requeueFromDeadLetters } from "./dead_letters.ts";
 import { type HttpListener, type Readiness, serveHttp } from "./http.ts";
 import { renderMetrics } from "./metrics.ts";
 import { ResultRouter } from "./result_routing.ts";
@@ -41,9 +42,20 @@ import type { Principal } from "./principal.ts";
 import { PrincipalQuotas } from "./quotas.ts";
 import { newServerStats, type ServerStats } from "./stats.ts";
 import { Submitter } from "./submit.ts";
-import { cancel, list, status, type TaskQueryDeps } from "./task_queries.ts";
+import {
+  cancel,
+  cancelTask,
+  findTask,
+  list,
+  OPERATOR,
+  status,
+  type TaskQueryDeps,
+} from "./task_queries.ts";
 import { abortUploads, download, type TransferDeps, upload } from "./transfers.ts";
 import { WorkerRegistry } from "./worker_registry.ts";
+import { webSocketConn } from "./ws_bridge.ts";
+import type { TaskInspection, WebTarget } from "./web_routes.ts";
+import { describeTaskType, type TaskTypeDescription } from "../shared/task_description.ts";
 
 export type { ServerStats };
 
@@ -84,6 +96,11 @@ export interface ServerDeps {
    * `admin`); tests pass one that gives the `cliente` role.
    */
   principalFor?: (name: string) => Principal;
+  /**
+   * Whether an HTTP request may use the dashboard's operator routes. @defaultValue with `tokens`, its
+   * `Authorization: Bearer` token must be an `admin`'s; without tokens (loopback, zero set-up), any request
+   */
+  authorizeAdmin?: (request: globalThis.Request) => Promise<boolean>;
 }
 
 /** A running server. */
@@ -110,6 +127,8 @@ export class ColmenaServer {
   /** Draining has begun: `/readyz` answers 503 (before `#stopping`, by `drainDelayMs`). */
   #unready = false;
   readonly stats: ServerStats = newServerStats();
+  readonly #feed: DashboardFeed;
+  #taskTypes: readonly TaskTypeDescription[] | undefined;
 
   constructor(config: ServerConfig, deps: ServerDeps) {
     this.#config = config;
@@ -152,6 +171,18 @@ export class ColmenaServer {
       openUploads: { count: 0 },
       quotas: this.#quotas,
     };
+    this.#feed = new DashboardFeed({
+      serverId: deps.serverId,
+      stats: this.stats,
+      store: deps.store,
+      workers: () => this.#workers.alive(),
+      clientsByKind: () => this.#clientsByKind(),
+      brokerConnected: () => this.#broker?.connected ?? false,
+      readQueueDepths: () =>
+        this.#broker === undefined
+          ? Promise.reject(new ColmenaError("BROKER_UNAVAILABLE"))
+          : this.#broker.queueDepths(),
+    });
   }
 
   /** This server's id. */
@@ -187,13 +218,67 @@ export class ColmenaServer {
     log.info(`Escuchando en ${this.#config.host}:${this.#listener.addr.port}`);
     this.#sweeper = setInterval(() => this.#sweep(), 1_000);
     this.#accepting = this.#acceptLoop(this.#listener);
+    this.#feed.start();
     if (!this.#config.sinHttp) {
       this.#http = serveHttp(this.#config.http, {
         draining: () => this.#unready,
         readiness: () => this.readiness(),
         metrics: () => this.metrics(),
+        web: this.#webTarget(),
       });
     }
+  }
+
+  /** Without tokens, any request; with them, one whose `Authorization: Bearer` token is an `admin`'s. */
+  #bearerIsAdmin(request: globalThis.Request): Promise<boolean> {
+    const tokens = this.#deps.tokens;
+    if (tokens === undefined) return Promise.resolve(true);
+    const header = request.headers.get("authorization") ?? "";
+    const match = /^Bearer\s+(\S+)$/i.exec(header);
+    return Promise.resolve(tokens.verify(match?.[1])?.role === "admin");
+  }
+
+  #webTarget(): WebTarget {
+    const store = this.#deps.store;
+    return {
+      serverId: this.serverId,
+      authorizeAdmin: this.#deps.authorizeAdmin ?? ((request) => this.#bearerIsAdmin(request)),
+      events: () => this.#feed.subscribe(),
+      taskTypes: () => this.#taskTypes ??= this.#catalog.definitions().map(describeTaskType),
+      inspect: async (idOrPrefix): Promise<TaskInspection | undefined> => {
+        const task = await findTask(store, idOrPrefix);
+        if (task === undefined) return undefined;
+        const sub = await store.submission(task.taskId);
+        if (sub === undefined) return { task };
+        const { payload, payloadRef, timeoutMs, origin } = sub;
+        return {
+          task,
+          submission: {
+            ...(payload === undefined ? {} : { payload }),
+            ...(payloadRef === undefined ? {} : { payloadRef }),
+            timeoutMs,
+            origin,
+          },
+        };
+      },
+      requeue: (taskId) => requeueFromDeadLetters([taskId], 1, { store, broker: this.#broker }),
+      cancel: (idOrPrefix) => cancelTask(idOrPrefix, OPERATOR, this.#queries),
+      webSocket: (request, remoteAddr) => this.#acceptWebSocket(request, remoteAddr),
+    };
+  }
+
+  /** Serves an upgraded WebSocket as a client connection of kind `web`, under the same limits and cap. */
+  #acceptWebSocket(request: globalThis.Request, remoteAddr: Deno.Addr): Response {
+    const { socket, response } = Deno.upgradeWebSocket(request);
+    const conn = webSocketConn(socket, {
+      remoteAddr,
+      maxQueuedBytes: 2 * this.#config.maxLineBytes + 65_536,
+    });
+    const client = new ClientConnection(conn, this.#config);
+    client.fixedKind = "web";
+    client.client = { name: "anonimo", kind: "web" };
+    this.#serve(client);
+    return response;
   }
 
   /** Whether the broker is connected and the task store answers a primary-key read in time. */
@@ -209,18 +294,25 @@ export class ColmenaServer {
     return { broker, almacen };
   }
 
-  /** The Prometheus text of the counters and of the gauges read now. */
-  metrics(): string {
+  /** The Prometheus text of the counters and of the gauges read now (queue depths at most 1 s old). */
+  async metrics(): Promise<string> {
+    const queueDepths = await this.#feed.queueDepths();
+    return renderMetrics(this.stats, {
+      clientsByKind: this.#clientsByKind(),
+      workersAlive: this.#workers.aliveCount(),
+      tasksAwaiting: this.#awaitingResults(),
+      brokerConnected: this.#broker?.connected ?? false,
+      brokerReconnects: this.#broker?.reconnects ?? 0,
+      queueDepths: queueDepths ?? undefined,
+    });
+  }
+
+  #clientsByKind(): Map<string, number> {
     const clientsByKind = new Map<string, number>();
     for (const c of this.#connections) {
       clientsByKind.set(c.client.kind, (clientsByKind.get(c.client.kind) ?? 0) + 1);
     }
-    return renderMetrics(this.stats, {
-      clientsByKind,
-      workersAlive: this.#workers.aliveCount(),
-      tasksAwaiting: this.#awaitingResults(),
-      brokerConnected: this.#broker?.connected ?? false,
-    });
+    return clientsByKind;
   }
 
   /** Resolves when the broker connection ends for good, with the reason. */
@@ -265,12 +357,16 @@ export class ColmenaServer {
     } catch {
       // the peer is already gone
     }
-    const client = new ClientConnection(conn, this.#config);
+    this.#serve(new ClientConnection(conn, this.#config));
+  }
+
+  /** Serves a connection (TCP or WebSocket), or drops it when the server is full or stopping. */
+  #serve(client: ClientConnection): void {
     if (this.#connections.size >= this.#config.maxConnections || this.#stopping) {
       client.drop(new ColmenaError(this.#stopping ? "SHUTTING_DOWN" : "OVERLOADED"));
       return;
     }
-    const address = conn.remoteAddr.hostname;
+    const address = client.address;
     const fromAddress = this.#perAddress.get(address) ?? 0;
     if (fromAddress >= this.#config.maxConnectionsPerAddress) {
       client.drop(
@@ -438,6 +534,7 @@ export class ColmenaServer {
     }
     log.info("Deja de aceptar conexiones y tareas; se entrega lo pendiente");
     this.#stopping = true;
+    this.#feed.close();
     this.#listener?.close();
     await this.#accepting;
     const deadline = Date.now() + graceMs;

@@ -27,6 +27,12 @@ export interface ClientIdentity {
   kind: ClientKind;
 }
 
+/**
+ * The byte stream a connection runs over: a TCP socket, or the WebSocket bridge (`ws_bridge.ts`) that looks
+ * like one.
+ */
+export type ByteConn = Pick<Deno.Conn, "read" | "write" | "close" | "remoteAddr">;
+
 /** Limits of one connection. */
 export interface ConnectionLimits {
   maxLineBytes: number;
@@ -80,7 +86,9 @@ export class ClientConnection {
   readonly uploads = new Map<string, Upload>();
   /** The last `watch` of this connection, which the next one waits for. */
   lastWatch: Promise<void> = Promise.resolve();
-  readonly #conn: Deno.Conn;
+  /** The client kind every `hello` on this connection is held to (`web` over the WebSocket bridge). */
+  fixedKind: ClientKind | undefined;
+  readonly #conn: ByteConn;
   readonly #limits: ConnectionLimits;
   #out: string[] = [];
   #outChars = 0;
@@ -94,7 +102,7 @@ export class ClientConnection {
   #closed = false;
   readonly #done = Promise.withResolvers<void>();
 
-  constructor(conn: Deno.Conn, limits: ConnectionLimits) {
+  constructor(conn: ByteConn, limits: ConnectionLimits) {
     this.#conn = conn;
     this.#limits = limits;
   }
@@ -102,6 +110,12 @@ export class ClientConnection {
   /** Whether the connection is closed. */
   get closed(): boolean {
     return this.#closed;
+  }
+
+  /** The peer's host (its IP address), for the per-address connection cap. */
+  get address(): string {
+    const addr = this.#conn.remoteAddr;
+    return addr.transport === "tcp" || addr.transport === "udp" ? addr.hostname : addr.transport;
   }
 
   /** The peer's address, for logs. */
@@ -400,7 +414,7 @@ export class ClientConnection {
  * The bytes the peer sends, ending at its end of input. Unlike `conn.readable`, reaching the end does not
  * close the socket, so replies can still be written to a peer that half-closed.
  */
-function _readUntilEof(conn: Deno.Conn): ReadableStream<Uint8Array> {
+function _readUntilEof(conn: ByteConn): ReadableStream<Uint8Array> {
   return new ReadableStream<Uint8Array>({
     async pull(controller) {
       const buffer = new Uint8Array(READ_BUFFER_BYTES);

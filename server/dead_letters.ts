@@ -23,12 +23,27 @@ export async function deadLetters(
     client.send({ type: "dlq", id: request.id, entries });
     return;
   }
+  const requeued = await requeueFromDeadLetters(request.taskIds, request.limit, { store, broker });
+  client.send({ type: "dlq", id: request.id, requeued });
+}
+
+/**
+ * Moves dead-lettered tasks back to their queues (those with `taskIds`, or the first `limit`), each record
+ * reopened first; returns the ids moved. Rejects with `BROKER_UNAVAILABLE` while disconnected. The `dlq`
+ * request and the dashboard's requeue both come here.
+ */
+export async function requeueFromDeadLetters(
+  taskIds: readonly string[] | undefined,
+  limit: number,
+  { store, broker }: { store: TaskStore; broker: ServerBroker | undefined },
+): Promise<string[]> {
+  if (broker === undefined || !broker.connected) throw new ColmenaError("BROKER_UNAVAILABLE");
   // Each record is reopened before its task is republished, so the new attempt's result is not taken for a
   // duplicate; only tasks really found in the dead-letter queue are touched.
   const moved = await broker.requeueDeadLetters(
-    request.taskIds,
-    request.limit,
+    taskIds,
+    limit,
     (task) => store.reopen(task.taskId),
   );
-  client.send({ type: "dlq", id: request.id, requeued: moved.map((t) => t.taskId) });
+  return moved.map((t) => t.taskId);
 }

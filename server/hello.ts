@@ -39,7 +39,10 @@ export function greet(
   request: Extract<Request, { type: "hello" }>,
   { tokens, throttle, principalFor }: HelloDeps,
 ): boolean {
-  if (request.client) client.client = request.client;
+  // A connection whose kind its transport fixes (the browser bridge: `web`) keeps it, whatever it says.
+  if (request.client) {
+    client.client = { name: request.client.name, kind: client.fixedKind ?? request.client.kind };
+  }
   if (client.authenticated) return true;
   if (tokens === undefined) {
     if (request.client) client.principal = (principalFor ?? localPrincipal)(request.client.name);

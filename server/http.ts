@@ -1,12 +1,14 @@
 /**
- * The server's HTTP listener, for load balancers and Prometheus: `GET /healthz` (the process serves),
- * `GET /readyz` (the broker is connected and the task store answers; 503 once draining) and `GET /metrics`.
- * Other paths answer 404 and other methods 405, both as JSON in Spanish.
+ * The server's HTTP listener: for load balancers and Prometheus, `GET /healthz` (the process serves),
+ * `GET /readyz` (the broker is connected and the task store answers; 503 once draining) and `GET /metrics`;
+ * for people, the dashboard and the browser client (`web_routes.ts`). Unknown paths answer 404 and other
+ * methods 405, both as JSON in Spanish.
  *
  * @module
  */
 import * as log from "../shared/log.ts";
 import { METRICS_CONTENT_TYPE } from "./metrics.ts";
+import { handleWeb, type WebTarget } from "./web_routes.ts";
 
 /** What each dependency's readiness is. */
 export interface Readiness {
@@ -23,7 +25,9 @@ export interface HttpTarget {
   /** Checks the broker and the store now. */
   readiness(): Promise<Readiness>;
   /** The Prometheus text of `/metrics`. */
-  metrics(): string;
+  metrics(): string | Promise<string>;
+  /** The dashboard, the browser client and their routes; without it only the three routes above exist. */
+  readonly web?: WebTarget;
 }
 
 /** A running HTTP listener. */
@@ -42,11 +46,18 @@ function _json(status: number, body: unknown, headers: Record<string, string> = 
 }
 
 /** Answers one request; exported for tests of the routing alone. */
-export async function handleHttp(request: Request, target: HttpTarget): Promise<Response> {
+export async function handleHttp(
+  request: Request,
+  target: HttpTarget,
+  info?: Deno.ServeHandlerInfo<Deno.NetAddr>,
+): Promise<Response> {
   const path = new URL(request.url).pathname;
   const known = path === "/healthz" || path === "/readyz" || path === "/metrics";
   if (!known) {
-    return _json(404, { error: "no_encontrado", message: `No existe la ruta ${path}` });
+    const answer = target.web === undefined
+      ? undefined
+      : await handleWeb(request, target.web, info);
+    return answer ?? _json(404, { error: "no_encontrado", message: `No existe la ruta ${path}` });
   }
   if (request.method !== "GET") {
     return _json(405, {
@@ -64,7 +75,9 @@ export async function handleHttp(request: Request, target: HttpTarget): Promise<
       return _json(ok ? 200 : 503, { estado: ok ? "listo" : "no listo", ...ready });
     }
     default:
-      return new Response(target.metrics(), { headers: { "content-type": METRICS_CONTENT_TYPE } });
+      return new Response(await target.metrics(), {
+        headers: { "content-type": METRICS_CONTENT_TYPE },
+      });
   }
 }
 
@@ -105,5 +118,5 @@ function _serve(
       log.error("Fallo al atender una petición HTTP", err);
       return _json(500, { error: "interno", message: "Error interno del servidor" });
     },
-  }, (request) => handleHttp(request, target));
+  }, (request, info) => handleHttp(request, target, info));
 }

@@ -4,6 +4,7 @@
  *
  * @module
  */
+import type { QueueDepth } from "../shared/ports.ts";
 import { LATENCY_BUCKETS_S, type ServerStats, TASK_OUTCOMES } from "./stats.ts";
 
 /** The `Content-Type` of {@linkcode renderMetrics}'s text. */
@@ -19,6 +20,10 @@ export interface ServerGauges {
   readonly tasksAwaiting: number;
   /** Whether the broker connection is up. */
   readonly brokerConnected: boolean;
+  /** Times the broker connection was lost and made again. */
+  readonly brokerReconnects: number;
+  /** Messages waiting in each queue, or `undefined` when the broker could not be asked. */
+  readonly queueDepths: readonly QueueDepth[] | undefined;
 }
 
 const OUTCOME_HELP: Record<(typeof TASK_OUTCOMES)[number], string> = {
@@ -95,6 +100,33 @@ export function renderMetrics(stats: ServerStats, gauges: ServerGauges): string 
   lines.push(`colmena_tasks_awaiting_result ${gauges.tasksAwaiting}`);
   _header(lines, "colmena_broker_connected", "gauge", "1 while the RabbitMQ connection is up");
   lines.push(`colmena_broker_connected ${gauges.brokerConnected ? 1 : 0}`);
+  _header(
+    lines,
+    "colmena_broker_reconnects_total",
+    "counter",
+    "Times the RabbitMQ connection was lost and made again",
+  );
+  lines.push(`colmena_broker_reconnects_total ${gauges.brokerReconnects}`);
+  _header(
+    lines,
+    "colmena_tasks_accepted_by_kind_total",
+    "counter",
+    "Submits answered accepted that created a task, by client kind",
+  );
+  _byLabel(lines, "colmena_tasks_accepted_by_kind_total", "kind", stats.acceptedByKind);
+  _header(
+    lines,
+    "colmena_queue_messages",
+    "gauge",
+    "Messages ready in each queue (task, retry, result, dlq), read at scrape time",
+  );
+  const depths = [...(gauges.queueDepths ?? [])].sort((a, b) => a.queue.localeCompare(b.queue));
+  for (const d of depths) {
+    const type = d.taskType === undefined ? "" : `,type="${_label(d.taskType)}"`;
+    lines.push(
+      `colmena_queue_messages{queue="${_label(d.queue)}",kind="${d.kind}"${type}} ${d.messages}`,
+    );
+  }
   const histogram = "colmena_task_latency_seconds";
   _header(lines, histogram, "histogram", "Seconds from a submit to its result, by task type");
   for (const type of [...stats.latency.keys()].sort()) {

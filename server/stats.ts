@@ -74,6 +74,8 @@ export interface ServerStats {
   readonly tasks: Record<TaskOutcome, Map<string, number>>;
   /** Seconds from a submit to its result, by type, for tasks submitted and answered by this server. */
   readonly latency: Map<string, LatencyHistogram>;
+  /** Submits answered `accepted` that created a task, by the kind of client that sent them. */
+  readonly acceptedByKind: Map<string, number>;
 }
 
 /** Counters at zero. */
@@ -95,6 +97,7 @@ export function newServerStats(): ServerStats {
       cancelled: new Map(),
     },
     latency: new Map(),
+    acceptedByKind: new Map(),
   };
 }
 
@@ -116,4 +119,9 @@ export function observeLatency(stats: ServerStats, taskType: string, seconds: nu
   histogram.buckets[i]!++;
   histogram.sum += seconds;
   histogram.count++;
+}
+
+/** Counts one task accepted from a client of `kind`. */
+export function countAcceptedKind(stats: ServerStats, kind: string): void {
+  stats.acceptedByKind.set(kind, (stats.acceptedByKind.get(kind) ?? 0) + 1);
 }

@@ -18,7 +18,7 @@ import type { ClientConnection } from "./connection.ts";
 import type { Principal } from "./principal.ts";
 import type { InFlightSlot, PrincipalQuotas } from "./quotas.ts";
 import type { ResultRouter } from "./result_routing.ts";
-import { countTask, type ServerStats } from "./stats.ts";
+import { countAcceptedKind, countTask, type ServerStats } from "./stats.ts";
 
 type SubmitRequest = Extract<Request, { type: "submit" }>;
 type FileSpec = NonNullable<SubmitRequest["task"]["file"]>;
@@ -299,6 +299,7 @@ export class Submitter {
     if (options.idempotencyKey !== undefined) this.#markPublished(taskId);
     stats.accepted++;
     countTask(stats, "accepted", type);
+    countAcceptedKind(stats, newTask.client.kind);
     client.send({ type: "accepted", id: request.id, taskId });
     router.accepted(taskId, target);
   }

@@ -21,6 +21,10 @@ import type { ClientConnection } from "./connection.ts";
 import type { ResultRouter } from "./result_routing.ts";
 import { encodeCursor } from "./stores/records.ts";
 import { findVisibleTask } from "./task_ids.ts";
+import type { Principal } from "./principal.ts";
+
+/** Who the dashboard's operator actions act as: they are behind the admin check. */
+export const OPERATOR: Principal = { name: "panel", role: "admin" };
 
 /** What the task queries need. */
 export interface TaskQueryDeps {
@@ -71,6 +75,54 @@ export async function status(
   client.send({ type: "task", id: request.id, ...view });
 }
 
+/** The record of a task named by its id or a unique prefix of it, as an operator sees it, or `undefined`. */
+export function findTask(
+  store: Pick<TaskStore, "matchIds" | "get">,
+  idOrPrefix: string,
+): Promise<TaskView | undefined> {
+  return findVisibleTask(store, idOrPrefix, OPERATOR);
+}
+
+/** What {@linkcode cancelTask} did: the full id, whether it was cancelled now, and the status it has. */
+export interface CancelResult {
+  readonly taskId: string;
+  readonly cancelled: boolean;
+  readonly status: TaskView["status"];
+}
+
+/**
+ * Cancels a queued task that `principal` may see, named by its id or a unique prefix of it: the workers are
+ * told and its awaiting connections get the `cancelled` result, after `answer` (the canceller's own reply)
+ * has been sent. `undefined` when there is no such task. The `cancel` request and the dashboard's cancel
+ * (as the operator) both come here.
+ */
+export async function cancelTask(
+  idOrPrefix: string,
+  principal: Principal,
+  { store, broker, router }: Pick<TaskQueryDeps, "store" | "broker" | "router">,
+  answer: (result: CancelResult) => void = () => {},
+): Promise<CancelResult | undefined> {
+  const found = await findVisibleTask(store, idOrPrefix, principal);
+  if (found === undefined) return undefined;
+  const taskId = found.taskId;
+  const outcome = await store.cancel(taskId);
+  if (outcome === "not_found") return undefined;
+  const view = await store.get(taskId);
+  const result = {
+    taskId,
+    cancelled: outcome === "cancelled",
+    status: view?.status ?? "cancelled",
+  };
+  answer(result);
+  if (outcome === "cancelled") {
+    broker()?.publishControl({ type: "cancel", taskIds: [taskId] }).catch((err) =>
+      log.error("No se pudo avisar a los workers de una cancelación", err)
+    );
+    if (view !== undefined) router.cancelled(taskId, view);
+  }
+  return result;
+}
+
 /**
  * Answers `cancel`: a queued task (named by its id or a unique prefix of it) is cancelled, and its awaiting
  * connection gets the `cancelled` result. Replies name the full id.
@@ -78,26 +130,15 @@ export async function status(
 export async function cancel(
   client: ClientConnection,
   request: Extract<Request, { type: "cancel" }>,
-  { store, broker, router }: TaskQueryDeps,
+  deps: TaskQueryDeps,
 ): Promise<void> {
-  const found = await findVisibleTask(store, request.taskId, client.principal);
-  if (found === undefined) return _notFound(client, request.id, request.taskId);
-  const taskId = found.taskId;
-  const outcome = await store.cancel(taskId);
-  if (outcome === "not_found") return _notFound(client, request.id, request.taskId);
-  const view = await store.get(taskId);
-  client.send({
-    type: "cancelled",
-    id: request.id,
-    taskId,
-    cancelled: outcome === "cancelled",
-    status: view?.status ?? "cancelled",
-  });
-  if (outcome !== "cancelled") return;
-  broker()?.publishControl({ type: "cancel", taskIds: [taskId] }).catch((err) =>
-    log.error("No se pudo avisar a los workers de una cancelación", err)
+  const result = await cancelTask(
+    request.taskId,
+    client.principal,
+    deps,
+    (r) => client.send({ type: "cancelled", id: request.id, ...r }),
   );
-  if (view !== undefined) router.cancelled(taskId, view);
+  if (result === undefined) return _notFound(client, request.id, request.taskId);
 }
 
 /** Answers `list` with one page of records. */

@@ -8,7 +8,7 @@
  * @module
  */
 import * as log from "../shared/log.ts";
-import type { Request } from "../shared/protocol.ts";
+import type { Reply, Request } from "../shared/protocol.ts";
 import type { Heartbeat } from "../shared/queue_messages.ts";
 import type { ClientConnection } from "./connection.ts";
 
@@ -16,6 +16,9 @@ import type { ClientConnection } from "./connection.ts";
 const WORKER_ALIVE_MS = 15_000;
 
 type Heard = Heartbeat & { lastSeen: number };
+
+/** A worker alive now, as `workers` answers and the dashboard shows it. */
+export type WorkerView = Extract<Reply, { type: "workers" }>["workers"][number];
 
 function _key(hb: Heartbeat): string {
   return `${hb.worker}@${hb.host}:${hb.pid}`;
@@ -67,6 +70,11 @@ export class WorkerRegistry {
 
   /** Answers `workers` with the workers alive now, by name. */
   list(client: ClientConnection, request: Extract<Request, { type: "workers" }>): void {
+    client.send({ type: "workers", id: request.id, workers: this.alive() });
+  }
+
+  /** The workers alive now, sorted by name then pid; twins sharing a name are flagged `duplicate`. */
+  alive(): WorkerView[] {
     const alive = this.#alive(Date.now());
     const names = new Map<string, number>();
     for (const w of alive) names.set(w.worker, (names.get(w.worker) ?? 0) + 1);
@@ -85,6 +93,6 @@ export class WorkerRegistry {
       ...((names.get(w.worker) ?? 0) > 1 ? { duplicate: true as const } : {}),
     }));
     workers.sort((a, b) => a.worker.localeCompare(b.worker) || a.pid - b.pid);
-    client.send({ type: "workers", id: request.id, workers });
+    return workers;
   }
 }

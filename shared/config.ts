@@ -98,7 +98,7 @@ const OBJECT_STORAGE = {
  * - `quotaUploads` — uploads one `cliente` principal may start per hour. @defaultValue `100` · env `COLMENA_QUOTA_UPLOADS` · `--quota-uploads`
  * - `quotaUploadBytes` — bytes one `cliente` principal may upload per hour. @defaultValue `1073741824` · env `COLMENA_QUOTA_UPLOAD_BYTES` · `--quota-upload-bytes`
  * - `tareas` — task modules to load besides the built-in types. @defaultValue none · env `COLMENA_TAREAS` (comma-separated) · `--tareas` (repeatable)
- * - `http` — address of the HTTP listener (`/healthz`, `/readyz`, `/metrics`), as `host:port`; port 0 picks a free one. @defaultValue `"localhost:8080"` · env `COLMENA_HTTP` · `--http`
+ * - `http` — address of the HTTP listener (dashboard, browser client, `/healthz`, `/readyz`, `/metrics`), as `host:port`; port 0 picks a free one. @defaultValue `"localhost:8080"` · env `COLMENA_HTTP` · `--http`
  * - `sinHttp` — open no HTTP listener. @defaultValue `false` · env `COLMENA_SIN_HTTP` · `--sin-http`
  * - `drainDelayMs` — on SIGTERM, how long `/readyz` answers 503 while the server still serves, before it stops taking connections (time for a balancer's health checks to see it). @defaultValue `0` · env `COLMENA_DRAIN_DELAY_MS` · `--drain-delay-ms`
  * - `tokens` — file of access tokens (hashes only, made by `cliente token crear`); with it every connection must say `hello` with a valid token. @defaultValue none (no authentication; only allowed on loopback) · env `COLMENA_TOKENS_FILE` · `--tokens`

@@ -69,6 +69,30 @@ export interface ServerBroker extends Closable {
     limit: number,
     beforePublish?: (task: TaskMessage) => Promise<void>,
   ): Promise<TaskMessage[]>;
+  /**
+   * How many messages wait right now in each queue operators watch: the queue of every task type this server
+   * knows, their retry queues for the default backoff that exist, the result queue and the dead-letter queue.
+   * Read with a passive declare (nothing is created). Rejects with `BROKER_UNAVAILABLE` while disconnected.
+   */
+  queueDepths(): Promise<QueueDepth[]>;
+  /** Times the connection was lost and made again since start-up. */
+  readonly reconnects: number;
+}
+
+/** What kind of queue a {@linkcode QueueDepth} is about. */
+export type QueueKind = "task" | "retry" | "result" | "dlq";
+
+/** Messages waiting in one queue, as operators see it. */
+export interface QueueDepth {
+  /** The queue's name. */
+  readonly queue: string;
+  readonly kind: QueueKind;
+  /** The task type of a `task` or `retry` queue. */
+  readonly taskType?: string;
+  /** Messages ready to be delivered (not those delivered and unacknowledged). */
+  readonly messages: number;
+  /** Consumers attached. */
+  readonly consumers: number;
 }
 
 /** A task waiting in the dead-letter queue, as operators see it. */

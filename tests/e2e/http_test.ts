@@ -81,7 +81,8 @@ Deno.test({
 });
 
 Deno.test({
-  name: "readyz answers 503 with broker false while the broker is cut, and 200 once it is back",
+  name:
+    "readyz answers 503 with broker false while the broker is cut, and 200 once it is back, one reconnect counted",
   ...rabbit,
   async fn() {
     const target = new URL(AMQP_URL.replace(/^amqps?:/, "http:"));
@@ -101,6 +102,10 @@ Deno.test({
       viaProxy.href,
     ]);
     assert.equal((await get(server.httpPort, "/readyz")).status, 200);
+    assert.match(
+      (await get(server.httpPort, "/metrics")).text,
+      /\ncolmena_broker_reconnects_total 0\n/,
+    );
     await proxy.cut();
     let body = "";
     await waitUntil("readyz says 503", async () => {
@@ -115,6 +120,10 @@ Deno.test({
       "readyz says 200 again",
       async () => (await get(server.httpPort, "/readyz")).status === 200,
       30_000,
+    );
+    assert.match(
+      (await get(server.httpPort, "/metrics")).text,
+      /\ncolmena_broker_reconnects_total 1\n/,
     );
   },
 });

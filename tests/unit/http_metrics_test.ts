@@ -14,6 +14,17 @@ const GAUGES = {
   workersAlive: 3,
   tasksAwaiting: 4,
   brokerConnected: true,
+  brokerReconnects: 2,
+  queueDepths: [
+    {
+      queue: "task_queue.text",
+      kind: "task" as const,
+      taskType: "text",
+      messages: 7,
+      consumers: 1,
+    },
+    { queue: "task_queue.dlq", kind: "dlq" as const, messages: 3, consumers: 0 },
+  ],
 };
 
 Deno.test("metrics count tasks by outcome and type, sorted, with one HELP and TYPE per family", () => {
@@ -33,6 +44,11 @@ Deno.test("metrics count tasks by outcome and type, sorted, with one HELP and TY
   assert.ok(lines.includes("colmena_workers_alive 3"));
   assert.ok(lines.includes("colmena_tasks_awaiting_result 4"));
   assert.ok(lines.includes("colmena_broker_connected 1"));
+  assert.ok(lines.includes("colmena_broker_reconnects_total 2"));
+  assert.ok(lines.includes('colmena_queue_messages{queue="task_queue.dlq",kind="dlq"} 3'));
+  assert.ok(
+    lines.includes('colmena_queue_messages{queue="task_queue.text",kind="task",type="text"} 7'),
+  );
   const types = lines.filter((l) => l.startsWith("# TYPE "));
   assert.equal(new Set(types).size, types.length);
   assert.equal(lines.filter((l) => l.startsWith("# HELP ")).length, types.length);

@@ -70,13 +70,15 @@ for (const flavour of ["sqlite", "postgres"] as Flavour[]) {
   });
 }
 
-Deno.test("deno task servidor reads its data folder and the migrations, and no other source", () => {
+Deno.test("deno task servidor reads its data folder, the migrations and the web pages' files, and no other source", () => {
   for (const task of ["servidor", "compile:servidor"]) {
     assert.deepEqual(flagPaths(deno.tasks[task], "--allow-read").sort(), [
       "data",
       relative(ROOT.pathname, new URL("../", migrationsFolder("sqlite")).pathname),
+      "server/web",
     ]);
   }
+  assert.ok(flagPaths(deno.tasks["compile:servidor"], "--include").includes("server/web"));
 });
 
 for (const task of ["servidor", "worker", "compile:servidor", "compile:worker"]) {

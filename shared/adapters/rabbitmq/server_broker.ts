@@ -10,6 +10,7 @@ import { Buffer } from "node:buffer";
 import type {
   DeadLetter,
   HeartbeatHandler,
+  QueueDepth,
   ResultBatchHandler,
   ServerBroker,
 } from "../../ports.ts";
@@ -21,6 +22,7 @@ import {
 } from "../../queue_messages.ts";
 import { listDeadLetters, requeueDeadLetters } from "./dead_letters.ts";
 import { InOrderAcker } from "./in_order_acker.ts";
+import { QueueDepthReader } from "./queue_depths.ts";
 import {
   controlExchange,
   heartbeatExchange,
@@ -75,6 +77,7 @@ class _RabbitServerBroker implements ServerBroker {
   readonly #connectedWaiters = new Set<() => void>();
   /** Types whose queue this connection has declared. */
   #declaredTypes = new Set<string>();
+  readonly #depths = new QueueDepthReader();
 
   private constructor(options: ServerBrokerOptions) {
     this.#options = options;
@@ -191,6 +194,22 @@ class _RabbitServerBroker implements ServerBroker {
       limit,
       beforePublish,
     });
+  }
+
+  queueDepths(): Promise<QueueDepth[]> {
+    const model = this.#model;
+    if (model === undefined || !this.connected) return Promise.reject(unavailable());
+    return this.#depths.read(model, {
+      taskQueue: this.#options.taskQueue,
+      resultQueue: this.#options.resultQueue,
+      taskTypes: [...this.#declaredTypes],
+    }).catch((err: unknown) => {
+      throw unavailable(err);
+    });
+  }
+
+  get reconnects(): number {
+    return this.#session?.reconnects ?? 0;
   }
 
   async publishTask(task: TaskMessage): Promise<void> {

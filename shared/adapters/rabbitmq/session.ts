@@ -37,6 +37,7 @@ export class Session {
   #everUp = false;
   readonly #closed = Promise.withResolvers<void | Error>();
   #stopping = false;
+  #reconnects = 0;
 
   private constructor(model: RecoveringModel) {
     this.#model = model;
@@ -58,7 +59,10 @@ export class Session {
     });
     const s = new Session(model);
     model.on("connect", () => {
-      if (s.#everUp) log.info("Reconectado a RabbitMQ");
+      if (s.#everUp) {
+        s.#reconnects++;
+        log.info("Reconectado a RabbitMQ");
+      }
       s.#up = true;
       s.#everUp = true;
     });
@@ -103,6 +107,11 @@ export class Session {
   /** Whether the connection is up right now. */
   get up(): boolean {
     return this.#up;
+  }
+
+  /** Times the connection came back after being lost. */
+  get reconnects(): number {
+    return this.#reconnects;
   }
 
   /** Resolves when the session has closed: with nothing after `close()`, with the reason after giving up. */
