@@ -19,6 +19,7 @@ import { loadCatalog } from "./shared/task_modules.ts";
 import { runCli, USAGE } from "./client/cli.ts";
 
 export {
+  type ClientTlsOptions,
   type DeadLetterInfo,
   type KnownTasks,
   type ListFilter,

@@ -24,6 +24,7 @@ import { HttpAddrInUseError } from "./server/http.ts";
 import { describeStore, openTaskStore } from "./server/stores/open.ts";
 import { schedulePruning } from "./server/retention.ts";
 import { describeBlobStore, openBlobStore } from "./shared/blobs.ts";
+import { readPemFile } from "./shared/pem_files.ts";
 
 const USAGE = `Uso: deno task -q servidor [opciones]
   --tareas FICHERO             módulo de tareas propias (repetible) [COLMENA_TAREAS, lista con comas]
@@ -63,6 +64,12 @@ const USAGE = `Uso: deno task -q servidor [opciones]
   --memory-max-tasks N         registros con --store memory       [COLMENA_MEMORY_MAX_TASKS, 200000]
   --idle-timeout-ms N          cierre por inactividad             [COLMENA_IDLE_TIMEOUT_MS, 600000]
   --partial-line-timeout-ms N  línea incompleta máxima            [COLMENA_PARTIAL_LINE_TIMEOUT_MS, 60000]
+  --tls-cert FICHERO           certificado TLS del servidor (PEM) [COLMENA_TLS_CERT]
+  --tls-key FICHERO            su clave privada (PEM)             [COLMENA_TLS_KEY]
+  --tls-ca-clientes FICHERO    CA de clientes: TLS mutuo          [COLMENA_TLS_CA_CLIENTES]
+  --tls-handshake-timeout-ms N saludo TLS máximo                  [COLMENA_TLS_HANDSHAKE_TIMEOUT_MS, 10000]
+  --amqp-ca FICHERO            CA de RabbitMQ (amqps://)          [AMQP_CA_FILE, las del sistema]
+  --database-ca FICHERO        CA de PostgreSQL (cifra y verifica) [DATABASE_CA_FILE]
   --help, -h, --ayuda          esta ayuda
   (detalles de cada opción: README.md, sección Configuración)`;
 
@@ -78,6 +85,9 @@ export async function runServer(config: ServerConfig): Promise<void> {
       `Tareas propias de ${loaded.path}: ${loaded.definitions.map((d) => d.name).join(", ")}`,
     );
   }
+  const amqpCa = config.amqpCa === undefined
+    ? undefined
+    : await readPemFile(config.amqpCa, "la CA de RabbitMQ (--amqp-ca)");
   const store = await openTaskStore(config);
   const blobs = await openBlobStore(config);
   log.info(`Registros de tareas: ${describeStore(config)}; objetos: ${describeBlobStore(config)}`);
@@ -93,6 +103,7 @@ export async function runServer(config: ServerConfig): Promise<void> {
     connectBroker: ({ onResults, onHeartbeat }) =>
       connectServerBroker({
         url: config.amqpUrl,
+        ca: amqpCa,
         taskQueue: config.taskQueue,
         resultQueue: config.resultQueue,
         serverId,

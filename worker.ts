@@ -18,6 +18,7 @@ import {
 } from "./shared/lifecycle.ts";
 import * as log from "./shared/log.ts";
 import { openBlobStore } from "./shared/blobs.ts";
+import { readPemFile } from "./shared/pem_files.ts";
 import { TaskCatalog } from "./shared/catalog.ts";
 import { loadCatalog, TaskModuleError } from "./shared/task_modules.ts";
 import "./worker/builtin_handlers.ts";
@@ -32,6 +33,7 @@ const USAGE = `Uso: deno task -q worker [nombre] [opciones]
   --concurrency, -c N          tareas a la vez (prefetch)          [COLMENA_CONCURRENCY, 100]
   --quiet, -q                  no imprimir una línea por tarea     [COLMENA_QUIET, false]
   --amqp-url URL               RabbitMQ                            [AMQP_URL, amqp://guest:guest@127.0.0.1:5672]
+  --amqp-ca FICHERO            CA de RabbitMQ (amqps://)           [AMQP_CA_FILE, las del sistema]
   --task-queue NOMBRE          prefijo de las colas de tareas      [COLMENA_TASK_QUEUE, task_queue]
   --result-queue NOMBRE        cola de resultados                  [COLMENA_RESULT_QUEUE, result_queue]
   --retry-base-ms N            espera antes del 2º intento         [COLMENA_RETRY_BASE_MS, 1000]
@@ -88,8 +90,12 @@ export async function runWorker(
     blobs,
     claimCheckBytes: config.claimCheckBytes,
   });
+  const amqpCa = config.amqpCa === undefined
+    ? undefined
+    : await readPemFile(config.amqpCa, "la CA de RabbitMQ (--amqp-ca)");
   const broker = await connectWorkerBroker({
     url: config.amqpUrl,
+    ca: amqpCa,
     taskQueue: config.taskQueue,
     resultQueue: config.resultQueue,
     // The loaded types, or the subset given with `--solo`: what the registry holds.

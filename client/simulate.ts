@@ -9,6 +9,7 @@ import type { ClientKind } from "../shared/protocol.ts";
 import { BUILTIN_CATALOG, type TaskCatalog } from "../shared/catalog.ts";
 import { MISMATCH, type SimulatedTask, SimulationStats, type SimulationSummary } from "./stats.ts";
 import { TaskClient } from "./task_client.ts";
+import type { ClientTlsOptions } from "./tls.ts";
 import { submitTask } from "./task_request.ts";
 import { makeTask, type Random, simulatedTypes, verifyOutput } from "./workload.ts";
 
@@ -27,6 +28,8 @@ export interface SimulationOptions {
   readonly host?: string;
   /** Server port. @defaultValue `8888` */
   readonly port?: number;
+  /** TLS settings of every client's connection. @defaultValue plain TCP */
+  readonly tls?: ClientTlsOptions;
   /** How many clients to simulate, each with its own connection. */
   readonly clients: number;
   /** Client kinds, given to the clients round-robin. */
@@ -96,6 +99,7 @@ export async function simulate(options: SimulationOptions): Promise<SimulationSu
     new TaskClient({
       ...(options.host === undefined ? {} : { host: options.host }),
       ...(options.port === undefined ? {} : { port: options.port }),
+      ...options.tls,
       kind: plan.kind,
       name: plan.name,
       ...(options.catalog === undefined ? {} : { tasks: options.catalog.definitions() }),

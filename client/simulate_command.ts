@@ -5,7 +5,7 @@
  */
 import * as log from "../shared/log.ts";
 import { CLIENT_KIND_LABELS, parseKinds, parseTaskTypes, taskLabel } from "./args.ts";
-import { catalogOf, type CliSettings, usageError } from "./commands.ts";
+import { catalogOf, type CliSettings, tlsOptionsOf, usageError } from "./commands.ts";
 import { simulatedTypes } from "./workload.ts";
 import { plural } from "./format.ts";
 import { EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_OK, reportFailure, writeText } from "./output.ts";
@@ -86,6 +86,7 @@ export async function runSimulate(config: CliSettings, args: readonly string[]):
     const summary = await simulate({
       host: config.host,
       port: config.port,
+      tls: tlsOptionsOf(config),
       clients: config.clientes,
       kinds: kinds.value,
       tasks: config.numTareas,

@@ -1,5 +1,5 @@
 /**
- * The server: starts, accepts TCP clients, dispatches their requests, sweeps idle or stuck connections and
+ * The server: starts, accepts TCP clients (or TLS ones, `tls_listener.ts`), dispatches their requests, sweeps idle or stuck connections and
  * drains. The work itself lives in one module per concept:
  *
  * - `admission.ts`: frame checks, rate limit and unanswered-request slots, before dispatch;
@@ -26,6 +26,7 @@ import {
 import type { Heartbeat, ResultBatch } from "../shared/queue_messages.ts";
 import type { ServerConfig } from "../shared/config.ts";
 import { admitFrame } from "./admission.ts";
+import type { ByteStream } from "./byte_stream.ts";
 import { ClientConnection } from "./connection.ts";
 import { deadLetters } from "./dead_letters.ts";
 import { type HttpListener, type Readiness, serveHttp } from "./http.ts";
@@ -37,6 +38,7 @@ import { Submitter } from "./submit.ts";
 import { cancel, list, status, type TaskQueryDeps } from "./task_queries.ts";
 import { abortUploads, download, type TransferDeps, upload } from "./transfers.ts";
 import { WorkerRegistry } from "./worker_registry.ts";
+import { readTlsFiles, TlsListener, type TlsPeer } from "./tls_listener.ts";
 
 export type { ServerStats };
 
@@ -69,6 +71,7 @@ export class ColmenaServer {
   readonly #catalog: TaskCatalog;
   #broker: ServerBroker | undefined;
   #listener: Deno.TcpListener | undefined;
+  #tlsListener: TlsListener | undefined;
   #http: HttpListener | undefined;
   readonly #connections = new Set<ClientConnection>();
   readonly #router: ResultRouter;
@@ -120,10 +123,11 @@ export class ColmenaServer {
 
   /** The bound address, once listening. */
   get addr(): Deno.NetAddr {
-    if (this.#listener === undefined) {
+    const addr = this.#listener?.addr ?? this.#tlsListener?.addr;
+    if (addr === undefined) {
       throw new TypeError("Cannot read addr: server is not listening");
     }
-    return this.#listener.addr;
+    return addr;
   }
 
   /** The bound HTTP address, or `undefined` without HTTP (`--sin-http`) or before `start()`. */
@@ -132,20 +136,43 @@ export class ColmenaServer {
   }
 
   /**
-   * Connects the broker (prints `Conectado a RabbitMQ`), then listens for clients and, unless `sinHttp`,
-   * for HTTP (prints where).
+   * Connects the broker (prints `Conectado a RabbitMQ`), then listens for clients — over TLS with
+   * `tlsCert`/`tlsKey` — and, unless `sinHttp`, for HTTP (prints where).
    */
   async start(): Promise<void> {
+    const c = this.#config;
+    // Read before connecting anything: a missing file fails the start at once.
+    const pem = c.tlsCert === undefined || c.tlsKey === undefined
+      ? undefined
+      : await readTlsFiles({ cert: c.tlsCert, key: c.tlsKey, clientCa: c.tlsCaClientes });
     this.#broker = await this.#deps.connectBroker({
       onResults: (batch) => this.#router.onResults(batch),
       onHeartbeat: (hb) => this.#workers.heard(hb),
     });
     log.info("Conectado a RabbitMQ");
-    this.#listener = Deno.listen({ hostname: this.#config.host, port: this.#config.port });
+    let port: number;
+    if (pem === undefined) {
+      this.#listener = Deno.listen({ hostname: c.host, port: c.port });
+      port = this.#listener.addr.port;
+      this.#accepting = this.#acceptLoop(this.#listener);
+    } else {
+      this.#tlsListener = await TlsListener.listen({
+        hostname: c.host,
+        port: c.port,
+        pem,
+        handshakeTimeoutMs: c.tlsHandshakeTimeoutMs,
+        onStream: (stream, peer) => this.#accept(stream, peer),
+      });
+      port = this.#tlsListener.addr.port;
+      log.info(
+        pem.clientCa === undefined
+          ? "TLS activo (1.2 o posterior)"
+          : "TLS mutuo activo (1.2 o posterior): cada cliente presenta un certificado de la CA de clientes",
+      );
+    }
     log.info("Servidor iniciado");
-    log.info(`Escuchando en ${this.#config.host}:${this.#listener.addr.port}`);
+    log.info(`Escuchando en ${c.host}:${port}`);
     this.#sweeper = setInterval(() => this.#sweep(), 1_000);
-    this.#accepting = this.#acceptLoop(this.#listener);
     if (!this.#config.sinHttp) {
       this.#http = serveHttp(this.#config.http, {
         draining: () => this.#stopping,
@@ -190,6 +217,11 @@ export class ColmenaServer {
   async #acceptLoop(listener: Deno.TcpListener): Promise<void> {
     try {
       for await (const conn of listener) {
+        try {
+          conn.setNoDelay(true);
+        } catch {
+          // the peer is already gone
+        }
         this.#accept(conn);
       }
     } catch (err) {
@@ -197,13 +229,13 @@ export class ColmenaServer {
     }
   }
 
-  #accept(conn: Deno.TcpConn): void {
-    try {
-      conn.setNoDelay(true);
-    } catch {
-      // the peer is already gone
-    }
+  /** Takes a client's socket; under mutual TLS, `peer.subject` is its principal. */
+  #accept(conn: ByteStream, peer: TlsPeer = {}): void {
     const client = new ClientConnection(conn, this.#config);
+    if (peer.subject !== undefined) {
+      client.principal = { name: peer.subject, role: "cliente" };
+      client.authenticated = true;
+    }
     if (this.#connections.size >= this.#config.maxConnections || this.#stopping) {
       client.drop(new ColmenaError(this.#stopping ? "SHUTTING_DOWN" : "OVERLOADED"));
       return;
@@ -226,7 +258,8 @@ export class ColmenaServer {
       case "hello":
         if (request.client) {
           client.client = request.client;
-          client.principal = localPrincipal(request.client.name);
+          // A principal from a client certificate stays: `hello` names the client, it does not log in.
+          if (!client.authenticated) client.principal = localPrincipal(request.client.name);
         }
         client.send({
           type: "welcome",
@@ -235,6 +268,7 @@ export class ColmenaServer {
           protocol: PROTOCOL_VERSION,
           taskTypes: this.#catalog.names(),
           limits: this.#limits(),
+          principal: { name: client.principal.name, role: client.principal.role },
         });
         return;
       case "submit":
@@ -321,6 +355,7 @@ export class ColmenaServer {
     // Set before the listener closes: a balancer polling /readyz sees 503 while clients are still taken.
     this.#stopping = true;
     this.#listener?.close();
+    this.#tlsListener?.close();
     await this.#accepting;
     const deadline = Date.now() + graceMs;
     while (Date.now() < deadline && this.#awaitingResults() > 0) {

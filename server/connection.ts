@@ -1,5 +1,5 @@
 /**
- * One client's TCP connection: framed reading, and writing with a byte cap and a deadline.
+ * One client's connection (plain TCP or TLS, through a `ByteStream`): framed reading, and writing with a byte cap and a deadline.
  *
  * Frames to send are queued and written together once per turn. A client that does not read its replies is
  * dropped with `SLOW_CONSUMER` once more than `maxOutputBytes` wait for it, or when one write takes longer
@@ -15,6 +15,7 @@
 import { setImmediate } from "node:timers";
 import { ColmenaError } from "../shared/errors.ts";
 import { type Framed, LineFramer } from "../shared/framing.ts";
+import type { ByteStream } from "./byte_stream.ts";
 import * as log from "../shared/log.ts";
 import { encodeFrame, type Reply } from "../shared/protocol.ts";
 import type { ClientKind } from "../shared/protocol.ts";
@@ -51,13 +52,18 @@ export class ClientConnection {
    * `hello` name with the `admin` role (see `principal.ts`).
    */
   principal: Principal = localPrincipal("anonimo");
+  /**
+   * Whether `principal` was set by authentication below the protocol (a client certificate under mutual
+   * TLS): `hello` then changes only `client`, never `principal`.
+   */
+  authenticated = false;
   /** Tasks submitted or watched on this connection whose result has not been pushed yet. */
   readonly awaiting = new Set<string>();
   /** Uploads under way on this connection, by id. */
   readonly uploads = new Map<string, Upload>();
   /** The last `watch` of this connection, which the next one waits for. */
   lastWatch: Promise<void> = Promise.resolve();
-  readonly #conn: Deno.Conn;
+  readonly #conn: ByteStream;
   readonly #limits: ConnectionLimits;
   #out: string[] = [];
   #outChars = 0;
@@ -71,7 +77,7 @@ export class ClientConnection {
   #closed = false;
   readonly #done = Promise.withResolvers<void>();
 
-  constructor(conn: Deno.Conn, limits: ConnectionLimits) {
+  constructor(conn: ByteStream, limits: ConnectionLimits) {
     this.#conn = conn;
     this.#limits = limits;
   }
@@ -315,7 +321,7 @@ export class ClientConnection {
  * The bytes the peer sends, ending at its end of input. Unlike `conn.readable`, reaching the end does not
  * close the socket, so replies can still be written to a peer that half-closed.
  */
-function _readUntilEof(conn: Deno.Conn): ReadableStream<Uint8Array> {
+function _readUntilEof(conn: ByteStream): ReadableStream<Uint8Array> {
   return new ReadableStream<Uint8Array>({
     async pull(controller) {
       const buffer = new Uint8Array(READ_BUFFER_BYTES);

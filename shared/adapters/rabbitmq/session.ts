@@ -13,8 +13,10 @@ import * as log from "../../log.ts";
 
 /** Options common to both sides. */
 export interface RabbitOptions {
-  /** The AMQP URL. */
+  /** The AMQP URL; `amqps://` connects with TLS. */
   url: string;
+  /** PEM of the CA that signs the broker's certificate (`amqps://`). @defaultValue the system's CAs */
+  ca?: string | undefined;
   /** Connection attempts before giving up at start-up; afterwards it retries for ever. @defaultValue `4` */
   initialRetries?: number;
 }
@@ -123,6 +125,19 @@ export class Session {
   }
 }
 
+/** What to check when a TLS handshake with the broker failed, in Spanish; empty for other failures. */
+function _tlsHint(cause: unknown): string {
+  const text = cause instanceof Error ? `${cause.message} ${String(cause.cause ?? "")}` : "";
+  if (/certificate|UnknownIssuer|self.signed|unable to (get|verify)|CERT_/i.test(text)) {
+    return ": su certificado TLS no es de una CA de confianza o no vale para ese nombre " +
+      "(compruebe --amqp-ca / AMQP_CA_FILE y el nombre de la URL)";
+  }
+  if (/wrong version number|InvalidContentType|handshake|alert/i.test(text)) {
+    return ": falló el saludo TLS (¿el puerto habla TLS? amqps:// es para un puerto TLS)";
+  }
+  return "";
+}
+
 async function _connectRecovering(
   options: RabbitOptions,
   setup: (model: ChannelModel) => Promise<void>,
@@ -130,6 +145,7 @@ async function _connectRecovering(
   try {
     return await amqp.connect(options.url, {
       noDelay: true,
+      ...(options.ca === undefined ? {} : { ca: [options.ca] }),
       recovery: {
         initialDelay: 200,
         maxDelay: 5_000,
@@ -142,7 +158,7 @@ async function _connectRecovering(
     });
   } catch (cause) {
     throw new ColmenaError("BROKER_UNAVAILABLE", {
-      message: `No se puede conectar a RabbitMQ en ${safeUrl(options.url)}`,
+      message: `No se puede conectar a RabbitMQ en ${safeUrl(options.url)}${_tlsHint(cause)}`,
       cause,
     });
   }
