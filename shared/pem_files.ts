@@ -27,3 +27,20 @@ export async function readPemFile(path: string, what: string): Promise<string> {
     throw new TlsSetupError(`No se puede usar ${what}: «${path}» ${why}`, { cause });
   }
 }
+
+/**
+ * Whether `cause` (or its cause) is a TLS peer certificate that could not be verified (unknown CA,
+ * self-signed, wrong name), as node's TLS and rustls word it.
+ */
+export function isUntrustedCertificate(cause: unknown): boolean {
+  for (let e = cause, depth = 0; e instanceof Error && depth < 5; e = e.cause, depth++) {
+    if (
+      /certificate|UnknownIssuer|self.signed|unable to (get|verify)|CERT_|altnames/i.test(e.message)
+    ) {
+      return true;
+    }
+    const code = (e as { code?: unknown }).code;
+    if (typeof code === "string" && /CERT|SELF_SIGNED|ALTNAME/.test(code)) return true;
+  }
+  return false;
+}

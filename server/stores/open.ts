@@ -4,7 +4,8 @@
  * @module
  */
 import type { ServerConfig } from "../../shared/config.ts";
-import { readPemFile } from "../../shared/pem_files.ts";
+import { ColmenaError } from "../../shared/errors.ts";
+import { isUntrustedCertificate, readPemFile } from "../../shared/pem_files.ts";
 import type { TaskStore } from "../../shared/ports.ts";
 import { openPostgresTaskStore } from "./postgres.ts";
 import { openSqliteTaskStore } from "./sqlite.ts";
@@ -52,7 +53,17 @@ export async function openTaskStore(config: ServerConfig): Promise<TaskStore> {
         await readPemFile(config.databaseCa, "la CA de PostgreSQL (--database-ca)");
         url = withRootCert(url, config.databaseCa);
       }
-      return await openPostgresTaskStore(url, { schema: config.dbSchema });
+      try {
+        return await openPostgresTaskStore(url, { schema: config.dbSchema });
+      } catch (err) {
+        if (!(err instanceof ColmenaError) || !isUntrustedCertificate(err.cause)) throw err;
+        throw new ColmenaError(err.code, {
+          message:
+            `${err.message}: el certificado TLS de PostgreSQL no es de una CA de confianza ` +
+            "o no vale para ese nombre (compruebe --database-ca / DATABASE_CA_FILE y el host de la URL)",
+          cause: err.cause,
+        });
+      }
     }
     case "memory":
       return new MemoryTaskStore(config.memoryMaxTasks);

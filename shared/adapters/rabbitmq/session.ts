@@ -10,6 +10,7 @@ import type { Channel, ChannelModel, ConfirmChannel } from "amqplib";
 import type { Buffer } from "node:buffer";
 import { ColmenaError } from "../../errors.ts";
 import * as log from "../../log.ts";
+import { isUntrustedCertificate } from "../../pem_files.ts";
 
 /** Options common to both sides. */
 export interface RabbitOptions {
@@ -128,7 +129,7 @@ export class Session {
 /** What to check when a TLS handshake with the broker failed, in Spanish; empty for other failures. */
 function _tlsHint(cause: unknown): string {
   const text = cause instanceof Error ? `${cause.message} ${String(cause.cause ?? "")}` : "";
-  if (/certificate|UnknownIssuer|self.signed|unable to (get|verify)|CERT_/i.test(text)) {
+  if (isUntrustedCertificate(cause)) {
     return ": su certificado TLS no es de una CA de confianza o no vale para ese nombre " +
       "(compruebe --amqp-ca / AMQP_CA_FILE y el nombre de la URL)";
   }
