@@ -11,6 +11,7 @@
  * @module
  */
 import type { Buffer } from "node:buffer";
+import { createPrivateKey, X509Certificate } from "node:crypto";
 import tls from "node:tls";
 import type { TLSSocket } from "node:tls";
 import * as log from "../shared/log.ts";
@@ -84,6 +85,7 @@ export class TlsListener {
    */
   static async listen(options: TlsListenerOptions): Promise<TlsListener> {
     const mutual = options.pem.clientCa !== undefined;
+    _checkPem(options.pem);
     let server: tls.Server;
     try {
       server = tls.createServer({
@@ -162,6 +164,46 @@ export class TlsListener {
       `Conexión TLS rechazada de ${socket.remoteAddress ?? "?"}: ${reason}` +
         (others > 0 ? ` (y ${others} más desde el aviso anterior)` : ""),
     );
+  }
+}
+
+/**
+ * Checks up front that the certificate, the key and the client CA parse, and that the key is the
+ * certificate's (`node:tls` would only find out at the first handshake).
+ */
+function _checkPem(pem: TlsFiles): void {
+  let cert: X509Certificate;
+  try {
+    cert = new X509Certificate(pem.cert);
+  } catch (cause) {
+    throw new TlsSetupError(
+      "No se pueden usar el certificado y la clave TLS: --tls-cert no es un certificado PEM",
+      { cause },
+    );
+  }
+  let matches: boolean;
+  try {
+    matches = cert.checkPrivateKey(createPrivateKey(pem.key));
+  } catch (cause) {
+    throw new TlsSetupError(
+      "No se pueden usar el certificado y la clave TLS: --tls-key no es una clave privada PEM",
+      { cause },
+    );
+  }
+  if (!matches) {
+    throw new TlsSetupError(
+      "No se pueden usar el certificado y la clave TLS: la clave de --tls-key no es la de --tls-cert",
+    );
+  }
+  if (pem.clientCa !== undefined) {
+    try {
+      new X509Certificate(pem.clientCa);
+    } catch (cause) {
+      throw new TlsSetupError(
+        "No se puede usar la CA de clientes: --tls-ca-clientes no es un certificado PEM",
+        { cause },
+      );
+    }
   }
 }
 

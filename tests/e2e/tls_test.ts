@@ -6,7 +6,7 @@ import assert from "node:assert/strict";
 import { ColmenaError } from "../../shared/errors.ts";
 import { TaskClient } from "../../client/task_client.ts";
 import { needsRabbit } from "../_helpers/services.ts";
-import { startServer, startWorker, uniqueQueues } from "../_helpers/processes.ts";
+import { RoleProcess, startServer, startWorker, uniqueQueues } from "../_helpers/processes.ts";
 import { opensslAvailable, TestCa } from "../_helpers/test_ca.ts";
 
 const rabbit = await needsRabbit();
@@ -294,5 +294,48 @@ Deno.test({
     assert.match(old.text, /Cipher is \(NONE\)/);
     const current = await sClient("-tls1_2");
     assert.match(current.text, /Protocol\s*:\s*TLSv1\.2/, current.text);
+  },
+});
+
+Deno.test({
+  name: "a missing or unusable TLS file stops the server at start with a Spanish message",
+  ...rabbit,
+  async fn() {
+    await using ca = await TestCa.create();
+    const cert = await ca.server();
+    await using queues = uniqueQueues("tls-files");
+    const start = async (args: string[]) => {
+      await using server = new RoleProcess("server.ts", [
+        "--port",
+        "0",
+        "--sin-http",
+        "--store",
+        "memory",
+        "--task-queue",
+        queues.taskQueue,
+        "--result-queue",
+        queues.resultQueue,
+        ...args,
+      ]);
+      const status = await server.status;
+      return { code: status.code, said: server.lines.join("\n") };
+    };
+    const missing = await start(["--tls-cert", `${ca.dir}/no-existe.crt`, "--tls-key", cert.key]);
+    assert.equal(missing.code, 1, missing.said);
+    assert.match(missing.said, /No se puede usar el certificado TLS \(--tls-cert\): .*no existe/);
+
+    const garbage = `${ca.dir}/basura.crt`;
+    await Deno.writeTextFile(garbage, "esto no es un certificado\n");
+    const unusable = await start(["--tls-cert", garbage, "--tls-key", cert.key]);
+    assert.equal(unusable.code, 1, unusable.said);
+    assert.match(
+      unusable.said,
+      /No se pueden usar el certificado y la clave TLS: --tls-cert no es/,
+    );
+
+    const stranger = await ca.client("otro");
+    const mismatched = await start(["--tls-cert", cert.cert, "--tls-key", stranger.key]);
+    assert.equal(mismatched.code, 1, mismatched.said);
+    assert.match(mismatched.said, /la clave de --tls-key no es la de --tls-cert/);
   },
 });
