@@ -1,6 +1,6 @@
 /**
- * The server: starts, accepts TCP clients (or TLS ones, `tls_listener.ts`), dispatches their requests, sweeps idle or stuck connections and
- * drains. The work itself lives in one module per concept:
+ * The server: starts, accepts TCP clients (or TLS ones, `tls_listener.ts`), dispatches their requests,
+ * sweeps idle or stuck connections and drains. The work itself lives in one module per concept:
  *
  * - `admission.ts`: frame checks, rate limit and unanswered-request slots, before dispatch;
  * - `submit.ts`: validation against the catalogue, claim check, record and publish, idempotency repeats;

@@ -230,6 +230,8 @@ class _TlsStream implements ByteStream {
   #ended = false;
   #error: Error | undefined;
   #wake: (() => void) | undefined;
+  /** Rejecters of the writes not yet sent: a socket that closes fails them, sent or not. */
+  readonly #writes = new Set<(err: Error) => void>();
 
   constructor(socket: TLSSocket) {
     this.#socket = socket;
@@ -250,6 +252,8 @@ class _TlsStream implements ByteStream {
     socket.on("close", () => {
       this.#ended = true;
       this.#notify();
+      for (const reject of this.#writes) reject(new Deno.errors.BrokenPipe("Socket closed"));
+      this.#writes.clear();
     });
     socket.on("error", (err: Error) => {
       this.#error = _asDenoError(err);
@@ -286,7 +290,9 @@ class _TlsStream implements ByteStream {
       return Promise.reject(new Deno.errors.BrokenPipe("Cannot write: socket is closed"));
     }
     return new Promise((resolve, reject) => {
+      this.#writes.add(reject);
       this.#socket.write(p, (err?: Error | null) => {
+        this.#writes.delete(reject);
         if (err) reject(_asDenoError(err));
         else resolve(p.length);
       });
@@ -298,6 +304,11 @@ class _TlsStream implements ByteStream {
     this.#chunk = undefined;
     this.#notify();
     if (this.#socket.destroyed) return;
+    // A write still in flight means a peer that does not read: cut it off, as on plain TCP.
+    if (this.#writes.size > 0) {
+      this.#socket.destroy();
+      return;
+    }
     // close_notify and FIN now; a peer that never closes its side is cut off after a moment.
     this.#socket.end();
     const timer = setTimeout(() => this.#socket.destroy(), CLOSE_WAIT_MS);

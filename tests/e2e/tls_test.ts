@@ -339,3 +339,62 @@ Deno.test({
     assert.match(mismatched.said, /la clave de --tls-key no es la de --tls-cert/);
   },
 });
+
+Deno.test({
+  name: "a TLS client that does not read is dropped with SLOW_CONSUMER and others are still served",
+  ...rabbit,
+  async fn() {
+    await using ca = await TestCa.create();
+    const cert = await ca.server();
+    await using queues = uniqueQueues("tls-slow");
+    await using server = await startServer(queues, [
+      "--tls-cert",
+      cert.cert,
+      "--tls-key",
+      cert.key,
+      "--max-output-bytes",
+      "65536",
+    ]);
+    const caCerts = [await Deno.readTextFile(ca.caCert)];
+    const slow = await Deno.connectTls({ hostname: "localhost", port: server.port, caCerts });
+    const line = new TextEncoder().encode('{"type":"ping","id":"p"}\n'.repeat(10_000));
+    try {
+      for (let i = 0; i < 40; i++) {
+        let offset = 0;
+        while (offset < line.length) offset += await slow.write(line.subarray(offset));
+      }
+    } catch {
+      // the server closed the connection while we were still writing
+    }
+    await server.waitFor(/Se cierra la conexión \d+ .*SLOW_CONSUMER/, 20_000);
+    slow.close();
+    await using good = new TaskClient({ port: server.port, ca: ca.caCert });
+    assert.equal(typeof await good.ping(), "number");
+  },
+});
+
+Deno.test({
+  name: "a TLS client that half-closes still gets the answers to what it sent",
+  ...rabbit,
+  async fn() {
+    await using ca = await TestCa.create();
+    const cert = await ca.server();
+    await using queues = uniqueQueues("tls-half");
+    await using server = await startServer(queues, [
+      "--tls-cert",
+      cert.cert,
+      "--tls-key",
+      cert.key,
+    ]);
+    const caCerts = [await Deno.readTextFile(ca.caCert)];
+    const conn = await Deno.connectTls({ hostname: "localhost", port: server.port, caCerts });
+    await conn.write(
+      new TextEncoder().encode('{"type":"ping","id":"a"}\n{"type":"ping","id":"b"}\n'),
+    );
+    await conn.closeWrite();
+    const text = new TextDecoder().decode(await readUntilClosed(conn));
+    conn.close();
+    const ids = text.trim().split("\n").map((l) => JSON.parse(l).id);
+    assert.deepEqual(ids, ["a", "b"]);
+  },
+});
