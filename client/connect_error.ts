@@ -50,10 +50,21 @@ export function describeConnectFailure(
 export function describeTlsFailure(
   cause: unknown,
   server: { readonly host: string; readonly port: number },
-  options: { readonly clientCert?: boolean } = {},
+  options: {
+    /** Whether the client presented a certificate. */
+    readonly clientCert?: boolean;
+    /** Whether the server has not replied yet: a cut then is most likely about the client certificate. */
+    readonly beforeReply?: boolean;
+  } = {},
 ): string | undefined {
   const text = cause instanceof Error ? cause.message : "";
   const { host, port } = server;
+  const cut = /UnexpectedEof|close_notify/i.test(text) ||
+    (options.beforeReply === true && cause instanceof Deno.errors.ConnectionReset);
+  if (cut && options.beforeReply === true && options.clientCert !== true) {
+    return `El servidor ${host}:${port} cortó la conexión TLS antes de responder: ¿exige un ` +
+      "certificado de cliente? Indique --cert y --key (COLMENA_CERT, COLMENA_KEY)";
+  }
   if (/UnknownIssuer|BadSignature|unable to (get|verify)/i.test(text)) {
     return `El certificado del servidor ${host}:${port} no está firmado por una CA de confianza: ` +
       "indique la CA que lo firmó con --ca (COLMENA_CA)";
@@ -75,7 +86,7 @@ export function describeTlsFailure(
     return `El servidor ${host}:${port} rechazó el certificado de cliente (--cert): no es de su CA ` +
       "de clientes";
   }
-  if (/UnexpectedEof|close_notify/i.test(text)) {
+  if (cut) {
     return `El servidor ${host}:${port} cortó la conexión TLS antes de responder` +
       (options.clientCert ? ": probablemente rechazó el certificado de cliente (--cert)" : "");
   }

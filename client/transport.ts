@@ -230,6 +230,7 @@ export class Transport {
       if (!replied && tls !== undefined && usesTls(tls)) {
         const tlsMessage = describeTlsFailure(cause, this.#options, {
           clientCert: tls.cert !== undefined,
+          beforeReply: true,
         });
         if (tlsMessage !== undefined) {
           this.#lastError = new ColmenaError("TLS_FAILED", { message: tlsMessage, cause });

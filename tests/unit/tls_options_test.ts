@@ -106,6 +106,15 @@ Deno.test("TLS failures are explained in Spanish, saying which option to fix", (
   );
   assert.match(say("received corrupt message of type InvalidContentType") ?? "", /no habla TLS/);
   assert.equal(say("Connection reset by peer (os error 104)"), undefined);
+  const reset = new Deno.errors.ConnectionReset("Connection reset by peer (os error 104)");
+  assert.match(
+    describeTlsFailure(reset, server, { beforeReply: true }) ?? "",
+    /exige un certificado de cliente\? Indique --cert y --key/,
+  );
+  assert.match(
+    describeTlsFailure(reset, server, { beforeReply: true, clientCert: true }) ?? "",
+    /rechazó el certificado de cliente/,
+  );
 });
 
 Deno.test("a CA that is not a file nor PEM text is a TlsSetupError naming the option", async () => {
