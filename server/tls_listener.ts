@@ -70,7 +70,6 @@ export async function readTlsFiles(files: TlsFiles): Promise<TlsFiles> {
 export class TlsListener {
   readonly #server: tls.Server;
   readonly #addr: Deno.NetAddr;
-  readonly #sockets = new Set<TLSSocket>();
   #refused = 0;
   #refusedLoggedAt = 0;
 
@@ -121,23 +120,21 @@ export class TlsListener {
     const listener = new TlsListener(server, addr);
     server.on("error", (err: Error) => log.error("Error en la escucha TLS", err));
     server.on("tlsClientError", (err: Error, socket: TLSSocket) => {
-      socket.destroy();
       listener.#noteRefusal(socket, err.message);
+      socket.destroy();
     });
     server.on("secureConnection", (socket: TLSSocket) => {
       const peer: { subject?: string } = {};
       if (mutual) {
         const subject = _subjectOf(socket);
         if (!socket.authorized || subject === undefined) {
-          socket.destroy();
           listener.#noteRefusal(socket, "certificado de cliente sin CN válido");
+          socket.destroy();
           return;
         }
         peer.subject = subject;
       }
       socket.setNoDelay(true);
-      listener.#sockets.add(socket);
-      socket.once("close", () => listener.#sockets.delete(socket));
       options.onStream(new _TlsStream(socket), peer);
     });
     return listener;
