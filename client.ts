@@ -20,6 +20,7 @@ import { runCli, USAGE } from "./client/cli.ts";
 import { runTokenCommand } from "./client/token_command.ts";
 
 export {
+  type ClientTlsOptions,
   type DeadLetterInfo,
   type KnownTasks,
   type ListFilter,

@@ -27,6 +27,7 @@ import { loadTokenRegistry, type TokenRegistry } from "./server/tokens.ts";
 import { checkUnauthenticatedBind, UnsafeBindError } from "./server/protected_mode.ts";
 import { TokenFileError } from "./shared/tokens.ts";
 import { describeBlobStore, openBlobStore } from "./shared/blobs.ts";
+import { readPemFile } from "./shared/pem_files.ts";
 
 const USAGE = `Uso: deno task -q servidor [opciones]
   --tareas FICHERO             módulo de tareas propias (repetible) [COLMENA_TAREAS, lista con comas]
@@ -82,6 +83,12 @@ const USAGE = `Uso: deno task -q servidor [opciones]
   --quota-budget-ms N          intentos × timeout por tarea       [COLMENA_QUOTA_BUDGET_MS, 600000]
   --quota-uploads N            subidas por hora                   [COLMENA_QUOTA_UPLOADS, 100]
   --quota-upload-bytes N       bytes subidos por hora             [COLMENA_QUOTA_UPLOAD_BYTES, 1073741824]
+  --tls-cert FICHERO           certificado TLS del servidor (PEM) [COLMENA_TLS_CERT]
+  --tls-key FICHERO            su clave privada (PEM)             [COLMENA_TLS_KEY]
+  --tls-ca-clientes FICHERO    CA de clientes: TLS mutuo          [COLMENA_TLS_CA_CLIENTES]
+  --tls-handshake-timeout-ms N saludo TLS máximo                  [COLMENA_TLS_HANDSHAKE_TIMEOUT_MS, 10000]
+  --amqp-ca FICHERO            CA de RabbitMQ (amqps://)          [AMQP_CA_FILE, las del sistema]
+  --database-ca FICHERO        CA de PostgreSQL (cifra y verifica) [DATABASE_CA_FILE]
   --help, -h, --ayuda          esta ayuda
   (detalles de cada opción: README.md, sección Configuración)`;
 
@@ -98,6 +105,9 @@ export async function runServer(config: ServerConfig): Promise<void> {
       `Tareas propias de ${loaded.path}: ${loaded.definitions.map((d) => d.name).join(", ")}`,
     );
   }
+  const amqpCa = config.amqpCa === undefined
+    ? undefined
+    : await readPemFile(config.amqpCa, "la CA de RabbitMQ (--amqp-ca)");
   const store = await openTaskStore(config);
   const blobs = await openBlobStore(config);
   log.info(`Registros de tareas: ${describeStore(config)}; objetos: ${describeBlobStore(config)}`);
@@ -114,6 +124,7 @@ export async function runServer(config: ServerConfig): Promise<void> {
     connectBroker: ({ onResults, onHeartbeat }) =>
       connectServerBroker({
         url: config.amqpUrl,
+        ca: amqpCa,
         taskQueue: config.taskQueue,
         resultQueue: config.resultQueue,
         queueType: config.queueType,

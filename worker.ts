@@ -18,6 +18,7 @@ import {
 } from "./shared/lifecycle.ts";
 import * as log from "./shared/log.ts";
 import { openBlobStore } from "./shared/blobs.ts";
+import { readPemFile } from "./shared/pem_files.ts";
 import { TaskCatalog } from "./shared/catalog.ts";
 import { loadCatalog, TaskModuleError } from "./shared/task_modules.ts";
 import "./worker/builtin_handlers.ts";
@@ -33,6 +34,7 @@ const USAGE = `Uso: deno task -q worker [nombre] [opciones]
   --quiet, -q                  no imprimir una línea por tarea     [COLMENA_QUIET, false]
   --memoria-tarea-mb N         memoria de cada hilo de tareas      [COLMENA_MEMORIA_TAREA_MB, 512]
   --amqp-url URL               RabbitMQ                            [AMQP_URL, amqp://guest:guest@127.0.0.1:5672]
+  --amqp-ca FICHERO            CA de RabbitMQ (amqps://)           [AMQP_CA_FILE, las del sistema]
   --task-queue NOMBRE          prefijo de las colas de tareas      [COLMENA_TASK_QUEUE, task_queue]
   --result-queue NOMBRE        cola de resultados                  [COLMENA_RESULT_QUEUE, result_queue]
   --queue-type TIPO            classic o quorum (en clúster)       [COLMENA_QUEUE_TYPE, classic]
@@ -92,8 +94,12 @@ export async function runWorker(
     blobs,
     claimCheckBytes: config.claimCheckBytes,
   });
+  const amqpCa = config.amqpCa === undefined
+    ? undefined
+    : await readPemFile(config.amqpCa, "la CA de RabbitMQ (--amqp-ca)");
   const broker = await connectWorkerBroker({
     url: config.amqpUrl,
+    ca: amqpCa,
     taskQueue: config.taskQueue,
     resultQueue: config.resultQueue,
     queueType: config.queueType,

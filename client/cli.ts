@@ -56,6 +56,12 @@ export const USAGE = `Uso: deno task -q cliente [opciones] [orden …]
 Opciones:
   --host HOST             servidor                          [COLMENA_HOST, localhost]
   --port, -p PUERTO       puerto del servidor               [COLMENA_PORT, 8888]
+  --tls                   conectar con TLS                  [COLMENA_TLS, false]
+  --ca FICHERO            CA que firmó el certificado del servidor (implica --tls)
+                                                            [COLMENA_CA, las del sistema]
+  --cert FICHERO          certificado de cliente, para TLS mutuo (con --key)
+                                                            [COLMENA_CERT]
+  --key FICHERO           clave privada del certificado     [COLMENA_KEY]
   --tipo-cliente TIPO     web, mobile o cli                 [COLMENA_CLIENT_KIND, cli]
   --nombre NOMBRE         nombre de este cliente            [COLMENA_CLIENT_NAME, cliente]
   --token TOKEN           token de acceso (mejor en la variable de entorno)

@@ -21,6 +21,7 @@ import {
 import { describeMissingTask, EXIT_FAILURE, EXIT_OK, EXIT_USAGE, reportFailure } from "./output.ts";
 import { TaskClient, type TaskResult } from "./task_client.ts";
 import { SendFeedback } from "./send_feedback.ts";
+import type { ClientTlsOptions } from "./tls.ts";
 import { submitTask } from "./task_request.ts";
 
 /** The command line's settings: its configuration, and the catalogue of task types it has loaded. */
@@ -36,11 +37,17 @@ export function openClient(config: CliSettings): TaskClient {
   return new TaskClient({
     host: config.host,
     port: config.port,
+    ...tlsOptionsOf(config),
     kind: config.kind,
     name: config.name,
     ...(config.token === undefined ? {} : { token: config.token }),
     tasks: catalogOf(config).definitions(),
   });
+}
+
+/** The TLS options the command line gives (`--tls`, `--ca`, `--cert`, `--key`). */
+export function tlsOptionsOf(config: ClientConfig): ClientTlsOptions {
+  return { tls: config.tls, ca: config.ca, cert: config.cert, key: config.key };
 }
 
 /** Reports bad arguments in Spanish, with the subcommand's usage when given; returns the usage exit status. */

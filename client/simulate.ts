@@ -9,6 +9,7 @@ import type { ClientKind } from "../shared/protocol.ts";
 import { BUILTIN_CATALOG, type TaskCatalog } from "../shared/catalog.ts";
 import { MISMATCH, type SimulatedTask, SimulationStats, type SimulationSummary } from "./stats.ts";
 import { TaskClient } from "./task_client.ts";
+import type { ClientTlsOptions } from "./tls.ts";
 import { submitTask } from "./task_request.ts";
 import { makeTask, type Random, simulatedTypes, verifyOutput } from "./workload.ts";
 
@@ -29,6 +30,8 @@ export interface SimulationOptions {
   readonly port?: number;
   /** Access token every simulated client sends in `hello`. @defaultValue none */
   readonly token?: string;
+  /** TLS settings of every client's connection. @defaultValue plain TCP */
+  readonly tls?: ClientTlsOptions;
   /** How many clients to simulate, each with its own connection. */
   readonly clients: number;
   /** Client kinds, given to the clients round-robin. */
@@ -99,6 +102,7 @@ export async function simulate(options: SimulationOptions): Promise<SimulationSu
       ...(options.host === undefined ? {} : { host: options.host }),
       ...(options.port === undefined ? {} : { port: options.port }),
       ...(options.token === undefined ? {} : { token: options.token }),
+      ...options.tls,
       kind: plan.kind,
       name: plan.name,
       ...(options.catalog === undefined ? {} : { tasks: options.catalog.definitions() }),

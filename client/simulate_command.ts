@@ -5,7 +5,7 @@
  */
 import * as log from "../shared/log.ts";
 import { CLIENT_KIND_LABELS, parseKinds, parseTaskTypes, taskLabel } from "./args.ts";
-import { catalogOf, type CliSettings, usageError } from "./commands.ts";
+import { catalogOf, type CliSettings, tlsOptionsOf, usageError } from "./commands.ts";
 import { simulatedTypes } from "./workload.ts";
 import { plural } from "./format.ts";
 import { EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_OK, reportFailure, writeText } from "./output.ts";
@@ -87,6 +87,7 @@ export async function runSimulate(config: CliSettings, args: readonly string[]):
       host: config.host,
       port: config.port,
       ...(config.token === undefined ? {} : { token: config.token }),
+      tls: tlsOptionsOf(config),
       clients: config.clientes,
       kinds: kinds.value,
       tasks: config.numTareas,

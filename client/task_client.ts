@@ -24,15 +24,17 @@ import type { BuiltinTasks } from "../shared/tasks/builtin.ts";
 import { PendingRequests, unexpectedReply } from "./requests.ts";
 import { type TaskResult, TaskResults } from "./results.ts";
 import { Transfers } from "./transfers.ts";
+import type { ClientTlsOptions } from "./tls.ts";
 import { Transport } from "./transport.ts";
 
-export type { TaskResult };
+export type { ClientTlsOptions, TaskResult };
 
 /** The task types a client of catalogue `C` knows: the built-in ones, then `C`'s. */
 export type KnownTasks<C extends readonly AnyTaskDefinition[]> = readonly [...BuiltinTasks, ...C];
 
 /** Options of {@linkcode TaskClient}. */
-export interface TaskClientOptions<C extends readonly AnyTaskDefinition[] = []> {
+export interface TaskClientOptions<C extends readonly AnyTaskDefinition[] = []>
+  extends ClientTlsOptions {
   /**
    * The user's own task types (a task module's default export): they type `submit`/`run`, and their
    * outputs are checked against their schemas on arrival, as the built-in types' are.
@@ -67,6 +69,11 @@ export interface Welcome {
   readonly serverId: string;
   readonly protocol: number;
   readonly taskTypes: readonly string[];
+  /**
+   * Who the server takes this connection for: the `hello` name, or under mutual TLS the subject of the
+   * client certificate. Absent from older servers.
+   */
+  readonly principal?: { readonly name: string; readonly role: "cliente" | "admin" };
 }
 
 /** Filters of {@linkcode TaskClient.list}. */
@@ -102,6 +109,10 @@ export type DeadLetterInfo = NonNullable<DlqFrame["entries"]>[number];
  * Typed by the catalogue it is given: `new TaskClient({ tasks: misTareas })` types `run("resumen", …)`'s
  * payload and output from the module's zod schemas (and the built-in types' from theirs).
  *
+ * With `tls: true` (or a `ca`) it connects with TLS, checking the server's certificate against `ca` (PEM
+ * text or file; the system's CAs without it); `cert`/`key` present a client certificate to a server with
+ * mutual TLS. A TLS failure rejects with `TLS_FAILED`, whose message says what to fix.
+ *
  * @example
  * ```ts
  * await using client = new TaskClient({ host: "localhost", port: 8888, kind: "web" });
@@ -112,7 +123,9 @@ export type DeadLetterInfo = NonNullable<DlqFrame["entries"]>[number];
  * ```
  */
 export class TaskClient<C extends readonly AnyTaskDefinition[] = []> implements AsyncDisposable {
-  readonly #options: Required<Omit<TaskClientOptions<C>, "tasks" | "token">>;
+  readonly #options: Required<
+    Omit<TaskClientOptions<C>, "tasks" | "token" | keyof ClientTlsOptions>
+  >;
   readonly #token: string | undefined;
   readonly #catalog: TaskCatalog;
   readonly #transport: Transport;
@@ -140,6 +153,7 @@ export class TaskClient<C extends readonly AnyTaskDefinition[] = []> implements 
     this.#transport = new Transport({
       host: this.#options.host,
       port: this.#options.port,
+      tls: { tls: options.tls, ca: options.ca, cert: options.cert, key: options.key },
       reconnectForMs: this.#options.reconnectForMs,
       onFrame: (frame) => this.#onFrame(frame),
       shouldReconnect: () => this.#welcome !== undefined,
@@ -410,6 +424,7 @@ export class TaskClient<C extends readonly AnyTaskDefinition[] = []> implements 
       serverId: reply.serverId,
       protocol: reply.protocol,
       taskTypes: reply.taskTypes,
+      ...(reply.principal === undefined ? {} : { principal: reply.principal }),
     };
     return this.#welcome;
   }

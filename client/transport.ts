@@ -1,21 +1,27 @@
 /**
- * `Transport`: the client's TCP connection to a server: framing, writing, reconnecting and closing.
+ * `Transport`: the client's TCP (or TLS) connection to a server: framing, writing, reconnecting and closing.
  *
  * @module
  */
 import { setImmediate } from "node:timers";
 import { ColmenaError, isErrorCode } from "../shared/errors.ts";
-import { describeConnectFailure } from "./connect_error.ts";
+import { describeConnectFailure, describeTlsFailure } from "./connect_error.ts";
+import { type ClientTlsOptions, loadTlsMaterial, type TlsMaterial, usesTls } from "./tls.ts";
 import { LineFramer } from "../shared/framing.ts";
 import { parseJsonLine, Reply } from "../shared/protocol.ts";
 
 /** Longest reply line read: a large `result` or `tasks` page fits. */
 const MAX_REPLY_LINE_BYTES = 256 * 1024 * 1024;
 
+/** Longest wait for the server to complete a TLS handshake. */
+const TLS_HANDSHAKE_TIMEOUT_MS = 10_000;
+
 /** Options of {@linkcode Transport}: where to connect, and what to call as frames and events come. */
 export interface TransportOptions {
   readonly host: string;
   readonly port: number;
+  /** TLS settings; without them (or with `tls: false` and nothing else) the connection is plain TCP. */
+  readonly tls?: ClientTlsOptions | undefined;
   /** After losing the server, how long to keep trying to reconnect; 0 disables reconnection. */
   readonly reconnectForMs: number;
   /** Called with each well-formed frame read, except connection-level errors (`id: null`). */
@@ -34,7 +40,8 @@ export interface TransportOptions {
  */
 export class Transport {
   readonly #options: TransportOptions;
-  #conn: Deno.TcpConn | undefined;
+  #conn: Deno.Conn | undefined;
+  #tlsMaterial: Promise<TlsMaterial> | undefined;
   #reading: Promise<void> | undefined;
   #out: string[] = [];
   #writing = false;
@@ -93,10 +100,13 @@ export class Transport {
     await this.#reading;
   }
 
-  async #dial(): Promise<Deno.TcpConn> {
-    const { host, port } = this.#options;
+  async #dial(): Promise<Deno.Conn> {
+    const { host, port, tls } = this.#options;
+    if (tls !== undefined && usesTls(tls)) return await this.#dialTls(tls);
     try {
-      return await Deno.connect({ hostname: host, port });
+      const conn = await Deno.connect({ hostname: host, port });
+      conn.setNoDelay(true);
+      return conn;
     } catch (cause) {
       throw new ColmenaError("CONNECTION_CLOSED", {
         message: describeConnectFailure(cause, { host, port }),
@@ -105,8 +115,70 @@ export class Transport {
     }
   }
 
-  #attach(conn: Deno.TcpConn): void {
-    conn.setNoDelay(true);
+  /** Dials with TLS and completes the handshake; `TLS_FAILED` says why it could not. */
+  async #dialTls(tls: ClientTlsOptions): Promise<Deno.Conn> {
+    const { host, port } = this.#options;
+    let material: TlsMaterial;
+    try {
+      this.#tlsMaterial ??= loadTlsMaterial(tls);
+      material = await this.#tlsMaterial;
+    } catch (cause) {
+      this.#tlsMaterial = undefined;
+      throw new ColmenaError("TLS_FAILED", {
+        message: cause instanceof Error ? cause.message : String(cause),
+        cause,
+      });
+    }
+    let conn: Deno.TlsConn;
+    try {
+      conn = await Deno.connectTls({ hostname: host, port, ...material });
+    } catch (cause) {
+      throw this.#tlsError(cause);
+    }
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    try {
+      await Promise.race([
+        conn.handshake(),
+        new Promise((_, reject) => {
+          timer = setTimeout(
+            () =>
+              reject(
+                new ColmenaError("TLS_FAILED", {
+                  message:
+                    `El servidor ${host}:${port} no completó el saludo TLS en ${TLS_HANDSHAKE_TIMEOUT_MS} ms: ` +
+                    "¿habla TLS?",
+                }),
+              ),
+            TLS_HANDSHAKE_TIMEOUT_MS,
+          );
+        }),
+      ]);
+      return conn;
+    } catch (cause) {
+      try {
+        conn.close();
+      } catch {
+        // already closed
+      }
+      throw cause instanceof ColmenaError ? cause : this.#tlsError(cause);
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  /** A failure while connecting with TLS, as `TLS_FAILED` when it is about TLS. */
+  #tlsError(cause: unknown): ColmenaError {
+    const { host, port } = this.#options;
+    const tlsMessage = describeTlsFailure(cause, { host, port });
+    return tlsMessage === undefined
+      ? new ColmenaError("CONNECTION_CLOSED", {
+        message: describeConnectFailure(cause, { host, port }),
+        cause,
+      })
+      : new ColmenaError("TLS_FAILED", { message: tlsMessage, cause });
+  }
+
+  #attach(conn: Deno.Conn): void {
     this.#conn = conn;
     this.#reading = this.#readLoop(conn);
   }
@@ -133,9 +205,11 @@ export class Transport {
     }
   }
 
-  async #readLoop(conn: Deno.TcpConn): Promise<void> {
+  async #readLoop(conn: Deno.Conn): Promise<void> {
+    let replied = false;
     try {
       for await (const framed of conn.readable.pipeThrough(new LineFramer(MAX_REPLY_LINE_BYTES))) {
+        replied = true;
         if (framed.kind !== "line" || framed.bytes.length === 0) continue;
         const json = parseJsonLine(framed.bytes, { maxDepth: 10_000 });
         if (!json.ok) continue;
@@ -149,8 +223,19 @@ export class Transport {
           this.#options.onFrame(frame);
         }
       }
-    } catch {
-      // the connection ended; handled below
+    } catch (cause) {
+      // The connection ended; handled below. Under mutual TLS, a refused client certificate shows here,
+      // before any reply: TLS 1.3 ends the client's handshake before the server has checked it.
+      const tls = this.#options.tls;
+      if (!replied && tls !== undefined && usesTls(tls)) {
+        const tlsMessage = describeTlsFailure(cause, this.#options, {
+          clientCert: tls.cert !== undefined,
+          beforeReply: true,
+        });
+        if (tlsMessage !== undefined) {
+          this.#lastError = new ColmenaError("TLS_FAILED", { message: tlsMessage, cause });
+        }
+      }
     }
     if (this.#closed) return;
     const reason = this.#lastError ?? new ColmenaError("CONNECTION_CLOSED");
@@ -171,7 +256,7 @@ export class Transport {
     while (!this.#closed) {
       await new Promise((r) => setTimeout(r, delay));
       if (this.#closed) return;
-      let conn: Deno.TcpConn;
+      let conn: Deno.Conn;
       try {
         conn = await this.#dial();
       } catch {

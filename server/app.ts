@@ -1,6 +1,6 @@
 /**
- * The server: starts, accepts TCP clients, dispatches their requests, sweeps idle or stuck connections and
- * drains. The work itself lives in one module per concept:
+ * The server: starts, accepts TCP clients (or TLS ones, `tls_listener.ts`), dispatches their requests,
+ * sweeps idle or stuck connections and drains. The work itself lives in one module per concept:
  *
  * - `admission.ts`: frame checks, rate limit and unanswered-request slots, before dispatch;
  * - `hello.ts`, `tokens.ts`: who a connection acts for (its token's principal when `--tokens` is set);
@@ -30,6 +30,7 @@ import {
 import type { Heartbeat, ResultBatch } from "../shared/queue_messages.ts";
 import type { ServerConfig } from "../shared/config.ts";
 import { admitFrame } from "./admission.ts";
+import type { ByteStream } from "./byte_stream.ts";
 import { ClientConnection } from "./connection.ts";
 import { DashboardFeed } from "./dashboard_feed.ts";
 import { deadLetters, requeueFromDeadLetters } from "./dead_letters.ts";
@@ -56,6 +57,7 @@ import { WorkerRegistry } from "./worker_registry.ts";
 import { webSocketConn } from "./ws_bridge.ts";
 import type { TaskInspection, WebTarget } from "./web_routes.ts";
 import { describeTaskType, type TaskTypeDescription } from "../shared/task_description.ts";
+import { readTlsFiles, TlsListener, type TlsPeer } from "./tls_listener.ts";
 
 export type { ServerStats };
 
@@ -110,6 +112,7 @@ export class ColmenaServer {
   readonly #catalog: TaskCatalog;
   #broker: ServerBroker | undefined;
   #listener: Deno.TcpListener | undefined;
+  #tlsListener: TlsListener | undefined;
   #http: HttpListener | undefined;
   readonly #connections = new Set<ClientConnection>();
   /** Open connections by the peer's IP address. */
@@ -192,10 +195,11 @@ export class ColmenaServer {
 
   /** The bound address, once listening. */
   get addr(): Deno.NetAddr {
-    if (this.#listener === undefined) {
+    const addr = this.#listener?.addr ?? this.#tlsListener?.addr;
+    if (addr === undefined) {
       throw new TypeError("Cannot read addr: server is not listening");
     }
-    return this.#listener.addr;
+    return addr;
   }
 
   /** The bound HTTP address, or `undefined` without HTTP (`--sin-http`) or before `start()`. */
@@ -204,20 +208,43 @@ export class ColmenaServer {
   }
 
   /**
-   * Connects the broker (prints `Conectado a RabbitMQ`), then listens for clients and, unless `sinHttp`,
-   * for HTTP (prints where).
+   * Connects the broker (prints `Conectado a RabbitMQ`), then listens for clients — over TLS with
+   * `tlsCert`/`tlsKey` — and, unless `sinHttp`, for HTTP (prints where).
    */
   async start(): Promise<void> {
+    const c = this.#config;
+    // Read before connecting anything: a missing file fails the start at once.
+    const pem = c.tlsCert === undefined || c.tlsKey === undefined
+      ? undefined
+      : await readTlsFiles({ cert: c.tlsCert, key: c.tlsKey, clientCa: c.tlsCaClientes });
     this.#broker = await this.#deps.connectBroker({
       onResults: (batch) => this.#router.onResults(batch),
       onHeartbeat: (hb) => this.#workers.heard(hb),
     });
     log.info("Conectado a RabbitMQ");
-    this.#listener = Deno.listen({ hostname: this.#config.host, port: this.#config.port });
+    let port: number;
+    if (pem === undefined) {
+      this.#listener = Deno.listen({ hostname: c.host, port: c.port });
+      port = this.#listener.addr.port;
+      this.#accepting = this.#acceptLoop(this.#listener);
+    } else {
+      this.#tlsListener = await TlsListener.listen({
+        hostname: c.host,
+        port: c.port,
+        pem,
+        handshakeTimeoutMs: c.tlsHandshakeTimeoutMs,
+        onStream: (stream, peer) => this.#accept(stream, peer),
+      });
+      port = this.#tlsListener.addr.port;
+      log.info(
+        pem.clientCa === undefined
+          ? "TLS activo (1.2 o posterior)"
+          : "TLS mutuo activo (1.2 o posterior): cada cliente presenta un certificado de la CA de clientes",
+      );
+    }
     log.info("Servidor iniciado");
-    log.info(`Escuchando en ${this.#config.host}:${this.#listener.addr.port}`);
+    log.info(`Escuchando en ${c.host}:${port}`);
     this.#sweeper = setInterval(() => this.#sweep(), 1_000);
-    this.#accepting = this.#acceptLoop(this.#listener);
     this.#feed.start();
     if (!this.#config.sinHttp) {
       this.#http = serveHttp(this.#config.http, {
@@ -351,16 +378,24 @@ export class ColmenaServer {
     }
   }
 
-  #accept(conn: Deno.TcpConn): void {
-    try {
-      conn.setNoDelay(true);
-    } catch {
-      // the peer is already gone
+  /** Takes a client's socket (TCP or TLS); under mutual TLS, `peer.subject` is its principal. */
+  #accept(conn: ByteStream | Deno.TcpConn, peer: TlsPeer = {}): void {
+    if ("setNoDelay" in conn) {
+      try {
+        conn.setNoDelay(true);
+      } catch {
+        // the peer is already gone
+      }
     }
-    this.#serve(new ClientConnection(conn, this.#config));
+    const client = new ClientConnection(conn, this.#config);
+    if (peer.subject !== undefined) {
+      client.principal = { name: peer.subject, role: "cliente" };
+      client.authenticated = true;
+    }
+    this.#serve(client);
   }
 
-  /** Serves a connection (TCP or WebSocket), or drops it when the server is full or stopping. */
+  /** Serves a connection (TCP, TLS or WebSocket), or drops it when the server is full or stopping. */
   #serve(client: ClientConnection): void {
     if (this.#connections.size >= this.#config.maxConnections || this.#stopping) {
       client.drop(new ColmenaError(this.#stopping ? "SHUTTING_DOWN" : "OVERLOADED"));
@@ -378,7 +413,7 @@ export class ColmenaServer {
       return;
     }
     this.#perAddress.set(address, fromAddress + 1);
-    if (this.#deps.tokens !== undefined) {
+    if (this.#deps.tokens !== undefined && !client.authenticated) {
       // Until a token says who it is, the connection is nobody: no role, no task types.
       client.principal = { name: "", role: "cliente", types: [] };
       client.lineCapBeforeAuth = PRE_AUTH_MAX_LINE_BYTES;
@@ -418,6 +453,7 @@ export class ColmenaServer {
           protocol: PROTOCOL_VERSION,
           taskTypes: this.#catalog.names(),
           limits: this.#limits(),
+          principal: { name: client.principal.name, role: client.principal.role },
         });
         return;
       case "submit":
@@ -536,6 +572,7 @@ export class ColmenaServer {
     this.#stopping = true;
     this.#feed.close();
     this.#listener?.close();
+    this.#tlsListener?.close();
     await this.#accepting;
     const deadline = Date.now() + graceMs;
     while (Date.now() < deadline && this.#awaitingResults() > 0) {

@@ -1,5 +1,5 @@
 /**
- * One client's TCP connection: framed reading, and writing with a byte cap and a deadline.
+ * One client's connection (plain TCP or TLS, through a `ByteStream`): framed reading, and writing with a byte cap and a deadline.
  *
  * Frames to send are queued and written together once per turn. A client that does not read its replies is
  * dropped with `SLOW_CONSUMER` once more than `maxOutputBytes` wait for it, or when one write takes longer
@@ -15,6 +15,7 @@
 import { setImmediate } from "node:timers";
 import { ColmenaError } from "../shared/errors.ts";
 import { type Framed, LineFramer } from "../shared/framing.ts";
+import type { ByteStream } from "./byte_stream.ts";
 import * as log from "../shared/log.ts";
 import { encodeFrame, type Reply } from "../shared/protocol.ts";
 import type { ClientKind } from "../shared/protocol.ts";
@@ -26,12 +27,6 @@ export interface ClientIdentity {
   name: string;
   kind: ClientKind;
 }
-
-/**
- * The byte stream a connection runs over: a TCP socket, or the WebSocket bridge (`ws_bridge.ts`) that looks
- * like one.
- */
-export type ByteConn = Pick<Deno.Conn, "read" | "write" | "close" | "remoteAddr">;
 
 /** Limits of one connection. */
 export interface ConnectionLimits {
@@ -80,6 +75,7 @@ export class ClientConnection {
   /** Bytes of the first non-blank line so far, while it is being checked against the cap before auth. */
   #firstLineBytes = 0;
   #firstLineDone = false;
+
   /** Tasks submitted or watched on this connection whose result has not been pushed yet. */
   readonly awaiting = new Set<string>();
   /** Uploads under way on this connection, by id. */
@@ -88,7 +84,7 @@ export class ClientConnection {
   lastWatch: Promise<void> = Promise.resolve();
   /** The client kind every `hello` on this connection is held to (`web` over the WebSocket bridge). */
   fixedKind: ClientKind | undefined;
-  readonly #conn: ByteConn;
+  readonly #conn: ByteStream;
   readonly #limits: ConnectionLimits;
   #out: string[] = [];
   #outChars = 0;
@@ -102,7 +98,7 @@ export class ClientConnection {
   #closed = false;
   readonly #done = Promise.withResolvers<void>();
 
-  constructor(conn: ByteConn, limits: ConnectionLimits) {
+  constructor(conn: ByteStream, limits: ConnectionLimits) {
     this.#conn = conn;
     this.#limits = limits;
   }
@@ -414,7 +410,7 @@ export class ClientConnection {
  * The bytes the peer sends, ending at its end of input. Unlike `conn.readable`, reaching the end does not
  * close the socket, so replies can still be written to a peer that half-closed.
  */
-function _readUntilEof(conn: ByteConn): ReadableStream<Uint8Array> {
+function _readUntilEof(conn: ByteStream): ReadableStream<Uint8Array> {
   return new ReadableStream<Uint8Array>({
     async pull(controller) {
       const buffer = new Uint8Array(READ_BUFFER_BYTES);

@@ -12,7 +12,7 @@
  *
  * @module
  */
-import type { ByteConn } from "./connection.ts";
+import type { ByteStream } from "./byte_stream.ts";
 
 /** Bytes the WebSocket may hold unsent before a write waits. */
 const SEND_HIGH_WATER_BYTES = 1024 * 1024;
@@ -22,17 +22,17 @@ const SEND_POLL_MS = 10;
 const encoder = new TextEncoder();
 
 /**
- * Wraps an upgraded WebSocket as a {@linkcode ByteConn}. Incoming messages not yet read are held up to
+ * Wraps an upgraded WebSocket as a {@linkcode ByteStream}. Incoming messages not yet read are held up to
  * `maxQueuedBytes`; past that the socket is closed (1009), which ends the connection.
  */
 export function webSocketConn(
   socket: WebSocket,
   options: { readonly remoteAddr: Deno.Addr; readonly maxQueuedBytes: number },
-): ByteConn {
+): ByteStream {
   return new _WebSocketConn(socket, options);
 }
 
-class _WebSocketConn implements ByteConn {
+class _WebSocketConn implements ByteStream {
   readonly remoteAddr: Deno.Addr;
   readonly #socket: WebSocket;
   readonly #maxQueuedBytes: number;

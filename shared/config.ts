@@ -104,6 +104,12 @@ const OBJECT_STORAGE = {
  * - `tokens` — file of access tokens (hashes only, made by `cliente token crear`); with it every connection must say `hello` with a valid token. @defaultValue none (no authentication; only allowed on loopback) · env `COLMENA_TOKENS_FILE` · `--tokens`
  * - `authTimeoutMs` — with tokens, how long a new connection has to send a valid `hello` before it is closed. @defaultValue `10000` · env `COLMENA_AUTH_TIMEOUT_MS` · `--auth-timeout-ms`
  * - `inseguro` — let a server without tokens listen on an address other than loopback (warned at every start). @defaultValue `false` · env `COLMENA_INSEGURO` · `--inseguro`
+ * - `tlsCert` — the server's certificate chain (PEM file); with `tlsKey`, clients must speak TLS 1.2 or later. @defaultValue none (plain TCP) · env `COLMENA_TLS_CERT` · `--tls-cert`
+ * - `tlsKey` — the private key of `tlsCert` (PEM file). @defaultValue none · env `COLMENA_TLS_KEY` · `--tls-key`
+ * - `tlsCaClientes` — CA (PEM file) that signs client certificates: set, every client must present one, and its subject CN becomes the connection's principal (role `cliente`). @defaultValue none · env `COLMENA_TLS_CA_CLIENTES` · `--tls-ca-clientes`
+ * - `tlsHandshakeTimeoutMs` — a TLS handshake not finished by then is dropped. @defaultValue `10000` · env `COLMENA_TLS_HANDSHAKE_TIMEOUT_MS` · `--tls-handshake-timeout-ms`
+ * - `amqpCa` — CA (PEM file) that signs RabbitMQ's certificate, for an `amqps://` URL. @defaultValue the system's CAs · env `AMQP_CA_FILE` · `--amqp-ca`
+ * - `databaseCa` — CA (PEM file) that signs PostgreSQL's certificate: the connection uses TLS and checks it (as `sslrootcert` in the URL; `sslmode` in `databaseUrl` still applies). @defaultValue none · env `DATABASE_CA_FILE` · `--database-ca`
  * - storage of objects, as for the worker below.
  */
 export const ServerConfig = z.object({
@@ -152,7 +158,28 @@ export const ServerConfig = z.object({
   tokens: z.string().min(1).optional(),
   authTimeoutMs: positiveInt.default(10_000),
   inseguro: flag.default(false),
+  tlsCert: z.string().min(1).optional(),
+  tlsKey: z.string().min(1).optional(),
+  tlsCaClientes: z.string().min(1).optional(),
+  tlsHandshakeTimeoutMs: positiveInt.max(600_000).default(10_000),
+  amqpCa: z.string().min(1).optional(),
+  databaseCa: z.string().min(1).optional(),
   ...OBJECT_STORAGE,
+}).superRefine((config, ctx) => {
+  if ((config.tlsCert === undefined) !== (config.tlsKey === undefined)) {
+    ctx.addIssue({
+      code: "custom",
+      path: [config.tlsCert === undefined ? "tlsCert" : "tlsKey"],
+      message: "--tls-cert y --tls-key van juntos: indique los dos",
+    });
+  }
+  if (config.tlsCaClientes !== undefined && config.tlsCert === undefined) {
+    ctx.addIssue({
+      code: "custom",
+      path: ["tlsCaClientes"],
+      message: "TLS mutuo necesita TLS: indique también --tls-cert y --tls-key",
+    });
+  }
 });
 
 /** Server settings, as parsed. */
@@ -162,7 +189,7 @@ export type ServerConfig = Readonly<z.output<typeof ServerConfig>>;
  * Worker settings.
  *
  * - `name` — the worker's name, first positional argument. @defaultValue `worker-<pid>` · env `COLMENA_WORKER_NAME`
- * - `amqpUrl`, `taskQueue`, `resultQueue`, `queueType` — as for the server.
+ * - `amqpUrl`, `taskQueue`, `resultQueue`, `queueType`, `amqpCa` — as for the server.
  * - `concurrency` — tasks held at once (the prefetch). @defaultValue `100` · env `COLMENA_CONCURRENCY` · `--concurrency`
  * - `quiet` — print no line per task. @defaultValue `false` · env `COLMENA_QUIET` · `--quiet`
  * - `retryBaseMs` — wait before a 2nd attempt, doubled for each later one. @defaultValue `1000` · env `COLMENA_RETRY_BASE_MS` · `--retry-base-ms`
@@ -192,6 +219,7 @@ export const WorkerConfig = z.object({
   tareas: taskModules,
   solo: z.array(z.string().min(1)).optional(),
   memoriaTareaMb: positiveInt.min(16).max(65_536).default(512),
+  amqpCa: z.string().min(1).optional(),
   ...OBJECT_STORAGE,
 });
 
@@ -224,6 +252,10 @@ export type WorkerConfig = Readonly<z.output<typeof WorkerConfig>>;
  * - `salida` — `enviar`: a file to write the task's whole output to, as JSON. @defaultValue none · env `COLMENA_SALIDA` · `--salida`
  * - `intentos` — `enviar`: attempts of the task before it fails for good and goes to the dead-letter queue. @defaultValue the server's `maxAttempts` · env `COLMENA_INTENTOS` · `--intentos`
  * - `timeoutMs` — `enviar`: how long one attempt may run, in milliseconds. @defaultValue per task type · env `COLMENA_TIMEOUT_MS` · `--timeout-ms`
+ * - `tls` — connect with TLS (implied by `ca`, `cert` or `key`). @defaultValue `false` · env `COLMENA_TLS` · `--tls`
+ * - `ca` — CA (PEM file) that signs the server's certificate. @defaultValue the system's CAs · env `COLMENA_CA` · `--ca`
+ * - `cert` — the client's certificate (PEM file), for a server with mutual TLS. @defaultValue none · env `COLMENA_CERT` · `--cert`
+ * - `key` — the private key of `cert` (PEM file). @defaultValue none · env `COLMENA_KEY` · `--key`
  */
 export const ClientConfig = z.object({
   host: z.string().min(1).default("localhost"),
@@ -256,6 +288,18 @@ export const ClientConfig = z.object({
   datos: z.string().optional(),
   jsonSchema: flag.default(false),
   tareas: taskModules,
+  tls: flag.default(false),
+  ca: z.string().min(1).optional(),
+  cert: z.string().min(1).optional(),
+  key: z.string().min(1).optional(),
+}).superRefine((config, ctx) => {
+  if ((config.cert === undefined) !== (config.key === undefined)) {
+    ctx.addIssue({
+      code: "custom",
+      path: [config.cert === undefined ? "cert" : "key"],
+      message: "--cert y --key van juntos: indique los dos",
+    });
+  }
 });
 
 /** Client settings, as parsed. */
@@ -336,6 +380,15 @@ const SOURCES: { [R in Role]: Record<string, Source> } = {
     tokens: { env: "COLMENA_TOKENS_FILE", flag: "tokens" },
     authTimeoutMs: { env: "COLMENA_AUTH_TIMEOUT_MS", flag: "auth-timeout-ms" },
     inseguro: { env: "COLMENA_INSEGURO", flag: "inseguro", boolean: true },
+    tlsCert: { env: "COLMENA_TLS_CERT", flag: "tls-cert" },
+    tlsKey: { env: "COLMENA_TLS_KEY", flag: "tls-key" },
+    tlsCaClientes: { env: "COLMENA_TLS_CA_CLIENTES", flag: "tls-ca-clientes" },
+    tlsHandshakeTimeoutMs: {
+      env: "COLMENA_TLS_HANDSHAKE_TIMEOUT_MS",
+      flag: "tls-handshake-timeout-ms",
+    },
+    amqpCa: { env: "AMQP_CA_FILE", flag: "amqp-ca" },
+    databaseCa: { env: "DATABASE_CA_FILE", flag: "database-ca" },
     ...OBJECT_STORAGE_SOURCES,
   },
   worker: {
@@ -353,6 +406,7 @@ const SOURCES: { [R in Role]: Record<string, Source> } = {
     tareas: TASK_MODULES_SOURCE,
     solo: { env: "COLMENA_SOLO", flag: "solo", multiple: true },
     memoriaTareaMb: { env: "COLMENA_MEMORIA_TAREA_MB", flag: "memoria-tarea-mb" },
+    amqpCa: { env: "AMQP_CA_FILE", flag: "amqp-ca" },
     ...OBJECT_STORAGE_SOURCES,
   },
   cliente: {
@@ -383,6 +437,10 @@ const SOURCES: { [R in Role]: Record<string, Source> } = {
     datos: { env: "COLMENA_DATOS", flag: "datos" },
     jsonSchema: { env: "COLMENA_JSON_SCHEMA", flag: "json-schema", boolean: true },
     tareas: TASK_MODULES_SOURCE,
+    tls: { env: "COLMENA_TLS", flag: "tls", boolean: true },
+    ca: { env: "COLMENA_CA", flag: "ca" },
+    cert: { env: "COLMENA_CERT", flag: "cert" },
+    key: { env: "COLMENA_KEY", flag: "key" },
   },
 };
 

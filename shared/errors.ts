@@ -149,6 +149,15 @@ export const ERRORS = {
     message: "La conexión con el servidor se cerró",
     retryable: true,
   },
+  /**
+   * Client side only, never on the wire: the TLS connection with the server could not be set up (an
+   * untrusted server certificate, a client certificate missing or refused, a server that does not speak
+   * TLS, a PEM file that cannot be read). The message says which; retrying the same settings fails again.
+   */
+  TLS_FAILED: {
+    message: "No se pudo establecer la conexión TLS con el servidor",
+    retryable: false,
+  },
   INTERNAL: {
     message: "Error interno del servidor",
     retryable: true,

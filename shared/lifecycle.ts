@@ -7,6 +7,7 @@ import { ConfigError } from "./config.ts";
 import { ColmenaError } from "./errors.ts";
 import { wantsHelp } from "./help.ts";
 import * as log from "./log.ts";
+import { TlsSetupError } from "./pem_files.ts";
 import { TaskDefinitionError } from "./task_definition.ts";
 import { TaskModuleError } from "./task_modules.ts";
 
@@ -79,6 +80,10 @@ export function readEnv(names: readonly string[]): Record<string, string> {
  * Anything else is a bug and is rethrown, stack and all.
  */
 export function exitOnStartupError(err: unknown): never {
+  if (err instanceof TlsSetupError) {
+    log.error(err.message, err.cause);
+    Deno.exit(1);
+  }
   if (err instanceof ColmenaError) {
     log.error(err.message, err.cause);
     Deno.exit(1);

@@ -243,6 +243,11 @@ export const WelcomeReply = z.object({
   taskTypes: z.array(z.string()),
   /** The server's limits; absent from servers older than this field. */
   limits: ServerLimits.optional(),
+  /**
+   * Who the connection acts for, as the server sees it: the `hello` name, or the subject of the client
+   * certificate under mutual TLS. Absent from servers older than this field.
+   */
+  principal: z.object({ name: z.string(), role: z.enum(["cliente", "admin"]) }).optional(),
 });
 
 /**

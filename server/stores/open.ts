@@ -4,6 +4,8 @@
  * @module
  */
 import type { ServerConfig } from "../../shared/config.ts";
+import { ColmenaError } from "../../shared/errors.ts";
+import { isUntrustedCertificate, readPemFile } from "../../shared/pem_files.ts";
 import type { TaskStore } from "../../shared/ports.ts";
 import { openPostgresTaskStore } from "./postgres.ts";
 import { openSqliteTaskStore } from "./sqlite.ts";
@@ -28,6 +30,16 @@ export function describeStore(config: ServerConfig): string {
   }
 }
 
+/**
+ * `url` with `sslrootcert` set to `caFile` unless it names one already: as with libpq, the connection then
+ * uses TLS and verifies the server's certificate against that CA (`sslmode=disable` still turns TLS off).
+ */
+export function withRootCert(url: string, caFile: string): string {
+  const parsed = new URL(url);
+  if (!parsed.searchParams.has("sslrootcert")) parsed.searchParams.set("sslrootcert", caFile);
+  return parsed.href;
+}
+
 /** Opens the task store the configuration names; SQL migrations run here. */
 export async function openTaskStore(config: ServerConfig): Promise<TaskStore> {
   switch (storeKind(config)) {
@@ -35,7 +47,23 @@ export async function openTaskStore(config: ServerConfig): Promise<TaskStore> {
       if (config.databaseUrl === undefined) {
         throw new TypeError("Cannot open the PostgreSQL store: DATABASE_URL is not set");
       }
-      return await openPostgresTaskStore(config.databaseUrl, { schema: config.dbSchema });
+      let url = config.databaseUrl;
+      if (config.databaseCa !== undefined) {
+        // Fail at start with a clear message; pg itself reads the file on every new connection.
+        await readPemFile(config.databaseCa, "la CA de PostgreSQL (--database-ca)");
+        url = withRootCert(url, config.databaseCa);
+      }
+      try {
+        return await openPostgresTaskStore(url, { schema: config.dbSchema });
+      } catch (err) {
+        if (!(err instanceof ColmenaError) || !isUntrustedCertificate(err.cause)) throw err;
+        throw new ColmenaError(err.code, {
+          message:
+            `${err.message}: el certificado TLS de PostgreSQL no es de una CA de confianza ` +
+            "o no vale para ese nombre (compruebe --database-ca / DATABASE_CA_FILE y el host de la URL)",
+          cause: err.cause,
+        });
+      }
     }
     case "memory":
       return new MemoryTaskStore(config.memoryMaxTasks);

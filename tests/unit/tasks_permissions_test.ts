@@ -86,7 +86,7 @@ for (const task of ["servidor", "worker", "compile:servidor", "compile:worker"])
     const text: string = deno.tasks[task];
     assert.match(
       text,
-      /^deno run --allow-run=deno --allow-read=\. --allow-env=COLMENA_TAREAS scripts\/with_task_modules\.ts -- deno (run|compile) /,
+      /^deno run --allow-run=deno --allow-read=\. --allow-env=COLMENA_TAREAS,COLMENA_TLS_CERT,COLMENA_TLS_KEY,COLMENA_TLS_CA_CLIENTES,AMQP_CA_FILE,DATABASE_CA_FILE scripts\/with_task_modules\.ts -- deno (run|compile) /,
     );
     // The role itself may read only its own folders until the launcher adds the task modules'.
     const read = roleCommand(text).split(" ").find((part) => part.startsWith("--allow-read"));

@@ -10,11 +10,14 @@ import type { Channel, ChannelModel, ConfirmChannel } from "amqplib";
 import type { Buffer } from "node:buffer";
 import { ColmenaError } from "../../errors.ts";
 import * as log from "../../log.ts";
+import { isUntrustedCertificate } from "../../pem_files.ts";
 
 /** Options common to both sides. */
 export interface RabbitOptions {
-  /** The AMQP URL. */
+  /** The AMQP URL; `amqps://` connects with TLS. */
   url: string;
+  /** PEM of the CA that signs the broker's certificate (`amqps://`). @defaultValue the system's CAs */
+  ca?: string | undefined;
   /** Connection attempts before giving up at start-up; afterwards it retries for ever. @defaultValue `4` */
   initialRetries?: number;
 }
@@ -132,6 +135,19 @@ export class Session {
   }
 }
 
+/** What to check when a TLS handshake with the broker failed, in Spanish; empty for other failures. */
+function _tlsHint(cause: unknown): string {
+  const text = cause instanceof Error ? `${cause.message} ${String(cause.cause ?? "")}` : "";
+  if (isUntrustedCertificate(cause)) {
+    return ": su certificado TLS no es de una CA de confianza o no vale para ese nombre " +
+      "(compruebe --amqp-ca / AMQP_CA_FILE y el nombre de la URL)";
+  }
+  if (/wrong version number|InvalidContentType|handshake|alert/i.test(text)) {
+    return ": falló el saludo TLS (¿el puerto habla TLS? amqps:// es para un puerto TLS)";
+  }
+  return "";
+}
+
 async function _connectRecovering(
   options: RabbitOptions,
   setup: (model: ChannelModel) => Promise<void>,
@@ -139,6 +155,7 @@ async function _connectRecovering(
   try {
     return await amqp.connect(options.url, {
       noDelay: true,
+      ...(options.ca === undefined ? {} : { ca: [options.ca] }),
       recovery: {
         initialDelay: 200,
         maxDelay: 5_000,
@@ -151,7 +168,7 @@ async function _connectRecovering(
     });
   } catch (cause) {
     throw new ColmenaError("BROKER_UNAVAILABLE", {
-      message: `No se puede conectar a RabbitMQ en ${safeUrl(options.url)}`,
+      message: `No se puede conectar a RabbitMQ en ${safeUrl(options.url)}${_tlsHint(cause)}`,
       cause,
     });
   }
