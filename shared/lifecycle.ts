@@ -3,7 +3,13 @@
  *
  * @module
  */
-import { ConfigError } from "./config.ts";
+import { ConfigError, type ConfigInput, type ConfigOf, loadConfig, type Role } from "./config.ts";
+import {
+  loadSigningKey,
+  readSecretFiles,
+  registerConfigSecrets,
+  secretFlagWarnings,
+} from "./secrets.ts";
 import { ColmenaError } from "./errors.ts";
 import { wantsHelp } from "./help.ts";
 import * as log from "./log.ts";
@@ -100,4 +106,31 @@ export function exitOnStartupError(err: unknown): never {
     Deno.exit(1);
   }
   throw err;
+}
+
+/**
+ * Loads a role's configuration for its entry file: secrets from their `_FILE` variables, the merged
+ * configuration, its secrets registered so that no log line prints them, a warning per secret typed as a
+ * flag, and the message-signing key. Exits with status 2 on a bad configuration.
+ */
+export async function loadRoleConfig<R extends Role>(
+  role: R,
+  input: ConfigInput,
+  command: string = role,
+): Promise<{ config: ConfigOf<R>; signingKey: Uint8Array | undefined }> {
+  try {
+    const env = await readSecretFiles(role, input.env);
+    const config = loadConfig(role, { args: input.args, env });
+    registerConfigSecrets(config as unknown as Record<string, unknown>);
+    for (const warning of secretFlagWarnings(role, input.args)) log.warn(warning);
+    const signingKey = await loadSigningKey(
+      config as {
+        signingKeyFile?: string | undefined;
+        signingKey?: string | undefined;
+      },
+    );
+    return { config, signingKey };
+  } catch (err) {
+    exitOnConfigError(err, command);
+  }
 }

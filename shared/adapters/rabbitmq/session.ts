@@ -10,6 +10,8 @@ import type { Channel, ChannelModel, ConfirmChannel } from "amqplib";
 import type { Buffer } from "node:buffer";
 import { ColmenaError } from "../../errors.ts";
 import * as log from "../../log.ts";
+import { redactUrl } from "../../redact.ts";
+import type { MessageSigner } from "./signing.ts";
 
 /** Options common to both sides. */
 export interface RabbitOptions {
@@ -17,15 +19,16 @@ export interface RabbitOptions {
   url: string;
   /** Connection attempts before giving up at start-up; afterwards it retries for ever. @defaultValue `4` */
   initialRetries?: number;
+  /**
+   * Signs what this side publishes and rejects what it consumes unless signed with the same key.
+   * @defaultValue none: nothing is signed or checked
+   */
+  signer?: MessageSigner | undefined;
 }
 
 /** `BROKER_UNAVAILABLE`, with the amqplib failure as its cause when there is one. */
 export function unavailable(cause?: unknown): ColmenaError {
   return new ColmenaError("BROKER_UNAVAILABLE", cause === undefined ? {} : { cause });
-}
-
-function safeUrl(url: string): string {
-  return url.replace(/\/\/[^@/]*@/, "//");
 }
 
 type RecoveringModel = Awaited<ReturnType<typeof _connectRecovering>>;
@@ -142,7 +145,7 @@ async function _connectRecovering(
     });
   } catch (cause) {
     throw new ColmenaError("BROKER_UNAVAILABLE", {
-      message: `No se puede conectar a RabbitMQ en ${safeUrl(options.url)}`,
+      message: `No se puede conectar a RabbitMQ en ${redactUrl(options.url)}`,
       cause,
     });
   }
