@@ -92,8 +92,8 @@ export function exitOnStartupError(err: unknown): never {
   if (err instanceof Deno.errors.NotCapable) {
     log.error(
       `Falta un permiso de Deno: ${err.message}. Las tareas de deno.json solo dejan leer y escribir ` +
-        "bajo ./data: use una carpeta de datos dentro de ./data, o ejecute el fichero con los permisos " +
-        "de la carpeta que quiera",
+        "bajo ./data (el worker, solo en <carpeta de datos>/blobs): use una carpeta de datos dentro de " +
+        "./data, o ejecute el fichero con los permisos de la carpeta que quiera",
     );
     Deno.exit(1);
   }
