@@ -15,6 +15,9 @@ const SECRET_PARAM = /pass|secret|token|key|credential|auth/i;
 /** Shorter values are not scrubbed from free text: they would match ordinary words. */
 const MIN_SCRUBBED = 4;
 
+/** Well-known default credentials: not secret, and common words in ordinary lines. */
+const PUBLIC_DEFAULTS = new Set(["guest"]);
+
 const secrets = new Set<string>();
 
 /**
@@ -71,7 +74,9 @@ export function urlSecrets(url: string): string[] {
 /** Registers secret values: {@linkcode scrub} replaces them in any text. */
 export function registerSecrets(values: Iterable<string | undefined>): void {
   for (const value of values) {
-    if (value !== undefined && value.length >= MIN_SCRUBBED) secrets.add(value);
+    if (value !== undefined && value.length >= MIN_SCRUBBED && !PUBLIC_DEFAULTS.has(value)) {
+      secrets.add(value);
+    }
   }
 }
 

@@ -1,7 +1,7 @@
 /** Secrets in URLs and configuration are never shown: redaction with the URL parser, file variants, warnings. */
 import assert from "node:assert/strict";
 import { envNames, loadConfig } from "../../shared/config.ts";
-import { redactUrl, urlSecrets } from "../../shared/redact.ts";
+import { redactUrl, registerSecrets, scrub, urlSecrets } from "../../shared/redact.ts";
 import { readSecretFiles, secretFlagWarnings } from "../../shared/secrets.ts";
 import { MessageSigner } from "../../shared/adapters/rabbitmq/signing.ts";
 
@@ -100,4 +100,12 @@ Deno.test("a signature covers the kind, the message id and every body byte", () 
   assert.ok(!signer.verify("task", body, { signature: undefined, messageId: "id-1" }));
   assert.ok(!signer.verify("task", body, { signature: "v1=AAAA", messageId: "id-1" }));
   assert.throws(() => new MessageSigner(new Uint8Array(16)), RangeError);
+});
+
+Deno.test("registered secrets are scrubbed from any text, the well-known guest password is not", () => {
+  registerSecrets(["s3cr3t-del-registro", "guest"]);
+  assert.equal(
+    scrub("fallo: password s3cr3t-del-registro rechazada para guest"),
+    "fallo: password *** rechazada para guest",
+  );
 });
