@@ -8,12 +8,13 @@
  * @module
  */
 import { connectServerBroker } from "./shared/adapters/rabbitmq/server_broker.ts";
-import { envNames, loadConfig, type ServerConfig } from "./shared/config.ts";
+import { MessageSigner } from "./shared/adapters/rabbitmq/signing.ts";
+import { envNames, type ServerConfig } from "./shared/config.ts";
 import {
-  exitOnConfigError,
   exitOnHelp,
   exitOnStartupError,
   exitOnTaskModuleError,
+  loadRoleConfig,
   readEnv,
   shutdownSignal,
 } from "./shared/lifecycle.ts";
@@ -52,6 +53,7 @@ const USAGE = `Uso: deno task -q servidor [opciones]
   --aws-access-key-id ID       credenciales de S3                 [AWS_ACCESS_KEY_ID]
   --aws-secret-access-key K                                       [AWS_SECRET_ACCESS_KEY]
   --aws-session-token T                                           [AWS_SESSION_TOKEN]
+  --clave-firma-fichero F      firmar los mensajes con RabbitMQ   [COLMENA_SIGNING_KEY_FILE, o COLMENA_SIGNING_KEY]
   --claim-check-bytes N        carga mayor → objeto               [COLMENA_CLAIM_CHECK_BYTES, 262144]
   --max-upload-bytes N         fichero subido máximo              [COLMENA_MAX_UPLOAD_BYTES, 268435456]
   --retention-days N           borrar terminadas tras N días      [COLMENA_RETENTION_DAYS, 7]
@@ -90,13 +92,18 @@ const USAGE = `Uso: deno task -q servidor [opciones]
   --amqp-ca FICHERO            CA de RabbitMQ (amqps://)          [AMQP_CA_FILE, las del sistema]
   --database-ca FICHERO        CA de PostgreSQL (cifra y verifica) [DATABASE_CA_FILE]
   --help, -h, --ayuda          esta ayuda
+  Los secretos (AMQP_URL, DATABASE_URL, AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN) también se leen de
+  un fichero con <VARIABLE>_FILE; no los pase como opciones: \`deno task\` sin -q y \`ps\` los muestran.
   (detalles de cada opción: README.md, sección Configuración)`;
 
 /**
  * Runs a server until SIGINT/SIGTERM, then drains it. It accepts the built-in task types and those of
  * the `--tareas` modules (their contracts only: the server never loads handler code).
  */
-export async function runServer(config: ServerConfig): Promise<void> {
+export async function runServer(
+  config: ServerConfig,
+  signingKey?: Uint8Array,
+): Promise<void> {
   const tokens = await _authentication(config);
   const { catalog, modules } = await loadCatalog(config.tareas);
   const serverId = config.serverId ?? `srv-${crypto.randomUUID().slice(0, 8)}`;
@@ -111,6 +118,11 @@ export async function runServer(config: ServerConfig): Promise<void> {
   const store = await openTaskStore(config);
   const blobs = await openBlobStore(config);
   log.info(`Registros de tareas: ${describeStore(config)}; objetos: ${describeBlobStore(config)}`);
+  log.info(
+    signingKey === undefined
+      ? "Mensajes con RabbitMQ sin firmar (sin --clave-firma-fichero)"
+      : "Mensajes con RabbitMQ firmados (HMAC-SHA256): se rechaza lo que no lleve firma válida",
+  );
   const stopPruning = schedulePruning(store, blobs, {
     retentionDays: config.retentionDays,
     intervalMs: config.pruneIntervalMs,
@@ -129,6 +141,7 @@ export async function runServer(config: ServerConfig): Promise<void> {
         resultQueue: config.resultQueue,
         queueType: config.queueType,
         serverId,
+        signer: signingKey === undefined ? undefined : new MessageSigner(signingKey),
         taskTypes: catalog.names(),
         onResults,
         onHeartbeat,
@@ -165,14 +178,12 @@ async function _authentication(config: ServerConfig): Promise<TokenRegistry | un
 
 if (import.meta.main) {
   exitOnHelp(Deno.args, USAGE);
-  let config: ServerConfig;
+  const { config, signingKey } = await loadRoleConfig("servidor", {
+    args: Deno.args,
+    env: readEnv(envNames("servidor")),
+  });
   try {
-    config = loadConfig("servidor", { args: Deno.args, env: readEnv(envNames("servidor")) });
-  } catch (err) {
-    exitOnConfigError(err, "servidor");
-  }
-  try {
-    await runServer(config);
+    await runServer(config, signingKey);
   } catch (err) {
     exitOnTaskModuleError(err);
     if (err instanceof TokenFileError || err instanceof UnsafeBindError) {

@@ -7,12 +7,13 @@
  * @module
  */
 import { connectWorkerBroker } from "./shared/adapters/rabbitmq/worker_broker.ts";
-import { type ConfigInput, envNames, loadConfig, type WorkerConfig } from "./shared/config.ts";
+import { MessageSigner } from "./shared/adapters/rabbitmq/signing.ts";
+import { type ConfigInput, envNames, type WorkerConfig } from "./shared/config.ts";
 import {
-  exitOnConfigError,
   exitOnHelp,
   exitOnStartupError,
   exitOnTaskModuleError,
+  loadRoleConfig,
   readEnv,
   shutdownSignal,
 } from "./shared/lifecycle.ts";
@@ -50,8 +51,11 @@ const USAGE = `Uso: deno task -q worker [nombre] [opciones]
   --aws-access-key-id ID       credenciales de S3                  [AWS_ACCESS_KEY_ID]
   --aws-secret-access-key K                                        [AWS_SECRET_ACCESS_KEY]
   --aws-session-token T                                            [AWS_SESSION_TOKEN]
+  --clave-firma-fichero F      firmar los mensajes con RabbitMQ    [COLMENA_SIGNING_KEY_FILE, o COLMENA_SIGNING_KEY]
   --claim-check-bytes N        salida mayor → objeto               [COLMENA_CLAIM_CHECK_BYTES, 262144]
-  --help, -h, --ayuda          esta ayuda`;
+  --help, -h, --ayuda          esta ayuda
+  Los secretos (AMQP_URL, AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN) también se leen de un fichero con
+  <VARIABLE>_FILE; no los pase como opciones: \`deno task\` sin -q y \`ps\` los muestran.`;
 
 /**
  * The task types a worker runs: its catalogue (built-in plus `--tareas` modules), narrowed to `--solo`.
@@ -79,6 +83,7 @@ export async function runWorker(
   registry: TaskRegistry = new TaskRegistry({
     threads: { memoryMb: config.memoriaTareaMb },
   }),
+  signingKey?: Uint8Array,
 ): Promise<void> {
   const { catalog: loaded } = await loadCatalog(config.tareas);
   const catalog = selectTypes(config, loaded);
@@ -103,6 +108,7 @@ export async function runWorker(
     taskQueue: config.taskQueue,
     resultQueue: config.resultQueue,
     queueType: config.queueType,
+    signer: signingKey === undefined ? undefined : new MessageSigner(signingKey),
     // The loaded types, or the subset given with `--solo`: what the registry holds.
     taskTypes: registry.names(),
     prefetch: config.concurrency,
@@ -176,14 +182,9 @@ export async function runWorker(
  */
 export async function workerMain(input: ConfigInput, registry?: TaskRegistry): Promise<void> {
   exitOnHelp(input.args, USAGE);
-  let config: WorkerConfig;
+  const { config, signingKey } = await loadRoleConfig("worker", input);
   try {
-    config = loadConfig("worker", input);
-  } catch (err) {
-    exitOnConfigError(err, "worker");
-  }
-  try {
-    await runWorker(config, registry);
+    await runWorker(config, registry, signingKey);
   } catch (err) {
     exitOnTaskModuleError(err);
     exitOnStartupError(err);

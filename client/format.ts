@@ -8,6 +8,7 @@ import type { TaskStatus, TaskView } from "../shared/protocol.ts";
 import { BUILTIN_CATALOG, type TaskCatalog } from "../shared/catalog.ts";
 import { TASKS } from "../shared/tasks.ts";
 import { CLIENT_KIND_LABELS, taskLabel } from "./args.ts";
+import { displayText } from "./display.ts";
 import type { TaskResult } from "./task_client.ts";
 
 /** The Spanish name of each task state, as `estado`, `historial` and the menu show it. */
@@ -112,7 +113,7 @@ export function formatTaskType(type: string, catalog: TaskCatalog = BUILTIN_CATA
 
 /** An error for people: `CODE: message`. */
 export function formatError(error: { readonly code: string; readonly message: string }): string {
-  return `${error.code}: ${error.message}`;
+  return displayText(`${error.code}: ${error.message}`);
 }
 
 function _json(value: unknown): string {
@@ -234,7 +235,7 @@ export function formatResult(
   if (saved !== undefined) {
     lines.push(`  guardado:   ${saved.path} (${formatBytes(saved.bytes)}, JSON)`);
   }
-  return lines.join("\n");
+  return lines.map(displayText).join("\n");
 }
 
 /**
@@ -290,7 +291,7 @@ export function formatTaskView(
   if (options.noWorker === true && (view.status === "queued" || view.status === "running")) {
     lines.push("  aviso:       ningún worker vivo ejecuta este tipo; espera a que arranque uno");
   }
-  return lines.join("\n");
+  return lines.map(displayText).join("\n");
 }
 
 /** Column alignment of {@linkcode formatTable}. */
@@ -303,6 +304,8 @@ export function formatTable(
   options: { readonly align?: readonly Align[] } = {},
 ): string {
   const align = options.align ?? [];
+  header = header.map(displayText);
+  rows = rows.map((row) => row.map(displayText));
   const widths = header.map((cell, i) =>
     Math.max(_width(cell), ...rows.map((row) => _width(row[i] ?? "")))
   );

@@ -9,6 +9,7 @@ import { deleteTopology } from "../shared/adapters/rabbitmq/topology.ts";
 import { TASK_TYPES } from "../shared/tasks.ts";
 import { wantsHelp } from "../shared/help.ts";
 import * as log from "../shared/log.ts";
+import { redactUrl } from "../shared/redact.ts";
 import { simulate } from "../client/simulate.ts";
 import { formatSummary } from "../client/summary.ts";
 import type { SimulatedTask } from "../client/stats.ts";
@@ -46,7 +47,7 @@ async function dockerAvailable(): Promise<boolean> {
 /** Makes sure RabbitMQ answers: starts it with Docker Compose where possible, or says how. */
 async function ensureRabbit(): Promise<boolean> {
   if (await reachable(AMQP_URL)) return true;
-  log.warn(`RabbitMQ no responde en ${AMQP_URL.replace(/\/\/[^@/]*@/, "//")}.`);
+  log.warn(`RabbitMQ no responde en ${redactUrl(AMQP_URL)}.`);
   if (await dockerAvailable()) {
     log.info("Arrancando RabbitMQ con: docker compose up -d rabbitmq");
     const up = await new Deno.Command("docker", {

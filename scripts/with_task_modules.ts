@@ -9,12 +9,25 @@
  * command's `--allow-read`, runs it with this process's standard streams, forwards SIGTERM
  * (Ctrl-C's SIGINT reaches the role by itself), and exits with its status.
  *
- * Usage: `deno run --allow-run=deno --allow-read=. --allow-env=COLMENA_TAREAS,<TLS_FILE_OPTIONS' env>
- * scripts/with_task_modules.ts -- deno run <permisos> server.ts [argumentos del rol…]`.
+ * For `deno run` of the server or the worker it also narrows the role's permissions to what its
+ * configuration calls for (see `role_permissions.ts`): `--allow-net` names the hosts it talks to, the
+ * secret files it was given (`AMQP_URL_FILE`, `--clave-firma-fichero`…) become readable, and the worker's
+ * `./data/blobs` becomes its configured blob folder. When the configuration does not load, the command is
+ * left as it is and the role reports the problem itself.
+ *
+ * The launcher itself runs with plain `--allow-read` and `--allow-env` (it reads the role's configuration
+ * as the role will): its `--allow-run=deno` already lets it start deno with any permission.
+ *
+ * Usage: `deno run --allow-run=deno --allow-read --allow-env scripts/with_task_modules.ts -- deno run
+ * <permisos> server.ts [argumentos del rol…]`.
  *
  * @module
  */
 import { dirname, isAbsolute, resolve } from "node:path";
+import { envNames, loadConfig, secretFileEnvPairs, type WorkerConfig } from "../shared/config.ts";
+import { readEnv } from "../shared/lifecycle.ts";
+import { readSecretFiles } from "../shared/secrets.ts";
+import { netAllowList, secretFiles, workerBlobFolder } from "./role_permissions.ts";
 
 /** The task module paths a role's arguments and environment name (`--tareas X`, `--tareas=X`, `COLMENA_TAREAS`). */
 export function taskModulePaths(args: readonly string[], env: string | undefined): string[] {
@@ -112,6 +125,60 @@ export function withReadAccess(
   return out;
 }
 
+/** What {@linkcode withRolePermissions} grants besides the command's own flags. */
+export interface RolePermissions {
+  /** Hosts for `--allow-net` (a plain `--allow-net` is replaced by this list). */
+  readonly net?: readonly string[] | undefined;
+  /** Files to add to `--allow-read`. */
+  readonly reads?: readonly string[] | undefined;
+  /** The worker's blob folder, in place of `./data/blobs` in `--allow-read` and `--allow-write`. */
+  readonly blobFolder?: string | undefined;
+}
+
+/** The role's command with its permissions narrowed or widened as `permissions` says. */
+export function withRolePermissions(
+  command: readonly string[],
+  permissions: RolePermissions,
+): string[] {
+  const { net, reads = [], blobFolder } = permissions;
+  return command.map((part) => {
+    if (part === "--allow-net" && net !== undefined && net.length > 0) {
+      return `--allow-net=${net.join(",")}`;
+    }
+    const flag = ["--allow-read=", "--allow-write="].find((f) => part.startsWith(f));
+    if (flag === undefined) return part;
+    let list = part.slice(flag.length).split(",");
+    if (blobFolder !== undefined) list = list.map((p) => p === "./data/blobs" ? blobFolder : p);
+    if (flag === "--allow-read=") list.push(...reads);
+    return `${flag}${[...new Set(list)].join(",")}`;
+  });
+}
+
+/** The permissions the role's configuration calls for; `{}` when it does not load. */
+async function _rolePermissions(entry: string, roleArgs: string[]): Promise<RolePermissions> {
+  const role = /(^|\/)server\.ts$/.test(entry)
+    ? "servidor"
+    : /(^|\/)worker\.ts$/.test(entry)
+    ? "worker"
+    : undefined;
+  if (role === undefined) return {};
+  try {
+    const raw = readEnv(envNames(role));
+    const env = await readSecretFiles(role, raw);
+    const config = loadConfig(role, { args: roleArgs, env });
+    const files = secretFileEnvPairs(role).map(([, file]) => file);
+    return {
+      net: netAllowList(role, config),
+      reads: secretFiles(config, raw, files),
+      ...(role === "worker"
+        ? { blobFolder: workerBlobFolder(config as WorkerConfig, Deno.cwd()) }
+        : {}),
+    };
+  } catch {
+    return {};
+  }
+}
+
 if (import.meta.main) {
   const split = Deno.args.indexOf("--");
   const command = split === -1 ? [] : Deno.args.slice(split + 1);
@@ -126,7 +193,11 @@ if (import.meta.main) {
   const modules = taskModulePaths(roleArgs, Deno.env.get("COLMENA_TAREAS"));
   const env = Object.fromEntries(TLS_FILE_OPTIONS.map((o) => [o.env, Deno.env.get(o.env)]));
   const files = tlsFilePaths(roleArgs, env);
-  const [, ...args] = withReadAccess(command, { modules, cwd: Deno.cwd(), files });
+  let full = withReadAccess(command, { modules, cwd: Deno.cwd(), files });
+  if (rest[0] === "run" && entry !== -1) {
+    full = withRolePermissions(full, await _rolePermissions(rest[entry]!, roleArgs));
+  }
+  const [, ...args] = full;
   const child = new Deno.Command(program, {
     args,
     stdin: "inherit",

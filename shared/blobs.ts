@@ -6,6 +6,7 @@
  *
  * @module
  */
+import { redactUrl } from "./redact.ts";
 import { ColmenaError } from "./errors.ts";
 import type { BlobStore } from "./ports.ts";
 import { openFolderBlobStore } from "./adapters/fs_blob.ts";
@@ -27,7 +28,9 @@ export interface BlobConfig {
 export function describeBlobStore(config: BlobConfig): string {
   return config.s3Bucket === undefined
     ? `carpeta ${config.dataDir}/blobs`
-    : `S3 ${config.s3Endpoint ?? "AWS"} bucket ${config.s3Bucket}`;
+    : `S3 ${
+      config.s3Endpoint === undefined ? "AWS" : redactUrl(config.s3Endpoint)
+    } bucket ${config.s3Bucket}`;
 }
 
 /** Opens the object store the configuration names. */

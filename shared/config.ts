@@ -12,6 +12,7 @@ import { CLIENT_KINDS } from "./protocol.ts";
 import { DEFAULT_MAX_JSON_DEPTH, DEFAULT_MAX_LINE_BYTES } from "./framing.ts";
 import { QUEUE_TYPES } from "./adapters/rabbitmq/names.ts";
 import { describeExpected, describeProblem, suggest } from "./config_errors.ts";
+import { REDACTED, redactUrl } from "./redact.ts";
 
 /** The roles, by their Spanish command names. */
 export type Role = "servidor" | "worker" | "cliente";
@@ -26,6 +27,13 @@ interface Source {
   readonly multiple?: boolean;
   /** What the field takes, in Spanish, when its schema cannot say it (`letras, cifras, _ . o -`). */
   readonly takes?: string;
+  /**
+   * A secret: never shown in an error (a URL is shown without its password), and also read from the file
+   * that `<env>_FILE` names (see `shared/secrets.ts`).
+   */
+  readonly secret?: "url" | "value";
+  /** Only from the environment (or `<env>_FILE`): a secret must not be typed on a command line. */
+  readonly envOnly?: boolean;
 }
 
 /** Task modules to load (`--tareas`, repeatable; `COLMENA_TAREAS`, comma-separated). */
@@ -57,6 +65,12 @@ const OBJECT_STORAGE = {
   awsSecretAccessKey: z.string().min(1).optional(),
   awsSessionToken: z.string().min(1).optional(),
   claimCheckBytes: positiveInt.default(256 * 1024),
+};
+
+/** Message signing between servers and workers, shared by both (the same key on each). */
+const MESSAGE_SIGNING = {
+  signingKeyFile: z.string().min(1).optional(),
+  signingKey: z.string().min(32, "debe tener al menos 32 caracteres").optional(),
 };
 
 /**
@@ -110,7 +124,7 @@ const OBJECT_STORAGE = {
  * - `tlsHandshakeTimeoutMs` — a TLS handshake not finished by then is dropped. @defaultValue `10000` · env `COLMENA_TLS_HANDSHAKE_TIMEOUT_MS` · `--tls-handshake-timeout-ms`
  * - `amqpCa` — CA (PEM file) that signs RabbitMQ's certificate, for an `amqps://` URL. @defaultValue the system's CAs · env `AMQP_CA_FILE` · `--amqp-ca`
  * - `databaseCa` — CA (PEM file) that signs PostgreSQL's certificate: the connection uses TLS and checks it (as `sslrootcert` in the URL; `sslmode` in `databaseUrl` still applies). @defaultValue none · env `DATABASE_CA_FILE` · `--database-ca`
- * - storage of objects, as for the worker below.
+ * - storage of objects and message signing, as for the worker below.
  */
 export const ServerConfig = z.object({
   host: z.string().min(1).default("localhost"),
@@ -165,6 +179,7 @@ export const ServerConfig = z.object({
   amqpCa: z.string().min(1).optional(),
   databaseCa: z.string().min(1).optional(),
   ...OBJECT_STORAGE,
+  ...MESSAGE_SIGNING,
 }).superRefine((config, ctx) => {
   if ((config.tlsCert === undefined) !== (config.tlsKey === undefined)) {
     ctx.addIssue({
@@ -199,6 +214,9 @@ export type ServerConfig = Readonly<z.output<typeof ServerConfig>>;
  * - `dataDir` — folder of the SQLite file and of objects when there is no S3. @defaultValue `"./data"` · env `COLMENA_DATA_DIR` · `--data-dir`
  * - `s3Endpoint`, `s3Bucket`, `s3Region`, `s3Prefix` — an S3-compatible store for objects, used when a bucket is set. · env `S3_ENDPOINT`, `S3_BUCKET`, `S3_REGION` (`us-east-1`), `S3_PREFIX`
  * - `awsAccessKeyId`, `awsSecretAccessKey`, `awsSessionToken` — S3 credentials. · env `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN`
+ * - `signingKeyFile` — a file holding the shared key that signs and checks every message between servers and workers (HMAC-SHA256, at least 32 bytes). @defaultValue none: messages are not signed · env `COLMENA_SIGNING_KEY_FILE` · `--clave-firma-fichero`
+ * - `signingKey` — the same key, given in the environment only (never as a flag). @defaultValue none · env `COLMENA_SIGNING_KEY`
+ * - `amqpUrl`, `databaseUrl`, `awsSecretAccessKey`, `awsSessionToken`, `signingKey` — also read from the file that `<env>_FILE` names (`AMQP_URL_FILE`…).
  * - `claimCheckBytes` — payloads and outputs larger than this travel as objects, not through RabbitMQ. @defaultValue `262144` · env `COLMENA_CLAIM_CHECK_BYTES` · `--claim-check-bytes`
  * - `tareas` — task modules to load besides the built-in types. @defaultValue none · env `COLMENA_TAREAS` (comma-separated) · `--tareas` (repeatable)
  * - `solo` — run only these task types (names, comma-separated). @defaultValue every loaded type · env `COLMENA_SOLO` · `--solo`
@@ -221,6 +239,7 @@ export const WorkerConfig = z.object({
   memoriaTareaMb: positiveInt.min(16).max(65_536).default(512),
   amqpCa: z.string().min(1).optional(),
   ...OBJECT_STORAGE,
+  ...MESSAGE_SIGNING,
 });
 
 /** Worker settings, as parsed. */
@@ -314,9 +333,23 @@ const OBJECT_STORAGE_SOURCES: Record<keyof typeof OBJECT_STORAGE, Source> = {
   s3Region: { env: "S3_REGION", flag: "s3-region" },
   s3Prefix: { env: "S3_PREFIX", flag: "s3-prefix" },
   awsAccessKeyId: { env: "AWS_ACCESS_KEY_ID", flag: "aws-access-key-id" },
-  awsSecretAccessKey: { env: "AWS_SECRET_ACCESS_KEY", flag: "aws-secret-access-key" },
-  awsSessionToken: { env: "AWS_SESSION_TOKEN", flag: "aws-session-token" },
+  awsSecretAccessKey: {
+    env: "AWS_SECRET_ACCESS_KEY",
+    flag: "aws-secret-access-key",
+    secret: "value",
+  },
+  awsSessionToken: { env: "AWS_SESSION_TOKEN", flag: "aws-session-token", secret: "value" },
   claimCheckBytes: { env: "COLMENA_CLAIM_CHECK_BYTES", flag: "claim-check-bytes" },
+};
+
+const MESSAGE_SIGNING_SOURCES: Record<keyof typeof MESSAGE_SIGNING, Source> = {
+  signingKeyFile: { env: "COLMENA_SIGNING_KEY_FILE", flag: "clave-firma-fichero" },
+  signingKey: {
+    env: "COLMENA_SIGNING_KEY",
+    flag: "clave-firma",
+    secret: "value",
+    envOnly: true,
+  },
 };
 
 /** What `--limite` takes: one sentence for the option, whichever subcommand checks it. */
@@ -331,7 +364,7 @@ const SOURCES: { [R in Role]: Record<string, Source> } = {
   servidor: {
     host: { env: "COLMENA_HOST", flag: "host" },
     port: { env: "COLMENA_PORT", flag: "port", short: "p" },
-    amqpUrl: { env: "AMQP_URL", flag: "amqp-url" },
+    amqpUrl: { env: "AMQP_URL", flag: "amqp-url", secret: "url" },
     taskQueue: { env: "COLMENA_TASK_QUEUE", flag: "task-queue", takes: QUEUE_TAKES },
     resultQueue: { env: "COLMENA_RESULT_QUEUE", flag: "result-queue", takes: QUEUE_TAKES },
     queueType: { env: "COLMENA_QUEUE_TYPE", flag: "queue-type" },
@@ -353,7 +386,7 @@ const SOURCES: { [R in Role]: Record<string, Source> } = {
     publishRetryMs: { env: "COLMENA_PUBLISH_RETRY_MS", flag: "publish-retry-ms" },
     maxAttempts: { env: "COLMENA_MAX_ATTEMPTS", flag: "max-attempts" },
     store: { env: "COLMENA_STORE", flag: "store" },
-    databaseUrl: { env: "DATABASE_URL", flag: "database-url" },
+    databaseUrl: { env: "DATABASE_URL", flag: "database-url", secret: "url" },
     dbSchema: { env: "COLMENA_DB_SCHEMA", flag: "db-schema" },
     retentionDays: { env: "COLMENA_RETENTION_DAYS", flag: "retention-days" },
     pruneIntervalMs: { env: "COLMENA_PRUNE_INTERVAL_MS", flag: "prune-interval-ms" },
@@ -390,10 +423,11 @@ const SOURCES: { [R in Role]: Record<string, Source> } = {
     amqpCa: { env: "AMQP_CA_FILE", flag: "amqp-ca" },
     databaseCa: { env: "DATABASE_CA_FILE", flag: "database-ca" },
     ...OBJECT_STORAGE_SOURCES,
+    ...MESSAGE_SIGNING_SOURCES,
   },
   worker: {
     name: { env: "COLMENA_WORKER_NAME", flag: "name", takes: NAME_TAKES },
-    amqpUrl: { env: "AMQP_URL", flag: "amqp-url" },
+    amqpUrl: { env: "AMQP_URL", flag: "amqp-url", secret: "url" },
     taskQueue: { env: "COLMENA_TASK_QUEUE", flag: "task-queue", takes: QUEUE_TAKES },
     resultQueue: { env: "COLMENA_RESULT_QUEUE", flag: "result-queue", takes: QUEUE_TAKES },
     queueType: { env: "COLMENA_QUEUE_TYPE", flag: "queue-type" },
@@ -408,6 +442,7 @@ const SOURCES: { [R in Role]: Record<string, Source> } = {
     memoriaTareaMb: { env: "COLMENA_MEMORIA_TAREA_MB", flag: "memoria-tarea-mb" },
     amqpCa: { env: "AMQP_CA_FILE", flag: "amqp-ca" },
     ...OBJECT_STORAGE_SOURCES,
+    ...MESSAGE_SIGNING_SOURCES,
   },
   cliente: {
     host: { env: "COLMENA_HOST", flag: "host" },
@@ -446,7 +481,32 @@ const SOURCES: { [R in Role]: Record<string, Source> } = {
 
 /** The environment variables each role reads, for `--allow-env` lists and docs. */
 export function envNames(role: Role): string[] {
-  return Object.values(SOURCES[role]).map((s) => s.env);
+  return [
+    ...new Set([...Object.values(SOURCES[role]).map((s) => s.env), ...secretFileEnvNames(role)]),
+  ];
+}
+
+/**
+ * The environment variables of a role that hold secrets and may instead name a file holding them
+ * (`AMQP_URL` and `AMQP_URL_FILE`…), as `[variable, file variable]` pairs. A secret whose `_FILE` name is an
+ * option of its own (`COLMENA_SIGNING_KEY_FILE`, `--clave-firma-fichero`) is read by that option instead.
+ */
+export function secretFileEnvPairs(role: Role): [string, string][] {
+  const sources = Object.values(SOURCES[role]);
+  const envs = new Set(sources.map((s) => s.env));
+  return sources.filter((s) => s.secret !== undefined && !envs.has(`${s.env}_FILE`))
+    .map((s) => [s.env, `${s.env}_FILE`]);
+}
+
+function secretFileEnvNames(role: Role): string[] {
+  return secretFileEnvPairs(role).map(([, file]) => file);
+}
+
+/** The flags of a role whose values are secrets (`--amqp-url`, `--aws-secret-access-key`…). */
+export function secretFlags(role: Role): { flag: string; env: string; kind: "url" | "value" }[] {
+  return Object.values(SOURCES[role]).flatMap((s) =>
+    s.secret === undefined || s.envOnly ? [] : [{ flag: s.flag, env: s.env, kind: s.secret }]
+  );
 }
 
 /** The configuration of each role, with the command line's positional arguments. */
@@ -490,6 +550,7 @@ export function loadConfig<R extends Role>(role: R, input: ConfigInput): ConfigO
     { type: "string" | "boolean"; short?: string; multiple?: boolean }
   > = {};
   for (const source of Object.values(sources)) {
+    if (source.envOnly) continue;
     options[source.flag] = {
       type: source.boolean ? "boolean" : "string",
       ...(source.short === undefined ? {} : { short: source.short }),
@@ -505,14 +566,14 @@ export function loadConfig<R extends Role>(role: R, input: ConfigInput): ConfigO
       strict: true,
     });
   } catch (cause) {
-    const flags = Object.values(sources).flatMap((s) => [`--${s.flag}`]);
+    const flags = Object.values(sources).flatMap((s) => s.envOnly ? [] : [`--${s.flag}`]);
     throw new ConfigError(`Argumento no válido: ${describeArgError(cause, flags)}`, { cause });
   }
   const merged: Record<string, unknown> = {};
   /** Where each merged value came from, as a person typed it: the flag, or the variable. */
   const origin: Record<string, string> = {};
   for (const [key, source] of Object.entries(sources)) {
-    let fromFlag = parsed.values[source.flag];
+    let fromFlag = source.envOnly ? undefined : parsed.values[source.flag];
     let fromEnv: unknown = input.env[source.env];
     if (source.multiple) {
       // Lists: repeated flags and comma-separated items both split at commas.
@@ -547,8 +608,13 @@ export function loadConfig<R extends Role>(role: R, input: ConfigInput): ConfigO
       const source = sources[key];
       const field = (schema.shape as Record<string, z.ZodType>)[key];
       const where = origin[key] ?? (source ? `--${source.flag}` : key);
+      const value = merged[key];
       lines.push(describeProblem(where, {
-        value: merged[key],
+        value: typeof value !== "string" || source?.secret === undefined
+          ? value
+          : source.secret === "url"
+          ? redactUrl(value)
+          : REDACTED,
         takes: source?.takes ?? (field === undefined ? undefined : describeExpected(field)),
         issue: issue.message,
       }));

@@ -3,7 +3,13 @@
  *
  * @module
  */
-import { ConfigError } from "./config.ts";
+import { ConfigError, type ConfigInput, type ConfigOf, loadConfig, type Role } from "./config.ts";
+import {
+  loadSigningKey,
+  readSecretFiles,
+  registerConfigSecrets,
+  secretFlagWarnings,
+} from "./secrets.ts";
 import { ColmenaError } from "./errors.ts";
 import { wantsHelp } from "./help.ts";
 import * as log from "./log.ts";
@@ -91,8 +97,8 @@ export function exitOnStartupError(err: unknown): never {
   if (err instanceof Deno.errors.NotCapable) {
     log.error(
       `Falta un permiso de Deno: ${err.message}. Las tareas de deno.json solo dejan leer y escribir ` +
-        "bajo ./data: use una carpeta de datos dentro de ./data, o ejecute el fichero con los permisos " +
-        "de la carpeta que quiera",
+        "bajo ./data (el worker, solo en <carpeta de datos>/blobs): use una carpeta de datos dentro de " +
+        "./data, o ejecute el fichero con los permisos de la carpeta que quiera",
     );
     Deno.exit(1);
   }
@@ -105,4 +111,31 @@ export function exitOnStartupError(err: unknown): never {
     Deno.exit(1);
   }
   throw err;
+}
+
+/**
+ * Loads a role's configuration for its entry file: secrets from their `_FILE` variables, the merged
+ * configuration, its secrets registered so that no log line prints them, a warning per secret typed as a
+ * flag, and the message-signing key. Exits with status 2 on a bad configuration.
+ */
+export async function loadRoleConfig<R extends Role>(
+  role: R,
+  input: ConfigInput,
+  command: string = role,
+): Promise<{ config: ConfigOf<R>; signingKey: Uint8Array | undefined }> {
+  try {
+    const env = await readSecretFiles(role, input.env);
+    const config = loadConfig(role, { args: input.args, env });
+    registerConfigSecrets(config as unknown as Record<string, unknown>);
+    for (const warning of secretFlagWarnings(role, input.args)) log.warn(warning);
+    const signingKey = await loadSigningKey(
+      config as {
+        signingKeyFile?: string | undefined;
+        signingKey?: string | undefined;
+      },
+    );
+    return { config, signingKey };
+  } catch (err) {
+    exitOnConfigError(err, command);
+  }
 }

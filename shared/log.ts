@@ -5,6 +5,7 @@
  */
 // This is the one module allowed to use the console (STYLE §9).
 // deno-lint-ignore-file no-console
+import { scrub } from "./redact.ts";
 
 let buffered: string[] = [];
 let scheduled = false;
@@ -14,13 +15,13 @@ function flush(): void {
   if (buffered.length === 0) return;
   const text = buffered.join("\n");
   buffered = [];
-  console.log(text);
+  console.log(scrub(text));
 }
 
 /** Prints a line now. Start-up lines that tests and users wait for go through here. */
 export function info(message: string): void {
   flush();
-  console.log(message);
+  console.log(scrub(message));
 }
 
 /**
@@ -38,7 +39,7 @@ export function event(message: string): void {
 /** Prints a warning to stderr. */
 export function warn(message: string): void {
   flush();
-  console.error(`AVISO: ${message}`);
+  console.error(scrub(`AVISO: ${message}`));
 }
 
 /** Prints an error and its cause chain to stderr: the message for people, the causes for operators. */
@@ -55,7 +56,7 @@ export function error(message: string, cause?: unknown): void {
       current = undefined;
     }
   }
-  console.error(lines.join("\n"));
+  console.error(scrub(lines.join("\n")));
 }
 
 /** Prints everything still buffered; call before exiting. */

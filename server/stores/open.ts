@@ -6,6 +6,7 @@
 import type { ServerConfig } from "../../shared/config.ts";
 import { ColmenaError } from "../../shared/errors.ts";
 import { isUntrustedCertificate, readPemFile } from "../../shared/pem_files.ts";
+import { redactUrl } from "../../shared/redact.ts";
 import type { TaskStore } from "../../shared/ports.ts";
 import { openPostgresTaskStore } from "./postgres.ts";
 import { openSqliteTaskStore } from "./sqlite.ts";
@@ -20,9 +21,7 @@ export function storeKind(config: ServerConfig): "sqlite" | "postgres" | "memory
 export function describeStore(config: ServerConfig): string {
   switch (storeKind(config)) {
     case "postgres":
-      return `PostgreSQL ${
-        (config.databaseUrl ?? "").replace(/\/\/[^@/]*@/, "//")
-      }, esquema ${config.dbSchema}`;
+      return `PostgreSQL ${redactUrl(config.databaseUrl ?? "")}, esquema ${config.dbSchema}`;
     case "memory":
       return "memoria (se pierde al parar)";
     default:

@@ -249,7 +249,26 @@ export function encodeCursor(position: ListPosition): string {
   return bytes.toBase64({ alphabet: "base64url", omitPadding: true });
 }
 
-/** Reads a cursor from {@linkcode encodeCursor}; anything else is `INVALID_MESSAGE`. */
+/** The latest time a `Date` holds, in epoch ms: a cursor's time beyond it was not made here. */
+const MAX_DATE_MS = 8.64e15;
+
+/** Whether `text` holds a C0 control character or DEL. */
+function _hasControl(text: string): boolean {
+  for (let i = 0; i < text.length; i++) {
+    const code = text.charCodeAt(i);
+    if (code < 0x20 || code === 0x7f) return true;
+  }
+  return false;
+}
+
+/** The longest task id a cursor may carry. */
+const MAX_CURSOR_ID = 128;
+
+/**
+ * Reads a cursor from {@linkcode encodeCursor}; anything else is `INVALID_MESSAGE`, crafted ones included (a
+ * time no `Date` holds, an id with control characters or lone surrogates, or too long), so that no store
+ * passes them on to its database.
+ */
 export function decodeCursor(cursor: string): ListPosition {
   let parsed: unknown;
   try {
@@ -263,7 +282,9 @@ export function decodeCursor(cursor: string): ListPosition {
   }
   if (
     Array.isArray(parsed) && parsed.length === 2 && Number.isSafeInteger(parsed[0]) &&
-    typeof parsed[1] === "string"
+    Math.abs(parsed[0]) <= MAX_DATE_MS && typeof parsed[1] === "string" &&
+    parsed[1].length <= MAX_CURSOR_ID && parsed[1].isWellFormed() &&
+    !_hasControl(parsed[1])
   ) {
     return { submittedAt: parsed[0], taskId: parsed[1] };
   }

@@ -713,6 +713,30 @@ export function storeConformance(
     );
   });
 
+  test("list answers INVALID_MESSAGE to crafted cursors: a time out of range, a NUL, a lone surrogate, a huge id", async ({ store }) => {
+    await store.create(newTask("t1"));
+    const craft = (value: unknown) =>
+      new TextEncoder().encode(JSON.stringify(value)).toBase64({
+        alphabet: "base64url",
+        omitPadding: true,
+      });
+    for (
+      const position of [
+        [9e15, "t1"],
+        [-9e15, "t1"],
+        [0, "a\u0000b"],
+        [0, "\ud800"],
+        [0, "x".repeat(10_000)],
+      ]
+    ) {
+      await assert.rejects(
+        store.list({ limit: 10, cursor: craft(position) }),
+        (err) => err instanceof ColmenaError && err.code === "INVALID_MESSAGE",
+        `cursor ${JSON.stringify(position).slice(0, 40)}`,
+      );
+    }
+  });
+
   test("prune deletes final tasks finished before a time, oldest first, and returns their blob keys", async ({ store }) => {
     await store.create(newTask("a", { payloadRef: "payloads/a" }));
     await store.create(newTask("b", { payloadRef: "payloads/b" }));

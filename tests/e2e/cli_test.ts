@@ -5,6 +5,7 @@ import assert from "node:assert/strict";
 import { fileURLToPath } from "node:url";
 import { needsRabbit } from "../_helpers/services.ts";
 import { startServer, startWorker, uniqueQueues } from "../_helpers/processes.ts";
+import { RawClient } from "../_helpers/raw_client.ts";
 
 const rabbit = await needsRabbit();
 const ROOT = fileURLToPath(new URL("../../", import.meta.url));
@@ -78,5 +79,32 @@ Deno.test({
       out.stdout + out.stderr,
       new RegExp(`Arránquelo con: deno task -q servidor --port ${port}`),
     );
+  },
+});
+
+Deno.test({
+  name:
+    "cliente historial and estado print another client's hostile name and output with escapes, not raw control codes",
+  ...rabbit,
+  async fn() {
+    await using queues = uniqueQueues("cli-esc");
+    await using server = await startServer(queues, ["--store", "memory"]);
+    await using _worker = await startWorker("w-esc", queues, ["--quiet"]);
+    const hostile = "\x1b]0;robado\x07\x1b[2J\u202enombre";
+    await using client = await RawClient.connect(server.port);
+    await client.send({ type: "hello", id: "h", client: { name: hostile, kind: "cli" } });
+    await client.reply("h");
+    const taskId = await client.submit("1", "echo", { message: hostile });
+    await client.result(taskId);
+
+    const history = await cliente(server.port, "historial", "--todas");
+    assert.equal(history.code, 0, history.stderr);
+    const state = await cliente(server.port, "estado", taskId);
+    assert.equal(state.code, 0, state.stderr);
+    for (const out of [history.stdout, state.stdout]) {
+      assert.ok(!out.includes("\x1b") && !out.includes("\u202e"), JSON.stringify(out));
+    }
+    assert.match(history.stdout, /\\x1b\]0;robado\\x07/);
+    assert.match(state.stdout, /\\x1b\[2J\\u202enombre/);
   },
 });

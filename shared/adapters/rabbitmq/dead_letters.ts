@@ -13,6 +13,7 @@ import { deadLetterQueue } from "./names.ts";
 import { declareTypeQueues } from "./topology.ts";
 import type { QueueType } from "./names.ts";
 import { confirmPublish, type Outgoing } from "./session.ts";
+import { type MessageSigner, signed, verified } from "./signing.ts";
 import { readTask, taskTo, taskToItsQueue } from "./task_route.ts";
 
 /** Header names on dead-lettered tasks. */
@@ -38,11 +39,16 @@ export function deadLetterTo(taskQueue: string, task: TaskMessage, error: WireEr
   };
 }
 
+/** The error shown for a dead letter whose signature is not valid (it is never requeued). */
+const UNSIGNED = { code: "UNSIGNED", message: "Mensaje sin firma válida: no se reencola" } as const;
+
 function _toDeadLetter(
-  msg: { content: Buffer; properties: { headers?: unknown } },
+  msg: { content: Buffer; properties: { headers?: unknown; messageId?: unknown } },
+  signer: MessageSigner | undefined,
 ): { entry: DeadLetter; task: TaskMessage | null } {
   const headers = (msg.properties.headers ?? {}) as Record<string, unknown>;
-  const task = readTask(msg.content);
+  const genuine = verified(signer, "task", msg);
+  const task = genuine ? readTask(msg.content) : null;
   const code = headers[DEAD_HEADERS.code];
   const message = headers[DEAD_HEADERS.message];
   const at = headers[DEAD_HEADERS.at];
@@ -55,7 +61,9 @@ function _toDeadLetter(
       maxAttempts: task?.maxAttempts ?? 0,
       client: task?.client ?? { name: "desconocido", kind: "cli" },
       submittedAt: task?.submittedAt ?? "",
-      error: typeof code === "string"
+      error: !genuine
+        ? { ...UNSIGNED }
+        : typeof code === "string"
         ? { code, message: typeof message === "string" ? message : "" }
         : null,
       deadAt: typeof at === "string" ? at : null,
@@ -66,7 +74,7 @@ function _toDeadLetter(
 /** The first `limit` entries of the dead-letter queue, read on a channel of their own and left in place. */
 export async function listDeadLetters(
   model: ChannelModel,
-  options: { taskQueue: string; limit: number },
+  options: { taskQueue: string; limit: number; signer?: MessageSigner | undefined },
 ): Promise<DeadLetter[]> {
   const ch = await model.createChannel();
   ch.on("error", () => {});
@@ -75,7 +83,7 @@ export async function listDeadLetters(
     for (let i = 0; i < options.limit; i++) {
       const msg = await ch.get(deadLetterQueue(options.taskQueue), { noAck: false });
       if (msg === false) break;
-      entries.push(_toDeadLetter(msg).entry);
+      entries.push(_toDeadLetter(msg, options.signer).entry);
     }
   } finally {
     // Closing the channel hands every message back, in its place.
@@ -92,39 +100,50 @@ export interface RequeueOptions {
   readonly taskIds: readonly string[] | undefined;
   readonly limit: number;
   readonly beforePublish?: ((task: TaskMessage) => Promise<void>) | undefined;
+  /** Checks each dead letter's signature (one without a valid one stays) and signs the copies. */
+  readonly signer?: MessageSigner | undefined;
 }
 
 /**
  * Moves dead-lettered tasks back to the queue of their type, each acknowledged in the dead-letter queue only
  * after its copy is confirmed; see `ServerBroker.requeueDeadLetters`. The type's queue is declared first: a
  * message published to a queue that does not exist is dropped, and the task would be lost.
+ *
+ * It reads at most the messages the queue held when it started, and moves each task once: a task that
+ * fails for good again while the request runs comes back to the end of the queue, and is left there.
  */
 export async function requeueDeadLetters(
   model: ChannelModel,
   options: RequeueOptions,
 ): Promise<TaskMessage[]> {
-  const { taskQueue, queueType, taskIds, limit, beforePublish } = options;
+  const { taskQueue, queueType, taskIds, limit, beforePublish, signer } = options;
   const ch = await model.createConfirmChannel();
   ch.on("error", () => {});
   const wanted = taskIds === undefined ? undefined : new Set(taskIds);
   const moved: TaskMessage[] = [];
+  const movedIds = new Set<string>();
   const declared = new Set<string>();
+  const queue = deadLetterQueue(taskQueue);
   try {
-    const scan = wanted === undefined ? limit : 100_000;
+    // Messages requeued here that die again are appended after these: never read past them.
+    const { messageCount } = await ch.checkQueue(queue);
+    const scan = Math.min(messageCount, wanted === undefined ? limit : 100_000);
     for (let i = 0; i < scan && moved.length < limit; i++) {
-      const msg = await ch.get(deadLetterQueue(taskQueue), { noAck: false });
+      const msg = await ch.get(queue, { noAck: false });
       if (msg === false) break;
-      const { task } = _toDeadLetter(msg);
+      const { task } = _toDeadLetter(msg, signer);
       if (task === null || (wanted !== undefined && !wanted.has(task.taskId))) continue;
+      if (movedIds.has(task.taskId)) continue;
       const fresh: TaskMessage = { ...task, attempt: 1, deliveries: 1 };
       await beforePublish?.(fresh);
       if (!declared.has(fresh.type)) {
         await declareTypeQueues(ch, { taskQueue, types: [fresh.type], queueType });
         declared.add(fresh.type);
       }
-      await confirmPublish(ch, taskToItsQueue(taskQueue, fresh));
+      await confirmPublish(ch, signed(signer, "task", taskToItsQueue(taskQueue, fresh)));
       ch.ack(msg);
       moved.push(fresh);
+      movedIds.add(fresh.taskId);
       if (wanted !== undefined && moved.length === wanted.size) break;
     }
   } finally {

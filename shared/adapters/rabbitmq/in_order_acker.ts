@@ -8,6 +8,14 @@ import * as log from "../../log.ts";
 import type { ResultBatchHandler } from "../../ports.ts";
 import { ResultBatch } from "../../queue_messages.ts";
 
+/** Which deliveries {@linkcode InOrderAcker} passes to its handler, and what it does with the others. */
+export interface AckerCheck {
+  /** Whether the delivery may be read (its signature is valid). */
+  accept(msg: ConsumeMessage): boolean;
+  /** Called once per rejected delivery, with the queue it came from. */
+  onReject(queue: string): void;
+}
+
 /**
  * Runs result batches through the handler one after another and acknowledges them in delivery order,
  * several at a time (`multiple`), once the handler has finished with each.
@@ -15,36 +23,49 @@ import { ResultBatch } from "../../queue_messages.ts";
 export class InOrderAcker {
   readonly #ch: Channel;
   readonly #handler: ResultBatchHandler;
+  readonly #check: AckerCheck | undefined;
   #chain: Promise<void> = Promise.resolve();
   #lastDone: ConsumeMessage | undefined;
   #scheduled = false;
   #dead = false;
 
-  constructor(ch: Channel, handler: ResultBatchHandler) {
+  constructor(ch: Channel, handler: ResultBatchHandler, check?: AckerCheck) {
     this.#ch = ch;
     this.#handler = handler;
+    this.#check = check;
     ch.on("close", () => {
       this.#dead = true;
     });
   }
 
-  /** Takes one delivery of the result consumers; `null` (the broker cancelled them) closes `model`. */
-  receive(msg: ConsumeMessage | null, model: ChannelModel): void {
+  /**
+   * Takes one delivery of the result consumers of `queue`; `null` (the broker cancelled them) closes `model`.
+   * A message the check rejects is acknowledged in its turn without reaching the handler.
+   */
+  receive(msg: ConsumeMessage | null, model: ChannelModel, queue: string): void {
     if (msg === null) {
       log.warn("RabbitMQ canceló el consumo de resultados; se reconecta");
       model.close().catch(() => {});
       return;
     }
     let batch: ResultBatch | undefined;
-    try {
-      const parsed = ResultBatch.safeParse(JSON.parse(msg.content.toString("utf8")));
-      if (parsed.success) batch = parsed.data;
-    } catch {
-      // handled below: unreadable
+    let rejected = false;
+    if (this.#check !== undefined && !this.#check.accept(msg)) {
+      rejected = true;
+      this.#check.onReject(queue);
+    } else {
+      try {
+        const parsed = ResultBatch.safeParse(JSON.parse(msg.content.toString("utf8")));
+        if (parsed.success) batch = parsed.data;
+      } catch {
+        // handled below: unreadable
+      }
     }
     // The handler starts at once, so that batches overlap their store round trips; the acks still
     // follow delivery order, each only after its own batch and every earlier one are done.
-    const work: Promise<unknown> = batch === undefined
+    const work: Promise<unknown> = rejected
+      ? Promise.resolve("rejected")
+      : batch === undefined
       ? Promise.resolve("unreadable")
       : Promise.resolve().then(() => this.#handler(batch));
     work.catch(() => {}); // observed in order below

@@ -39,6 +39,7 @@ import {
   unavailable,
   watchChannel,
 } from "./session.ts";
+import { RejectLog, signed, type SignedKind, verified } from "./signing.ts";
 import { taskToItsQueue } from "./task_route.ts";
 import { declareTopology, declareTypeQueues } from "./topology.ts";
 
@@ -78,6 +79,7 @@ class _RabbitServerBroker implements ServerBroker {
   /** Types whose queue this connection has declared. */
   #declaredTypes = new Set<string>();
   readonly #depths = new QueueDepthReader();
+  readonly #rejects = new RejectLog();
 
   private constructor(options: ServerBrokerOptions) {
     this.#options = options;
@@ -135,15 +137,25 @@ class _RabbitServerBroker implements ServerBroker {
     watchChannel(model, sub, { what: "resultados", stopping });
     this.#sub = sub;
     await sub.prefetch(this.#options.prefetch ?? 500);
-    const acker = new InOrderAcker(sub, this.#options.onResults);
-    await sub.consume(names.resultQueue, (msg) => acker.receive(msg, model), { noAck: false });
-    await sub.consume(own, (msg) => acker.receive(msg, model), { noAck: false });
+    const signer = this.#options.signer;
+    const acker = new InOrderAcker(sub, this.#options.onResults, {
+      accept: (msg) => verified(signer, "results", msg),
+      onReject: (queue) => this.#rejects.note(queue, "se descarta"),
+    });
+    await sub.consume(names.resultQueue, (msg) => acker.receive(msg, model, names.resultQueue), {
+      noAck: false,
+    });
+    await sub.consume(own, (msg) => acker.receive(msg, model, own), { noAck: false });
     const onHeartbeat = this.#options.onHeartbeat;
     if (onHeartbeat !== undefined) {
       const hbQueue = await sub.assertQueue("", { exclusive: true, autoDelete: true });
       await sub.bindQueue(hbQueue.queue, heartbeatExchange(names.resultQueue), "");
       await sub.consume(hbQueue.queue, (msg) => {
         if (msg === null) return;
+        if (!verified(signer, "heartbeat", msg)) {
+          this.#rejects.note(heartbeatExchange(names.resultQueue), "se descarta");
+          return;
+        }
         try {
           const parsed = Heartbeat.safeParse(JSON.parse(msg.content.toString("utf8")));
           if (parsed.success) onHeartbeat(parsed.data);
@@ -161,7 +173,7 @@ class _RabbitServerBroker implements ServerBroker {
   }
 
   publishControl(message: ControlMessage): Promise<void> {
-    return this.#publish({
+    return this.#publish("control", {
       exchange: controlExchange(this.#options.taskQueue),
       routingKey: "",
       body: Buffer.from(JSON.stringify(message)),
@@ -177,7 +189,11 @@ class _RabbitServerBroker implements ServerBroker {
   listDeadLetters(limit: number): Promise<DeadLetter[]> {
     const model = this.#model;
     if (model === undefined || !this.connected) return Promise.reject(unavailable());
-    return listDeadLetters(model, { taskQueue: this.#options.taskQueue, limit });
+    return listDeadLetters(model, {
+      taskQueue: this.#options.taskQueue,
+      limit,
+      signer: this.#options.signer,
+    });
   }
 
   requeueDeadLetters(
@@ -193,6 +209,7 @@ class _RabbitServerBroker implements ServerBroker {
       taskIds,
       limit,
       beforePublish,
+      signer: this.#options.signer,
     });
   }
 
@@ -227,11 +244,11 @@ class _RabbitServerBroker implements ServerBroker {
       }
       this.#declaredTypes.add(task.type);
     }
-    return await this.#publish(taskToItsQueue(this.#options.taskQueue, task));
+    return await this.#publish("task", taskToItsQueue(this.#options.taskQueue, task));
   }
 
   forwardResults(origin: string, batch: ResultBatch): Promise<void> {
-    return this.#publish({
+    return this.#publish("results", {
       exchange: repliesExchange(this.#options.resultQueue),
       routingKey: origin,
       body: Buffer.from(JSON.stringify({ ...batch, forwarded: true })),
@@ -239,10 +256,12 @@ class _RabbitServerBroker implements ServerBroker {
     });
   }
 
-  #publish(message: Outgoing): Promise<void> {
+  #publish(kind: SignedKind, message: Outgoing): Promise<void> {
     if (this.#stopping) return Promise.reject(unavailable());
     this.#pendingConfirms++;
-    return confirmPublish(this.#pub, message).finally(() => this.#confirmDone());
+    return confirmPublish(this.#pub, signed(this.#options.signer, kind, message)).finally(() =>
+      this.#confirmDone()
+    );
   }
 
   #confirmDone(): void {

@@ -11,6 +11,8 @@ import type { Buffer } from "node:buffer";
 import { ColmenaError } from "../../errors.ts";
 import * as log from "../../log.ts";
 import { isUntrustedCertificate } from "../../pem_files.ts";
+import { redactUrl } from "../../redact.ts";
+import type { MessageSigner } from "./signing.ts";
 
 /** Options common to both sides. */
 export interface RabbitOptions {
@@ -20,15 +22,16 @@ export interface RabbitOptions {
   ca?: string | undefined;
   /** Connection attempts before giving up at start-up; afterwards it retries for ever. @defaultValue `4` */
   initialRetries?: number;
+  /**
+   * Signs what this side publishes and rejects what it consumes unless signed with the same key.
+   * @defaultValue none: nothing is signed or checked
+   */
+  signer?: MessageSigner | undefined;
 }
 
 /** `BROKER_UNAVAILABLE`, with the amqplib failure as its cause when there is one. */
 export function unavailable(cause?: unknown): ColmenaError {
   return new ColmenaError("BROKER_UNAVAILABLE", cause === undefined ? {} : { cause });
-}
-
-function safeUrl(url: string): string {
-  return url.replace(/\/\/[^@/]*@/, "//");
 }
 
 type RecoveringModel = Awaited<ReturnType<typeof _connectRecovering>>;
@@ -168,7 +171,7 @@ async function _connectRecovering(
     });
   } catch (cause) {
     throw new ColmenaError("BROKER_UNAVAILABLE", {
-      message: `No se puede conectar a RabbitMQ en ${safeUrl(options.url)}${_tlsHint(cause)}`,
+      message: `No se puede conectar a RabbitMQ en ${redactUrl(options.url)}${_tlsHint(cause)}`,
       cause,
     });
   }

@@ -38,6 +38,7 @@ import {
   unavailable,
   watchChannel,
 } from "./session.ts";
+import { RejectLog, signed, verified } from "./signing.ts";
 import { readTask, taskTo } from "./task_route.ts";
 import { declareRetryQueue, declareTopology, declareTypeQueues } from "./topology.ts";
 
@@ -137,6 +138,7 @@ class _RabbitWorkerBroker implements RabbitWorkerBroker {
   #opened = false;
   /** The next offset of the cancel stream to read, once one was read. */
   #cancelOffset: number | undefined;
+  readonly #rejects = new RejectLog();
 
   private constructor(options: WorkerBrokerOptions) {
     this.#options = options;
@@ -219,6 +221,10 @@ class _RabbitWorkerBroker implements RabbitWorkerBroker {
       const offset = Number(msg.properties.headers?.["x-stream-offset"]);
       if (Number.isSafeInteger(offset)) this.#cancelOffset = offset + 1;
       ch.ack(msg);
+      if (!verified(this.#options.signer, "control", msg)) {
+        this.#rejects.note(stream, "se ignora");
+        return;
+      }
       const message = _readControl(msg);
       if (message === undefined) return;
       if (message.type === "mark") {
@@ -229,12 +235,15 @@ class _RabbitWorkerBroker implements RabbitWorkerBroker {
       onControl(message, typeof seconds === "number" ? seconds * 1000 : Date.now());
     }, { noAck: false, arguments: { "x-stream-offset": this.#cancelOffset ?? "first" } });
     const mark: ControlMessage = { type: "mark", token };
-    await confirmPublish(confirm, {
-      exchange: "",
-      routingKey: stream,
-      body: Buffer.from(JSON.stringify(mark)),
-      props: { persistent: true, contentType: "application/json" },
-    });
+    await confirmPublish(
+      confirm,
+      signed(this.#options.signer, "control", {
+        exchange: "",
+        routingKey: stream,
+        body: Buffer.from(JSON.stringify(mark)),
+        props: { persistent: true, contentType: "application/json" },
+      }),
+    );
     let timer: ReturnType<typeof setTimeout> | undefined;
     try {
       await Promise.race([
@@ -262,6 +271,16 @@ class _RabbitWorkerBroker implements RabbitWorkerBroker {
           model.close().catch(() => {});
           return;
         }
+        if (!verified(this.#options.signer, "task", msg)) {
+          // Never run: to the dead-letter queue, where `dlq` will not requeue it either.
+          this.#rejects.note(queue, "se envía a la cola de mensajes muertos sin ejecutarlo");
+          try {
+            ch.nack(msg, false, false);
+          } catch {
+            // the channel is gone: the broker keeps the message
+          }
+          return;
+        }
         this.#options.onTask(new _Delivery(readTask(msg.content), msg, ch));
       }, { noAck: false });
       this.#consumerTags.push(reply.consumerTag);
@@ -278,12 +297,15 @@ class _RabbitWorkerBroker implements RabbitWorkerBroker {
   }
 
   async publishReports(batch: ReportBatch, deliveries: readonly TaskDelivery[]): Promise<void> {
-    await confirmPublish(this.#ch, {
-      exchange: "",
-      routingKey: this.#options.resultQueue,
-      body: Buffer.from(JSON.stringify({ v: QUEUE_FORMAT, ...batch })),
-      props: { persistent: true, contentType: "application/json" },
-    });
+    await confirmPublish(
+      this.#ch,
+      signed(this.#options.signer, "results", {
+        exchange: "",
+        routingKey: this.#options.resultQueue,
+        body: Buffer.from(JSON.stringify({ v: QUEUE_FORMAT, ...batch })),
+        props: { persistent: true, contentType: "application/json" },
+      }),
+    );
     for (const d of deliveries) this.#settle(d, "ack");
   }
 
@@ -300,7 +322,7 @@ class _RabbitWorkerBroker implements RabbitWorkerBroker {
         throw unavailable(err);
       }
     }
-    await confirmPublish(ch, taskTo(queue, task));
+    await confirmPublish(ch, signed(this.#options.signer, "task", taskTo(queue, task)));
   }
 
   /** The retry queue of `own` for `delayMs`, declared once per connection. */
@@ -317,19 +339,23 @@ class _RabbitWorkerBroker implements RabbitWorkerBroker {
   }
 
   async publishDeadLetter(task: TaskMessage, error: WireError): Promise<void> {
-    await confirmPublish(this.#ch, deadLetterTo(this.#options.taskQueue, task, error));
+    await confirmPublish(
+      this.#ch,
+      signed(this.#options.signer, "task", deadLetterTo(this.#options.taskQueue, task, error)),
+    );
   }
 
   publishHeartbeat(heartbeat: Heartbeat): void {
     const ch = this.#ch;
     if (ch === undefined) return;
     try {
-      ch.publish(
-        heartbeatExchange(this.#options.resultQueue),
-        "",
-        Buffer.from(JSON.stringify(heartbeat)),
-        { persistent: false, contentType: "application/json", expiration: "15000" },
-      );
+      const message = signed(this.#options.signer, "heartbeat", {
+        exchange: heartbeatExchange(this.#options.resultQueue),
+        routingKey: "",
+        body: Buffer.from(JSON.stringify(heartbeat)),
+        props: { persistent: false, contentType: "application/json", expiration: "15000" },
+      });
+      ch.publish(message.exchange, message.routingKey, message.body, message.props);
     } catch {
       // the next heartbeat will do
     }
