@@ -314,12 +314,17 @@ export class ResultRouter {
     });
     const broker = this.#deps.broker();
     if (foreign.size > 0 && broker !== undefined) {
-      await Promise.all(
+      const forwards = Promise.all(
         [...foreign].map(([origin, b]) => {
           stats.forwarded += b.results.length;
           return broker.forwardResults(origin, b);
         }),
       );
+      if (!broker.blocked) return void await forwards;
+      // Under a broker alarm a forward waits until it clears: the batch is acknowledged without it, so that
+      // results keep being recorded and pushed here. The results are recorded; only the push to the other
+      // server's connections waits (or is lost if this server dies meanwhile; they find them with `watch`).
+      forwards.catch((err) => log.warn(`Reenvío de resultados durante la alarma fallido: ${err}`));
     }
   }
 

@@ -204,6 +204,10 @@ export class Submitter {
     if (broker === undefined || !broker.connected) {
       return client.sendError(request.id, new ColmenaError("BROKER_UNAVAILABLE"));
     }
+    if (broker.blocked) {
+      // Nothing recorded or published: a publish now would wait until the alarm clears.
+      return client.sendError(request.id, new ColmenaError("BROKER_BLOCKED"));
+    }
     const { defaultTimeoutMs } = checked.value;
     const options = request.options ?? {};
     const ask = {

@@ -75,6 +75,11 @@ export const ERRORS = {
     message: "El broker de mensajes no está disponible; inténtelo de nuevo",
     retryable: true,
   },
+  BROKER_BLOCKED: {
+    message:
+      "RabbitMQ no admite publicaciones ahora (alarma de memoria o disco); inténtelo de nuevo",
+    retryable: true,
+  },
   PUBLISH_UNCONFIRMED: {
     message:
       "El broker no confirmó la tarea a tiempo: puede haber quedado en cola o no; reenvíela con la misma clave de idempotencia",

@@ -43,6 +43,11 @@ export interface ServerBroker extends Closable {
   forwardResults(origin: string, batch: ResultBatch): Promise<void>;
   /** Whether the broker connection is up right now. */
   readonly connected: boolean;
+  /**
+   * Whether the broker blocks this server's publishing (a memory or disk alarm): new tasks are refused with
+   * `BROKER_BLOCKED` until it unblocks; results still come in.
+   */
+  readonly blocked: boolean;
   /** Resolves `true` once connected (at once if it is), or `false` after `timeoutMs`. */
   waitConnected(timeoutMs: number): Promise<boolean>;
   /**

@@ -115,7 +115,7 @@ Deno.test({
     assert.equal((await client.result(before)).status, "succeeded");
 
     await proxy.cut();
-    await server.waitFor(/Conexión con RabbitMQ perdida/);
+    await server.waitFor(/Conexión con RabbitMQ perdida \(/);
     const t0 = performance.now();
     await client.send({
       type: "submit",
@@ -129,7 +129,7 @@ Deno.test({
     assert.ok(performance.now() - t0 < 5_000, "answered at once, not after a hang");
 
     proxy.restore();
-    await server.waitFor(/Reconectado a RabbitMQ/, 20_000);
+    await server.waitFor(/^Reconectado a RabbitMQ$/, 20_000);
     const after = await client.submit("3", "echo", { message: "después" });
     assert.deepEqual((await client.result(after)).output, { message: "después" });
   },

@@ -53,7 +53,8 @@ Deno.test({
     assert.equal(unknown.code, "PUBLISH_UNCONFIRMED");
 
     proxy.restore();
-    await server.waitFor(/Reconectado a RabbitMQ/, 30_000);
+    // The publishing connection (the consuming one names itself).
+    await server.waitFor(/^Reconectado a RabbitMQ$/, 30_000);
     await client.send({ ...submit, id: "s2" });
     const again = await client.reply("s2", 20_000);
     assert.equal(again.type, "accepted", JSON.stringify(again));

@@ -41,7 +41,7 @@ import {
 } from "./session.ts";
 import { RejectLog, signed, type SignedKind, verified } from "./signing.ts";
 import { taskToItsQueue } from "./task_route.ts";
-import { declareTopology, declareTypeQueues } from "./topology.ts";
+import { declareResultQueue, declareTopology, declareTypeQueues } from "./topology.ts";
 
 /** Options of {@linkcode connectServerBroker}. */
 export interface ServerBrokerOptions extends RabbitOptions, QueueNames {
@@ -69,6 +69,7 @@ export async function connectServerBroker(options: ServerBrokerOptions): Promise
 class _RabbitServerBroker implements ServerBroker {
   readonly #options: ServerBrokerOptions;
   #session: Session | undefined;
+  #consumerSession: Session | undefined;
   #pub: ConfirmChannel | undefined;
   #stopping = false;
   #pendingConfirms = 0;
@@ -85,19 +86,40 @@ class _RabbitServerBroker implements ServerBroker {
     this.#options = options;
   }
 
+  /**
+   * Two connections: one publishes (tasks, cancels, forwards) and one consumes (results, heartbeats). A
+   * broker under a resource alarm blocks only connections that publish, so results keep coming in and
+   * being recorded and pushed while new tasks are refused with `BROKER_BLOCKED`.
+   */
   static async open(options: ServerBrokerOptions): Promise<_RabbitServerBroker> {
     const broker = new _RabbitServerBroker(options);
     broker.#session = await Session.open(options, {
-      setup: (model) => broker.#setup(model),
+      setup: (model) => broker.#setupPublisher(model),
       onDown: () => {
         broker.#pub = undefined;
       },
     });
+    try {
+      broker.#consumerSession = await Session.open(options, {
+        label: "de consumo",
+        setup: (model) => broker.#setupConsumer(model),
+        onDown: () => {
+          broker.#sub = undefined;
+        },
+      });
+    } catch (err) {
+      await broker.#session.close();
+      throw err;
+    }
     return broker;
   }
 
   get connected(): boolean {
     return this.#pub !== undefined && (this.#session?.up ?? false);
+  }
+
+  get blocked(): boolean {
+    return this.#session?.blocked ?? false;
   }
 
   waitConnected(timeoutMs: number): Promise<boolean> {
@@ -117,7 +139,8 @@ class _RabbitServerBroker implements ServerBroker {
     return promise;
   }
 
-  async #setup(model: ChannelModel): Promise<void> {
+  /** The publishing connection: declares the topology, then publishes on a confirm channel. */
+  async #setupPublisher(model: ChannelModel): Promise<void> {
     const names = this.#options;
     const stopping = () => this.#stopping;
     const pub = await model.createConfirmChannel();
@@ -129,13 +152,35 @@ class _RabbitServerBroker implements ServerBroker {
       queueType: names.queueType,
     });
     this.#declaredTypes = new Set(names.taskTypes);
-    const own = serverQueue(names.resultQueue, this.#options.serverId);
-    await pub.assertQueue(own, { durable: true, arguments: { "x-expires": 300_000 } });
-    await pub.bindQueue(own, repliesExchange(names.resultQueue), this.#options.serverId);
+    await this.#declareOwnQueue(pub);
+    this.#model = model;
+    this.#pub = pub;
+    // Recovery calls this before it marks the connection up: wake the waiters a turn later.
+    setTimeout(() => {
+      for (const wake of [...this.#connectedWaiters]) wake();
+    }, 0);
+  }
 
+  /** This server's reply queue, bound to the replies exchange by its id; idempotent. */
+  async #declareOwnQueue(ch: Channel): Promise<string> {
+    const names = this.#options;
+    const own = serverQueue(names.resultQueue, names.serverId);
+    await ch.assertExchange(repliesExchange(names.resultQueue), "direct", { durable: true });
+    await ch.assertQueue(own, { durable: true, arguments: { "x-expires": 300_000 } });
+    await ch.bindQueue(own, repliesExchange(names.resultQueue), names.serverId);
+    return own;
+  }
+
+  /** The consuming connection: results (shared and forwarded to this server) and heartbeats. */
+  async #setupConsumer(model: ChannelModel): Promise<void> {
+    const names = this.#options;
+    const stopping = () => this.#stopping;
     const sub = await model.createChannel();
     watchChannel(model, sub, { what: "resultados", stopping });
     this.#sub = sub;
+    // Declared here too: after a broker restart this connection may come back before the other one.
+    await declareResultQueue(sub, names);
+    const own = await this.#declareOwnQueue(sub);
     await sub.prefetch(this.#options.prefetch ?? 500);
     const signer = this.#options.signer;
     const acker = new InOrderAcker(sub, this.#options.onResults, {
@@ -164,12 +209,6 @@ class _RabbitServerBroker implements ServerBroker {
         }
       }, { noAck: true });
     }
-    this.#model = model;
-    this.#pub = pub;
-    // Recovery calls this before it marks the connection up: wake the waiters a turn later.
-    setTimeout(() => {
-      for (const wake of [...this.#connectedWaiters]) wake();
-    }, 0);
   }
 
   publishControl(message: ControlMessage): Promise<void> {
@@ -284,10 +323,13 @@ class _RabbitServerBroker implements ServerBroker {
     this.#pub = undefined;
     this.#sub = undefined;
     await Promise.all(channels.map((ch) => closeChannel(ch)));
-    await this.#session?.close();
+    await Promise.all([this.#consumerSession?.close(), this.#session?.close()]);
   }
 
   closed(): Promise<void | Error> {
-    return this.#session?.closed() ?? Promise.resolve();
+    return Promise.race([
+      this.#session?.closed() ?? Promise.resolve(),
+      this.#consumerSession?.closed() ?? new Promise<never>(() => {}),
+    ]);
   }
 }

@@ -44,6 +44,7 @@ export class Session {
   readonly #closed = Promise.withResolvers<void | Error>();
   #stopping = false;
   #reconnects = 0;
+  #blocked = false;
 
   private constructor(model: RecoveringModel) {
     this.#model = model;
@@ -56,9 +57,15 @@ export class Session {
    */
   static async open(
     options: RabbitOptions,
-    handlers: { setup: (model: ChannelModel) => Promise<void>; onDown: () => void },
+    handlers: {
+      setup: (model: ChannelModel) => Promise<void>;
+      onDown: () => void;
+      /** Which of the process's connections it is, in its log lines (`de consumo`). @defaultValue none */
+      label?: string;
+    },
   ): Promise<Session> {
     const { setup, onDown } = handlers;
+    const which = handlers.label === undefined ? "" : ` (${handlers.label})`;
     const model = await _connectRecovering(options, async (m) => {
       m.on("error", (err: Error) => log.error("Error en la conexión con RabbitMQ", err));
       await setup(m);
@@ -67,16 +74,17 @@ export class Session {
     model.on("connect", () => {
       if (s.#everUp) {
         s.#reconnects++;
-        log.info("Reconectado a RabbitMQ");
+        log.info(`Reconectado a RabbitMQ${which}`);
       }
       s.#up = true;
       s.#everUp = true;
     });
     model.on("disconnect", (err: Error) => {
       s.#up = false;
+      s.#blocked = false;
       onDown();
       if (!s.#stopping) {
-        log.warn(`Conexión con RabbitMQ perdida (${err.message}); reintentando`);
+        log.warn(`Conexión con RabbitMQ perdida${which} (${err.message}); reintentando`);
       }
     });
     model.on("reconnect-scheduled", (info: { attempt: number; delay: number }) => {
@@ -92,11 +100,16 @@ export class Session {
       log.error("No se pudo reconectar a RabbitMQ; se abandona", err);
       s.#closed.resolve(unavailable(err));
     });
-    model.on(
-      "blocked",
-      (reason: string) => log.warn(`RabbitMQ bloquea las publicaciones: ${reason}`),
-    );
-    model.on("unblocked", () => log.info("RabbitMQ desbloquea las publicaciones"));
+    // A resource alarm (memory or disk): the broker stops reading from connections that publish until it
+    // clears. Only a connection that publishes is told, when it next does.
+    model.on("blocked", (reason: string) => {
+      s.#blocked = true;
+      log.warn(`RabbitMQ bloquea las publicaciones: ${reason}`);
+    });
+    model.on("unblocked", () => {
+      s.#blocked = false;
+      log.info("RabbitMQ desbloquea las publicaciones");
+    });
     model.on("error", (err: Error) => log.error("Error en la conexión con RabbitMQ", err));
     model.on(
       "handler-error",
@@ -113,6 +126,11 @@ export class Session {
   /** Whether the connection is up right now. */
   get up(): boolean {
     return this.#up;
+  }
+
+  /** Whether the broker has blocked this connection's publishing (a resource alarm) and not unblocked it. */
+  get blocked(): boolean {
+    return this.#blocked;
   }
 
   /** Times the connection came back after being lost. */

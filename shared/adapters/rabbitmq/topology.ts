@@ -98,6 +98,11 @@ export async function declareTopology(ch: Channel, names: QueueNames): Promise<v
   await ch.assertExchange(heartbeatExchange(names.resultQueue), "fanout", { durable: true });
 }
 
+/** Declares the result queue alone (what a results consumer needs); idempotent. */
+export async function declareResultQueue(ch: Channel, names: QueueNames): Promise<void> {
+  await _assertQueue(ch, names.resultQueue, _durable(names.queueType));
+}
+
 /** Declares the queue of each task type; idempotent. Returns the queue names, in the order of `types`. */
 export async function declareTypeQueues(
   ch: Channel,
