@@ -17,7 +17,9 @@ interface Service {
   volumes?: string[];
 }
 
-const compose = parse(await read("compose.yaml")) as { services: Record<string, Service> };
+const compose = parse(await read("compose.yaml"), { merge: true }) as {
+  services: Record<string, Service>;
+};
 const services = compose.services;
 const definitions = JSON.parse(await read("deploy/rabbitmq/definitions.template.json")) as {
   vhosts: { name: string }[];
@@ -37,14 +39,15 @@ Deno.test("compose publishes the client port on every interface and the panels o
     for (const port of service.ports ?? []) {
       const text = String(port);
       published.push(`${name} ${text}`);
-      if (name === "servidor" && text === "8888:8888") continue;
+      if (name === "haproxy" && text === "8888:8888") continue;
       assert.match(text, /^127\.0\.0\.1:\d+:\d+$/, `${name} publishes ${text} beyond loopback`);
     }
   }
   assert.deepEqual(published.sort(), [
+    "haproxy 127.0.0.1:8404:8404",
+    "haproxy 8888:8888",
     "minio 127.0.0.1:9001:9001",
     "rabbitmq 127.0.0.1:15672:15672",
-    "servidor 8888:8888",
   ]);
 });
 
@@ -80,11 +83,13 @@ Deno.test("compose has no guest credentials and takes every secret from .env", a
 });
 
 Deno.test("each role reaches RabbitMQ as its own user in the colmena vhost", () => {
-  assert.match(
-    services.servidor?.environment?.AMQP_URL ?? "",
-    /^amqp:\/\/colmena-servidor:\$\{[A-Z_]+\}@rabbitmq:5672\/colmena$/,
-  );
-  for (const worker of ["worker1", "worker2"]) {
+  for (const server of ["servidor1", "servidor2"]) {
+    assert.match(
+      services[server]?.environment?.AMQP_URL ?? "",
+      /^amqp:\/\/colmena-servidor:\$\{[A-Z_]+\}@rabbitmq:5672\/colmena$/,
+    );
+  }
+  for (const worker of ["worker"]) {
     assert.match(
       services[worker]?.environment?.AMQP_URL ?? "",
       /^amqp:\/\/colmena-worker:\$\{[A-Z_]+\}@rabbitmq:5672\/colmena$/,
@@ -210,4 +215,27 @@ Deno.test({
       await Deno.remove(empty);
     }
   },
+});
+
+Deno.test("compose puts HAProxy with deploy/haproxy.cfg before two servers, scales workers, runs Deno as a non-root user with a shared cache", () => {
+  const haproxy = services.haproxy as Service & { environment: Record<string, string> };
+  assert.ok(
+    haproxy.volumes?.includes("./deploy/haproxy.cfg:/usr/local/etc/haproxy/haproxy.cfg:ro"),
+  );
+  assert.equal(haproxy.environment.COLMENA_SERVIDOR_1, "servidor1:8888");
+  assert.equal(haproxy.environment.COLMENA_SERVIDOR_2, "servidor2:8888");
+  for (const name of ["servidor1", "servidor2"]) {
+    const server = services[name] as Service & { command: string[]; user?: string };
+    const args = server.command;
+    // Its id, HTTP for /readyz on the port HAProxy checks, tokens (protected mode) and a drain delay.
+    assert.equal(args[args.indexOf("--server-id") + 1], name);
+    assert.equal(args[args.indexOf("--http") + 1], `0.0.0.0:${haproxy.environment.COLMENA_HTTP_1}`);
+    assert.ok(args.includes("--tokens") && args.includes("--drain-delay-ms"));
+    assert.equal(server.user, "deno");
+    assert.ok(server.volumes?.includes("deno-cache:/deno-dir"));
+  }
+  const worker = services.worker as Service & { user?: string; container_name?: string };
+  assert.equal(worker.user, "deno");
+  assert.equal(worker.container_name, undefined, "a fixed container name would stop --scale");
+  assert.ok(worker.volumes?.includes("deno-cache:/deno-dir"));
 });
