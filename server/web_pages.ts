@@ -57,7 +57,7 @@ function _page(title: string, serverId: string, script: string, body: string): R
 ${body}
 <dialog id="dialogo-token">
   <form method="dialog" id="form-token">
-    <p>Esta acción necesita un token de administrador.</p>
+    <p id="texto-token">Esta acción necesita un token de administrador.</p>
     <label>Token <input type="password" id="token" autocomplete="off" required></label>
     <menu><button value="cancelar" formnovalidate>Cancelar</button> <button value="ok">Usar</button></menu>
   </form>

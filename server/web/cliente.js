@@ -2,9 +2,11 @@
 // colmena protocol (NDJSON frames, one per WebSocket message) over /ws. The server validates every
 // submit; this page converts what is typed only as far as the field's kind says, so that a mistake
 // is answered by the server, with its error code and Spanish message.
-import { el, setStatus } from "./comun.js";
+import { askToken, el, forgetToken, savedToken, setStatus } from "./comun.js";
 
 let socket;
+/** While the token dialog is open after an `UNAUTHORIZED`: resolves whether a token was given. */
+let askingToken;
 let types = [];
 let nextId = 1;
 const pending = new Map(); // request id → list item
@@ -167,6 +169,14 @@ function onFrame(frame) {
       return;
     }
     case "error": {
+      if (frame.code === "UNAUTHORIZED") {
+        // The server asks for a token (or refused this one): ask for it; the reconnect sends it.
+        forgetToken();
+        askingToken = askToken(
+          "Este servidor pide un token de acceso (deno task cliente token crear).",
+        );
+        return;
+      }
       const text = `${frame.code}: ${frame.message}`;
       showError(text);
       const item = frame.id === null ? undefined : pending.get(frame.id);
@@ -188,11 +198,13 @@ function connect() {
   url.protocol = location.protocol === "https:" ? "wss:" : "ws:";
   socket = new WebSocket(url);
   socket.addEventListener("open", () => {
+    const token = savedToken();
     socket.send(JSON.stringify({
       type: "hello",
       id: `w${nextId++}`,
       protocol: 1,
       client: { name: "navegador", kind: "web" },
+      ...(token === undefined ? {} : { token }),
     }));
   });
   socket.addEventListener("message", (event) => {
@@ -202,8 +214,14 @@ function connect() {
       showError(`Respuesta ilegible del servidor: ${err.message}`);
     }
   });
-  socket.addEventListener("close", () => {
+  socket.addEventListener("close", async () => {
     setStatus("desconectado; reintentando…", "mal");
+    if (askingToken !== undefined) {
+      const given = await askingToken;
+      askingToken = undefined;
+      if (!given) return setStatus("sin token: recargue la página para intentarlo de nuevo", "mal");
+      return connect();
+    }
     setTimeout(connect, 2000);
   });
 }

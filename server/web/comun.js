@@ -41,8 +41,19 @@ function authHeaders() {
   return token ? { authorization: `Bearer ${token}` } : {};
 }
 
-/** Asks for the admin token in the page's dialog; resolves false when the user cancels. */
-export function askToken() {
+/** The token kept for this tab, if any (the browser client sends it in its `hello`). */
+export function savedToken() {
+  return sessionStorage.getItem(TOKEN_KEY) ?? undefined;
+}
+
+/** Forgets the token kept for this tab (the server refused it). */
+export function forgetToken() {
+  sessionStorage.removeItem(TOKEN_KEY);
+}
+
+/** Asks for the token in the page's dialog (`text` says what for); resolves false when the user cancels. */
+export function askToken(text) {
+  if (text !== undefined) document.getElementById("texto-token").textContent = text;
   const dialog = document.getElementById("dialogo-token");
   const input = document.getElementById("token");
   input.value = "";

@@ -236,3 +236,50 @@ Deno.test({
     await page.close();
   },
 });
+
+Deno.test({
+  name:
+    "on a server with tokens the browser client asks for one, sends it in its hello, and then submits as that principal",
+  ...browserTest,
+  async fn() {
+    await using queues = uniqueQueues("webtoken");
+    const dir = await Deno.makeTempDir({ prefix: "colmena-web-tokens-" });
+    try {
+      const file = `${dir}/tokens.jsonl`;
+      const made = await new Deno.Command(Deno.execPath(), {
+        args: ["task", "-q", "cliente", "token", "crear", "navegante", "--tokens", file],
+        cwd: new URL("../../", import.meta.url),
+        env: { NO_COLOR: "1" },
+        stdout: "piped",
+        stderr: "piped",
+      }).output();
+      assert.equal(made.code, 0, new TextDecoder().decode(made.stderr));
+      const token = new TextDecoder().decode(made.stdout).trim();
+      await using server = await startServer(queues, ["--store", "memory", "--tokens", file]);
+      await using _worker = await startWorker("abeja-token", queues, ["--quiet"]);
+      await using browser = await launchBrowser();
+      const page = await browser.newPage();
+      await page.goto(`http://127.0.0.1:${server.httpPort}/cliente`);
+      // No token yet: the server refuses the hello, and the page asks for one.
+      await page.waitForSelector("#dialogo-token[open]", { timeout: 15_000 });
+      assert.match((await page.textContent("#texto-token")) ?? "", /token de acceso/);
+      await page.fill("#token", token);
+      await page.click('#dialogo-token button[value="ok"]');
+      await page.waitForFunction(() =>
+        (globalThis as unknown as PageWindow).document.getElementById("estado")?.textContent
+          ?.startsWith("conectado") ?? false
+      );
+      await page.selectOption("#tipo", "text");
+      await page.fill("#campo-text", "con token");
+      await page.click("#enviar");
+      const words = await page.waitForSelector(
+        'li.resultado[data-estado="succeeded"] dd[data-campo="words"]',
+        { timeout: 30_000 },
+      );
+      assert.equal(await words.textContent(), "2");
+      await page.close();
+    } finally {
+      await Deno.remove(dir, { recursive: true }).catch(() => {});
+    }
+  },
+});
