@@ -91,7 +91,12 @@ export class InOrderAcker {
       this.#scheduled = false;
       const last = this.#lastDone;
       this.#lastDone = undefined;
-      if (last !== undefined && !this.#dead) this.#ch.ack(last, true);
+      if (last === undefined || this.#dead) return;
+      try {
+        this.#ch.ack(last, true);
+      } catch {
+        // The channel is closing (a drain, a lost connection): the broker delivers the batches again.
+      }
     }, 0);
   }
 }
