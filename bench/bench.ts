@@ -12,7 +12,8 @@
  * W×C in flight. BullMQ (`bullmq`), colmena's nearest TypeScript peer: the same task specs added as jobs
  * to a queue on the local Redis, worked by K `bench/bullmq_worker.ts` processes with concurrency P, W×C in
  * flight, plus a separate `addBulk` measure (one client, bulks of 1000); skipped when Redis cannot be
- * reached or with `--sin-bullmq`. Rounds of every side alternate; the report gives medians over the
+ * reached or with `--sin-bullmq`. Its colmena counterpart, measured with every colmena run: one
+ * `TaskClient.submitMany`, bulks of 1000, to a SQLite server of its own with no worker. Rounds of every side alternate; the report gives medians over the
  * repetitions, the ratios colmena/crudo and colmena/BullMQ, and each store's ratio to the in-memory one.
  * Every queue it declares is deleted at the end (BullMQ's with `obliterate`), every child process is
  * stopped, and the SQLite folder and PostgreSQL schema of the run are removed.

@@ -138,16 +138,18 @@ export class ClientConnection {
   #tokensAt = 0;
 
   /**
-   * Takes one request token from the connection's bucket (`rate` per second, at most `burst` saved);
-   * `false` when it is empty.
+   * Takes `cost` request tokens (one per request, one per task of a batch) from the connection's bucket
+   * (`rate` per second, at most `burst` saved); `false` when there are not enough.
    */
-  takeToken(rate: number, burst: number): boolean {
+  takeToken(rate: number, burst: number, cost = 1): boolean {
     const now = performance.now();
     if (this.#tokens < 0) this.#tokens = burst;
     else this.#tokens = Math.min(burst, this.#tokens + ((now - this.#tokensAt) * rate) / 1000);
     this.#tokensAt = now;
-    if (this.#tokens < 1) return false;
-    this.#tokens -= 1;
+    // A request dearer than the whole burst costs the burst, or it could never pass.
+    const price = Math.min(cost, burst);
+    if (this.#tokens < price) return false;
+    this.#tokens -= price;
     return true;
   }
 

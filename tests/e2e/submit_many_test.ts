@@ -116,3 +116,29 @@ Deno.test({
     assert.equal((await client.list({})).items.length, 0);
   },
 });
+
+Deno.test({
+  name: "each task of a submit_many counts against the connection's rate limit",
+  ...rabbit,
+  async fn() {
+    await using data = await tempDataDir();
+    await using queues = uniqueQueues("many-rate");
+    await using server = await startServer(queues, [
+      ...["--data-dir", data.path, "--rate-limit", "1", "--rate-burst", "20"],
+    ]);
+    await using raw = await RawClient.connect(server.port);
+    await raw.send({ type: "hello", id: "h", client: { name: "ritmo", kind: "cli" } });
+    await raw.reply("h");
+    const tasks = Array.from({ length: 15 }, () => ({
+      task: { type: "echo", payload: { message: "x" } },
+    }));
+    await raw.send({ type: "submit_many", id: "m1", tasks });
+    const first = await raw.reply("m1");
+    assert.equal(first.type, "accepted_many", JSON.stringify(first));
+    // 20 saved up: the hello took 1 and the first batch 15; 15 more are not there.
+    await raw.send({ type: "submit_many", id: "m2", tasks });
+    const second = await raw.reply("m2");
+    assert.equal(second.type, "error", JSON.stringify(second));
+    assert.equal(second.code, "RATE_LIMITED");
+  },
+});
