@@ -22,8 +22,8 @@ import { countAcceptedKind, countTask, type ServerStats } from "./stats.ts";
 
 type SubmitRequest = Extract<Request, { type: "submit" }>;
 type SubmitManyRequest = Extract<Request, { type: "submit_many" }>;
-/** One task of a `submit_many`, with the batch's request id. */
-type _BatchTask = Pick<SubmitRequest, "id" | "task" | "options">;
+/** One task of a `submit_many`. */
+type _BatchTask = Pick<SubmitRequest, "task" | "options">;
 
 /** How one submitted task ended: accepted (answer, then route its result), refused, or not taken. */
 type _Outcome =
@@ -233,7 +233,7 @@ export class Submitter {
   async submitMany(client: ClientConnection, request: SubmitManyRequest): Promise<void> {
     const outcomes = await Promise.all(
       request.tasks.map((item) =>
-        this.#accept(client, { id: request.id, ...item }).catch((err): _Outcome => ({
+        this.#accept(client, item).catch((err): _Outcome => ({
           kind: "refused",
           error: _asColmenaError(err),
         }))
