@@ -20,10 +20,12 @@ import { runCli, USAGE } from "./client/cli.ts";
 import { runTokenCommand } from "./client/token_command.ts";
 
 export {
+  type BatchTask,
   type ClientTlsOptions,
   type DeadLetterInfo,
   type KnownTasks,
   type ListFilter,
+  type SubmitManyItem,
   TaskClient,
   type TaskClientOptions,
   type TaskResult,

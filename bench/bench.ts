@@ -12,7 +12,8 @@
  * W×C in flight. BullMQ (`bullmq`), colmena's nearest TypeScript peer: the same task specs added as jobs
  * to a queue on the local Redis, worked by K `bench/bullmq_worker.ts` processes with concurrency P, W×C in
  * flight, plus a separate `addBulk` measure (one client, bulks of 1000); skipped when Redis cannot be
- * reached or with `--sin-bullmq`. Rounds of every side alternate; the report gives medians over the
+ * reached or with `--sin-bullmq`. Its colmena counterpart, measured with every colmena run: one
+ * `TaskClient.submitMany`, bulks of 1000, to a SQLite server of its own with no worker. Rounds of every side alternate; the report gives medians over the
  * repetitions, the ratios colmena/crudo and colmena/BullMQ, and each store's ratio to the in-memory one.
  * Every queue it declares is deleted at the end (BullMQ's with `obliterate`), every child process is
  * stopped, and the SQLite folder and PostgreSQL schema of the run are removed.
@@ -23,7 +24,7 @@ import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
 import { wantsHelp } from "../shared/help.ts";
 import { dropPostgresSchema } from "../server/stores/postgres.ts";
-import { runColmenaRound } from "./colmena_load.ts";
+import { measureSubmitMany, runColmenaRound } from "./colmena_load.ts";
 import {
   ChildProcess,
   clockTicksPerSecond,
@@ -473,11 +474,28 @@ function topologyNames(runId: string, stores: readonly Store[]) {
       `${names.resultQueue}.heartbeats`,
     );
   }
+  // The workerless server of the `submitMany` measure, on the default store.
+  const bulk = {
+    taskQueue: `${base}.colmena-lotes.tareas`,
+    resultQueue: `${base}.colmena-lotes.resultados`,
+    serverId: `bench-${runId.slice(0, 8)}-lotes`,
+  };
+  queues.push(
+    ...TASK_TYPES.map((type) => typeQueue(bulk.taskQueue, type)),
+    `${bulk.taskQueue}.dlq`,
+    bulk.resultQueue,
+    `${bulk.resultQueue}.server.${bulk.serverId}`,
+  );
+  exchanges.push(
+    `${bulk.resultQueue}.replies`,
+    `${bulk.taskQueue}.control`,
+    `${bulk.resultQueue}.heartbeats`,
+  );
   const raw = { taskQueue: `${base}.crudo.tareas`, resultQueue: `${base}.crudo.resultados` };
   queues.push(raw.taskQueue, raw.resultQueue);
   // BullMQ's queues live in Redis (keys `bull:<name>:*`), not on the broker.
   const bullmq = { queue: `${base}.bullmq`, bulkQueue: `${base}.bullmq-bulk` };
-  return { colmena, raw, bullmq, queues, exchanges };
+  return { colmena, bulk, raw, bullmq, queues, exchanges };
 }
 
 /** colmena ÷ another side, from the medians: below 1 for tasks/s and above 1 for latency mean slower. */
@@ -509,6 +527,17 @@ interface Report {
     bulkSize: number;
     tasksPerSecond: number;
     perRepetition: number[];
+  } | null;
+  /**
+   * colmena's `submitMany` measure, the counterpart of `bullmqAddBulk`: one `TaskClient`, `bulkSize` tasks
+   * a call, to a SQLite server with no worker; median over repetitions, and its ratio to `addBulk`.
+   */
+  colmenaSubmitMany: {
+    tasks: number;
+    bulkSize: number;
+    tasksPerSecond: number;
+    perRepetition: number[];
+    ratioAddBulk: number | null;
   } | null;
   /** Sides that were asked for but not measured, with the reason (Spanish). */
   skipped: Partial<Record<Side, string>>;
@@ -589,6 +618,7 @@ async function measure(
     ratioBullmq: {},
     ratioBullmqPerRepetition: {},
     bullmqAddBulk: null,
+    colmenaSubmitMany: null,
     skipped,
     storeRatio: {},
     storeRatioPerRepetition: {},
@@ -611,10 +641,14 @@ async function measure(
     ...[...servers.values()].flatMap((s) => [s.server, ...s.workers]),
     ...rawWorkers,
     ...bullmqWorkers,
+    ...(bulkServer === undefined ? [] : [bulkServer]),
   ];
   let publisher: RawPublisher | undefined;
   let bullmqPublisher: BullmqPublisher | undefined;
   const bulkRates: number[] = [];
+  const submitManyRates: number[] = [];
+  let bulkServer: ChildProcess | undefined;
+  let bulkPort = 0;
   const wait = <T>(p: Promise<T>): Promise<T> => Promise.race([p, interrupted]);
   try {
     for (const store of colmenaStores) {
@@ -657,6 +691,25 @@ async function measure(
         }));
       }
       await wait(Promise.all(entry.workers.map((w) => w.waitForLine(/ listo/, START_TIMEOUT_MS))));
+    }
+    if (options.sides.includes("colmena")) {
+      progress("Arrancando el servidor de colmena sin workers para submitMany (SQLite)…");
+      const storeDir = `${dataDir}/lotes`;
+      bulkServer = ChildProcess.spawn("servidor (lotes)", {
+        cwd: root,
+        args: [
+          ...DENO_RUN,
+          ...[`--allow-read=${storeDir},server/stores/migrations`, `--allow-write=${storeDir}`],
+          ...["server.ts", "--port", "0", "--host", "127.0.0.1", "--sin-http"],
+          ...["--server-id", names.bulk.serverId, "--store", "sqlite"],
+          ...["--task-queue", names.bulk.taskQueue, "--result-queue", names.bulk.resultQueue],
+          ...["--amqp-url", options.amqpUrl, "--data-dir", storeDir],
+        ],
+      });
+      const match = await wait(
+        bulkServer.waitForLine(/Escuchando en (\S+):(\d+)/, START_TIMEOUT_MS),
+      );
+      bulkPort = Number(match[2]);
     }
     if (options.sides.includes("crudo")) {
       progress("Arrancando workers crudos (amqplib)…");
@@ -814,6 +867,31 @@ async function measure(
         );
         await delay(PAUSE_MS);
       }
+      if (bulkServer !== undefined) {
+        const ms = await wait(measureSubmitMany({
+          host: "127.0.0.1",
+          port: bulkPort,
+          tasks: options.tasks,
+          bulk: BULK_SIZE,
+          taskSpecs,
+        }));
+        submitManyRates.push(round(options.tasks / (ms / 1000), 1));
+        progress(
+          `Ronda ${rep}/${options.repetitions} · colmena submitMany (lotes de ${BULK_SIZE}, sin ` +
+            `workers): ${formatNumber(submitManyRates.at(-1)!)} tareas/s`,
+        );
+        await delay(PAUSE_MS);
+      }
+    }
+    if (submitManyRates.length > 0) {
+      const rate = round(median(submitManyRates), 1);
+      report.colmenaSubmitMany = {
+        tasks: options.tasks,
+        bulkSize: BULK_SIZE,
+        tasksPerSecond: rate,
+        perRepetition: submitManyRates,
+        ratioAddBulk: bulkRates.length > 0 ? round(rate / median(bulkRates)) : null,
+      };
     }
     if (bulkRates.length > 0) {
       report.bullmqAddBulk = {
@@ -1019,6 +1097,20 @@ function renderTable(report: Report): string {
       `BullMQ addBulk (un cliente, lotes de ${formatNumber(bulk.bulkSize)}, sin workers): ${
         formatNumber(bulk.tasksPerSecond)
       } tareas/s (por repetición: ${bulk.perRepetition.map((x) => formatNumber(x)).join(" · ")})`,
+    );
+  }
+  const many = report.colmenaSubmitMany;
+  if (many !== null) {
+    lines.push(
+      `colmena submitMany (un cliente, lotes de ${
+        formatNumber(many.bulkSize)
+      }, sin workers, SQLite): ${formatNumber(many.tasksPerSecond)} tareas/s (por repetición: ${
+        many.perRepetition.map((x) => formatNumber(x)).join(" · ")
+      })${
+        many.ratioAddBulk === null
+          ? ""
+          : `; submitMany/addBulk ${formatNumber(many.ratioAddBulk, 2)}`
+      }`,
     );
   }
   for (const store of STORES) {

@@ -7,6 +7,7 @@
  *
  * @module
  */
+import { TaskClient } from "../client.ts";
 import type { RoundResult } from "./stats.ts";
 
 /** Options of {@linkcode runColmenaRound}. */
@@ -228,4 +229,44 @@ export async function runColmenaRound(options: ColmenaRoundOptions): Promise<Rou
       }
     }
   }
+}
+
+/**
+ * Submits `tasks` tasks to a colmena server with `TaskClient.submitMany`, `bulk` at a time and one call
+ * after another, from one client; returns the elapsed milliseconds. The counterpart of BullMQ's
+ * `addBulk` measure: a task counts once the server answered it accepted (recorded and confirmed by the
+ * broker). Throws when any task is refused.
+ */
+export async function measureSubmitMany(
+  options: {
+    host: string;
+    port: number;
+    tasks: number;
+    bulk: number;
+    taskSpecs: readonly string[];
+  },
+): Promise<number> {
+  const specs = options.taskSpecs.map((spec) =>
+    JSON.parse(spec) as { type: string; payload: unknown }
+  );
+  await using client = new TaskClient({
+    host: options.host,
+    port: options.port,
+    name: "bench-lotes",
+  });
+  await client.connect();
+  const start = performance.now();
+  let seq = 0;
+  for (let left = options.tasks; left > 0; left -= options.bulk) {
+    const batch = [];
+    for (let i = 0; i < Math.min(options.bulk, left); i++, seq++) {
+      batch.push(specs[seq % specs.length]!);
+    }
+    const items = await client.submitManyUnchecked(batch);
+    const refused = items.find((item) => !item.ok);
+    if (refused !== undefined && !refused.ok) {
+      throw new Error(`submitMany rechazó una tarea: ${refused.error.message}`);
+    }
+  }
+  return performance.now() - start;
 }

@@ -10,6 +10,7 @@
 import { ColmenaError } from "../shared/errors.ts";
 import {
   type ClientKind,
+  MAX_BATCH_TASKS,
   PROTOCOL_VERSION,
   type Reply,
   type Request,
@@ -95,6 +96,22 @@ type TaskSpec = Extract<Request, { type: "submit" }>["task"];
 /** A worker as the server last heard from it. */
 export type WorkerInfo = WorkersFrame["workers"][number];
 
+/** One task for {@linkcode TaskClient.submitMany}: a type, its payload, and its options. */
+export type BatchTask<T extends readonly AnyTaskDefinition[]> = {
+  [N in TaskName<T>]: { type: N; payload: InputOf<T, N>; options?: SubmitOptions };
+}[TaskName<T>];
+
+/**
+ * How one task of {@linkcode TaskClient.submitMany} went: accepted (`taskId`, and `duplicate` when its
+ * idempotency key was used before), or refused with its own `error` while the others went ahead.
+ */
+export type SubmitManyItem =
+  | { ok: true; taskId: string; duplicate?: true; payloadDiffers?: boolean }
+  | { ok: false; error: ColmenaError };
+
+/** Longest `submit_many` line sent to a server that does not tell its limit. */
+const DEFAULT_MAX_LINE_BYTES = 1024 * 1024;
+
 /** A task in the dead-letter queue. */
 export type DeadLetterInfo = NonNullable<DlqFrame["entries"]>[number];
 
@@ -127,6 +144,8 @@ export class TaskClient<C extends readonly AnyTaskDefinition[] = []> implements 
     Omit<TaskClientOptions<C>, "tasks" | "token" | keyof ClientTlsOptions>
   >;
   readonly #token: string | undefined;
+  /** The server's longest request line, from its `welcome`. */
+  #maxLineBytes = DEFAULT_MAX_LINE_BYTES;
   readonly #catalog: TaskCatalog;
   readonly #transport: Transport;
   readonly #requests: PendingRequests;
@@ -215,6 +234,63 @@ export class TaskClient<C extends readonly AnyTaskDefinition[] = []> implements 
   ): Promise<string> {
     await this.connect();
     return await this.#submit({ type, payload }, options);
+  }
+
+  /**
+   * Submits many tasks in few frames (`submit_many`, up to 1 000 tasks and the server's line limit each), and
+   * resolves, in the order given, with how each went: its id once it is recorded and stored in the broker,
+   * or its own error (a bad task does not stop the others). Each task keeps its own id, record, retries and
+   * result ({@linkcode TaskClient.result}); each gets a made-up idempotency key unless its options have one.
+   */
+  async submitMany(tasks: readonly BatchTask<KnownTasks<C>>[]): Promise<SubmitManyItem[]> {
+    return await this.submitManyUnchecked(tasks);
+  }
+
+  /** {@linkcode TaskClient.submitMany} for types and payloads known only at run time. */
+  async submitManyUnchecked(
+    tasks: readonly { type: string; payload: unknown; options?: SubmitOptions }[],
+  ): Promise<SubmitManyItem[]> {
+    await this.connect();
+    const budget = this.#maxLineBytes - 200; // the frame's envelope
+    const frames: { task: TaskSpec; options: SubmitOptions }[][] = [];
+    let frame: { task: TaskSpec; options: SubmitOptions }[] = [];
+    let bytes = 0;
+    for (const { type, payload, options = {} } of tasks) {
+      const item = {
+        task: { type, payload },
+        options: options.idempotencyKey === undefined
+          ? { ...options, idempotencyKey: crypto.randomUUID() }
+          : options,
+      };
+      const size = JSON.stringify(item).length + 1;
+      if (frame.length > 0 && (frame.length >= MAX_BATCH_TASKS || bytes + size > budget)) {
+        frames.push(frame);
+        frame = [];
+        bytes = 0;
+      }
+      frame.push(item);
+      bytes += size;
+    }
+    if (frame.length > 0) frames.push(frame);
+    const replies = await Promise.all(frames.map(async (batch) => {
+      const reply = await this.#requests.request({
+        type: "submit_many",
+        id: this.#requests.nextId(),
+        tasks: batch,
+      });
+      if (reply.type !== "accepted_many" || reply.items.length !== batch.length) {
+        throw unexpectedReply(reply);
+      }
+      return reply.items.map((item): SubmitManyItem =>
+        "error" in item ? { ok: false, error: ColmenaError.fromWire(item.error) } : {
+          ok: true,
+          taskId: item.taskId,
+          ...(item.duplicate === true ? { duplicate: true } : {}),
+          ...(item.payloadDiffers === undefined ? {} : { payloadDiffers: item.payloadDiffers }),
+        }
+      );
+    }));
+    return replies.flat();
   }
 
   /**
@@ -420,6 +496,7 @@ export class TaskClient<C extends readonly AnyTaskDefinition[] = []> implements 
       ...(this.#token === undefined ? {} : { token: this.#token }),
     });
     if (reply.type !== "welcome") throw unexpectedReply(reply);
+    this.#maxLineBytes = reply.limits?.maxLineBytes ?? DEFAULT_MAX_LINE_BYTES;
     this.#welcome = {
       serverId: reply.serverId,
       protocol: reply.protocol,
@@ -450,6 +527,10 @@ export class TaskClient<C extends readonly AnyTaskDefinition[] = []> implements 
         return;
       case "accepted":
         this.#results.accepted(frame.taskId);
+        this.#requests.settle(frame);
+        return;
+      case "accepted_many":
+        for (const item of frame.items) if ("taskId" in item) this.#results.accepted(item.taskId);
         this.#requests.settle(frame);
         return;
       case "chunk":

@@ -84,7 +84,9 @@ export function admitFrame(
     return;
   }
   const request = decoded.value;
-  if (!client.takeToken(limits.rateLimit, limits.rateBurst)) {
+  // A `submit_many` costs one request per task: a batch is no way around the rate limit.
+  const cost = request.type === "submit_many" ? request.tasks.length : 1;
+  if (!client.takeToken(limits.rateLimit, limits.rateBurst, cost)) {
     client.sendError(
       request.id,
       new ColmenaError("RATE_LIMITED", {

@@ -458,6 +458,8 @@ export class ColmenaServer {
         return;
       case "submit":
         return await this.#submitter.submit(client, request);
+      case "submit_many":
+        return await this.#submitter.submitMany(client, request);
       case "status":
         return await status(client, request, this.#queries);
       case "ping":

@@ -14,7 +14,7 @@
  */
 import { setImmediate } from "node:timers";
 import { ColmenaError } from "../shared/errors.ts";
-import { type Framed, LineFramer } from "../shared/framing.ts";
+import { type Framed, LineSplitter } from "../shared/framing.ts";
 import type { ByteStream } from "./byte_stream.ts";
 import * as log from "../shared/log.ts";
 import { encodeFrame, type Reply } from "../shared/protocol.ts";
@@ -36,7 +36,12 @@ export interface ConnectionLimits {
 }
 
 const encoder = new TextEncoder();
-const READ_BUFFER_BYTES = 64 * 1024;
+/**
+ * Read buffers: a waiting read holds its buffer for as long as the peer stays silent, so an idle connection
+ * waits with the smallest one; a read that fills its buffer doubles the next, up to the largest.
+ */
+const READ_BUFFER_MIN_BYTES = 1024;
+const READ_BUFFER_MAX_BYTES = 64 * 1024;
 /** How long a goodbye `error` frame may take to be written before the socket closes anyway. */
 const GOODBYE_WAIT_MS = 1_000;
 let nextConnectionId = 1;
@@ -133,16 +138,18 @@ export class ClientConnection {
   #tokensAt = 0;
 
   /**
-   * Takes one request token from the connection's bucket (`rate` per second, at most `burst` saved);
-   * `false` when it is empty.
+   * Takes `cost` request tokens (one per request, one per task of a batch) from the connection's bucket
+   * (`rate` per second, at most `burst` saved); `false` when there are not enough.
    */
-  takeToken(rate: number, burst: number): boolean {
+  takeToken(rate: number, burst: number, cost = 1): boolean {
     const now = performance.now();
     if (this.#tokens < 0) this.#tokens = burst;
     else this.#tokens = Math.min(burst, this.#tokens + ((now - this.#tokensAt) * rate) / 1000);
     this.#tokensAt = now;
-    if (this.#tokens < 1) return false;
-    this.#tokens -= 1;
+    // A request dearer than the whole burst costs the burst, or it could never pass.
+    const price = Math.min(cost, burst);
+    if (this.#tokens < price) return false;
+    this.#tokens -= price;
     return true;
   }
 
@@ -181,28 +188,38 @@ export class ClientConnection {
    * gets every request it sent answered: the connection closes after the last answer is written.
    */
   async serve(onFrame: (framed: Framed) => void): Promise<void> {
+    const splitter = new LineSplitter(this.#limits.maxLineBytes);
+    const emit = (framed: Framed): void => {
+      if (this.#closed) return;
+      // A blank line is a harmless no-op, not activity: it does not keep an idle connection open.
+      if (framed.kind === "too_large" || framed.bytes.length > 0) this.#lastFrameAt = Date.now();
+      onFrame(framed);
+    };
+    // A plain read loop, not a stream pipeline: an idle connection holds only its small pending read.
+    // Reaching the end of input does not close the socket (unlike `conn.readable`), so replies can still
+    // be written to a peer that half-closed.
+    let size = READ_BUFFER_MIN_BYTES;
     try {
-      const frames = _readUntilEof(this.#conn)
-        .pipeThrough(
-          new TransformStream<Uint8Array, Uint8Array>({
-            transform: (chunk, controller) => {
-              // Where the unfinished line, if any, began: the bytes after the chunk's last newline.
-              const lastNewline = chunk.lastIndexOf(0x0a);
-              if (lastNewline === chunk.length - 1) this.#partialSince = 0;
-              else if (lastNewline >= 0 || this.#partialSince === 0) {
-                this.#partialSince = Date.now();
-              }
-              if (!this.#firstLineDone && this.awaitingAuth) this.#checkFirstLine(chunk);
-              controller.enqueue(chunk);
-            },
-          }),
-        )
-        .pipeThrough(new LineFramer(this.#limits.maxLineBytes));
-      for await (const framed of frames) {
+      while (!this.#closed) {
+        const buffer = new Uint8Array(size);
+        const n = await this.#conn.read(buffer);
+        if (n === null) break;
+        // A full buffer: more is probably waiting. A short read: the peer paused, so wait small.
+        size = n === size
+          ? Math.min(size * 2, READ_BUFFER_MAX_BYTES)
+          : n < size / 4
+          ? Math.max(size / 2, READ_BUFFER_MIN_BYTES)
+          : size;
+        const chunk = buffer.subarray(0, n);
+        // Where the unfinished line, if any, began: the bytes after the chunk's last newline.
+        const lastNewline = chunk.lastIndexOf(0x0a);
+        if (lastNewline === chunk.length - 1) this.#partialSince = 0;
+        else if (lastNewline >= 0 || this.#partialSince === 0) {
+          this.#partialSince = Date.now();
+        }
+        if (!this.#firstLineDone && this.awaitingAuth) this.#checkFirstLine(chunk);
         if (this.#closed) break;
-        // A blank line is a harmless no-op, not activity: it does not keep an idle connection open.
-        if (framed.kind === "too_large" || framed.bytes.length > 0) this.#lastFrameAt = Date.now();
-        onFrame(framed);
+        splitter.push(chunk, emit);
       }
     } catch (err) {
       if (!this.#closed && !isDisconnect(err)) {
@@ -404,21 +421,6 @@ export class ClientConnection {
       else if (this.#afterWrite) this.#afterWrite();
     }
   }
-}
-
-/**
- * The bytes the peer sends, ending at its end of input. Unlike `conn.readable`, reaching the end does not
- * close the socket, so replies can still be written to a peer that half-closed.
- */
-function _readUntilEof(conn: ByteStream): ReadableStream<Uint8Array> {
-  return new ReadableStream<Uint8Array>({
-    async pull(controller) {
-      const buffer = new Uint8Array(READ_BUFFER_BYTES);
-      const n = await conn.read(buffer);
-      if (n === null) controller.close();
-      else controller.enqueue(buffer.subarray(0, n));
-    },
-  });
 }
 
 function isDisconnect(err: unknown): boolean {

@@ -12,7 +12,7 @@ import { ColmenaError } from "../shared/errors.ts";
 import * as log from "../shared/log.ts";
 import type { BlobStore, NewTask, ServerBroker, TaskStore } from "../shared/ports.ts";
 import type { TaskCatalog } from "../shared/catalog.ts";
-import type { Request } from "../shared/protocol.ts";
+import type { BatchItem, Request } from "../shared/protocol.ts";
 import { QUEUE_FORMAT, type TaskMessage } from "../shared/queue_messages.ts";
 import type { ClientConnection } from "./connection.ts";
 import type { Principal } from "./principal.ts";
@@ -21,6 +21,27 @@ import type { ResultRouter } from "./result_routing.ts";
 import { countAcceptedKind, countTask, type ServerStats } from "./stats.ts";
 
 type SubmitRequest = Extract<Request, { type: "submit" }>;
+type SubmitManyRequest = Extract<Request, { type: "submit_many" }>;
+/** One task of a `submit_many`. */
+type _BatchTask = Pick<SubmitRequest, "task" | "options">;
+
+/** How one submitted task ended: accepted (answer, then route its result), refused, or not taken. */
+type _Outcome =
+  | {
+    kind: "accepted";
+    reply: { taskId: string; duplicate?: true; payloadDiffers?: boolean };
+    /** Routes the task's result; called once the answer is sent, so the result never comes before it. */
+    afterReply: () => void;
+  }
+  | { kind: "refused"; error: ColmenaError }
+  | { kind: "stopping" };
+
+/** An unexpected failure of one task in a batch becomes its `INTERNAL` error; logged. */
+function _asColmenaError(err: unknown): ColmenaError {
+  if (err instanceof ColmenaError) return err;
+  log.error("Fallo inesperado al aceptar una tarea de un lote", err);
+  return new ColmenaError("INTERNAL", { cause: err });
+}
 type FileSpec = NonNullable<SubmitRequest["task"]["file"]>;
 
 const encoder = new TextEncoder();
@@ -192,21 +213,63 @@ export class Submitter {
 
   /** Answers a `submit` with `accepted` once the task is recorded and the broker confirmed it. */
   async submit(client: ClientConnection, request: SubmitRequest): Promise<void> {
-    const checked = await _checkTask(request.task, client.principal, this.#deps);
-    if (!checked.ok) return client.sendError(request.id, checked.error);
-    const broker = this.#deps.broker();
-    const stopping = this.#deps.stopping();
-    if (stopping) {
+    const outcome = await this.#accept(client, request);
+    if (outcome.kind === "stopping") {
       // Not answered: the goodbye closes the connection, and a client that reconnects (through a balancer,
       // to another server) resends this submit with its idempotency key, so it sees no error.
       return client.end(new ColmenaError("SHUTTING_DOWN"));
     }
+    if (outcome.kind === "refused") return client.sendError(request.id, outcome.error);
+    client.send({ type: "accepted", id: request.id, ...outcome.reply });
+    outcome.afterReply();
+  }
+
+  /**
+   * Answers a `submit_many` with one `accepted_many` once every task in it is settled. Each task goes the
+   * way of a lone `submit`, all at once, so that their records share the store's transaction of the turn;
+   * a task refused (or failed) gets its error in its place and the others are queued. Their results are
+   * routed only after the answer is sent.
+   */
+  async submitMany(client: ClientConnection, request: SubmitManyRequest): Promise<void> {
+    const outcomes = await Promise.all(
+      request.tasks.map((item) =>
+        this.#accept(client, item).catch((err): _Outcome => ({
+          kind: "refused",
+          error: _asColmenaError(err),
+        }))
+      ),
+    );
+    if (
+      outcomes.some((o) => o.kind === "stopping") && outcomes.every((o) => o.kind !== "accepted")
+    ) {
+      return client.end(new ColmenaError("SHUTTING_DOWN"));
+    }
+    const items: BatchItem[] = outcomes.map((o) => {
+      switch (o.kind) {
+        case "accepted":
+          return o.reply;
+        case "refused":
+          return { error: o.error.toWire() };
+        case "stopping":
+          return { error: new ColmenaError("SHUTTING_DOWN").toWire() };
+      }
+    });
+    client.send({ type: "accepted_many", id: request.id, items });
+    for (const o of outcomes) if (o.kind === "accepted") o.afterReply();
+  }
+
+  /** Checks, records and publishes one task; throws what a lone `submit` would answer as an error. */
+  async #accept(client: ClientConnection, request: SubmitRequest | _BatchTask): Promise<_Outcome> {
+    const checked = await _checkTask(request.task, client.principal, this.#deps);
+    if (!checked.ok) return { kind: "refused", error: checked.error };
+    const broker = this.#deps.broker();
+    if (this.#deps.stopping()) return { kind: "stopping" };
     if (broker === undefined || !broker.connected) {
-      return client.sendError(request.id, new ColmenaError("BROKER_UNAVAILABLE"));
+      return { kind: "refused", error: new ColmenaError("BROKER_UNAVAILABLE") };
     }
     if (broker.blocked) {
       // Nothing recorded or published: a publish now would wait until the alarm clears.
-      return client.sendError(request.id, new ColmenaError("BROKER_BLOCKED"));
+      return { kind: "refused", error: new ColmenaError("BROKER_BLOCKED") };
     }
     const { defaultTimeoutMs } = checked.value;
     const options = request.options ?? {};
@@ -217,7 +280,12 @@ export class Submitter {
     };
     const slot = this.#deps.quotas?.admitSubmit(client.principal, ask);
     try {
-      await this.#submitAdmitted(client, request, { checked: checked.value, ask, broker, slot });
+      return await this.#submitAdmitted(client, request, {
+        checked: checked.value,
+        ask,
+        broker,
+        slot,
+      });
     } finally {
       slot?.release(); // a no-op once the task is tracked
     }
@@ -225,14 +293,14 @@ export class Submitter {
 
   async #submitAdmitted(
     client: ClientConnection,
-    request: SubmitRequest,
+    request: SubmitRequest | _BatchTask,
     { checked, ask, broker, slot }: {
       checked: CheckedTask;
       ask: { priority: number; maxAttempts: number; timeoutMs: number };
       broker: ServerBroker;
       slot: InFlightSlot | undefined;
     },
-  ): Promise<void> {
+  ): Promise<_Outcome> {
     const { config, store, blobs, router, stats } = this.#deps;
     const { type } = checked;
     countTask(stats, "submitted", type);
@@ -267,7 +335,7 @@ export class Submitter {
     if (!created) {
       // A repeat: no record holds this submit's object.
       if (payloadRef !== undefined) await blobs.delete([payloadRef]).catch(() => {});
-      return await this.#repeated(client, request.id, {
+      return await this.#repeated(client, {
         broker,
         taskId: recorded,
         repeat: { type, payload: checked.payload, file },
@@ -304,8 +372,11 @@ export class Submitter {
     stats.accepted++;
     countTask(stats, "accepted", type);
     countAcceptedKind(stats, newTask.client.kind);
-    client.send({ type: "accepted", id: request.id, taskId });
-    router.accepted(taskId, target);
+    return {
+      kind: "accepted",
+      reply: { taskId },
+      afterReply: () => router.accepted(taskId, target),
+    };
   }
 
   /**
@@ -340,13 +411,12 @@ export class Submitter {
    */
   async #repeated(
     client: ClientConnection,
-    requestId: string,
     { broker, taskId, repeat }: {
       broker: ServerBroker;
       taskId: string;
       repeat: { type: string; payload: unknown; file: FileSpec | undefined };
     },
-  ): Promise<void> {
+  ): Promise<_Outcome> {
     const store = this.#deps.store;
     await this.#inFlight.get(taskId);
     const view = await store.get(taskId);
@@ -377,14 +447,15 @@ export class Submitter {
         );
       }
     }
-    client.send({
-      type: "accepted",
-      id: requestId,
-      taskId,
-      duplicate: true,
-      ...(differs === undefined ? {} : { payloadDiffers: differs }),
-    });
-    this.#deps.router.follow(taskId, client, view);
+    return {
+      kind: "accepted",
+      reply: {
+        taskId,
+        duplicate: true,
+        ...(differs === undefined ? {} : { payloadDiffers: differs }),
+      },
+      afterReply: () => this.#deps.router.follow(taskId, client, view),
+    };
   }
 
   /** Notes the broker's confirm of a keyed task in the store; a failure only costs a later repeat a wait. */

@@ -19,62 +19,78 @@ const CARRIAGE_RETURN = 0x0d;
  * Splits bytes into `\n`-terminated lines (a trailing `\r` is dropped), never holding more than `maxLineBytes`.
  *
  * A line longer than the cap yields one `too_large` notice and the rest of it is discarded until the next `\n`,
- * so the stream resynchronises at the next line. A partial line left when the input ends is dropped: only
- * complete lines are frames.
+ * so the input resynchronises at the next line. A partial line left when the input ends is dropped: only
+ * complete lines are frames. Plain (no stream machinery), so that an idle connection costs little; see
+ * {@linkcode LineFramer} for the stream form.
  */
-export class LineFramer extends TransformStream<Uint8Array, Framed> {
+export class LineSplitter {
+  readonly #maxLineBytes: number;
+  #parts: Uint8Array[] = [];
+  #held = 0;
+  #skipping = false;
+  #skipped = 0;
+
   constructor(maxLineBytes: number = DEFAULT_MAX_LINE_BYTES) {
     if (!Number.isInteger(maxLineBytes) || maxLineBytes < 1) {
       throw new RangeError(
         `Cannot frame lines: maxLineBytes must be a positive integer, got ${maxLineBytes}`,
       );
     }
-    let parts: Uint8Array[] = [];
-    let held = 0;
-    let skipping = false;
-    let skipped = 0;
+    this.#maxLineBytes = maxLineBytes;
+  }
+
+  /** Splits `chunk`, handing each complete line (or `too_large` notice) to `emit`, in order. */
+  push(chunk: Uint8Array, emit: (framed: Framed) => void): void {
+    let start = 0;
+    while (start < chunk.length) {
+      const nl = chunk.indexOf(NEWLINE, start);
+      const end = nl === -1 ? chunk.length : nl;
+      const size = end - start;
+      if (this.#skipping) {
+        this.#skipped += size;
+      } else if (this.#held + size > this.#maxLineBytes) {
+        this.#skipping = true;
+        this.#skipped = this.#held + size;
+        this.#parts = [];
+        this.#held = 0;
+      } else if (nl !== -1) {
+        let line: Uint8Array;
+        if (this.#held === 0) {
+          // A copy: the writer may reuse the chunk's buffer once we return.
+          line = chunk.slice(start, end);
+        } else {
+          this.#parts.push(chunk.subarray(start, end));
+          line = concat(this.#parts, this.#held + size);
+          this.#parts = [];
+          this.#held = 0;
+        }
+        if (line.length > 0 && line[line.length - 1] === CARRIAGE_RETURN) {
+          line = line.subarray(0, line.length - 1);
+        }
+        emit({ kind: "line", bytes: line });
+      } else {
+        // Copy: the caller may reuse the chunk's buffer after we return.
+        this.#parts.push(chunk.slice(start, end));
+        this.#held += size;
+      }
+      if (nl === -1) break;
+      if (this.#skipping) {
+        emit({ kind: "too_large", bytes: this.#skipped });
+        this.#skipping = false;
+        this.#skipped = 0;
+      }
+      start = nl + 1;
+    }
+  }
+}
+
+/** {@linkcode LineSplitter} as a `TransformStream`: bytes in, framed lines out. */
+export class LineFramer extends TransformStream<Uint8Array, Framed> {
+  constructor(maxLineBytes: number = DEFAULT_MAX_LINE_BYTES) {
+    const splitter = new LineSplitter(maxLineBytes);
     super({
       transform(chunk, controller) {
-        let start = 0;
-        while (start < chunk.length) {
-          const nl = chunk.indexOf(NEWLINE, start);
-          const end = nl === -1 ? chunk.length : nl;
-          const size = end - start;
-          if (skipping) {
-            skipped += size;
-          } else if (held + size > maxLineBytes) {
-            skipping = true;
-            skipped = held + size;
-            parts = [];
-            held = 0;
-          } else if (nl !== -1) {
-            let line: Uint8Array;
-            if (held === 0) {
-              // A copy: the writer may reuse the chunk's buffer once we return.
-              line = chunk.slice(start, end);
-            } else {
-              parts.push(chunk.subarray(start, end));
-              line = concat(parts, held + size);
-              parts = [];
-              held = 0;
-            }
-            if (line.length > 0 && line[line.length - 1] === CARRIAGE_RETURN) {
-              line = line.subarray(0, line.length - 1);
-            }
-            controller.enqueue({ kind: "line", bytes: line });
-          } else {
-            // Copy: the caller may reuse the chunk's buffer after we return.
-            parts.push(chunk.slice(start, end));
-            held += size;
-          }
-          if (nl === -1) break;
-          if (skipping) {
-            controller.enqueue({ kind: "too_large", bytes: skipped });
-            skipping = false;
-            skipped = 0;
-          }
-          start = nl + 1;
-        }
+        splitter.push(chunk, (framed) => controller.enqueue(framed));
       },
     });
   }

@@ -101,6 +101,22 @@ export const SubmitRequest = z.object({
   options: SubmitOptions.optional(),
 });
 
+/** Most tasks in one `submit_many`. */
+export const MAX_BATCH_TASKS = 1_000;
+
+/**
+ * `submit_many`: enqueue several tasks in one frame; answered with one `accepted_many` whose `items` follow
+ * the order of `tasks`. Each task is its own: its own id, record, retries, result (pushed as a `result`),
+ * quota and idempotency key, and a bad one gets its own error while the rest are queued.
+ */
+export const SubmitManyRequest = z.object({
+  type: z.literal("submit_many"),
+  id: requestId,
+  tasks: z.array(z.object({ task: TaskSpec, options: SubmitOptions.optional() })).min(1).max(
+    MAX_BATCH_TASKS,
+  ),
+});
+
 /** `status`: ask for a task by id; answered with `task` or `error` `NOT_FOUND`. */
 export const StatusRequest = z.object({
   type: z.literal("status"),
@@ -185,6 +201,7 @@ export const Request = z.discriminatedUnion("type", [
   DownloadRequest,
   HelloRequest,
   SubmitRequest,
+  SubmitManyRequest,
   StatusRequest,
   PingRequest,
   CancelRequest,
@@ -265,6 +282,29 @@ export const AcceptedReply = z.object({
    * which is the one that runs. Absent when the server could not read the first payload back.
    */
   payloadDiffers: z.boolean().optional(),
+});
+
+/** One task of a `submit_many`: accepted (as `accepted` says) or refused with its own error. */
+export const BatchItem = z.union([
+  z.object({
+    taskId: z.string(),
+    duplicate: z.literal(true).optional(),
+    payloadDiffers: z.boolean().optional(),
+  }),
+  z.object({ error: WireErrorSchema }),
+]);
+
+/** One task of an `accepted_many`. */
+export type BatchItem = z.output<typeof BatchItem>;
+
+/**
+ * `accepted_many`: the answer to a `submit_many`, once every task in it is settled; `items[i]` is about
+ * `tasks[i]`. The results of the accepted tasks are pushed after it.
+ */
+export const AcceptedManyReply = z.object({
+  type: z.literal("accepted_many"),
+  id: z.string(),
+  items: z.array(BatchItem),
 });
 
 /** `result`: pushed to the submitting connection when a task ends. */
@@ -466,6 +506,7 @@ export const Reply = z.discriminatedUnion("type", [
   ChunkReply,
   WelcomeReply,
   AcceptedReply,
+  AcceptedManyReply,
   ResultPush,
   TaskReply,
   PongReply,

@@ -222,3 +222,39 @@ Deno.test({
     assert.equal((await polite.reply("pa")).type, "uploaded");
   },
 });
+
+Deno.test({
+  name: "a submit_many counts each of its tasks against the cliente's quota, one by one",
+  ...rabbit,
+  async fn() {
+    await using queues = uniqueQueues("quotas-batch");
+    await using data = await tempDataDir();
+    await using server = await startInProcess(queues, data.path, ["--quota-in-flight", "3"]);
+    // No worker for sleep: the accepted ones stay in flight.
+    await using cli = await connectAs(server.port, "cli-dora");
+    const sleep = { type: "sleep", payload: { ms: 50 } };
+    await cli.send({
+      type: "submit_many",
+      id: "m",
+      tasks: [{ task: sleep }, { task: sleep, options: { priority: 9 } }, { task: sleep }, {
+        task: sleep,
+      }, { task: sleep }],
+    });
+    const reply = await cli.reply("m");
+    assert.equal(reply.type, "accepted_many", JSON.stringify(reply));
+    const items = reply.items as { taskId?: string; error?: { code: string } }[];
+    assert.deepEqual(items.map((i) => i.taskId === undefined ? i.error?.code : "accepted"), [
+      "accepted",
+      "QUOTA_LIMIT",
+      "accepted",
+      "accepted",
+      "QUOTA_EXCEEDED",
+    ]);
+    const accepted = items.flatMap((i) => i.taskId === undefined ? [] : [i.taskId]);
+    assert.deepEqual(
+      (await recorded(server.store, "cli-dora")).sort(),
+      accepted.sort(),
+      "only the accepted tasks are recorded",
+    );
+  },
+});

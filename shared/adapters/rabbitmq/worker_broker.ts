@@ -21,6 +21,7 @@ import {
   QUEUE_FORMAT,
   type TaskMessage,
 } from "../../queue_messages.ts";
+import { AckWindow } from "./ack_window.ts";
 import { deadLetterTo } from "./dead_letters.ts";
 import {
   cancelStream,
@@ -133,6 +134,8 @@ class _RabbitWorkerBroker implements RabbitWorkerBroker {
   #consuming = true;
   #stopping = false;
   readonly #deadChannels = new WeakSet<ConfirmChannel>();
+  /** The acks of each channel, sent once per event-loop turn with `multiple` where they may be. */
+  readonly #windows = new WeakMap<ConfirmChannel, AckWindow>();
   readonly #retryQueues = new Set<string>();
   /** Whether `open` has returned: before, the first connection declares its queues but consumes none. */
   #opened = false;
@@ -171,7 +174,12 @@ class _RabbitWorkerBroker implements RabbitWorkerBroker {
   async #setup(model: ChannelModel): Promise<void> {
     const ch = await model.createConfirmChannel();
     watchChannel(model, ch, { what: "tareas", stopping: () => this.#stopping });
-    ch.on("close", () => this.#deadChannels.add(ch));
+    const window = new AckWindow(ch);
+    this.#windows.set(ch, window);
+    ch.on("close", () => {
+      this.#deadChannels.add(ch);
+      window.close();
+    });
     await declareTopology(ch, this.#options);
     const queues = await declareTypeQueues(ch, {
       taskQueue: this.#options.taskQueue,
@@ -281,6 +289,7 @@ class _RabbitWorkerBroker implements RabbitWorkerBroker {
           }
           return;
         }
+        this.#windows.get(ch)?.hold(msg);
         this.#options.onTask(new _Delivery(readTask(msg.content), msg, ch));
       }, { noAck: false });
       this.#consumerTags.push(reply.consumerTag);
@@ -380,14 +389,17 @@ class _RabbitWorkerBroker implements RabbitWorkerBroker {
   /**
    * Settles a delivery on the channel it came from, never on another: a delivery tag belongs to its channel,
    * and acking it on the channel of a later connection is a channel error there. After a reconnect the
-   * broker redelivers the task instead.
+   * broker redelivers the task instead. Acks wait for the end of the event-loop turn, to leave together
+   * (see {@linkcode AckWindow}); rejections leave at once.
    */
   #settle(delivery: TaskDelivery, how: "ack" | "requeue" | "dead-letter"): void {
     const own = _own(delivery);
     if (this.#deadChannels.has(own.ch)) return;
+    const window = this.#windows.get(own.ch);
+    if (window === undefined) return;
     try {
-      if (how === "ack") own.ch.ack(own.msg);
-      else own.ch.nack(own.msg, false, how === "requeue");
+      if (how === "ack") window.ack(own.msg);
+      else window.nack(own.msg, how === "requeue");
     } catch (err) {
       log.error("No se pudo confirmar una tarea a RabbitMQ; se volverá a entregar", err);
     }
@@ -400,6 +412,11 @@ class _RabbitWorkerBroker implements RabbitWorkerBroker {
     this.#stopping = true;
     const ch = this.#ch;
     this.#ch = undefined;
+    try {
+      if (ch !== undefined) this.#windows.get(ch)?.flush();
+    } catch {
+      // the channel is gone: the broker delivers the unacked tasks again
+    }
     await closeChannel(ch);
     await this.#session?.close();
   }
