@@ -171,10 +171,18 @@ Deno.test({
   sanitizeOps: false,
   async fn() {
     await using proxy = pgProxy();
+    // The restart runs while submits go on (they must meet it), and is awaited when the outage ends.
+    let restarting: Promise<void> | undefined;
     await runOutage(
       proxy,
       restartPostgres
-        ? { label: "reinicio real de PostgreSQL", begin: pgCtlRestart, end: () => {} }
+        ? {
+          label: "reinicio real de PostgreSQL",
+          begin: () => {
+            restarting = pgCtlRestart();
+          },
+          end: () => restarting,
+        }
         : {
           label: "PostgreSQL caído 3 s (proxy TCP cortado)",
           begin: () => proxy.cut(),
