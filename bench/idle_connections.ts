@@ -1,3 +1,5 @@
+// deno-lint-ignore-file no-console
+// A measuring tool: its report on stdout is its whole interface.
 /**
  * Memory of idle client connections: starts a colmena server (SQLite store, its own queues and data
  * folder, no workers), opens N TCP connections that each say `hello` and then stay idle, and prints the
