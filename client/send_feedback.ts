@@ -112,8 +112,11 @@ export class SendFeedback {
   accepted(taskId: string): void {
     // Listen before saying so: a Ctrl-C right after the line must already get the hint.
     this.#sigint = () => {
-      this.done();
+      // The hint is written while this listener still holds SIGINT: once it is removed, a second Ctrl-C
+      // would end the process before the hint is out.
+      this.#stopIndicator();
       this.#write(`${interruptHint(taskId, this.#options.server)}\n`);
+      this.done();
       (this.#options.onInterrupt ?? (() => Deno.exit(130)))();
     };
     try {
@@ -134,6 +137,13 @@ export class SendFeedback {
       );
       this.#drawn = true;
     }, 120);
+  }
+
+  /** Stops the indicator and clears the line it drew. */
+  #stopIndicator(): void {
+    if (this.#timer !== undefined) clearInterval(this.#timer);
+    this.#timer = undefined;
+    this.#clear();
   }
 
   /** Stops the indicator and the Ctrl-C handling, and clears the line it drew. */
