@@ -5,6 +5,7 @@
  *
  * @module
  */
+import assert from "node:assert/strict";
 import type { QueueNames } from "../../shared/adapters/rabbitmq/names.ts";
 import { type Frame, RawClient } from "./raw_client.ts";
 import { RoleProcess } from "./processes.ts";
@@ -155,6 +156,33 @@ export async function sendSubmits(
   ).join("");
   await client.sendRaw(text);
   return ids;
+}
+
+/**
+ * Waits for a reply to every one of `requestIds`, then splits them: the task ids of those `accepted`, and
+ * how many were refused with `refusedCode` (the code an outage may answer). Any other reply fails the test.
+ */
+export async function acceptedOrRefused(
+  client: RawClient,
+  requestIds: readonly string[],
+  refusedCode: string,
+  timeoutMs: number,
+): Promise<{ accepted: string[]; refused: number }> {
+  await waitUntil(
+    () => repliesById(client.frames).size >= requestIds.length,
+    "a reply to every submit",
+    timeoutMs,
+  );
+  const replies = repliesById(client.frames);
+  const accepted: string[] = [];
+  let refused = 0;
+  for (const id of requestIds) {
+    const reply = replies.get(id)!;
+    if (reply.type === "accepted") accepted.push(String(reply.taskId));
+    else if (reply.type === "error" && reply.code === refusedCode) refused++;
+    else assert.fail(`Unexpected reply to ${id}: ${JSON.stringify(reply)}`);
+  }
+  return { accepted, refused };
 }
 
 /** The reply frame (not a `result`) to each request id received so far. */

@@ -11,6 +11,7 @@ import { startServer, startWorker, uniqueQueues } from "../_helpers/processes.ts
 import { RawClient } from "../_helpers/raw_client.ts";
 import { TcpProxy } from "../_helpers/tcp_proxy.ts";
 import {
+  acceptedOrRefused,
   extraResults,
   fetchRecords,
   repliesById,
@@ -99,20 +100,12 @@ Deno.test({
       await new Promise((resolve) => setTimeout(resolve, 150));
     }
     await outageDone;
-    await waitUntil(
-      () => repliesById(client.frames).size >= requestIds.length,
-      "a reply to every submit",
+    const { accepted, refused: unavailable } = await acceptedOrRefused(
+      client,
+      requestIds,
+      "BLOB_UNAVAILABLE",
       90_000,
     );
-    const replies = repliesById(client.frames);
-    const accepted: string[] = [];
-    let unavailable = 0;
-    for (const id of requestIds) {
-      const reply = replies.get(id)!;
-      if (reply.type === "accepted") accepted.push(String(reply.taskId));
-      else if (reply.type === "error" && reply.code === "BLOB_UNAVAILABLE") unavailable++;
-      else assert.fail(`Unexpected reply to ${id}: ${JSON.stringify(reply)}`);
-    }
     await waitUntil(
       () => accepted.every((taskId) => resultCounts(client.frames).has(taskId)),
       `a result for each of the ${accepted.length} accepted tasks`,

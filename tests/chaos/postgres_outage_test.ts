@@ -16,9 +16,9 @@ import { RawClient } from "../_helpers/raw_client.ts";
 import { TcpProxy } from "../_helpers/tcp_proxy.ts";
 import { uniqueSchema } from "../_helpers/balancer.ts";
 import {
+  acceptedOrRefused,
   extraResults,
   fetchRecords,
-  repliesById,
   report,
   resultCounts,
   scaled,
@@ -76,21 +76,12 @@ async function runOutage(proxy: TcpProxy, outage: Outage, outageMs: number): Pro
     await new Promise((resolve) => setTimeout(resolve, paced));
   }
   await outageDone;
-  await waitUntil(
-    () => repliesById(client.frames).size >= requestIds.length,
-    "a reply to every submit",
+  const { accepted, refused: unavailable } = await acceptedOrRefused(
+    client,
+    requestIds,
+    "STORE_UNAVAILABLE",
     90_000,
   );
-  const replies = repliesById(client.frames);
-  const accepted: string[] = [];
-  let unavailable = 0;
-  for (const id of requestIds) {
-    const reply = replies.get(id)!;
-    if (reply.type === "accepted") accepted.push(String(reply.taskId));
-    else if (reply.type === "error" && reply.code === "STORE_UNAVAILABLE") {
-      unavailable++;
-    } else assert.fail(`Unexpected reply to ${id}: ${JSON.stringify(reply)}`);
-  }
   await waitUntil(
     () => accepted.every((taskId) => resultCounts(client.frames).has(taskId)),
     `a result for each of the ${accepted.length} accepted tasks`,
