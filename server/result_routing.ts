@@ -38,6 +38,8 @@ export interface PushTarget {
   readonly since?: number;
   accepted: boolean;
   result?: ResultPush;
+  /** Told when a result (already recorded) is held for want of `accepted`. */
+  onHeld?: () => void;
 }
 
 /** What the router needs. */
@@ -264,6 +266,7 @@ export class ResultRouter {
   #deliver(taskId: string, target: PushTarget, push: ResultPush): void {
     if (!target.accepted) {
       target.result = push;
+      target.onHeld?.();
       return;
     }
     this.#remove(taskId, target);

@@ -17,7 +17,7 @@ import { QUEUE_FORMAT, type TaskMessage } from "../shared/queue_messages.ts";
 import type { ClientConnection } from "./connection.ts";
 import type { Principal } from "./principal.ts";
 import type { InFlightSlot, PrincipalQuotas } from "./quotas.ts";
-import type { ResultRouter } from "./result_routing.ts";
+import type { PushTarget, ResultRouter } from "./result_routing.ts";
 import { countAcceptedKind, countTask, type ServerStats } from "./stats.ts";
 
 type SubmitRequest = Extract<Request, { type: "submit" }>;
@@ -331,6 +331,12 @@ export class Submitter {
       timeoutMs: ask.timeoutMs,
       ...(options.idempotencyKey === undefined ? {} : { idempotencyKey: options.idempotencyKey }),
     };
+    if (
+      !store.shared && options.idempotencyKey === undefined && payloadRef === undefined &&
+      file === undefined
+    ) {
+      return await this.#recordWhilePublishing(client, { newTask, broker, slot, ask });
+    }
     const { taskId: recorded, created } = await store.create(newTask);
     if (!created) {
       // A repeat: no record holds this submit's object.
@@ -344,10 +350,11 @@ export class Submitter {
     // Counted in flight from here: its result may come back before the broker's confirm does.
     slot?.track(taskId, ask);
     const target = router.expect(taskId, client);
-    const publishing = this.#publishSurely(broker, _taskMessage(newTask, file));
+    const finished = _resultHeld(target);
+    const publishing = this.#publishSurely(broker, _taskMessage(newTask, file), finished.seen);
     this.#inFlight.set(taskId, publishing.catch(() => {}));
     try {
-      await publishing;
+      await Promise.race([publishing, finished.promise]);
     } catch (err) {
       stats.rejected++;
       countTask(stats, "rejected", type);
@@ -380,12 +387,74 @@ export class Submitter {
   }
 
   /**
+   * The single-server path of a plain task (no idempotency key, no object): records it and publishes it at
+   * once, and answers `accepted` when both are done, so the store's commit (an fsync with SQLite) and the
+   * broker's confirm overlap instead of following one another. Safe only with a store this server alone
+   * writes in order ({@linkcode TaskStore.shared} unset): the record then always lands before any result of
+   * the task. When the record fails but the task was queued, the task is cancelled (workers drop it unless
+   * it already started) and the submit answers the store's error, as when the record fails first.
+   */
+  async #recordWhilePublishing(
+    client: ClientConnection,
+    { newTask, broker, slot, ask }: {
+      newTask: NewTask;
+      broker: ServerBroker;
+      slot: InFlightSlot | undefined;
+      ask: { maxAttempts: number; timeoutMs: number };
+    },
+  ): Promise<_Outcome> {
+    const { store, router, stats, quotas } = this.#deps;
+    const { taskId, taskType: type } = newTask;
+    slot?.track(taskId, ask);
+    const target = router.expect(taskId, client);
+    const finished = _resultHeld(target);
+    const recording = store.create(newTask);
+    const publishing = this.#publishSurely(broker, _taskMessage(newTask, undefined), finished.seen);
+    const [recorded, published] = await Promise.allSettled([
+      recording,
+      // The record lands before any result of the task: a result held means recorded, queued and done.
+      Promise.race([publishing, finished.promise]),
+    ]);
+    if (recorded.status === "fulfilled" && published.status === "fulfilled") {
+      stats.accepted++;
+      countTask(stats, "accepted", type);
+      countAcceptedKind(stats, newTask.client.kind);
+      return {
+        kind: "accepted",
+        reply: { taskId },
+        afterReply: () => router.accepted(taskId, target),
+      };
+    }
+    stats.rejected++;
+    countTask(stats, "rejected", type);
+    router.abandon(taskId, target);
+    quotas?.finished(taskId);
+    if (recorded.status === "fulfilled") {
+      await store.remove(taskId).catch((e) =>
+        log.error("No se pudo borrar una tarea rechazada", e)
+      );
+      throw (published as PromiseRejectedResult).reason;
+    }
+    if (published.status === "fulfilled") {
+      log.warn(`La tarea ${taskId} se publicó pero no se pudo registrar; se cancela`);
+      await broker.publishControl({ type: "cancel", taskIds: [taskId] }).catch((e) =>
+        log.error(`No se pudo cancelar la tarea ${taskId}, publicada sin registro`, e)
+      );
+    }
+    throw recorded.reason;
+  }
+
+  /**
    * Publishes a task; when the confirm fails because the broker went away, waits for the reconnect and
    * publishes it again under the same id (a copy that did reach the queue is absorbed as a duplicate),
    * until `publishRetryMs` has passed. Rejects with `PUBLISH_UNCONFIRMED` when any attempt may have been
    * stored (outcome unknown), with `BROKER_UNAVAILABLE` when none was sent.
    */
-  async #publishSurely(broker: ServerBroker, message: TaskMessage): Promise<void> {
+  async #publishSurely(
+    broker: ServerBroker,
+    message: TaskMessage,
+    finished: () => boolean = () => false,
+  ): Promise<void> {
     const deadline = Date.now() + this.#deps.config.publishRetryMs;
     let maybeStored = false;
     for (let attempt = 1;; attempt++) {
@@ -394,6 +463,8 @@ export class Submitter {
         if (attempt > 1) this.#deps.stats.republished++;
         return;
       } catch (err) {
+        // Its result is in: it was queued and ran, and a copy would only run it again.
+        if (finished()) return;
         maybeStored ||= err instanceof ColmenaError && err.code === "PUBLISH_UNCONFIRMED";
         const left = deadline - Date.now();
         if (this.#deps.stopping() || left <= 0 || !(await broker.waitConnected(left))) {
@@ -510,6 +581,21 @@ export class Submitter {
 function _recordedFile(first: NewTask, repeatFile: FileSpec | undefined): FileSpec | undefined {
   if (first.fileRef === undefined || repeatFile?.ref !== first.fileRef) return undefined;
   return { ref: first.fileRef, field: repeatFile.field };
+}
+
+/**
+ * Resolves once a result of the task is held for `target`: the task was recorded, queued and has ended, so
+ * it can be answered `accepted` without waiting any longer for the broker's confirm of its publish (which,
+ * for a task that ran at once, comes only after the worker's ack, itself after the result's confirm).
+ */
+function _resultHeld(target: PushTarget): { promise: Promise<void>; seen: () => boolean } {
+  const { promise, resolve } = Promise.withResolvers<void>();
+  let seen = false;
+  target.onHeld = () => {
+    seen = true;
+    resolve();
+  };
+  return { promise, seen: () => seen };
 }
 
 /** The first attempt's message of a recorded task. */

@@ -230,6 +230,12 @@ export type CancelOutcome = "cancelled" | "too_late" | "not_found";
  */
 export interface TaskStore {
   /**
+   * Whether other servers write to the same records (PostgreSQL). A store only this server writes applies
+   * writes in the order they were asked for, so this server's `create` of a task always lands before any
+   * result of it; a shared one gives no such order.
+   */
+  readonly shared?: boolean;
+  /**
    * Records a task in state `queued` and resolves once the record is durable. With an `idempotencyKey`
    * already used by the same owner, records nothing and returns the first task's id, `created: false`.
    */

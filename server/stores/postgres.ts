@@ -158,6 +158,8 @@ function runsOf(batch: readonly Write[]): Write[][] {
  * Open it with {@linkcode openPostgresTaskStore}.
  */
 export class PostgresTaskStore implements TaskStore {
+  /** Every server of a deployment writes here. */
+  readonly shared = true;
   readonly #pool: pg.Pool;
   readonly #table: string;
   #queue: Write[] = [];
