@@ -86,6 +86,8 @@ const USAGE = `Uso: deno task -q bench [opciones]
   --concurrency P     prefetch (concurrency en BullMQ) de cada worker [200]
   --repeticiones R    rondas medidas por lado; se da la mediana       [3]
   --calentamiento N   tareas de calentamiento antes de medir          [500]
+  --sin-carga N       tareas de la medida sin carga (1 cliente × 1 en vuelo) de
+                      cada lado y repetición; 0 no la hace            [1000]
   --tipos LISTA       tipos de tarea, en rotación                     [${DEFAULT_MIX}]
   --limite-s S        tiempo máximo de una ronda, en segundos         [120]
   --amqp-url URL      RabbitMQ                                        [amqp://guest:guest@127.0.0.1:5672]
@@ -124,6 +126,8 @@ interface BenchOptions {
   concurrency: number;
   repetitions: number;
   warmup: number;
+  /** Tasks of each side's no-load measure (1 client, 1 in flight) per repetition; 0 skips it. */
+  idleTasks: number;
   taskTypes: string[];
   timeoutMs: number;
   amqpUrl: string;
@@ -166,6 +170,7 @@ function parseOptions(args: readonly string[]): BenchOptions | "help" {
         concurrency: { type: "string", default: "200" },
         repeticiones: { type: "string", default: "3" },
         calentamiento: { type: "string", default: "500" },
+        "sin-carga": { type: "string", default: "1000" },
         tipos: { type: "string", default: DEFAULT_MIX },
         "limite-s": { type: "string", default: "120" },
         "amqp-url": { type: "string", default: "amqp://guest:guest@127.0.0.1:5672" },
@@ -240,6 +245,7 @@ function parseOptions(args: readonly string[]): BenchOptions | "help" {
     concurrency: int("concurrency", values.concurrency, 1, 10_000),
     repetitions: int("repeticiones", values.repeticiones, 1, 100),
     warmup: int("calentamiento", values.calentamiento, 0, 1_000_000),
+    idleTasks: int("sin-carga", values["sin-carga"], 0, 1_000_000),
     taskTypes,
     timeoutMs: int("limite-s", values["limite-s"], 1, 3_600) * 1000,
     amqpUrl: values["amqp-url"],
@@ -506,6 +512,17 @@ interface Ratio {
   p99Ms: number;
 }
 
+/** One side's no-load latency: medians over the repetitions. */
+interface IdleSummary {
+  tasks: number;
+  p50Ms: number;
+  p99Ms: number;
+  /** Each repetition's p50. */
+  perRepetitionP50: number[];
+  /** colmena only: this p50 minus the raw baseline's p50 (`null` without the raw side). */
+  p50MinusRawMs: number | null;
+}
+
 /** The whole report, as `--json` prints it. */
 interface Report {
   date: string;
@@ -539,6 +556,11 @@ interface Report {
     perRepetition: number[];
     ratioAddBulk: number | null;
   } | null;
+  /**
+   * The no-load measure of each side: `tasks` one at a time (1 client, 1 in flight); medians over the
+   * repetitions of each round's p50 and p99, and for colmena its p50 minus the raw baseline's.
+   */
+  idle: Partial<Record<Side, IdleSummary>>;
   /** Sides that were asked for but not measured, with the reason (Spanish). */
   skipped: Partial<Record<Side, string>>;
   /** Each store ÷ the in-memory store, of the medians, when `memoria` was measured. */
@@ -619,6 +641,7 @@ async function measure(
     ratioBullmqPerRepetition: {},
     bullmqAddBulk: null,
     colmenaSubmitMany: null,
+    idle: {},
     skipped,
     storeRatio: {},
     storeRatioPerRepetition: {},
@@ -647,6 +670,7 @@ async function measure(
   let bullmqPublisher: BullmqPublisher | undefined;
   const bulkRates: number[] = [];
   const submitManyRates: number[] = [];
+  const idleSamples = new Map<Side, { p50: number[]; p99: number[] }>();
   let bulkServer: ChildProcess | undefined;
   let bulkPort = 0;
   const wait = <T>(p: Promise<T>): Promise<T> => Promise.race([p, interrupted]);
@@ -773,14 +797,18 @@ async function measure(
     if (redisPid !== undefined) bullmqGroup.redis = () => readCpuTicks(redisPid);
     groups.set("bullmq", bullmqGroup);
 
-    const runRound = async (side: Side, tasks: number): Promise<RoundResult> => {
+    const runRound = async (
+      side: Side,
+      tasks: number,
+      load = { clients: options.clients, window: options.window },
+    ): Promise<RoundResult> => {
       if (side === "bullmq") {
         if (bullmqPublisher === undefined) {
           throw new TypeError("Cannot run BullMQ round: no publisher");
         }
         return await wait(bullmqPublisher.run({
           tasks,
-          inFlight: options.window * options.clients,
+          inFlight: load.window * load.clients,
           taskSpecs,
           timeoutMs: options.timeoutMs,
         }));
@@ -790,8 +818,8 @@ async function measure(
         return await wait(runColmenaRound({
           host: "127.0.0.1",
           port,
-          clients: options.clients,
-          window: options.window,
+          clients: load.clients,
+          window: load.window,
           tasks,
           taskSpecs,
           timeoutMs: options.timeoutMs,
@@ -853,6 +881,28 @@ async function measure(
         );
         await delay(PAUSE_MS);
       }
+      if (options.idleTasks > 0) {
+        for (const side of order) {
+          const result = await runRound(side, options.idleTasks, { clients: 1, window: 1 });
+          if (result.problem !== null) {
+            throw new Error(`Sin carga, ${sideLabel(side)}: ${result.problem}`);
+          }
+          const { p50Ms: p50, p99Ms: p99 } = summarizeLatencies(
+            result.latencies,
+            result.latencyCount,
+          );
+          const samples = idleSamples.get(side) ?? { p50: [], p99: [] };
+          samples.p50.push(round(p50, 3));
+          samples.p99.push(round(p99, 3));
+          idleSamples.set(side, samples);
+          progress(
+            `Ronda ${rep}/${options.repetitions} · ${sideLabel(side)} sin carga: p50 ${
+              formatNumber(p50, 2)
+            } ms, p99 ${formatNumber(p99, 2)} ms`,
+          );
+          await delay(PAUSE_MS);
+        }
+      }
       if (sides.includes("bullmq")) {
         const ms = await wait(measureAddBulk(options.redisUrl, {
           queueName: names.bullmq.bulkQueue,
@@ -882,6 +932,19 @@ async function measure(
         );
         await delay(PAUSE_MS);
       }
+    }
+    const rawIdle = idleSamples.get("crudo");
+    for (const [side, samples] of idleSamples) {
+      const p50 = round(median(samples.p50), 3);
+      report.idle[side] = {
+        tasks: options.idleTasks,
+        p50Ms: p50,
+        p99Ms: round(median(samples.p99), 3),
+        perRepetitionP50: samples.p50,
+        p50MinusRawMs: side.startsWith("colmena-") && rawIdle !== undefined
+          ? round(p50 - median(rawIdle.p50), 3)
+          : null,
+      };
     }
     if (submitManyRates.length > 0) {
       const rate = round(median(submitManyRates), 1);
@@ -1112,6 +1175,29 @@ function renderTable(report: Report): string {
           : `; submitMany/addBulk ${formatNumber(many.ratioAddBulk, 2)}`
       }`,
     );
+  }
+  const idleSides = sides.filter((side) => report.idle[side] !== undefined);
+  if (idleSides.length > 0) {
+    const tasks = report.idle[idleSides[0]!]!.tasks;
+    lines.push(
+      "",
+      `Sin carga (1 cliente × 1 en vuelo, ${
+        formatNumber(tasks)
+      } tareas; mediana de las repeticiones):`,
+      `${pad("", 28, "left")}${pad("p50 ms", 9)}${pad("p99 ms", 9)}${pad("p99/p50", 9)}${
+        pad("p50 − crudo", 13)
+      }  p50 por repetición`,
+    );
+    for (const side of idleSides) {
+      const idle = report.idle[side]!;
+      lines.push(
+        `${pad(sideLabel(side), 28, "left")}${pad(formatNumber(idle.p50Ms, 2), 9)}${
+          pad(formatNumber(idle.p99Ms, 2), 9)
+        }${pad(formatNumber(idle.p99Ms / idle.p50Ms, 2), 9)}${
+          pad(idle.p50MinusRawMs === null ? "—" : `${formatNumber(idle.p50MinusRawMs, 2)} ms`, 13)
+        }  ${idle.perRepetitionP50.map((x) => formatNumber(x, 2)).join(" · ")}`,
+      );
+    }
   }
   for (const store of STORES) {
     perRepetition(`${store}/memoria`, report.storeRatioPerRepetition[store]);
