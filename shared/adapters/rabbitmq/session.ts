@@ -12,6 +12,7 @@ import { ColmenaError } from "../../errors.ts";
 import * as log from "../../log.ts";
 import { isUntrustedCertificate } from "../../pem_files.ts";
 import { redactUrl } from "../../redact.ts";
+import { coalesceWrites } from "./coalesced_writes.ts";
 import type { MessageSigner } from "./signing.ts";
 
 /** Options common to both sides. */
@@ -67,6 +68,7 @@ export class Session {
     const { setup, onDown } = handlers;
     const which = handlers.label === undefined ? "" : ` (${handlers.label})`;
     const model = await _connectRecovering(options, async (m) => {
+      coalesceWrites(m);
       m.on("error", (err: Error) => log.error("Error en la conexión con RabbitMQ", err));
       await setup(m);
     });
