@@ -57,7 +57,9 @@ export interface WorkerBrokerOptions extends RabbitOptions, QueueNames {
    */
   taskTypes: readonly string[];
   /**
-   * Tasks held at once, across every type's queue (a channel-wide prefetch): the worker's concurrency.
+   * Tasks handed to `onTask` and not yet settled at once, across every type's queue: the worker's
+   * concurrency. It is also the channel-wide prefetch while every message holds one task; while batches
+   * are held the prefetch is lowered, and the tasks of a batch beyond it wait, unacknowledged.
    */
   prefetch: number;
   /**
