@@ -1,5 +1,6 @@
 /**
- * The server side of the RabbitMQ adapter: publishes tasks to the queue of their type with confirms,
+ * The server side of the RabbitMQ adapter: publishes tasks to the queue of their type with confirms (those
+ * of one type and priority published in the same turn packed into batch messages, see `task_batcher.ts`),
  * consumes result batches (from the result queue and the server's own reply queue), forwards results to other
  * servers, sends cancellations, receives heartbeats, and reads and requeues the dead-letter queue.
  *
