@@ -60,6 +60,7 @@ const USAGE = `Uso: deno task -q servidor [opciones]
   --prune-interval-ms N        cada cuánto se borran              [COLMENA_PRUNE_INTERVAL_MS, 3600000]
   --max-attempts N             intentos por tarea                 [COLMENA_MAX_ATTEMPTS, 3]
   --publish-retry-ms N         reintento de publicación           [COLMENA_PUBLISH_RETRY_MS, 15000]
+  --tareas-por-mensaje N       tareas juntas en un mensaje (1: no) [COLMENA_TAREAS_POR_MENSAJE, 32]
   --max-line-bytes N           línea máxima                       [COLMENA_MAX_LINE_BYTES, 1048576]
   --max-json-depth N           anidamiento JSON máximo            [COLMENA_MAX_JSON_DEPTH, 64]
   --max-connections N          conexiones a la vez                [COLMENA_MAX_CONNECTIONS, 10000]
@@ -133,7 +134,7 @@ export async function runServer(
     blobs,
     catalog,
     ...(tokens === undefined ? {} : { tokens }),
-    connectBroker: ({ onResults, onHeartbeat }) =>
+    connectBroker: ({ onResults, onHeartbeat, batchLimit }) =>
       connectServerBroker({
         url: config.amqpUrl,
         ca: amqpCa,
@@ -145,6 +146,8 @@ export async function runServer(
         taskTypes: catalog.names(),
         onResults,
         onHeartbeat,
+        tasksPerMessage: config.tasksPerMessage,
+        batchLimit,
       }),
   });
   await server.start();

@@ -141,6 +141,7 @@ export async function runWorker(
       stopping,
       types: [...broker.taskTypes],
       stopped,
+      batches: true,
     });
   beat();
   const heartbeats = setInterval(beat, config.heartbeatMs);

@@ -95,6 +95,7 @@ const USAGE = `Uso: deno task -q bench [opciones]
                       separados por comas o repitiendo la opción      [sqlite]
   --database-url URL  PostgreSQL para --almacen postgres              [DATABASE_URL, ${DEFAULT_DATABASE_URL}]
   --redis-url URL     Redis del lado BullMQ                           [REDIS_URL, ${DEFAULT_REDIS_URL}]
+  --tareas-por-mensaje N  --tareas-por-mensaje del servidor de colmena (1: una tarea por mensaje) [32]
   --sin-bullmq        no medir BullMQ
   --solo LADO         medir solo "colmena", solo "crudo" o solo "bullmq"
   --json              salida para máquinas (JSON) en lugar de la tabla
@@ -124,6 +125,8 @@ interface BenchOptions {
   window: number;
   workers: number;
   concurrency: number;
+  /** The colmena server's `--tareas-por-mensaje`. */
+  tasksPerMessage: number;
   repetitions: number;
   warmup: number;
   /** Tasks of each side's no-load measure (1 client, 1 in flight) per repetition; 0 skips it. */
@@ -181,6 +184,7 @@ function parseOptions(args: readonly string[]): BenchOptions | "help" {
         },
         "redis-url": { type: "string", default: Deno.env.get("REDIS_URL") ?? DEFAULT_REDIS_URL },
         "sin-bullmq": { type: "boolean", default: false },
+        "tareas-por-mensaje": { type: "string", default: "32" },
         solo: { type: "string" },
         json: { type: "boolean", default: false },
         ayuda: { type: "boolean", short: "h", default: false },
@@ -243,6 +247,7 @@ function parseOptions(args: readonly string[]): BenchOptions | "help" {
     window: int("ventana", values.ventana, 1, 10_000),
     workers: int("workers", values.workers, 1, 64),
     concurrency: int("concurrency", values.concurrency, 1, 10_000),
+    tasksPerMessage: int("tareas-por-mensaje", values["tareas-por-mensaje"], 1, 1_000),
     repetitions: int("repeticiones", values.repeticiones, 1, 100),
     warmup: int("calentamiento", values.calentamiento, 0, 1_000_000),
     idleTasks: int("sin-carga", values["sin-carga"], 0, 1_000_000),
@@ -698,6 +703,7 @@ async function measure(
           ...[...DENO_RUN, ...files, "server.ts", "--port", "0", "--host", "127.0.0.1"],
           ...["--http", "127.0.0.1:0"],
           ...["--server-id", own.serverId, ...storeArgs, ...queues],
+          ...["--tareas-por-mensaje", String(options.tasksPerMessage)],
         ],
       });
       const workers: ChildProcess[] = [];

@@ -81,6 +81,8 @@ export interface ServerDeps {
   connectBroker: (handlers: {
     onResults: (batch: ResultBatch) => Promise<void>;
     onHeartbeat: (heartbeat: Heartbeat) => void;
+    /** The fairness cap on the tasks of one message of a type (see `WorkerRegistry.batchLimit`). */
+    batchLimit: (type: string) => number;
   }) => Promise<ServerBroker>;
   /** The task store. */
   store: TaskStore;
@@ -220,6 +222,7 @@ export class ColmenaServer {
     this.#broker = await this.#deps.connectBroker({
       onResults: (batch) => this.#router.onResults(batch),
       onHeartbeat: (hb) => this.#workers.heard(hb),
+      batchLimit: (type) => this.#workers.batchLimit(type),
     });
     log.info("Conectado a RabbitMQ");
     let port: number;

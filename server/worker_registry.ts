@@ -63,6 +63,22 @@ export class WorkerRegistry {
     return alive;
   }
 
+  /**
+   * The most tasks of `type` one broker message may carry, so that a batch never holds more than a quarter
+   * of the concurrency of any worker that may take it: max(1, floor(c / 4)) for the smallest concurrency `c`
+   * among the live workers that run `type` (and are not stopping). 1 when no such worker is known, or when
+   * one of them cannot read batch messages.
+   */
+  batchLimit(type: string): number {
+    let smallest = Infinity;
+    for (const w of this.#alive(Date.now())) {
+      if (w.stopping || (w.types.length > 0 && !w.types.includes(type))) continue;
+      if (!w.batches) return 1;
+      smallest = Math.min(smallest, w.concurrency);
+    }
+    return smallest === Infinity ? 1 : Math.max(1, Math.floor(smallest / 4));
+  }
+
   /** How many workers are alive now (heard within the liveness window). */
   aliveCount(): number {
     return this.#alive(Date.now()).length;

@@ -95,6 +95,7 @@ const MESSAGE_SIGNING = {
  * - `idleTimeoutMs` — a connection with no request and nothing awaited is closed. @defaultValue `600000` · env `COLMENA_IDLE_TIMEOUT_MS` · `--idle-timeout-ms`
  * - `partialLineTimeoutMs` — longest time a line may stay incomplete. @defaultValue `60000` · env `COLMENA_PARTIAL_LINE_TIMEOUT_MS` · `--partial-line-timeout-ms`
  * - `publishRetryMs` — how long a submit whose confirm was lost waits for the broker to come back. @defaultValue `15000` · env `COLMENA_PUBLISH_RETRY_MS` · `--publish-retry-ms`
+ * - `tasksPerMessage` — most tasks of one type and priority packed into one broker message (1: one message per task). @defaultValue `32` · env `COLMENA_TAREAS_POR_MENSAJE` · `--tareas-por-mensaje`
  * - `maxAttempts` — attempts of a task unless its submit says otherwise. @defaultValue `3` · env `COLMENA_MAX_ATTEMPTS` · `--max-attempts`
  * - `store` — where task records live: `sqlite`, `postgres` or `memory`. @defaultValue `postgres` with a `databaseUrl`, else `sqlite` · env `COLMENA_STORE` · `--store`
  * - `databaseUrl` — PostgreSQL URL. @defaultValue none · env `DATABASE_URL` · `--database-url`
@@ -146,6 +147,7 @@ export const ServerConfig = z.object({
   idleTimeoutMs: positiveInt.default(600_000),
   partialLineTimeoutMs: positiveInt.default(60_000),
   publishRetryMs: z.coerce.number().int().min(0).default(15_000),
+  tasksPerMessage: positiveInt.max(1_000).default(32),
   maxAttempts: positiveInt.max(20).default(3),
   store: z.enum(["sqlite", "postgres", "memory"]).optional(),
   databaseUrl: z.string().regex(/^postgres(ql)?:\/\//, "debe empezar por postgres://").optional(),
@@ -384,6 +386,7 @@ const SOURCES: { [R in Role]: Record<string, Source> } = {
       flag: "partial-line-timeout-ms",
     },
     publishRetryMs: { env: "COLMENA_PUBLISH_RETRY_MS", flag: "publish-retry-ms" },
+    tasksPerMessage: { env: "COLMENA_TAREAS_POR_MENSAJE", flag: "tareas-por-mensaje" },
     maxAttempts: { env: "COLMENA_MAX_ATTEMPTS", flag: "max-attempts" },
     store: { env: "COLMENA_STORE", flag: "store" },
     databaseUrl: { env: "DATABASE_URL", flag: "database-url", secret: "url" },

@@ -33,7 +33,9 @@ export interface ServerBroker extends Closable {
    * Publishes a task durably to the queue of its type, where only workers that run that type take it (a
    * task of a type no worker runs yet waits there, provided its queue was declared). Resolves only once the broker has confirmed it is stored;
    * rejects with `BROKER_UNAVAILABLE` when the message could not be sent (not queued), or with
-   * `PUBLISH_UNCONFIRMED` when it was sent and no confirm came (it may or may not be queued).
+   * `PUBLISH_UNCONFIRMED` when it was sent and no confirm came (it may or may not be queued). Tasks of one
+   * type and priority published in the same event-loop turn may travel in one message: each resolves or
+   * rejects with that message's confirm, exactly as if it had travelled alone.
    */
   publishTask(task: TaskMessage): Promise<void>;
   /**

@@ -1,7 +1,10 @@
 /**
  * The messages that travel through RabbitMQ between servers and workers.
  *
- * Each task type's queue (`task_queue.<type>`) carries one {@linkcode TaskMessage} per message.
+ * Each task type's queue (`task_queue.<type>`) carries one {@linkcode TaskMessage} per message, or a
+ * {@linkcode TaskBatchMessage}: several tasks of that type and priority that a server published in the same
+ * event-loop turn, packed so the broker handles one message for them (each task keeps its own id, record,
+ * attempts, timeout and result).
  * `result_queue` carries {@linkcode ResultBatch}es: a worker packs every result (and every "started"
  * notice) of one turn into one persistent message, so the broker handles one message per batch, not one
  * per task.
@@ -47,6 +50,22 @@ export const TaskMessage = z.object({
 
 /** A task as it waits in the queue of its type (`task_queue.<type>`). */
 export type TaskMessage = z.output<typeof TaskMessage>;
+
+/** The AMQP header that marks a {@linkcode TaskBatchMessage} and says how many tasks it carries. */
+export const TASKS_HEADER = "x-colmena-tareas";
+
+/**
+ * Several tasks of one type and priority in one message of their type's queue (at least 2: a group of one
+ * travels as a plain {@linkcode TaskMessage}). Its `x-colmena-tareas` header holds the count. A worker runs
+ * each task as if it had come alone, and acknowledges the message once every task of it is settled.
+ */
+export const TaskBatchMessage = z.object({
+  v: z.literal(QUEUE_FORMAT),
+  tasks: z.array(TaskMessage).min(2),
+});
+
+/** Several tasks of one type and priority in one message. */
+export type TaskBatchMessage = z.output<typeof TaskBatchMessage>;
 
 /** The end of one task, as a worker reports it. */
 export const ResultMessage = z.object({
@@ -146,6 +165,11 @@ export const Heartbeat = z.object({
   types: z.array(z.string()).default([]),
   /** The worker's last heartbeat: it has drained and is exiting; servers forget it at once. */
   stopped: z.boolean().default(false),
+  /**
+   * The worker reads {@linkcode TaskBatchMessage}s; false from a worker older than this field, and servers
+   * publish no batch of a type such a worker runs.
+   */
+  batches: z.boolean().default(false),
 });
 
 /** A worker's periodic sign of life. */

@@ -327,3 +327,20 @@ Deno.test("--http takes host:port (IPv6 in brackets), COLMENA_HTTP too, and --si
   assert.ok(envNames("servidor").includes("COLMENA_HTTP"));
   assert.ok(envNames("servidor").includes("COLMENA_SIN_HTTP"));
 });
+
+Deno.test("loadConfig reads --tareas-por-mensaje (32 by default, 1 turns batching off, 0 refused)", () => {
+  assert.equal(loadConfig("servidor", { args: [], env: {} }).tasksPerMessage, 32);
+  assert.equal(
+    loadConfig("servidor", { args: ["--tareas-por-mensaje", "1"], env: {} }).tasksPerMessage,
+    1,
+  );
+  assert.equal(
+    loadConfig("servidor", { args: [], env: { COLMENA_TAREAS_POR_MENSAJE: "8" } })
+      .tasksPerMessage,
+    8,
+  );
+  assert.match(
+    configError("servidor", ["--tareas-por-mensaje", "0"]),
+    /tareas-por-mensaje|tasksPerMessage/,
+  );
+});

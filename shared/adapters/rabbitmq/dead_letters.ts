@@ -1,6 +1,8 @@
 /**
  * The dead-letter queue as operators use it: the headers a task that failed for good carries, reading
- * entries in place, and moving tasks back to the queue of their type.
+ * entries in place, and moving tasks back to the queue of their type. A batch message that lands there (one
+ * of its tasks was never read, or the broker dead-lettered it whole) is listed task by task, and requeued
+ * task by task.
  *
  * @module
  */
@@ -8,13 +10,13 @@ import type { Buffer } from "node:buffer";
 import type { ChannelModel } from "amqplib";
 import type { WireError } from "../../errors.ts";
 import type { DeadLetter } from "../../ports.ts";
-import type { TaskMessage } from "../../queue_messages.ts";
+import { type TaskMessage, TASKS_HEADER } from "../../queue_messages.ts";
 import { deadLetterQueue } from "./names.ts";
 import { declareTypeQueues } from "./topology.ts";
 import type { QueueType } from "./names.ts";
 import { confirmPublish, type Outgoing } from "./session.ts";
-import { type MessageSigner, signed, verified } from "./signing.ts";
-import { readTask, taskTo, taskToItsQueue } from "./task_route.ts";
+import { type MessageSigner, SIGNATURE_HEADER, signed, verified } from "./signing.ts";
+import { readTasks, taskTo, taskToItsQueue } from "./task_route.ts";
 
 /** Header names on dead-lettered tasks. */
 const DEAD_HEADERS = {
@@ -42,17 +44,18 @@ export function deadLetterTo(taskQueue: string, task: TaskMessage, error: WireEr
 /** The error shown for a dead letter whose signature is not valid (it is never requeued). */
 const UNSIGNED = { code: "UNSIGNED", message: "Mensaje sin firma válida: no se reencola" } as const;
 
-function _toDeadLetter(
+/** The entries of one dead-letter message: one per task (several for a batch), or one unreadable entry. */
+function _toDeadLetters(
   msg: { content: Buffer; properties: { headers?: unknown; messageId?: unknown } },
   signer: MessageSigner | undefined,
-): { entry: DeadLetter; task: TaskMessage | null } {
+): { entry: DeadLetter; task: TaskMessage | null }[] {
   const headers = (msg.properties.headers ?? {}) as Record<string, unknown>;
   const genuine = verified(signer, "task", msg);
-  const task = genuine ? readTask(msg.content) : null;
+  const tasks: (TaskMessage | null)[] = (genuine ? readTasks(msg.content) : null) ?? [null];
   const code = headers[DEAD_HEADERS.code];
   const message = headers[DEAD_HEADERS.message];
   const at = headers[DEAD_HEADERS.at];
-  return {
+  return tasks.map((task) => ({
     task,
     entry: {
       taskId: task?.taskId ?? "(ilegible)",
@@ -68,7 +71,18 @@ function _toDeadLetter(
         : null,
       deadAt: typeof at === "string" ? at : null,
     },
-  };
+  }));
+}
+
+/** One task of a dead-lettered batch, back to the dead-letter queue on its own with the batch's headers. */
+function _backToDeadLetters(
+  taskQueue: string,
+  task: TaskMessage,
+  headers: Record<string, unknown>,
+): Outgoing {
+  const message = taskTo(deadLetterQueue(taskQueue), task);
+  const { [SIGNATURE_HEADER]: _signature, [TASKS_HEADER]: _count, ...kept } = headers;
+  return { ...message, props: { ...message.props, headers: kept } };
 }
 
 /** The first `limit` entries of the dead-letter queue, read on a channel of their own and left in place. */
@@ -80,11 +94,12 @@ export async function listDeadLetters(
   ch.on("error", () => {});
   const entries: DeadLetter[] = [];
   try {
-    for (let i = 0; i < options.limit; i++) {
+    while (entries.length < options.limit) {
       const msg = await ch.get(deadLetterQueue(options.taskQueue), { noAck: false });
       if (msg === false) break;
-      entries.push(_toDeadLetter(msg, options.signer).entry);
+      for (const { entry } of _toDeadLetters(msg, options.signer)) entries.push(entry);
     }
+    entries.length = Math.min(entries.length, options.limit);
   } finally {
     // Closing the channel hands every message back, in its place.
     await ch.close().catch(() => {});
@@ -128,22 +143,43 @@ export async function requeueDeadLetters(
     // Messages requeued here that die again are appended after these: never read past them.
     const { messageCount } = await ch.checkQueue(queue);
     const scan = Math.min(messageCount, wanted === undefined ? limit : 100_000);
+    const declare = async (type: string) => {
+      if (declared.has(type)) return;
+      await declareTypeQueues(ch, { taskQueue, types: [type], queueType });
+      declared.add(type);
+    };
     for (let i = 0; i < scan && moved.length < limit; i++) {
       const msg = await ch.get(queue, { noAck: false });
       if (msg === false) break;
-      const { task } = _toDeadLetter(msg, signer);
-      if (task === null || (wanted !== undefined && !wanted.has(task.taskId))) continue;
-      if (movedIds.has(task.taskId)) continue;
-      const fresh: TaskMessage = { ...task, attempt: 1, deliveries: 1 };
-      await beforePublish?.(fresh);
-      if (!declared.has(fresh.type)) {
-        await declareTypeQueues(ch, { taskQueue, types: [fresh.type], queueType });
-        declared.add(fresh.type);
+      const tasks = _toDeadLetters(msg, signer).map((d) => d.task);
+      const chosen: TaskMessage[] = [];
+      const kept: TaskMessage[] = [];
+      for (const task of tasks) {
+        if (task === null) continue;
+        const wantedNow = (wanted === undefined || wanted.has(task.taskId)) &&
+          !movedIds.has(task.taskId) && moved.length + chosen.length < limit;
+        (wantedNow ? chosen : kept).push(task);
       }
-      await confirmPublish(ch, signed(signer, "task", taskToItsQueue(taskQueue, fresh)));
+      if (chosen.length === 0) continue;
+      const fresh = chosen.map((task): TaskMessage => ({ ...task, attempt: 1, deliveries: 1 }));
+      for (const task of fresh) await beforePublish?.(task);
+      for (const task of fresh) await declare(task.type);
+      // A batch leaves the dead-letter queue only once each of its tasks is published on its own: those
+      // moved to their queue, the others back to the dead-letter queue.
+      const headers = (msg.properties.headers ?? {}) as Record<string, unknown>;
+      await Promise.all([
+        ...fresh.map((task) =>
+          confirmPublish(ch, signed(signer, "task", taskToItsQueue(taskQueue, task)))
+        ),
+        ...kept.map((task) =>
+          confirmPublish(ch, signed(signer, "task", _backToDeadLetters(taskQueue, task, headers)))
+        ),
+      ]);
       ch.ack(msg);
-      moved.push(fresh);
-      movedIds.add(fresh.taskId);
+      for (const task of fresh) {
+        moved.push(task);
+        movedIds.add(task.taskId);
+      }
       if (wanted !== undefined && moved.length === wanted.size) break;
     }
   } finally {

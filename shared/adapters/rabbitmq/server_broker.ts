@@ -1,5 +1,6 @@
 /**
- * The server side of the RabbitMQ adapter: publishes tasks to the queue of their type with confirms,
+ * The server side of the RabbitMQ adapter: publishes tasks to the queue of their type with confirms (those
+ * of one type and priority published in the same turn packed into batch messages, see `task_batcher.ts`),
  * consumes result batches (from the result queue and the server's own reply queue), forwards results to other
  * servers, sends cancellations, receives heartbeats, and reads and requeues the dead-letter queue.
  *
@@ -40,7 +41,8 @@ import {
   watchChannel,
 } from "./session.ts";
 import { RejectLog, signed, type SignedKind, verified } from "./signing.ts";
-import { taskToItsQueue } from "./task_route.ts";
+import { type BatchedTask, TaskBatcher } from "./task_batcher.ts";
+import { tasksToTheirQueue } from "./task_route.ts";
 import { declareResultQueue, declareTopology, declareTypeQueues } from "./topology.ts";
 
 /** Options of {@linkcode connectServerBroker}. */
@@ -59,7 +61,20 @@ export interface ServerBrokerOptions extends RabbitOptions, QueueNames {
   prefetch?: number;
   /** Receives workers' heartbeats. */
   onHeartbeat?: HeartbeatHandler;
+  /**
+   * Most tasks of one type and priority packed into one message when published in the same event-loop turn;
+   * 1 publishes one message per task. @defaultValue `32`
+   */
+  tasksPerMessage?: number;
+  /**
+   * A further cap on the tasks of one message of `type` (the server passes the fairness rule of its worker
+   * registry). @defaultValue no further cap
+   */
+  batchLimit?: (type: string) => number;
 }
+
+/** Default of {@linkcode ServerBrokerOptions.tasksPerMessage}. */
+export const DEFAULT_TASKS_PER_MESSAGE = 32;
 
 /** Connects a server to RabbitMQ: task publisher with confirms, result consumer, reply queue. */
 export async function connectServerBroker(options: ServerBrokerOptions): Promise<ServerBroker> {
@@ -81,9 +96,15 @@ class _RabbitServerBroker implements ServerBroker {
   #declaredTypes = new Set<string>();
   readonly #depths = new QueueDepthReader();
   readonly #rejects = new RejectLog();
+  readonly #batcher: TaskBatcher;
 
   private constructor(options: ServerBrokerOptions) {
     this.#options = options;
+    this.#batcher = new TaskBatcher({
+      maxTasks: options.tasksPerMessage ?? DEFAULT_TASKS_PER_MESSAGE,
+      ...(options.batchLimit === undefined ? {} : { limitFor: options.batchLimit }),
+      publish: (tasks) => this.#publishTasks(tasks),
+    });
   }
 
   /**
@@ -268,22 +289,34 @@ class _RabbitServerBroker implements ServerBroker {
     return this.#session?.reconnects ?? 0;
   }
 
-  async publishTask(task: TaskMessage): Promise<void> {
+  /**
+   * Publishes a task with the others of its type and priority published in this turn (see
+   * {@linkcode TaskBatcher}); resolves or rejects with the confirm of the message that carried it.
+   */
+  publishTask(task: TaskMessage): Promise<void> {
+    if (this.#stopping) return Promise.reject(unavailable());
+    this.#pendingConfirms++;
+    return this.#batcher.add(task).finally(() => this.#confirmDone());
+  }
+
+  /** Publishes tasks of one type and priority as one message (a plain task message for one). */
+  async #publishTasks(tasks: readonly BatchedTask[]): Promise<void> {
+    const type = tasks[0]?.task.type;
     const pub = this.#pub;
-    if (pub !== undefined && !this.#declaredTypes.has(task.type)) {
+    if (type !== undefined && pub !== undefined && !this.#declaredTypes.has(type)) {
       // A message sent to a queue that does not exist is dropped: declare it first.
       try {
         await declareTypeQueues(pub, {
           taskQueue: this.#options.taskQueue,
-          types: [task.type],
+          types: [type],
           queueType: this.#options.queueType,
         });
       } catch (err) {
         throw unavailable(err);
       }
-      this.#declaredTypes.add(task.type);
+      this.#declaredTypes.add(type);
     }
-    return await this.#publish("task", taskToItsQueue(this.#options.taskQueue, task));
+    return await this.#publish("task", tasksToTheirQueue(this.#options.taskQueue, tasks));
   }
 
   forwardResults(origin: string, batch: ResultBatch): Promise<void> {

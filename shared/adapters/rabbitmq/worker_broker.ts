@@ -3,6 +3,12 @@
  * channel, with manual acks and a channel-wide prefetch; publishes reports, task copies (retries, counted
  * redeliveries) and dead letters with confirms; receives cancellations; sends heartbeats.
  *
+ * A batch message (several tasks in one message, see `TaskBatchMessage`) becomes one delivery per task, all
+ * sharing the AMQP message, which is acknowledged once every one of them is settled. The worker hands at most
+ * `prefetch` deliveries to `onTask` at once (the others wait here, unacknowledged), and while it holds batches
+ * it lowers the channel's prefetch so that the broker sends a new message only while it holds fewer tasks
+ * than that.
+ *
  * Cancellations come from the cancel stream (`T.control.cancels`), which keeps them for a day: on every
  * (re)connect the worker reads it from the start (or from where it stopped), writes a mark of its own into
  * it, and consumes no task queue before it has read that mark back, so it knows of every cancel sent before
@@ -40,7 +46,7 @@ import {
   watchChannel,
 } from "./session.ts";
 import { RejectLog, signed, verified } from "./signing.ts";
-import { readTask, taskTo } from "./task_route.ts";
+import { readTasks, taskTo } from "./task_route.ts";
 import { declareRetryQueue, declareTopology, declareTypeQueues } from "./topology.ts";
 
 /** Options of {@linkcode connectWorkerBroker}. */
@@ -51,7 +57,9 @@ export interface WorkerBrokerOptions extends RabbitOptions, QueueNames {
    */
   taskTypes: readonly string[];
   /**
-   * Tasks held at once, across every type's queue (a channel-wide prefetch): the worker's concurrency.
+   * Tasks handed to `onTask` and not yet settled at once, across every type's queue: the worker's
+   * concurrency. It is also the channel-wide prefetch while every message holds one task; while batches
+   * are held the prefetch is lowered, and the tasks of a batch beyond it wait, unacknowledged.
    */
   prefetch: number;
   /**
@@ -101,16 +109,34 @@ function _readControl(msg: ConsumeMessage): ControlMessage | undefined {
   }
 }
 
+/** One message held from a task queue: one task, or the tasks of a batch. */
+class _Held {
+  readonly msg: ConsumeMessage;
+  readonly deliveries: _Delivery[] = [];
+  /** Deliveries not settled yet. */
+  unsettled = 0;
+  /** Deliveries handed back unrun (shutdown). */
+  readonly released: _Delivery[] = [];
+
+  constructor(msg: ConsumeMessage) {
+    this.msg = msg;
+  }
+}
+
+/** What became of a delivery: waiting here, handed to `onTask`, or settled one way or another. */
+type _State = "waiting" | "running" | "acked" | "released" | "discarded";
+
 class _Delivery implements TaskDelivery {
   readonly task: TaskMessage | null;
   readonly redelivered: boolean;
-  readonly msg: ConsumeMessage;
+  readonly held: _Held;
   readonly ch: ConfirmChannel;
+  state: _State = "waiting";
 
-  constructor(task: TaskMessage | null, msg: ConsumeMessage, ch: ConfirmChannel) {
+  constructor(task: TaskMessage | null, held: _Held, ch: ConfirmChannel) {
     this.task = task;
-    this.redelivered = msg.fields.redelivered;
-    this.msg = msg;
+    this.redelivered = held.msg.fields.redelivered;
+    this.held = held;
     this.ch = ch;
   }
 }
@@ -120,6 +146,29 @@ function _own(delivery: TaskDelivery): _Delivery {
     throw new TypeError("Cannot settle a delivery from elsewhere");
   }
   return delivery;
+}
+
+/** The task flow of one channel: its acks, the deliveries waiting to run, and its prefetch. */
+class _Flow {
+  readonly window: AckWindow;
+  /** Deliveries received and not yet handed to `onTask`, oldest first, from `head` on. */
+  waiting: _Delivery[] = [];
+  head = 0;
+  /** Deliveries handed to `onTask` and not settled. */
+  running = 0;
+  /** Messages held with at least one task not settled, and those tasks. */
+  heldMessages = 0;
+  heldTasks = 0;
+  /** The prefetch last asked of the broker. */
+  prefetch: number;
+  prefetchScheduled = false;
+  pumpScheduled = false;
+  closed = false;
+
+  constructor(window: AckWindow, prefetch: number) {
+    this.window = window;
+    this.prefetch = prefetch;
+  }
 }
 
 class _RabbitWorkerBroker implements RabbitWorkerBroker {
@@ -134,8 +183,13 @@ class _RabbitWorkerBroker implements RabbitWorkerBroker {
   #consuming = true;
   #stopping = false;
   readonly #deadChannels = new WeakSet<ConfirmChannel>();
-  /** The acks of each channel, sent once per event-loop turn with `multiple` where they may be. */
-  readonly #windows = new WeakMap<ConfirmChannel, AckWindow>();
+  /**
+   * The task flow of each channel; its acks are sent once per event-loop turn with `multiple` where they
+   * may be.
+   */
+  readonly #flows = new WeakMap<ConfirmChannel, _Flow>();
+  /** Copies of released tasks of partly run batches, being published before their message is acked. */
+  readonly #handingBack = new Set<Promise<void>>();
   readonly #retryQueues = new Set<string>();
   /** Whether `open` has returned: before, the first connection declares its queues but consumes none. */
   #opened = false;
@@ -174,11 +228,14 @@ class _RabbitWorkerBroker implements RabbitWorkerBroker {
   async #setup(model: ChannelModel): Promise<void> {
     const ch = await model.createConfirmChannel();
     watchChannel(model, ch, { what: "tareas", stopping: () => this.#stopping });
-    const window = new AckWindow(ch);
-    this.#windows.set(ch, window);
+    const flow = new _Flow(new AckWindow(ch), this.#options.prefetch);
+    this.#flows.set(ch, flow);
     ch.on("close", () => {
       this.#deadChannels.add(ch);
-      window.close();
+      flow.closed = true;
+      flow.waiting = [];
+      flow.head = 0;
+      flow.window.close();
     });
     await declareTopology(ch, this.#options);
     const queues = await declareTypeQueues(ch, {
@@ -188,7 +245,10 @@ class _RabbitWorkerBroker implements RabbitWorkerBroker {
     });
     if (this.#options.queueType === "quorum") {
       // Quorum queues refuse a channel-wide prefetch: each type's consumer gets its share of the concurrency.
+      // A per-consumer prefetch holds for consumers started after it, so it cannot follow the batches held:
+      // the deliveries beyond the concurrency wait here (see #pump).
       await ch.prefetch(Math.max(1, Math.ceil(this.#options.prefetch / queues.length)), false);
+      flow.prefetch = 0;
     } else {
       // `global`: one limit shared by every consumer of the channel, so the tasks held stay within the
       // concurrency however many types the worker runs.
@@ -289,11 +349,83 @@ class _RabbitWorkerBroker implements RabbitWorkerBroker {
           }
           return;
         }
-        this.#windows.get(ch)?.hold(msg);
-        this.#options.onTask(new _Delivery(readTask(msg.content), msg, ch));
+        this.#receive(ch, msg);
       }, { noAck: false });
       this.#consumerTags.push(reply.consumerTag);
     }
+  }
+
+  /** Holds a message of a task queue: its tasks wait for their turn to run (see {@linkcode #pump}). */
+  #receive(ch: ConfirmChannel, msg: ConsumeMessage): void {
+    const flow = this.#flows.get(ch);
+    if (flow === undefined || flow.closed) return;
+    flow.window.hold(msg);
+    const held = new _Held(msg);
+    // A batch with one unreadable task is unreadable as a whole: one delivery without a task.
+    const tasks: (TaskMessage | null)[] = readTasks(msg.content) ?? [null];
+    for (const task of tasks) held.deliveries.push(new _Delivery(task, held, ch));
+    held.unsettled = tasks.length;
+    flow.heldMessages++;
+    flow.heldTasks += tasks.length;
+    if (!this.#consuming) {
+      // Came after the consumers were cancelled: handed back whole.
+      for (const d of held.deliveries) this.#settle(d, "requeue");
+      return;
+    }
+    flow.waiting.push(...held.deliveries);
+    if (tasks.length > 1) this.#schedulePrefetch(flow, ch);
+    this.#pump(flow);
+  }
+
+  /** Hands waiting deliveries to `onTask` while fewer than `prefetch` are running. */
+  #pump(flow: _Flow): void {
+    while (
+      this.#consuming && !flow.closed && flow.head < flow.waiting.length &&
+      flow.running < this.#options.prefetch
+    ) {
+      const delivery = flow.waiting[flow.head++]!;
+      delivery.state = "running";
+      flow.running++;
+      this.#options.onTask(delivery);
+    }
+    if (flow.head === flow.waiting.length) {
+      flow.waiting = [];
+      flow.head = 0;
+    } else if (flow.head > 1024 && flow.head * 2 > flow.waiting.length) {
+      flow.waiting = flow.waiting.slice(flow.head);
+      flow.head = 0;
+    }
+  }
+
+  /** Pumps a flow once its settling caller has returned (settling may happen inside `onTask`). */
+  #schedulePump(flow: _Flow): void {
+    if (flow.pumpScheduled || flow.head === flow.waiting.length) return;
+    flow.pumpScheduled = true;
+    queueMicrotask(() => {
+      flow.pumpScheduled = false;
+      this.#pump(flow);
+    });
+  }
+
+  /**
+   * Sets the channel's prefetch, at most once per event-loop turn, to what lets the broker send a new
+   * message only while the tasks held stay under the concurrency: `max(1, concurrency - (tasks held -
+   * messages held))`, which is the concurrency itself while every message holds one task.
+   */
+  #schedulePrefetch(flow: _Flow, ch: ConfirmChannel): void {
+    if (flow.prefetchScheduled || flow.prefetch === 0) return;
+    flow.prefetchScheduled = true;
+    setTimeout(() => {
+      flow.prefetchScheduled = false;
+      if (flow.closed) return;
+      const concurrency = this.#options.prefetch;
+      const wanted = Math.max(1, concurrency - (flow.heldTasks - flow.heldMessages));
+      if (wanted === flow.prefetch) return;
+      flow.prefetch = wanted;
+      ch.prefetch(wanted, true).catch(() => {
+        // the channel is gone: the next one starts from the concurrency
+      });
+    }, 0);
   }
 
   async stopConsuming(): Promise<void> {
@@ -302,6 +434,14 @@ class _RabbitWorkerBroker implements RabbitWorkerBroker {
     const tags = this.#consumerTags;
     this.#consumerTags = [];
     if (ch === undefined) return;
+    // Tasks that have not started go back to the queue now: another worker can run them.
+    const flow = this.#flows.get(ch);
+    if (flow !== undefined) {
+      const waiting = flow.waiting.slice(flow.head);
+      flow.waiting = [];
+      flow.head = 0;
+      for (const d of waiting) this.#settle(d, "requeue");
+    }
     await Promise.all(tags.map((tag) => ch.cancel(tag).catch(() => {})));
   }
 
@@ -391,29 +531,71 @@ class _RabbitWorkerBroker implements RabbitWorkerBroker {
    * and acking it on the channel of a later connection is a channel error there. After a reconnect the
    * broker redelivers the task instead. Acks wait for the end of the event-loop turn, to leave together
    * (see {@linkcode AckWindow}); rejections leave at once.
+   *
+   * A delivery of a batch settles only its task; the message is settled with its last task: acked when
+   * none was handed back, requeued whole when all were, and otherwise acked once the tasks handed back are
+   * published again, each on its own (the message is requeued whole if that fails: at-least-once).
    */
   #settle(delivery: TaskDelivery, how: "ack" | "requeue" | "dead-letter"): void {
     const own = _own(delivery);
     if (this.#deadChannels.has(own.ch)) return;
-    const window = this.#windows.get(own.ch);
-    if (window === undefined) return;
+    const flow = this.#flows.get(own.ch);
+    if (flow === undefined || flow.closed) return;
+    if (own.state !== "running" && own.state !== "waiting") return;
+    const held = own.held;
+    const batch = held.deliveries.length > 1;
+    if (how === "dead-letter" && batch) {
+      throw new TypeError("Cannot discard one task of a batch message: every task of it was read");
+    }
+    if (own.state === "running") flow.running--;
+    own.state = how === "ack" ? "acked" : how === "requeue" ? "released" : "discarded";
+    if (how === "requeue") held.released.push(own);
+    flow.heldTasks--;
+    held.unsettled--;
+    this.#schedulePump(flow);
+    if (batch) this.#schedulePrefetch(flow, own.ch);
+    if (held.unsettled > 0) return;
+    flow.heldMessages--;
     try {
-      if (how === "ack") window.ack(own.msg);
-      else window.nack(own.msg, how === "requeue");
+      if (!batch) {
+        if (how === "ack") flow.window.ack(held.msg);
+        else flow.window.nack(held.msg, how === "requeue");
+      } else if (held.released.length === 0) flow.window.ack(held.msg);
+      else if (held.released.length === held.deliveries.length) flow.window.nack(held.msg, true);
+      else this.#handBack(flow, held);
     } catch (err) {
       log.error("No se pudo confirmar una tarea a RabbitMQ; se volverá a entregar", err);
     }
+  }
+
+  /** Publishes the released tasks of a partly run batch on their own, then acks the message. */
+  #handBack(flow: _Flow, held: _Held): void {
+    const copies = held.released.map((d) => this.publishTaskCopy(d.task!, 0));
+    const done = Promise.all(copies).then(
+      () => flow.window.ack(held.msg),
+      (err: unknown) => {
+        log.error(
+          "No se pudieron devolver a la cola las tareas sin empezar de un lote; vuelve entero",
+          err,
+        );
+        flow.window.nack(held.msg, true);
+      },
+    ).catch((err: unknown) => {
+      log.error("No se pudo confirmar una tarea a RabbitMQ; se volverá a entregar", err);
+    }).finally(() => this.#handingBack.delete(done));
+    this.#handingBack.add(done);
   }
 
   async drain(): Promise<void> {
     clearTimeout(this.#startTimer);
     this.#current = undefined;
     await this.stopConsuming();
+    await Promise.allSettled([...this.#handingBack]);
     this.#stopping = true;
     const ch = this.#ch;
     this.#ch = undefined;
     try {
-      if (ch !== undefined) this.#windows.get(ch)?.flush();
+      if (ch !== undefined) this.#flows.get(ch)?.window.flush();
     } catch {
       // the channel is gone: the broker delivers the unacked tasks again
     }

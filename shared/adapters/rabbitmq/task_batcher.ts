@@ -1,0 +1,127 @@
+/**
+ * Packs the tasks a server publishes in one event-loop turn into as few broker messages as the caps allow:
+ * one group per (type, priority), flushed at the end of the turn, one confirmed message per chunk of a group.
+ * Each task's caller gets its chunk's confirm, so a failed confirm fails every task of that chunk, each as it
+ * would fail alone.
+ *
+ * @module
+ */
+import { setImmediate } from "node:timers";
+import type { TaskMessage } from "../../queue_messages.ts";
+import { taskJson } from "./task_route.ts";
+
+/**
+ * Most characters of task JSON packed into one message (256 KiB for ASCII text); a larger task still goes,
+ * alone.
+ */
+export const MAX_BATCH_CHARS = 256 * 1024;
+
+/** A task as the batcher hands it to be published, with its JSON text. */
+export interface BatchedTask {
+  readonly task: TaskMessage;
+  readonly json: string;
+}
+
+/** Options of {@linkcode TaskBatcher}. */
+export interface TaskBatcherOptions {
+  /** Most tasks in one message; 1 publishes every task on its own, at once. */
+  readonly maxTasks: number;
+  /** Most characters of task JSON in one message. @defaultValue {@linkcode MAX_BATCH_CHARS} */
+  readonly maxChars?: number;
+  /** A further cap for the tasks of one type (the workers' fairness), asked once per type and turn. */
+  readonly limitFor?: (type: string) => number;
+  /** Publishes the tasks (one or more) as one message; resolves on the broker's confirm. */
+  readonly publish: (tasks: readonly BatchedTask[]) => Promise<void>;
+}
+
+interface _Pending extends BatchedTask {
+  readonly resolve: () => void;
+  readonly reject: (err: unknown) => void;
+}
+
+interface _Group {
+  readonly cap: number;
+  readonly items: _Pending[];
+}
+
+/** Groups tasks per turn and publishes each group in chunks; see the module doc. */
+export class TaskBatcher {
+  readonly #options: TaskBatcherOptions;
+  readonly #maxChars: number;
+  #groups = new Map<string, _Group>();
+  #scheduled = false;
+
+  constructor(options: TaskBatcherOptions) {
+    if (!Number.isInteger(options.maxTasks) || options.maxTasks < 1) {
+      throw new RangeError(
+        `Cannot batch tasks: maxTasks "${options.maxTasks}" is not a positive integer`,
+      );
+    }
+    this.#options = options;
+    this.#maxChars = options.maxChars ?? MAX_BATCH_CHARS;
+  }
+
+  /**
+   * Publishes a task with the others of its type and priority given in this turn; resolves or rejects with
+   * the confirm of the message that carried it. A task whose cap is 1 is published at once, alone.
+   */
+  add(task: TaskMessage): Promise<void> {
+    const key = `${task.priority}\n${task.type}`;
+    let group = this.#groups.get(key);
+    if (group === undefined) {
+      const limit = this.#options.limitFor?.(task.type) ?? this.#options.maxTasks;
+      const cap = Math.max(1, Math.min(this.#options.maxTasks, Math.floor(limit)));
+      if (cap === 1) return this.#options.publish([{ task, json: taskJson(task) }]);
+      group = { cap, items: [] };
+      this.#groups.set(key, group);
+    }
+    const { promise, resolve, reject } = Promise.withResolvers<void>();
+    group.items.push({ task, json: taskJson(task), resolve, reject });
+    if (!this.#scheduled) {
+      this.#scheduled = true;
+      setImmediate(() => this.flush());
+    }
+    return promise;
+  }
+
+  /** Publishes every group now; normally called at the end of the turn. */
+  flush(): void {
+    this.#scheduled = false;
+    const groups = this.#groups;
+    this.#groups = new Map();
+    for (const group of groups.values()) {
+      let chunk: _Pending[] = [];
+      let chars = 0;
+      for (const item of group.items) {
+        if (
+          chunk.length > 0 &&
+          (chunk.length >= group.cap || chars + item.json.length > this.#maxChars)
+        ) {
+          this.#send(chunk);
+          chunk = [];
+          chars = 0;
+        }
+        chunk.push(item);
+        chars += item.json.length;
+      }
+      if (chunk.length > 0) this.#send(chunk);
+    }
+  }
+
+  #send(chunk: readonly _Pending[]): void {
+    let sent: Promise<void>;
+    try {
+      sent = this.#options.publish(chunk);
+    } catch (err) {
+      sent = Promise.reject(err);
+    }
+    sent.then(
+      () => {
+        for (const item of chunk) item.resolve();
+      },
+      (err: unknown) => {
+        for (const item of chunk) item.reject(err);
+      },
+    );
+  }
+}
