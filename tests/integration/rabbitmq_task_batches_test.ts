@@ -397,6 +397,38 @@ Deno.test({
 
 Deno.test({
   name:
+    "a worker that joins a queue of batches takes a few messages, not its concurrency in messages, and leaves the rest to other workers",
+  ...rabbit,
+  async fn() {
+    const names = _names();
+    await using stack = new AsyncDisposableStack();
+    _cleanup(stack, names);
+    const server = await _server(stack, names, { batch: 8 });
+    const release = Promise.withResolvers<void>();
+    const slow: Behaviour = () => release.promise;
+    const tasks = Array.from({ length: 160 }, () => _task());
+    await Promise.all(tasks.map((t) => server.broker.publishTask(t)));
+    const queue = typeQueue(names.taskQueue, "sleep");
+    assert.equal(await queueDepth(AMQP_URL, queue), 20);
+
+    const behaviour = new Map(tasks.map((t) => [t.taskId, slow]));
+    const first = await _worker(stack, names, { concurrency: 16, behaviour });
+    await _waitUntil(() => first.state.now === 16, "the first worker running 16 tasks");
+    await delay(300);
+    // 16 messages (128 tasks) would fit a prefetch of 16; a start-up prefetch of 4 lets in 32 tasks.
+    const left = (await queueDepth(AMQP_URL, queue)) ?? 0;
+    assert.ok(left >= 16, `${left} messages left for other workers`);
+
+    const second = await _worker(stack, names, { concurrency: 16, behaviour });
+    await _waitUntil(() => second.state.now === 16, "the second worker running 16 tasks too");
+    release.resolve();
+    await _waitUntil(() => server.results.length >= 160, "every result", 30_000);
+    _onceEach(server.results, tasks);
+  },
+});
+
+Deno.test({
+  name:
     "with a worker of concurrency 1 alive, the server publishes one task per message (fairness cap)",
   ...rabbit,
   async fn() {

@@ -94,6 +94,12 @@ export async function connectWorkerBroker(
   return await _RabbitWorkerBroker.open(options);
 }
 
+/**
+ * The prefetch a task channel starts with, until its first deliveries are in: small, so that a worker that
+ * connects to a queue of batch messages does not take `concurrency` of them at once.
+ */
+const STARTUP_PREFETCH = 4;
+
 /** Cancel-stream messages in flight to the worker at once. */
 const CANCEL_PREFETCH = 1_000;
 
@@ -251,8 +257,12 @@ class _RabbitWorkerBroker implements RabbitWorkerBroker {
       flow.prefetch = 0;
     } else {
       // `global`: one limit shared by every consumer of the channel, so the tasks held stay within the
-      // concurrency however many types the worker runs.
-      await ch.prefetch(this.#options.prefetch, true);
+      // concurrency however many types the worker runs. It starts small: a worker that joins a queue full
+      // of batches takes a few messages, not `concurrency` of them (up to concurrency × batch size tasks,
+      // which other workers could run); the first turn with deliveries sets it to what they leave room for.
+      const first = Math.min(this.#options.prefetch, STARTUP_PREFETCH);
+      await ch.prefetch(first, true);
+      flow.prefetch = first;
     }
     this.#ch = ch;
     this.#retryQueues.clear();
@@ -373,7 +383,9 @@ class _RabbitWorkerBroker implements RabbitWorkerBroker {
       return;
     }
     flow.waiting.push(...held.deliveries);
-    if (tasks.length > 1) this.#schedulePrefetch(flow, ch);
+    if (tasks.length > 1 || flow.prefetch !== this.#wantedPrefetch(flow)) {
+      this.#schedulePrefetch(flow, ch);
+    }
     this.#pump(flow);
   }
 
@@ -412,14 +424,18 @@ class _RabbitWorkerBroker implements RabbitWorkerBroker {
    * message only while the tasks held stay under the concurrency: `max(1, concurrency - (tasks held -
    * messages held))`, which is the concurrency itself while every message holds one task.
    */
+  /** The prefetch that lets the broker send a message only while the tasks held are under the concurrency. */
+  #wantedPrefetch(flow: _Flow): number {
+    return Math.max(1, this.#options.prefetch - (flow.heldTasks - flow.heldMessages));
+  }
+
   #schedulePrefetch(flow: _Flow, ch: ConfirmChannel): void {
     if (flow.prefetchScheduled || flow.prefetch === 0) return;
     flow.prefetchScheduled = true;
     setTimeout(() => {
       flow.prefetchScheduled = false;
       if (flow.closed) return;
-      const concurrency = this.#options.prefetch;
-      const wanted = Math.max(1, concurrency - (flow.heldTasks - flow.heldMessages));
+      const wanted = this.#wantedPrefetch(flow);
       if (wanted === flow.prefetch) return;
       flow.prefetch = wanted;
       ch.prefetch(wanted, true).catch(() => {
