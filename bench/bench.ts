@@ -657,7 +657,7 @@ async function measure(
       const storeDir = `${dataDir}/${store}`;
       // Each child may read and write its data folder (SQLite, objects) and read the migrations.
       const files = [
-        `--allow-read=${storeDir},server/stores/migrations`,
+        `--allow-read=${storeDir},server/stores/migrations,server/stores/sqlite_writer.ts`,
         `--allow-write=${storeDir}`,
       ];
       const queues = [
@@ -699,7 +699,10 @@ async function measure(
         cwd: root,
         args: [
           ...DENO_RUN,
-          ...[`--allow-read=${storeDir},server/stores/migrations`, `--allow-write=${storeDir}`],
+          ...[
+            `--allow-read=${storeDir},server/stores/migrations,server/stores/sqlite_writer.ts`,
+            `--allow-write=${storeDir}`,
+          ],
           ...["server.ts", "--port", "0", "--host", "127.0.0.1", "--sin-http"],
           ...["--server-id", names.bulk.serverId, "--store", "sqlite"],
           ...["--task-queue", names.bulk.taskQueue, "--result-queue", names.bulk.resultQueue],
