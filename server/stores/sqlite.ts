@@ -1,11 +1,15 @@
 /**
- * The SQLite task store: the only file that imports `node:sqlite`. Task records in one file beside the
- * server, durable across restarts and power loss, with no service to run. The schema is brought up to date
- * at start-up from the numbered files in `migrations/sqlite/`, in one transaction.
+ * The SQLite task store: with its writer thread (`sqlite_writer.ts`), the only code that imports
+ * `node:sqlite`. Task records in one file beside the server, durable across restarts and power loss, with
+ * no service to run. The schema is brought up to date at start-up from the numbered files in
+ * `migrations/sqlite/`, in one transaction.
  *
- * Writes are queued and applied together, in one transaction per event-loop turn (`setImmediate`); each
- * caller's promise resolves after that transaction's COMMIT. Reads go straight to the database. Times are
- * stored as milliseconds since the epoch (INTEGER), JSON values as text.
+ * Writes go to a writer thread (`sqlite_writer.ts`) that owns the connection they use: those of one
+ * event-loop turn leave together (`setImmediate`), and while the thread applies a batch the next one
+ * gathers (group commit, one batch in flight, so writes keep their order). The thread answers after the
+ * batch's COMMIT, and only then does each caller's promise resolve. Reads use a second connection on the
+ * calling thread; in WAL mode they see every committed write. Times are stored as milliseconds since the
+ * epoch (INTEGER), JSON values as text.
  *
  * @module
  */
