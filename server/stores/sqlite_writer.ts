@@ -89,7 +89,21 @@ export function configure(db: DatabaseSync): void {
   db.exec("PRAGMA busy_timeout = 5000");
 }
 
-type Statements = Record<StatementName, StatementSync>;
+/** The prepared write statements of one connection. */
+export type Statements = Record<StatementName, StatementSync>;
+
+/** Prepares the write statements on a connection whose schema is current. */
+export function prepareWrites(
+  db: DatabaseSync,
+  columns: ColumnList,
+  placeholders: string,
+): Statements {
+  const prepared: Partial<Statements> = {};
+  for (const [name, text] of Object.entries(writeSql(columns, placeholders))) {
+    prepared[name as StatementName] = db.prepare(text);
+  }
+  return prepared as Statements;
+}
 
 /** A cell the driver returned as text, or `null`. */
 function optText(row: Record<string, unknown>, column: string): string | null {
@@ -229,7 +243,7 @@ function transaction(db: DatabaseSync, sql: Statements, batch: readonly WriteCal
  * Applies a batch in one transaction. When it fails, SQLite rolls it back and each write is applied alone,
  * so that only the faulty one fails.
  */
-function applyBatch(
+export function applyBatch(
   db: DatabaseSync,
   sql: Statements,
   batch: readonly WriteCall[],
@@ -261,12 +275,7 @@ function serve(scope: {
         try {
           db = new DatabaseSync(data.path);
           configure(db);
-          const texts = writeSql(data.columns, data.placeholders);
-          const prepared: Partial<Statements> = {};
-          for (const [name, text] of Object.entries(texts)) {
-            prepared[name as keyof Statements] = db.prepare(text);
-          }
-          sql = prepared as Statements;
+          sql = prepareWrites(db, data.columns, data.placeholders);
           scope.postMessage({ type: "opened" });
         } catch (err) {
           db?.close();
