@@ -35,7 +35,11 @@ const server = ChildProcess.spawn("servidor", {
   cwd: root,
   args: [
     ...["run", "--allow-net", "--allow-env", "--ignore-env"],
-    ...[`--allow-read=${dir},server/stores/migrations`, `--allow-write=${dir}`, "server.ts"],
+    ...[
+      `--allow-read=${dir},server/stores/migrations,server/stores/sqlite_writer.ts`,
+      `--allow-write=${dir}`,
+      "server.ts",
+    ],
     ...["--port", "0", "--host", "127.0.0.1", "--sin-http", "--server-id", serverId],
     ...["--max-connections", String(count + 100)],
     ...["--max-connections-per-address", String(count + 100)],

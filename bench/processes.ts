@@ -108,6 +108,11 @@ export class ChildProcess {
     return this.#exited ? undefined : await readCpuTicks(this.pid);
   }
 
+  /** CPU time its main thread (the event loop) has used, in clock ticks; `undefined` once exited. */
+  async mainThreadTicks(): Promise<number | undefined> {
+    return this.#exited ? undefined : await readCpuTicks(this.pid, this.pid);
+  }
+
   /** Sends SIGTERM and waits up to `timeoutMs` for the exit, then SIGKILL. */
   async stop(timeoutMs: number): Promise<Deno.CommandStatus> {
     if (!this.#exited) {
@@ -184,9 +189,14 @@ export async function readMemory(pid: number): Promise<MemorySample | undefined>
   return { rssKiB: field("VmRSS"), peakKiB: field("VmHWM") };
 }
 
-/** Reads user + system CPU time of a process, in clock ticks; `undefined` when `/proc` cannot be read. */
-export async function readCpuTicks(pid: number): Promise<number | undefined> {
-  const text = await readProcFile(`/proc/${pid}/stat`);
+/**
+ * Reads user + system CPU time of a process, or of one of its threads (its main thread's id is the
+ * process id), in clock ticks; `undefined` when `/proc` cannot be read.
+ */
+export async function readCpuTicks(pid: number, thread?: number): Promise<number | undefined> {
+  const text = await readProcFile(
+    thread === undefined ? `/proc/${pid}/stat` : `/proc/${pid}/task/${thread}/stat`,
+  );
   if (text === undefined) return undefined;
   // The command name (field 2) may hold spaces; the fields after its closing parenthesis do not.
   const fields = text.slice(text.lastIndexOf(")") + 2).split(" ");

@@ -286,13 +286,16 @@ export class ResultRouter {
       return b;
     };
     const forwardable = (origin: string) => !batch.forwarded && origin !== serverId;
-    await Promise.all([
+    // One turn's writes go in one transaction, applied in call order (the stores promise both): the
+    // notices before the results, so a task's start never lands after its result, at one COMMIT per batch.
+    const notices = Promise.all([
       ...batch.started.map((n) => store.markStarted(n)),
       ...batch.retrying.map((n) => store.markRetrying(n.taskId, n.error)),
     ]);
+    const completed = Promise.all(batch.results.map((r) => store.complete(r)));
+    const [, firsts] = await Promise.all([notices, completed]);
     for (const n of batch.started) if (forwardable(n.origin)) foreignOf(n.origin).started.push(n);
     for (const n of batch.retrying) if (forwardable(n.origin)) foreignOf(n.origin).retrying.push(n);
-    const firsts = await Promise.all(batch.results.map((r) => store.complete(r)));
     batch.results.forEach((result, i) => {
       this.#deps.onFinished?.(result.taskId);
       // A duplicate is routed like a first result: a connection still waiting, or a forward that failed

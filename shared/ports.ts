@@ -228,7 +228,8 @@ export type CancelOutcome = "cancelled" | "too_late" | "not_found";
 /**
  * Keeps the record of every task, from submit to final state; the source of truth that any server can answer
  * from. Final states (`succeeded`, `failed`, `cancelled`) are never left: a later `complete` or `cancel` of a
- * final task changes nothing, which is how duplicate deliveries are absorbed.
+ * final task changes nothing, which is how duplicate deliveries are absorbed. Writes apply in the order they
+ * were called, those called in one event-loop turn in one transaction where the store has transactions.
  */
 export interface TaskStore {
   /**

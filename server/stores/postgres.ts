@@ -153,6 +153,61 @@ function runsOf(batch: readonly Write[]): Write[][] {
   return runs;
 }
 
+/** The SELECT of a `list` page from `table` and its parameters; throws what the query's values fail with. */
+export function listStatement(
+  table: string,
+  query: TaskQuery,
+): { text: string; values: unknown[] } {
+  const limit = checkListLimit(query.limit);
+  const where: string[] = [];
+  const values: unknown[] = [];
+  const param = (value: unknown) => {
+    values.push(value);
+    return `$${values.length}`;
+  };
+  if (query.statuses !== undefined) where.push(`status = ANY(${param(query.statuses)}::text[])`);
+  if (query.taskType !== undefined) {
+    where.push(`task_type = ${param(storableText(query.taskType))}`);
+  }
+  if (query.clientKind !== undefined) where.push(`client_kind = ${param(query.clientKind)}`);
+  if (query.clientName !== undefined) {
+    where.push(`client_name = ${param(storableText(query.clientName))}`);
+  }
+  if (query.owner !== undefined) where.push(`owner = ${param(storableText(query.owner))}`);
+  if (query.since !== undefined) {
+    where.push(`submitted_at >= ${param(toIso(toMillis(query.since)))}::timestamptz`);
+  }
+  if (query.until !== undefined) {
+    where.push(`submitted_at < ${param(toIso(toMillis(query.until)))}::timestamptz`);
+  }
+  if (query.cursor !== undefined) {
+    const after = decodeCursor(query.cursor);
+    where.push(
+      `(submitted_at, task_id) < (${param(toIso(after.submittedAt))}::timestamptz, ${
+        param(after.taskId)
+      }::text)`,
+    );
+  }
+  const text = `SELECT ${SELECT_COLUMNS} FROM ${table}
+     ${where.length > 0 ? `WHERE ${where.join(" AND ")}` : ""}
+     ORDER BY submitted_at DESC, task_id DESC LIMIT ${param(limit + 1)}`;
+  return { text, values };
+}
+
+/**
+ * The statement that prunes `table`: its WHERE term on status is word for word the predicate of the partial
+ * index `tasks_finished`. SKIP LOCKED: two servers pruning at once take different rows instead of waiting
+ * on each other.
+ */
+export function pruneSql(table: string): string {
+  return `DELETE FROM ${table} WHERE task_id IN (
+         SELECT task_id FROM ${table}
+         WHERE status IN ${FINAL} AND finished_at < $1::timestamptz
+         ORDER BY finished_at LIMIT $2
+         FOR UPDATE SKIP LOCKED)
+       RETURNING payload_ref AS "payloadRef", file_ref AS "fileRef", output_ref AS "outputRef"`;
+}
+
 /**
  * Keeps task records in PostgreSQL, shared by every server that points at the same database and schema.
  * Open it with {@linkcode openPostgresTaskStore}.
@@ -295,41 +350,8 @@ export class PostgresTaskStore implements TaskStore {
   async list(query: TaskQuery): Promise<TaskPage> {
     if (this.#closed) throw closedError();
     const limit = checkListLimit(query.limit);
-    const where: string[] = [];
-    const params: unknown[] = [];
-    const param = (value: unknown) => {
-      params.push(value);
-      return `$${params.length}`;
-    };
-    if (query.statuses !== undefined) where.push(`status = ANY(${param(query.statuses)}::text[])`);
-    if (query.taskType !== undefined) {
-      where.push(`task_type = ${param(storableText(query.taskType))}`);
-    }
-    if (query.clientKind !== undefined) where.push(`client_kind = ${param(query.clientKind)}`);
-    if (query.clientName !== undefined) {
-      where.push(`client_name = ${param(storableText(query.clientName))}`);
-    }
-    if (query.owner !== undefined) where.push(`owner = ${param(storableText(query.owner))}`);
-    if (query.since !== undefined) {
-      where.push(`submitted_at >= ${param(toIso(toMillis(query.since)))}::timestamptz`);
-    }
-    if (query.until !== undefined) {
-      where.push(`submitted_at < ${param(toIso(toMillis(query.until)))}::timestamptz`);
-    }
-    if (query.cursor !== undefined) {
-      const after = decodeCursor(query.cursor);
-      where.push(
-        `(submitted_at, task_id) < (${param(toIso(after.submittedAt))}::timestamptz, ${
-          param(after.taskId)
-        }::text)`,
-      );
-    }
-    const rows = await this.#query<TaskRow>(
-      `SELECT ${SELECT_COLUMNS} FROM ${this.#table}
-       ${where.length > 0 ? `WHERE ${where.join(" AND ")}` : ""}
-       ORDER BY submitted_at DESC, task_id DESC LIMIT ${param(limit + 1)}`,
-      params,
-    );
+    const { text, values } = listStatement(this.#table, query);
+    const rows = await this.#query<TaskRow>(text, values);
     const records = rows.map(fromRow);
     const page = records.slice(0, limit);
     const last = page.at(-1);
@@ -660,18 +682,9 @@ export class PostgresTaskStore implements TaskStore {
   }
 
   async #pruneOne(client: PoolClient, write: WriteOf<"prune">): Promise<() => void> {
-    // SKIP LOCKED: two servers pruning at once take different rows instead of waiting on each other.
     const { rows } = await client.query<
       { payloadRef: string | null; fileRef: string | null; outputRef: string | null }
-    >(
-      `DELETE FROM ${this.#table} WHERE task_id IN (
-         SELECT task_id FROM ${this.#table}
-         WHERE status IN ${FINAL} AND finished_at < $1::timestamptz
-         ORDER BY finished_at LIMIT $2
-         FOR UPDATE SKIP LOCKED)
-       RETURNING payload_ref AS "payloadRef", file_ref AS "fileRef", output_ref AS "outputRef"`,
-      [write.before, write.limit],
-    );
+    >(pruneSql(this.#table), [write.before, write.limit]);
     const blobKeys: string[] = [];
     const files = new Set<string>();
     for (const row of rows) {

@@ -17,8 +17,10 @@ import { startServer, startWorker, uniqueQueues } from "../_helpers/processes.ts
 import {
   fetchRecords,
   freePort,
+  repliesById,
   report,
   scaled,
+  sendSubmits,
   serverStopStats,
   tempDir,
   waitUntil,
@@ -216,5 +218,65 @@ Deno.test({
     });
     assert.equal(seen.size, 2 * count, "every task resolved");
     assert.equal(duplicated, 0, "no result was seen twice");
+  },
+});
+
+Deno.test({
+  name:
+    "a server killed with SIGKILL in the middle of a burst of submits: after a restart every task it answered accepted has its own record",
+  ...rabbit,
+  async fn() {
+    const started = Date.now();
+    const total = scaled(3000);
+    await using queues = uniqueQueues("srvkill");
+    await using data = await tempDir();
+    const port = freePort();
+    const serverArgs = ["--sin-http", "--port", String(port), "--data-dir", data.path];
+    await using stack = new AsyncDisposableStack();
+    // No worker: a result would write the record again (as a task of an unknown client), so what is
+    // found after the restart can only be what the store had committed before it answered `accepted`.
+    const first = stack.use(await startServer(queues, serverArgs));
+    const client = await RawClient.connect(port);
+    stack.defer(() => client.close());
+    const acceptedIds = () => client.frames.filter((f) => f.type === "accepted");
+    // Four streams of submits at once, each written without waiting for any reply.
+    const streams = Array.from({ length: 4 }, (_, k) =>
+      sendSubmits(
+        client,
+        `r${k}-`,
+        Array.from({ length: total / 4 }, (_, i) => ({
+          type: "echo",
+          payload: { message: `ráfaga ${k} ${i}` },
+        })),
+      ));
+    await Promise.all(streams);
+    await waitUntil(() => acceptedIds().length >= total / 4, "a quarter of the submits accepted");
+    first.kill("SIGKILL");
+    await first.status;
+    await waitUntil(() => client.closedByPeer, "the connection to the killed server to close");
+    const accepted = acceptedIds().map((f) => String(f.taskId));
+    const answered = repliesById(client.frames).size;
+
+    const second = stack.use(await startServer(queues, serverArgs));
+    const records = await fetchRecords(second.port, accepted);
+    const missing = accepted.filter((taskId) => {
+      const record = records.get(taskId);
+      // The record of the submit: queued (nothing ran), of its type and its client, not one rebuilt.
+      return record?.status !== "queued" || record.taskType !== "echo" ||
+        (record.client as { name?: string } | undefined)?.name === "desconocido";
+    });
+    await report({
+      escenario: "kill -9 del servidor en plena ráfaga de envíos (SQLite)",
+      tareas: total,
+      fallos: `kill -9 con ${accepted.length} aceptadas y ${total - answered} sin respuesta`,
+      resultados: 0,
+      duplicadosEntregados: 0,
+      perdidas: missing.length,
+      ms: Date.now() - started,
+      notas: "cada tarea aceptada se busca con status tras el arranque",
+    });
+    assert.ok(answered < total, "the server died with submits still unanswered");
+    assert.ok(accepted.length > 0);
+    assert.deepEqual(missing, [], "every accepted task has its record");
   },
 });

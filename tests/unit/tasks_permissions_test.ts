@@ -70,15 +70,22 @@ for (const flavour of ["sqlite", "postgres"] as Flavour[]) {
   });
 }
 
-Deno.test("deno task servidor reads its data folder, the migrations and the web pages' files, and no other source", () => {
+Deno.test("deno task servidor reads its data folder, the migrations, the SQLite writer thread and the web pages' files, and no other source", () => {
+  const migrations = relative(ROOT.pathname, new URL("../", migrationsFolder("sqlite")).pathname);
+  // The SQLite store's writer thread loads its module at run time, which needs read access to the file.
+  const writer = "server/stores/sqlite_writer.ts";
+  assert.ok(Deno.statSync(new URL(writer, ROOT)).isFile);
   for (const task of ["servidor", "compile:servidor"]) {
     assert.deepEqual(flagPaths(deno.tasks[task], "--allow-read").sort(), [
       "data",
-      relative(ROOT.pathname, new URL("../", migrationsFolder("sqlite")).pathname),
+      migrations,
+      writer,
       "server/web",
     ]);
   }
-  assert.ok(flagPaths(deno.tasks["compile:servidor"], "--include").includes("server/web"));
+  const bundled = flagPaths(deno.tasks["compile:servidor"], "--include");
+  assert.ok(bundled.includes("server/web"));
+  assert.ok(bundled.includes(writer));
 });
 
 for (const task of ["servidor", "worker", "compile:servidor", "compile:worker"]) {

@@ -1,0 +1,314 @@
+/**
+ * The SQLite store's writer thread: a `Worker` that owns the connection every write goes through, so that
+ * executing statements and the fsync of each COMMIT happen off the server's event loop. The main thread
+ * (`sqlite.ts`) sends a batch of writes, this thread applies them in one transaction and answers after its
+ * COMMIT with one outcome per write; while a batch runs, the main thread gathers the next one (group commit).
+ *
+ * Loaded as a worker it listens for its messages; imported, it only gives the statements' SQL and types.
+ * It imports nothing but `node:sqlite` at run time, so that the server needs read permission on this one
+ * file (`--allow-read=…,./server/stores/sqlite_writer.ts`) and `deno compile` needs it `--include`d.
+ *
+ * @module
+ */
+import { DatabaseSync, type StatementSync } from "node:sqlite";
+import type { Cell } from "./columns.ts";
+
+/** A task's state in which it never changes again, as SQL. */
+export const FINAL_SQL = "status IN ('succeeded', 'failed', 'cancelled')";
+const NOT_FINAL = "status NOT IN ('succeeded', 'failed', 'cancelled')";
+
+/** The column names of `tasks` in table order, as the main thread gives them with {@linkcode WriterOpen}. */
+type ColumnList = string;
+
+/** The statements the writer prepares. */
+export type StatementName =
+  | "insert"
+  | "findByKey"
+  | "markStarted"
+  | "markRetrying"
+  | "complete"
+  | "cancel"
+  | "reopen"
+  | "exists"
+  | "remove"
+  | "markPublished"
+  | "prune"
+  | "fileInUse";
+
+/**
+ * The SQL of the statements the writer prepares, by name. `prune` names the partial index `tasks_finished`
+ * (without statistics SQLite would rather read every final task by status and sort them); its WHERE term on
+ * status is word for word the index's predicate, which is what lets SQLite use a partial index.
+ */
+export function writeSql(columns: ColumnList, placeholders: string): Record<StatementName, string> {
+  const insertRow = `INSERT INTO tasks (${columns}) VALUES (${placeholders})`;
+  return {
+    insert: `${insertRow} ON CONFLICT DO NOTHING RETURNING task_id`,
+    findByKey: "SELECT task_id FROM tasks WHERE owner = ? AND idempotency_key = ?",
+    markStarted:
+      `UPDATE tasks SET status = 'running', worker = ?, started_at = ?, attempts = max(attempts, ?)
+       WHERE task_id = ? AND ${NOT_FINAL}`,
+    markRetrying: `UPDATE tasks SET status = 'queued', error_code = ?, error_message = ?
+       WHERE task_id = ? AND ${NOT_FINAL}`,
+    complete: `${insertRow} ON CONFLICT (task_id) DO UPDATE SET
+         status = excluded.status, worker = excluded.worker, started_at = excluded.started_at,
+         finished_at = excluded.finished_at, duration_ms = excluded.duration_ms,
+         attempts = max(tasks.attempts, excluded.attempts), output = excluded.output,
+         output_ref = excluded.output_ref,
+         error_code = excluded.error_code, error_message = excluded.error_message
+       WHERE tasks.${NOT_FINAL}
+       RETURNING task_id`,
+    cancel: `UPDATE tasks SET status = 'cancelled', finished_at = ?
+       WHERE task_id = ? AND status = 'queued' RETURNING task_id`,
+    reopen: `UPDATE tasks SET status = 'queued', attempts = 0, worker = NULL, started_at = NULL,
+         finished_at = NULL, duration_ms = NULL, output = NULL, output_ref = NULL,
+         error_code = NULL, error_message = NULL
+       WHERE task_id = ? AND ${FINAL_SQL}`,
+    exists: "SELECT 1 AS found FROM tasks WHERE task_id = ?",
+    remove: "DELETE FROM tasks WHERE task_id = ?",
+    markPublished: "UPDATE tasks SET published_at = ? WHERE task_id = ? AND published_at IS NULL",
+    prune: `DELETE FROM tasks WHERE task_id IN (
+         SELECT task_id FROM tasks INDEXED BY tasks_finished
+         WHERE ${FINAL_SQL} AND finished_at < ?
+         ORDER BY finished_at LIMIT ?)
+       RETURNING payload_ref, file_ref, output_ref`,
+    fileInUse: "SELECT 1 AS found FROM tasks WHERE file_ref = ? LIMIT 1",
+  };
+}
+
+/**
+ * Sets what every connection to the store's file needs: WAL, `synchronous=FULL` and a busy timeout.
+ *
+ * FULL: a task answered `accepted` must survive a power loss. In WAL mode NORMAL skips the fsync at each
+ * COMMIT and can lose the last transactions. Writes are batched, so FULL costs one fsync per batch, not per
+ * task (docs/storage.md).
+ */
+export function configure(db: DatabaseSync): void {
+  db.exec("PRAGMA journal_mode = WAL");
+  db.exec("PRAGMA synchronous = FULL");
+  db.exec("PRAGMA busy_timeout = 5000");
+}
+
+/** The prepared write statements of one connection. */
+export type Statements = Record<StatementName, StatementSync>;
+
+/** Prepares the write statements on a connection whose schema is current. */
+export function prepareWrites(
+  db: DatabaseSync,
+  columns: ColumnList,
+  placeholders: string,
+): Statements {
+  const prepared: Partial<Statements> = {};
+  for (const [name, text] of Object.entries(writeSql(columns, placeholders))) {
+    prepared[name as StatementName] = db.prepare(text);
+  }
+  return prepared as Statements;
+}
+
+/** A cell the driver returned as text, or `null`. */
+function optText(row: Record<string, unknown>, column: string): string | null {
+  const value = row[column];
+  return typeof value === "string" ? value : null;
+}
+
+/** Each write the store makes, applied inside the writer's transaction. */
+const WRITES = {
+  create(
+    sql: Statements,
+    cells: Cell[],
+    owner: string,
+    key: string | null,
+  ): { taskId: string; created: boolean } {
+    const taskId = String(cells[0]);
+    if (sql.insert.get(...cells) !== undefined) return { taskId, created: true };
+    if (key !== null) {
+      const first = sql.findByKey.get(owner, key);
+      if (first !== undefined) return { taskId: String(first.task_id), created: false };
+    }
+    return { taskId, created: false };
+  },
+  markStarted(
+    sql: Statements,
+    worker: string,
+    startedAt: number,
+    attempt: number,
+    taskId: string,
+  ): void {
+    sql.markStarted.run(worker, startedAt, attempt, taskId);
+  },
+  markRetrying(sql: Statements, code: string, message: string, taskId: string): void {
+    sql.markRetrying.run(code, message, taskId);
+  },
+  complete(sql: Statements, cells: Cell[]): boolean {
+    return sql.complete.get(...cells) !== undefined;
+  },
+  cancel(sql: Statements, now: number, taskId: string): "cancelled" | "not_found" | "too_late" {
+    if (sql.cancel.get(now, taskId) !== undefined) return "cancelled";
+    return sql.exists.get(taskId) === undefined ? "not_found" : "too_late";
+  },
+  reopen(sql: Statements, taskId: string): void {
+    sql.reopen.run(taskId);
+  },
+  remove(sql: Statements, taskId: string): void {
+    sql.remove.run(taskId);
+  },
+  markPublished(sql: Statements, now: number, taskId: string): void {
+    sql.markPublished.run(now, taskId);
+  },
+  prune(sql: Statements, cutoff: number, max: number): { removed: number; blobKeys: string[] } {
+    const rows = sql.prune.all(cutoff, max);
+    const blobKeys: string[] = [];
+    const files = new Set<string>();
+    for (const row of rows) {
+      for (const column of ["payload_ref", "output_ref"]) {
+        const key = optText(row, column);
+        if (key !== null) blobKeys.push(key);
+      }
+      const file = optText(row, "file_ref");
+      if (file !== null) files.add(file);
+    }
+    // An upload several tasks read goes with the last of them.
+    for (const file of files) {
+      if (sql.fileInUse.get(file) === undefined) blobKeys.push(file);
+    }
+    return { removed: rows.length, blobKeys };
+  },
+};
+
+type Writes = typeof WRITES;
+type Tail<T> = T extends [unknown, ...infer R] ? R : never;
+
+/** The name of a write. */
+export type WriteName = keyof Writes;
+/** The arguments of a write, as they cross to the writer thread. */
+export type WriteArgs<K extends WriteName> = Tail<Parameters<Writes[K]>>;
+/** What a write gives back once committed. */
+export type WriteResult<K extends WriteName> = ReturnType<Writes[K]>;
+/** One write of a batch: its name and arguments. */
+export type WriteCall = { [K in WriteName]: [K, WriteArgs<K>] }[WriteName];
+
+/** A SQLite error as it crosses back: its message and, from a failed statement, SQLite's result code. */
+export interface WriterError {
+  readonly message: string;
+  readonly errcode?: number;
+}
+
+/** The outcome of one write. */
+export type WriteOutcome = { readonly ok: true; readonly value: unknown } | {
+  readonly ok: false;
+  readonly error: WriterError;
+};
+
+/** Opens the file (its schema already current); the main thread gives the INSERT's column list. */
+export interface WriterOpen {
+  readonly type: "open";
+  readonly path: string;
+  readonly columns: ColumnList;
+  readonly placeholders: string;
+}
+
+/** A message to the writer thread: open, apply a batch, or close the connection. */
+export type ToWriter = WriterOpen | { readonly type: "batch"; readonly writes: WriteCall[] } | {
+  readonly type: "close";
+};
+
+/** The writer's answer to each message, in order. */
+export type FromWriter =
+  | { readonly type: "opened" }
+  | { readonly type: "done"; readonly outcomes: WriteOutcome[] }
+  | { readonly type: "closed" }
+  | { readonly type: "failed"; readonly error: WriterError };
+
+function toWriterError(err: unknown): WriterError {
+  const errcode = (err as { errcode?: unknown } | null)?.errcode;
+  const message = err instanceof Error ? err.message : String(err);
+  return typeof errcode === "number" ? { message, errcode } : { message };
+}
+
+function transaction(db: DatabaseSync, sql: Statements, batch: readonly WriteCall[]): unknown[] {
+  db.exec("BEGIN IMMEDIATE");
+  try {
+    const results = batch.map(([name, args]) =>
+      (WRITES[name] as (sql: Statements, ...rest: unknown[]) => unknown)(sql, ...args)
+    );
+    db.exec("COMMIT");
+    return results;
+  } catch (err) {
+    if (db.isTransaction) db.exec("ROLLBACK");
+    throw err;
+  }
+}
+
+/**
+ * Applies a batch in one transaction. When it fails, SQLite rolls it back and each write is applied alone,
+ * so that only the faulty one fails.
+ */
+export function applyBatch(
+  db: DatabaseSync,
+  sql: Statements,
+  batch: readonly WriteCall[],
+): WriteOutcome[] {
+  try {
+    return transaction(db, sql, batch).map((value) => ({ ok: true, value }));
+  } catch (err) {
+    if (batch.length === 1) return [{ ok: false, error: toWriterError(err) }];
+    return batch.map((write) => {
+      try {
+        return { ok: true, value: transaction(db, sql, [write])[0] };
+      } catch (alone) {
+        return { ok: false, error: toWriterError(alone) };
+      }
+    });
+  }
+}
+
+/** The writer's message loop; messages come one at a time, each after the answer to the previous one. */
+function serve(scope: {
+  onmessage: ((event: MessageEvent<ToWriter>) => void) | null;
+  postMessage(message: FromWriter): void;
+}): void {
+  let db: DatabaseSync | undefined;
+  let sql: Statements | undefined;
+  scope.onmessage = ({ data }) => {
+    switch (data.type) {
+      case "open":
+        try {
+          db = new DatabaseSync(data.path);
+          configure(db);
+          sql = prepareWrites(db, data.columns, data.placeholders);
+          scope.postMessage({ type: "opened" });
+        } catch (err) {
+          db?.close();
+          db = undefined;
+          scope.postMessage({ type: "failed", error: toWriterError(err) });
+        }
+        return;
+      case "batch":
+        if (db === undefined || sql === undefined) {
+          const error = { message: "Task store writer is not open" };
+          scope.postMessage({
+            type: "done",
+            outcomes: data.writes.map(() => ({ ok: false, error })),
+          });
+          return;
+        }
+        scope.postMessage({ type: "done", outcomes: applyBatch(db, sql, data.writes) });
+        return;
+      case "close":
+        try {
+          db?.close();
+          db = undefined;
+          scope.postMessage({ type: "closed" });
+        } catch (err) {
+          scope.postMessage({ type: "failed", error: toWriterError(err) });
+        }
+        return;
+      default: {
+        const never: never = data;
+        throw new TypeError(`Cannot handle writer message: ${JSON.stringify(never)}`);
+      }
+    }
+  };
+}
+
+if (import.meta.main) serve(self as unknown as Parameters<typeof serve>[0]);
