@@ -35,6 +35,7 @@ import {
   readCpuModel,
   readCpuTicks,
   readMachineCpu,
+  roleV8Flags,
 } from "./processes.ts";
 import { deleteTopology, RawPublisher, readBrokerVersion } from "./raw_load.ts";
 import {
@@ -94,6 +95,7 @@ const USAGE = `Uso: deno task -q bench [opciones]
   --database-url URL  PostgreSQL para --almacen postgres              [DATABASE_URL, ${DEFAULT_DATABASE_URL}]
   --redis-url URL     Redis del lado BullMQ                           [REDIS_URL, ${DEFAULT_REDIS_URL}]
   --sin-bullmq        no medir BullMQ
+  --sin-v8-flags      colmena sin las opciones de V8 de sus tareas en deno.json
   --solo LADO         medir solo "colmena", solo "crudo" o solo "bullmq"
   --json              salida para máquinas (JSON) en lugar de la tabla
   --help, -h, --ayuda esta ayuda`;
@@ -134,6 +136,8 @@ interface BenchOptions {
   databaseUrl: string;
   redisUrl: string;
   json: boolean;
+  /** Start colmena's server and workers with the `--v8-flags` of their `deno.json` tasks. */
+  v8Flags: boolean;
 }
 
 /** How every child starts: network access; settings come from flags (`--ignore-env` reads the rest as unset). */
@@ -176,6 +180,7 @@ function parseOptions(args: readonly string[]): BenchOptions | "help" {
         },
         "redis-url": { type: "string", default: Deno.env.get("REDIS_URL") ?? DEFAULT_REDIS_URL },
         "sin-bullmq": { type: "boolean", default: false },
+        "sin-v8-flags": { type: "boolean", default: false },
         solo: { type: "string" },
         json: { type: "boolean", default: false },
         ayuda: { type: "boolean", short: "h", default: false },
@@ -252,6 +257,7 @@ function parseOptions(args: readonly string[]): BenchOptions | "help" {
     databaseUrl: values["database-url"],
     redisUrl: values["redis-url"],
     json: values.json,
+    v8Flags: !values["sin-v8-flags"],
   };
   if (problems.length > 0) throw new _UsageError(problems.join("\n"));
   return options;
@@ -650,6 +656,9 @@ async function measure(
   let bulkServer: ChildProcess | undefined;
   let bulkPort = 0;
   const wait = <T>(p: Promise<T>): Promise<T> => Promise.race([p, interrupted]);
+  // colmena's roles run with the V8 heap settings of their `deno task` (see deno.json).
+  const serverFlags = options.v8Flags ? roleV8Flags("servidor") : [];
+  const workerFlags = options.v8Flags ? roleV8Flags("worker") : [];
   try {
     for (const store of colmenaStores) {
       progress(`Arrancando servidor y workers de colmena (almacén ${store})…`);
@@ -671,7 +680,16 @@ async function measure(
       const server = ChildProcess.spawn(`servidor (${store})`, {
         cwd: root,
         args: [
-          ...[...DENO_RUN, ...files, "server.ts", "--port", "0", "--host", "127.0.0.1"],
+          ...[
+            ...DENO_RUN,
+            ...serverFlags,
+            ...files,
+            "server.ts",
+            "--port",
+            "0",
+            "--host",
+            "127.0.0.1",
+          ],
           ...["--http", "127.0.0.1:0"],
           ...["--server-id", own.serverId, ...storeArgs, ...queues],
         ],
@@ -685,7 +703,14 @@ async function measure(
         entry.workers.push(ChildProcess.spawn(`worker ${i} (${store})`, {
           cwd: root,
           args: [
-            ...[...DENO_RUN, ...files, "worker.ts", `bench-w${i}-${store}`, "--quiet"],
+            ...[
+              ...DENO_RUN,
+              ...workerFlags,
+              ...files,
+              "worker.ts",
+              `bench-w${i}-${store}`,
+              "--quiet",
+            ],
             ...["--concurrency", String(options.concurrency), ...queues],
           ],
         }));
@@ -699,6 +724,7 @@ async function measure(
         cwd: root,
         args: [
           ...DENO_RUN,
+          ...serverFlags,
           ...[`--allow-read=${storeDir},server/stores/migrations`, `--allow-write=${storeDir}`],
           ...["server.ts", "--port", "0", "--host", "127.0.0.1", "--sin-http"],
           ...["--server-id", names.bulk.serverId, "--store", "sqlite"],
@@ -1021,6 +1047,13 @@ function renderTable(report: Report): string {
         o.clients * o.window
       } en vuelo), ${o.workers} worker(s), prefetch/concurrency ${o.concurrency}; ` +
       `mediana de ${o.repetitions} repetición(es)`,
+    `Opciones de V8 de colmena (servidor · worker): ${
+      o.v8Flags
+        ? `${roleV8Flags("servidor").join(" ") || "ninguna"} · ${
+          roleV8Flags("worker").join(" ") || "ninguna"
+        }`
+        : "ninguna (--sin-v8-flags)"
+    }`,
   );
   for (const [side, reason] of Object.entries(report.skipped)) {
     lines.push(`Sin medir ${sideLabel(side as Side)}: ${reason}`);
