@@ -35,6 +35,7 @@ import {
   readCpuModel,
   readCpuTicks,
   readMachineCpu,
+  roleV8Flags,
 } from "./processes.ts";
 import { deleteTopology, RawPublisher, readBrokerVersion } from "./raw_load.ts";
 import {
@@ -97,6 +98,7 @@ const USAGE = `Uso: deno task -q bench [opciones]
   --redis-url URL     Redis del lado BullMQ                           [REDIS_URL, ${DEFAULT_REDIS_URL}]
   --tareas-por-mensaje N  --tareas-por-mensaje del servidor de colmena (1: una tarea por mensaje) [32]
   --sin-bullmq        no medir BullMQ
+  --sin-v8-flags      colmena sin las opciones de V8 de sus tareas en deno.json
   --solo LADO         medir solo "colmena", solo "crudo" o solo "bullmq"
   --json              salida para máquinas (JSON) en lugar de la tabla
   --help, -h, --ayuda esta ayuda`;
@@ -141,6 +143,8 @@ interface BenchOptions {
   databaseUrl: string;
   redisUrl: string;
   json: boolean;
+  /** Start colmena's server and workers with the `--v8-flags` of their `deno.json` tasks. */
+  v8Flags: boolean;
 }
 
 /** How every child starts: network access; settings come from flags (`--ignore-env` reads the rest as unset). */
@@ -185,6 +189,7 @@ function parseOptions(args: readonly string[]): BenchOptions | "help" {
         "redis-url": { type: "string", default: Deno.env.get("REDIS_URL") ?? DEFAULT_REDIS_URL },
         "sin-bullmq": { type: "boolean", default: false },
         "tareas-por-mensaje": { type: "string", default: "32" },
+        "sin-v8-flags": { type: "boolean", default: false },
         solo: { type: "string" },
         json: { type: "boolean", default: false },
         ayuda: { type: "boolean", short: "h", default: false },
@@ -263,6 +268,7 @@ function parseOptions(args: readonly string[]): BenchOptions | "help" {
     databaseUrl: values["database-url"],
     redisUrl: values["redis-url"],
     json: values.json,
+    v8Flags: !values["sin-v8-flags"],
   };
   if (problems.length > 0) throw new _UsageError(problems.join("\n"));
   return options;
@@ -686,6 +692,9 @@ async function measure(
   let bulkServer: ChildProcess | undefined;
   let bulkPort = 0;
   const wait = <T>(p: Promise<T>): Promise<T> => Promise.race([p, interrupted]);
+  // colmena's roles run with the V8 heap settings of their `deno task` (see deno.json).
+  const serverFlags = options.v8Flags ? roleV8Flags("servidor") : [];
+  const workerFlags = options.v8Flags ? roleV8Flags("worker") : [];
   try {
     for (const store of colmenaStores) {
       progress(`Arrancando servidor y workers de colmena (almacén ${store})…`);
@@ -707,7 +716,16 @@ async function measure(
       const server = ChildProcess.spawn(`servidor (${store})`, {
         cwd: root,
         args: [
-          ...[...DENO_RUN, ...files, "server.ts", "--port", "0", "--host", "127.0.0.1"],
+          ...[
+            ...DENO_RUN,
+            ...serverFlags,
+            ...files,
+            "server.ts",
+            "--port",
+            "0",
+            "--host",
+            "127.0.0.1",
+          ],
           ...["--http", "127.0.0.1:0"],
           ...["--server-id", own.serverId, ...storeArgs, ...queues],
           ...["--tareas-por-mensaje", String(options.tasksPerMessage)],
@@ -722,7 +740,14 @@ async function measure(
         entry.workers.push(ChildProcess.spawn(`worker ${i} (${store})`, {
           cwd: root,
           args: [
-            ...[...DENO_RUN, ...files, "worker.ts", `bench-w${i}-${store}`, "--quiet"],
+            ...[
+              ...DENO_RUN,
+              ...workerFlags,
+              ...files,
+              "worker.ts",
+              `bench-w${i}-${store}`,
+              "--quiet",
+            ],
             ...["--concurrency", String(options.concurrency), ...queues],
           ],
         }));
@@ -736,6 +761,7 @@ async function measure(
         cwd: root,
         args: [
           ...DENO_RUN,
+          ...serverFlags,
           ...[
             `--allow-read=${storeDir},server/stores/migrations,server/stores/sqlite_writer.ts`,
             `--allow-write=${storeDir}`,
@@ -1101,6 +1127,13 @@ function renderTable(report: Report): string {
         o.clients * o.window
       } en vuelo), ${o.workers} worker(s), prefetch/concurrency ${o.concurrency}; ` +
       `mediana de ${o.repetitions} repetición(es)`,
+    `Opciones de V8 de colmena (servidor · worker): ${
+      o.v8Flags
+        ? `${roleV8Flags("servidor").join(" ") || "ninguna"} · ${
+          roleV8Flags("worker").join(" ") || "ninguna"
+        }`
+        : "ninguna (--sin-v8-flags)"
+    }`,
   );
   for (const [side, reason] of Object.entries(report.skipped)) {
     lines.push(`Sin medir ${sideLabel(side as Side)}: ${reason}`);

@@ -4,6 +4,7 @@
  * Memory of idle client connections: starts a colmena server (SQLite store, its own queues and data
  * folder, no workers), opens N TCP connections that each say `hello` and then stay idle, and prints the
  * server's RSS before and after (`/proc/<pid>/status`, read with `cat`). Queues and folder are removed.
+ * The server runs with the `--v8-flags` of `deno task servidor`, or without them given `--sin-v8-flags`.
  *
  *   deno run --allow-net --allow-run --allow-read --allow-write=data --allow-env bench/idle_connections.ts 10000
  *
@@ -11,11 +12,12 @@
  */
 import { fileURLToPath } from "node:url";
 import { deleteTopology } from "./raw_load.ts";
-import { ChildProcess } from "./processes.ts";
+import { ChildProcess, roleV8Flags } from "./processes.ts";
 import { typeQueue } from "../shared/adapters/rabbitmq/names.ts";
 import { TASK_TYPES } from "../shared/tasks.ts";
 
-const count = Number(Deno.args[0] ?? "10000");
+const count = Number(Deno.args.find((arg) => !arg.startsWith("--")) ?? "10000");
+const v8Flags = Deno.args.includes("--sin-v8-flags") ? [] : roleV8Flags("servidor");
 const amqpUrl = Deno.env.get("AMQP_URL") ?? "amqp://guest:guest@127.0.0.1:5672";
 const root = fileURLToPath(new URL("../", import.meta.url));
 const id = crypto.randomUUID().slice(0, 8);
@@ -34,7 +36,7 @@ async function rssMiB(pid: number): Promise<number> {
 const server = ChildProcess.spawn("servidor", {
   cwd: root,
   args: [
-    ...["run", "--allow-net", "--allow-env", "--ignore-env"],
+    ...["run", "--allow-net", "--allow-env", "--ignore-env", ...v8Flags],
     ...[
       `--allow-read=${dir},server/stores/migrations,server/stores/sqlite_writer.ts`,
       `--allow-write=${dir}`,
@@ -78,7 +80,8 @@ try {
   const after = await rssMiB(server.pid);
   console.log(
     `${count} conexiones inactivas: RSS del servidor ${before} MiB antes, ${after} MiB después ` +
-      `(${Math.round(((after - before) * 1024 * 1024) / count)} bytes por conexión)`,
+      `(${Math.round(((after - before) * 1024 * 1024) / count)} bytes por conexión; ` +
+      `opciones de V8: ${v8Flags.join(" ") || "ninguna"})`,
   );
 } finally {
   for (const conn of conns) conn.close();

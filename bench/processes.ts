@@ -5,6 +5,8 @@
  * @module
  */
 
+import denoJson from "../deno.json" with { type: "json" };
+
 /** How many of a child's last output lines are kept, to explain a failure. */
 const TAIL_LINES = 40;
 /** How many of a child's warning and error lines are kept for the report. */
@@ -16,6 +18,15 @@ export interface MemorySample {
   rssKiB: number;
   /** Peak resident set size (`VmHWM`). */
   peakKiB: number;
+}
+
+/**
+ * The `--v8-flags=…` that `deno task servidor` or `deno task worker` gives its role (from `deno.json`), so
+ * that the benchmark runs each role with the heap settings it has in use; `[]` when the task has none.
+ */
+export function roleV8Flags(role: "servidor" | "worker"): string[] {
+  const task = (denoJson.tasks as Record<string, string>)[role] ?? "";
+  return task.split(/\s+/).filter((part) => part.startsWith("--v8-flags="));
 }
 
 interface LineWaiter {

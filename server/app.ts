@@ -126,6 +126,8 @@ export class ColmenaServer {
   readonly #queries: TaskQueryDeps;
   readonly #transfers: TransferDeps;
   readonly #throttle = new FailureThrottle();
+  /** What every connection's frames are admitted with: one object for all, not one per connection. */
+  readonly #admission: Parameters<typeof admitFrame>[2];
   #sweeper: ReturnType<typeof setInterval> | undefined;
   #accepting: Promise<void> | undefined;
   #stopping = false;
@@ -138,6 +140,10 @@ export class ColmenaServer {
   constructor(config: ServerConfig, deps: ServerDeps) {
     this.#config = config;
     this.#deps = deps;
+    this.#admission = {
+      limits: config,
+      dispatch: (c: ClientConnection, request: Request) => this.#dispatch(c, request),
+    };
     const broker = () => this.#broker;
     this.#quotas = new PrincipalQuotas(config);
     this.#router = new ResultRouter({
@@ -423,10 +429,7 @@ export class ColmenaServer {
     }
     this.#connections.add(client);
     this.stats.connections++;
-    const admission = {
-      limits: this.#config,
-      dispatch: (c: ClientConnection, request: Request) => this.#dispatch(c, request),
-    };
+    const admission = this.#admission;
     client.serve((framed) => admitFrame(client, framed, admission)).finally(() => {
       this.#connections.delete(client);
       const left = (this.#perAddress.get(address) ?? 1) - 1;

@@ -10,6 +10,10 @@
  * Server-wide maps (the result router's push targets, by task id) only point at a connection; whoever adds
  * to them adds the task id to `awaiting` too, so that the server can clean them up when the connection ends.
  *
+ * A server may hold many thousands of idle connections, so one costs as little as it can while it waits: its
+ * pending read has a small buffer, and its sets, its line splitter and its `done()` promise are only made
+ * once something needs them.
+ *
  * @module
  */
 import { setImmediate } from "node:timers";
@@ -37,26 +41,35 @@ export interface ConnectionLimits {
 
 const encoder = new TextEncoder();
 /**
- * Read buffers: a waiting read holds its buffer for as long as the peer stays silent, so an idle connection
- * waits with the smallest one; a read that fills its buffer doubles the next, up to the largest.
+ * Read buffers: a waiting read holds its buffer for as long as the peer stays silent. So once a read has
+ * drained the socket (it came back short), the next one waits with the smallest buffer, which holds a
+ * typical request; if that one comes back full, more is arriving and the reads go on at the busy size. The
+ * busy size doubles after a full read, up to the largest, and halves after a read under a quarter full.
  */
-const READ_BUFFER_MIN_BYTES = 1024;
-const READ_BUFFER_MAX_BYTES = 64 * 1024;
+export const READ_BUFFER_MIN_BYTES = 256;
+/** The largest read buffer. */
+export const READ_BUFFER_MAX_BYTES = 64 * 1024;
+/** The busy size a connection starts with. */
+const READ_BUFFER_BUSY_START_BYTES = 1024;
 /** How long a goodbye `error` frame may take to be written before the socket closes anyway. */
 const GOODBYE_WAIT_MS = 1_000;
 let nextConnectionId = 1;
+/** Shared by every connection until its `hello`, which replaces (never mutates) them. */
+const ANONYMOUS_CLIENT: ClientIdentity = Object.freeze({ name: "anonimo", kind: "cli" });
+const ANONYMOUS_PRINCIPAL: Principal = Object.freeze(localPrincipal("anonimo"));
+const SETTLED: Promise<void> = Promise.resolve();
 
 /** A client connection; `serve()` reads frames until the peer goes away. */
 export class ClientConnection {
   /** A number unique within this server process, for logs. */
   readonly id = nextConnectionId++;
   /** Who the client is; `hello` fills it. Later, authentication fills it too. */
-  client: ClientIdentity = { name: "anonimo", kind: "cli" };
+  client: ClientIdentity = ANONYMOUS_CLIENT;
   /**
    * Who the connection acts for: ownership, quotas and idempotency key on it. Without tokens it follows the
    * `hello` name with the `admin` role (see `principal.ts`).
    */
-  principal: Principal = localPrincipal("anonimo");
+  principal: Principal = ANONYMOUS_PRINCIPAL;
   /**
    * Whether {@linkcode principal} was established by authentication (a token in `hello`, or a TLS client
    * certificate): a later `hello` never replaces it.
@@ -81,12 +94,10 @@ export class ClientConnection {
   #firstLineBytes = 0;
   #firstLineDone = false;
 
-  /** Tasks submitted or watched on this connection whose result has not been pushed yet. */
-  readonly awaiting = new Set<string>();
-  /** Uploads under way on this connection, by id. */
-  readonly uploads = new Map<string, Upload>();
+  #awaiting: Set<string> | undefined;
+  #uploads: Map<string, Upload> | undefined;
   /** The last `watch` of this connection, which the next one waits for. */
-  lastWatch: Promise<void> = Promise.resolve();
+  lastWatch: Promise<void> = SETTLED;
   /** The client kind every `hello` on this connection is held to (`web` over the WebSocket bridge). */
   fixedKind: ClientKind | undefined;
   readonly #conn: ByteStream;
@@ -101,11 +112,23 @@ export class ClientConnection {
   #writing = false;
   #writeStartedAt = 0;
   #closed = false;
-  readonly #done = Promise.withResolvers<void>();
+  /** Whether the connection is closed and its last write has ended. */
+  #finished = false;
+  #done: PromiseWithResolvers<void> | undefined;
 
   constructor(conn: ByteStream, limits: ConnectionLimits) {
     this.#conn = conn;
     this.#limits = limits;
+  }
+
+  /** Tasks submitted or watched on this connection whose result has not been pushed yet. */
+  get awaiting(): Set<string> {
+    return this.#awaiting ??= new Set();
+  }
+
+  /** Uploads under way on this connection, by id. */
+  get uploads(): Map<string, Upload> {
+    return this.#uploads ??= new Map();
   }
 
   /** Whether the connection is closed. */
@@ -127,7 +150,14 @@ export class ClientConnection {
 
   /** Resolves once the connection is closed and its last write has ended. */
   done(): Promise<void> {
+    if (this.#finished) return SETTLED;
+    this.#done ??= Promise.withResolvers<void>();
     return this.#done.promise;
+  }
+
+  #finish(): void {
+    this.#finished = true;
+    this.#done?.resolve();
   }
 
   #partialSince = 0;
@@ -188,38 +218,29 @@ export class ClientConnection {
    * gets every request it sent answered: the connection closes after the last answer is written.
    */
   async serve(onFrame: (framed: Framed) => void): Promise<void> {
-    const splitter = new LineSplitter(this.#limits.maxLineBytes);
-    const emit = (framed: Framed): void => {
-      if (this.#closed) return;
-      // A blank line is a harmless no-op, not activity: it does not keep an idle connection open.
-      if (framed.kind === "too_large" || framed.bytes.length > 0) this.#lastFrameAt = Date.now();
-      onFrame(framed);
-    };
+    this.#onFrame = onFrame;
     // A plain read loop, not a stream pipeline: an idle connection holds only its small pending read.
     // Reaching the end of input does not close the socket (unlike `conn.readable`), so replies can still
     // be written to a peer that half-closed.
+    let busy = READ_BUFFER_BUSY_START_BYTES;
     let size = READ_BUFFER_MIN_BYTES;
     try {
       while (!this.#closed) {
         const buffer = new Uint8Array(size);
         const n = await this.#conn.read(buffer);
         if (n === null) break;
-        // A full buffer: more is probably waiting. A short read: the peer paused, so wait small.
-        size = n === size
-          ? Math.min(size * 2, READ_BUFFER_MAX_BYTES)
-          : n < size / 4
-          ? Math.max(size / 2, READ_BUFFER_MIN_BYTES)
-          : size;
-        const chunk = buffer.subarray(0, n);
-        // Where the unfinished line, if any, began: the bytes after the chunk's last newline.
-        const lastNewline = chunk.lastIndexOf(0x0a);
-        if (lastNewline === chunk.length - 1) this.#partialSince = 0;
-        else if (lastNewline >= 0 || this.#partialSince === 0) {
-          this.#partialSince = Date.now();
+        if (n === size) {
+          // More is probably waiting: go on at the busy size, larger if the busy size was just filled.
+          if (size >= busy) busy = Math.min(busy * 2, READ_BUFFER_MAX_BYTES);
+          size = busy;
+        } else {
+          // The socket is drained: the peer paused, maybe for long, so wait small.
+          if (n < size / 4 && size === busy) {
+            busy = Math.max(busy / 2, READ_BUFFER_BUSY_START_BYTES);
+          }
+          size = READ_BUFFER_MIN_BYTES;
         }
-        if (!this.#firstLineDone && this.awaitingAuth) this.#checkFirstLine(chunk);
-        if (this.#closed) break;
-        splitter.push(chunk, emit);
+        this.#take(buffer.subarray(0, n));
       }
     } catch (err) {
       if (!this.#closed && !isDisconnect(err)) {
@@ -229,9 +250,37 @@ export class ClientConnection {
       // The peer sent its last byte (or the read failed): a partial line left is dropped, not awaited.
       this.#inputEnded = true;
       this.#partialSince = 0;
+      this.#splitter = undefined;
       if (this.#pending === 0) this.#closeSoon();
     }
     await this.done();
+  }
+
+  #onFrame: ((framed: Framed) => void) | undefined;
+  /** Made with the first bytes, with its `#emit`: a connection that never sends any needs neither. */
+  #splitter: LineSplitter | undefined;
+  #emit: ((framed: Framed) => void) | undefined;
+
+  #emitFrame(framed: Framed): void {
+    if (this.#closed) return;
+    // A blank line is a harmless no-op, not activity: it does not keep an idle connection open.
+    if (framed.kind === "too_large" || framed.bytes.length > 0) this.#lastFrameAt = Date.now();
+    this.#onFrame?.(framed);
+  }
+
+  /** Frames one chunk read from the socket. */
+  #take(chunk: Uint8Array): void {
+    // Where the unfinished line, if any, began: the bytes after the chunk's last newline.
+    const lastNewline = chunk.lastIndexOf(0x0a);
+    if (lastNewline === chunk.length - 1) this.#partialSince = 0;
+    else if (lastNewline >= 0 || this.#partialSince === 0) {
+      this.#partialSince = Date.now();
+    }
+    if (!this.#firstLineDone && this.awaitingAuth) this.#checkFirstLine(chunk);
+    if (this.#closed) return;
+    this.#splitter ??= new LineSplitter(this.#limits.maxLineBytes);
+    this.#emit ??= (framed) => this.#emitFrame(framed);
+    this.#splitter.push(chunk, this.#emit);
   }
 
   /** Whether the server requires authentication and this connection has not authenticated yet. */
@@ -380,7 +429,7 @@ export class ClientConnection {
     } catch {
       // already closed by the peer
     }
-    if (!this.#writing) this.#done.resolve();
+    if (!this.#writing) this.#finish();
   }
 
   #closeSoon(): void {
@@ -417,7 +466,7 @@ export class ClientConnection {
       this.#writing = false;
       this.#writeStartedAt = 0;
       this.#inFlightChars = 0;
-      if (this.#closed) this.#done.resolve();
+      if (this.#closed) this.#finish();
       else if (this.#afterWrite) this.#afterWrite();
     }
   }

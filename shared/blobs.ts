@@ -10,7 +10,6 @@ import { redactUrl } from "./redact.ts";
 import { ColmenaError } from "./errors.ts";
 import type { BlobStore } from "./ports.ts";
 import { openFolderBlobStore } from "./adapters/fs_blob.ts";
-import { openS3BlobStore } from "./adapters/s3.ts";
 
 /** The object-storage part of a role's configuration. */
 export interface BlobConfig {
@@ -33,7 +32,11 @@ export function describeBlobStore(config: BlobConfig): string {
     } bucket ${config.s3Bucket}`;
 }
 
-/** Opens the object store the configuration names. */
+/**
+ * Opens the object store the configuration names. The S3 adapter (and the AWS SDK behind it, some 16 MB of
+ * modules) is imported only when a bucket is configured: a role that keeps objects in a folder never loads
+ * it, which saves it about 14 MB of memory. `deno compile` still bundles it (the specifier is a literal).
+ */
 export async function openBlobStore(config: BlobConfig): Promise<BlobStore> {
   if (config.s3Bucket === undefined) return await openFolderBlobStore(`${config.dataDir}/blobs`);
   if (config.awsAccessKeyId === undefined || config.awsSecretAccessKey === undefined) {
@@ -41,6 +44,7 @@ export async function openBlobStore(config: BlobConfig): Promise<BlobStore> {
       message: "S3_BUCKET está definido, pero faltan AWS_ACCESS_KEY_ID y AWS_SECRET_ACCESS_KEY",
     });
   }
+  const { openS3BlobStore } = await import("./adapters/s3.ts");
   return await openS3BlobStore({
     bucket: config.s3Bucket,
     region: config.s3Region,
