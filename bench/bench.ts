@@ -871,15 +871,13 @@ async function measure(
       if (publisher === undefined) throw new TypeError("Cannot run raw round: no publisher");
       return await wait(publisher.run({
         tasks,
-        inFlight: options.window * options.clients,
+        inFlight: load.window * load.clients,
         taskSpecs,
         timeoutMs: options.timeoutMs,
       }));
     };
 
-    // The no-load measure comes first, before any loaded round: after one, the raw baseline's lone
-    // round trip was measured at 20–45 ms instead of ~0.6 ms (RabbitMQ or amqplib keep some state from
-    // the burst), which would flatter colmena.
+    // The no-load measure comes first, so that no loaded round's tail (broker flushes, GC) lands in it.
     if (options.idleTasks > 0) {
       for (const side of sides) {
         await runRound(side, Math.min(100, options.idleTasks), { clients: 1, window: 1 });
