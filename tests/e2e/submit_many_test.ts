@@ -96,6 +96,56 @@ Deno.test({
 });
 
 Deno.test({
+  name:
+    "one frame of 600 tasks (several slices) answers bad tasks in their places, at slice edges too, and a key repeated across slices gives the first task",
+  ...rabbit,
+  async fn() {
+    await using data = await tempDataDir();
+    await using queues = uniqueQueues("many-slices");
+    await using server = await startServer(queues, ["--data-dir", data.path]);
+    await using client = new TaskClient({ host: "127.0.0.1", port: server.port, name: "tramos" });
+    const count = 600;
+    const bad = new Set([0, 249, 250, 499, 500, 599]);
+    const key = `k-${crypto.randomUUID()}`;
+    const tasks = Array.from(
+      { length: count },
+      (_, i) =>
+        bad.has(i)
+          ? { type: "numbers", payload: { numbers: "no es una lista" } }
+          : i === 10 || i === 260
+          ? { type: "echo", payload: { message: "clave" }, options: { idempotencyKey: key } }
+          : { type: "echo", payload: { message: `m${i}` } },
+    );
+    const items = await client.submitManyUnchecked(tasks);
+    assert.equal(items.length, count);
+    items.forEach((item, i) => {
+      if (bad.has(i)) {
+        assert.ok(
+          !item.ok && item.error.code === "INVALID_PAYLOAD",
+          `${i}: ${JSON.stringify(item)}`,
+        );
+      } else assert.ok(item.ok, `${i}: ${JSON.stringify(item)}`);
+    });
+    const first = items[10];
+    const repeat = items[260];
+    assert.ok(first?.ok && repeat?.ok);
+    assert.equal(
+      repeat.taskId,
+      first.taskId,
+      "the key's second use, in a later slice, is the first task",
+    );
+    assert.equal(repeat.duplicate, true);
+    const ids = items.flatMap((item) => item.ok ? [item.taskId] : []);
+    assert.equal(new Set(ids).size, count - bad.size - 1, "every other task has its own id");
+    for (const i of [1, 248, 251, 498, 501, 598]) {
+      const item = items[i];
+      assert.ok(item?.ok);
+      assert.equal((await client.status(item.taskId)).status, "queued", `${i} is recorded`);
+    }
+  },
+});
+
+Deno.test({
   name: "a submit_many frame past the batch limit is refused whole, and nothing is recorded",
   ...rabbit,
   async fn() {

@@ -88,7 +88,16 @@ Deno.test("sqlite store: every statement uses an index, list and prune the ones 
         plan(WRITE_SQL.findByKey).some((line) => line.includes("INDEX tasks_idempotency")),
       );
       assert.ok(plan(WRITE_SQL.fileInUse).some((line) => line.includes("INDEX tasks_file_ref")));
-      for (const name of ["markStarted", "markRetrying", "cancel", "reopen", "remove"] as const) {
+      for (
+        const name of [
+          "markStarted",
+          "markRetrying",
+          "finish",
+          "cancel",
+          "reopen",
+          "remove",
+        ] as const
+      ) {
         const lines = plan(WRITE_SQL[name]);
         assert.ok(
           lines.some((line) => line.includes("INDEX sqlite_autoindex_tasks_1 (task_id=?)")),

@@ -7,6 +7,7 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import { DatabaseSync } from "node:sqlite";
+import { setImmediate } from "node:timers";
 import { ColmenaError } from "../../shared/errors.ts";
 import type { NewTask, TaskStore } from "../../shared/ports.ts";
 import { openSqliteTaskStore } from "../../server/stores/sqlite.ts";
@@ -85,6 +86,60 @@ for (
     }
   });
 }
+
+Deno.test("sqlite store: writes made in many turns, with batches in flight in the writer thread, apply in order", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "colmena-sqlite-" });
+  try {
+    const store = await openSqliteTaskStore(join(dir, "colmena.db"), { inlineBatch: 0 });
+    try {
+      // Each task's create, start and result go in three different turns, none awaited: batches follow
+      // one another to the thread while earlier ones are still there. Out of order, a result would land
+      // before its create (a record without its owner or payload) or a start after its result.
+      const writes: Promise<unknown>[] = [];
+      const ids = Array.from({ length: 60 }, (_, i) => `t${i}`);
+      const turn = () => new Promise((resolve) => setImmediate(resolve));
+      for (const id of ids) {
+        writes.push(store.create({ ...task(id), owner: "ana", payload: { text: id } }));
+        await turn();
+        writes.push(store.markStarted({
+          taskId: id,
+          worker: "w1",
+          startedAt: "2025-01-01T00:00:01.000Z",
+          attempt: 1,
+          origin: "s1",
+        }));
+        await turn();
+        writes.push(store.complete({
+          taskId: id,
+          taskType: "text",
+          status: "succeeded",
+          worker: "w1",
+          startedAt: "2025-01-01T00:00:01.000Z",
+          finishedAt: "2025-01-01T00:00:02.000Z",
+          durationMs: 1000,
+          attempt: 1,
+          origin: "s1",
+          output: { chars: id.length },
+        }));
+      }
+      const settled = await Promise.all(writes);
+      for (let i = 0; i < ids.length; i++) {
+        assert.deepEqual(settled[3 * i], { taskId: ids[i], created: true });
+        assert.equal(settled[3 * i + 2], true, `${ids[i]}: its result is the first`);
+        const view = await store.get(ids[i]!);
+        assert.equal(view?.status, "succeeded");
+        assert.equal(view?.owner, "ana");
+        assert.deepEqual(view?.output, { chars: ids[i]!.length });
+        assert.equal(view?.attempts, 1);
+        assert.deepEqual((await store.submission(ids[i]!))?.payload, { text: ids[i] });
+      }
+    } finally {
+      await store.close();
+    }
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
 
 Deno.test("sqlite store: opening a path that cannot be a database fails with STORE_UNAVAILABLE", async () => {
   const dir = await Deno.makeTempDir({ prefix: "colmena-sqlite-" });
