@@ -16,7 +16,7 @@
  *
  * @module
  */
-import { setImmediate } from "node:timers";
+import process from "node:process";
 import { ColmenaError } from "../shared/errors.ts";
 import { type Framed, LineSplitter } from "../shared/framing.ts";
 import type { ByteStream } from "./byte_stream.ts";
@@ -359,7 +359,9 @@ export class ClientConnection {
   #startWriting(): void {
     if (!this.#writing) {
       this.#writing = true;
-      setImmediate(() => this.#writeLoop());
+      // Once this callback and its microtasks are done: what they send (an `accepted` and its result) goes in
+      // one write, without waiting a turn; what comes while that write is under way goes in the next one.
+      process.nextTick(() => this.#writeLoop());
     }
   }
 

@@ -11,6 +11,7 @@
  *
  * @module
  */
+import process from "node:process";
 import { setImmediate } from "node:timers";
 import { ColmenaError, ERRORS, type WireError } from "../shared/errors.ts";
 import * as log from "../shared/log.ts";
@@ -493,13 +494,20 @@ export class TaskRunner {
         } (${durationMs} ms, cliente ${task.client.kind})`,
       );
     }
-    this.#scheduleFlush();
+    this.#scheduleFlush(true);
   }
 
-  #scheduleFlush(): void {
+  /**
+   * Flushes the reports at the end of this turn (`setImmediate`), so that the tasks that end in it share one
+   * message. A result (`result` set) with no report awaiting its confirm goes sooner, at `process.nextTick`,
+   * once the current callback and its microtasks are done: with no load, it does not wait a turn. A lone
+   * "started" notice keeps the turn's wait, so that a task ending in that turn needs none.
+   */
+  #scheduleFlush(result = false): void {
     if (this.#flushScheduled) return;
     this.#flushScheduled = true;
-    setImmediate(() => this.#flush());
+    if (result && this.#publishing.size === 0) process.nextTick(() => this.#flush());
+    else setImmediate(() => this.#flush());
   }
 
   #flush(): void {

@@ -4,6 +4,7 @@
  */
 import assert from "node:assert/strict";
 import { Buffer } from "node:buffer";
+import { setImmediate } from "node:timers";
 import amqp from "amqplib";
 import { coalesceWrites } from "../../shared/adapters/rabbitmq/coalesced_writes.ts";
 import { AMQP_URL, needsRabbit } from "../_helpers/services.ts";
@@ -77,4 +78,22 @@ Deno.test({
 Deno.test("coalesceWrites leaves alone a connection whose internals it does not know", () => {
   assert.equal(coalesceWrites({} as never), false);
   assert.equal(coalesceWrites({ connection: { muxer: { _readIncoming() {} } } } as never), false);
+});
+
+Deno.test("coalesceWrites runs a scheduled pass once, at the end of the callback, not a turn later", async () => {
+  const log: string[] = [];
+  const mux = {
+    scheduledRead: false,
+    out: { cork: () => log.push("cork"), uncork: () => log.push("uncork") },
+    _readIncoming: () => log.push("pass"),
+    _scheduleRead: () => log.push("amqplib's schedule"),
+  };
+  assert.equal(coalesceWrites({ connection: { muxer: mux } } as never), true);
+  mux._scheduleRead();
+  mux._scheduleRead();
+  log.push("end of callback");
+  await new Promise((resolve) => setImmediate(resolve));
+  log.push("next turn");
+  assert.deepEqual(log, ["end of callback", "cork", "pass", "uncork", "next turn"]);
+  assert.equal(mux.scheduledRead, false);
 });

@@ -6,6 +6,7 @@
  * @module
  */
 import assert from "node:assert/strict";
+import process from "node:process";
 import type { ByteStream } from "../../server/byte_stream.ts";
 import {
   ClientConnection,
@@ -150,4 +151,34 @@ Deno.test("a connection's done() resolves whether it is asked before or after th
   await conn.done();
   assert.equal(conn.awaiting.size, 0);
   assert.equal(conn.uploads.size, 0);
+});
+
+/** A peer that keeps what is written to it, one entry per write. */
+class WritePeer extends FakePeer {
+  readonly writes: string[] = [];
+
+  override write(p: Uint8Array): Promise<number> {
+    this.writes.push(decoder.decode(p));
+    return Promise.resolve(p.length);
+  }
+}
+
+Deno.test("frames sent in one callback leave in one write before the next turn", async () => {
+  const peer = new WritePeer();
+  const conn = new ClientConnection(peer, {
+    maxLineBytes: 1024,
+    maxOutputBytes: 1024 * 1024,
+    writeTimeoutMs: 10_000,
+  });
+  conn.send({ type: "accepted", id: "1", taskId: "t" });
+  conn.send({ type: "pong", id: "2" });
+  const writtenBeforeNextTurn = await new Promise<string[]>((resolve) =>
+    process.nextTick(() => resolve([...peer.writes]))
+  );
+  assert.equal(writtenBeforeNextTurn.length, 1);
+  assert.deepEqual(writtenBeforeNextTurn[0]!.trimEnd().split("\n").map((l) => JSON.parse(l).type), [
+    "accepted",
+    "pong",
+  ]);
+  conn.close();
 });

@@ -6,6 +6,7 @@
  */
 import assert from "node:assert/strict";
 import { Buffer } from "node:buffer";
+import process from "node:process";
 import { setImmediate } from "node:timers";
 import { type BatchedTask, TaskBatcher } from "../../shared/adapters/rabbitmq/task_batcher.ts";
 import { readTasks, tasksToTheirQueue } from "../../shared/adapters/rabbitmq/task_route.ts";
@@ -149,4 +150,38 @@ Deno.test("the fairness cap is a quarter of the smallest concurrency among live 
   assert.equal(workers.batchLimit("echo"), 2, "a stopping worker takes no task");
   beat(5, 100, { batches: false });
   assert.equal(workers.batchLimit("echo"), 1, "a worker that cannot read batches");
+});
+
+Deno.test("with no message awaiting its confirm, the batcher publishes before the next turn", async () => {
+  const { batcher, sent } = _batcher({ maxTasks: 8 });
+  const a = _task();
+  const b = _task();
+  const done = Promise.all([batcher.add(a), batcher.add(b)]);
+  // Before the next turn: at the end of this callback (a nextTick queued after the adds).
+  const sentAtOnce = await new Promise<number>((resolve) =>
+    process.nextTick(() => resolve(sent.length))
+  );
+  assert.equal(sentAtOnce, 1);
+  await done;
+  // The tasks of one callback still go together.
+  assert.deepEqual(sent, [[a.taskId, b.taskId]]);
+});
+
+Deno.test("while a message awaits its confirm, the batcher waits for the end of the turn", async () => {
+  const confirm = Promise.withResolvers<void>();
+  let calls = 0;
+  const { batcher, sent } = _batcher({ maxTasks: 8 }, () => {
+    calls++;
+    return calls === 1 ? confirm.promise : Promise.resolve();
+  });
+  const first = batcher.add(_task());
+  await new Promise((resolve) => setImmediate(resolve));
+  assert.equal(sent.length, 1);
+  const later = batcher.add(_task());
+  await new Promise((resolve) => process.nextTick(resolve));
+  assert.equal(sent.length, 1, "published before the end of the turn under load");
+  await later;
+  assert.equal(sent.length, 2);
+  confirm.resolve();
+  await first;
 });

@@ -4,8 +4,15 @@
  * Each task's caller gets its chunk's confirm, so a failed confirm fails every task of that chunk, each as it
  * would fail alone.
  *
+ * "The end of the turn" depends on the load. While a message of this batcher awaits its confirm, a group is
+ * flushed with `setImmediate`, so that it also takes the tasks of the other I/O callbacks of this turn. With
+ * none awaited (no load), it is flushed at `process.nextTick`, once the current callback and its microtasks
+ * are done: a lone task does not wait a turn (nor for what that turn runs first, such as a store's fsync),
+ * and the tasks of one callback (a `submit_many`) still go together.
+ *
  * @module
  */
+import process from "node:process";
 import { setImmediate } from "node:timers";
 import type { TaskMessage } from "../../queue_messages.ts";
 import { taskJson } from "./task_route.ts";
@@ -50,6 +57,8 @@ export class TaskBatcher {
   readonly #maxChars: number;
   #groups = new Map<string, _Group>();
   #scheduled = false;
+  /** Messages published and not yet confirmed (or failed). */
+  #unconfirmed = 0;
 
   constructor(options: TaskBatcherOptions) {
     if (!Number.isInteger(options.maxTasks) || options.maxTasks < 1) {
@@ -79,7 +88,8 @@ export class TaskBatcher {
     group.items.push({ task, json: taskJson(task), resolve, reject });
     if (!this.#scheduled) {
       this.#scheduled = true;
-      setImmediate(() => this.flush());
+      if (this.#unconfirmed === 0) process.nextTick(() => this.flush());
+      else setImmediate(() => this.flush());
     }
     return promise;
   }
@@ -110,6 +120,7 @@ export class TaskBatcher {
 
   #send(chunk: readonly _Pending[]): void {
     let sent: Promise<void>;
+    this.#unconfirmed++;
     try {
       sent = this.#options.publish(chunk);
     } catch (err) {
@@ -117,9 +128,11 @@ export class TaskBatcher {
     }
     sent.then(
       () => {
+        this.#unconfirmed--;
         for (const item of chunk) item.resolve();
       },
       (err: unknown) => {
+        this.#unconfirmed--;
         for (const item of chunk) item.reject(err);
       },
     );
