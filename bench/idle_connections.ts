@@ -3,7 +3,8 @@
 /**
  * Memory of idle client connections: starts a colmena server (SQLite store, its own queues and data
  * folder, no workers), opens N TCP connections that each say `hello` and then stay idle, and prints the
- * server's RSS before and after (`/proc/<pid>/status`, read with `cat`). Queues and folder are removed.
+ * server's RSS before, 3 s after they are open, and once it has settled (V8 returns the young generation
+ * the burst grew after some idle time; `/proc/<pid>/status`, read with `cat`). Queues and folder are removed.
  * The server runs with the `--v8-flags` of `deno task servidor`, or without them given `--sin-v8-flags`.
  *
  *   deno run --allow-net --allow-run --allow-read --allow-write=data --allow-env bench/idle_connections.ts 10000
@@ -15,6 +16,13 @@ import { deleteTopology } from "./raw_load.ts";
 import { ChildProcess, roleV8Flags } from "./processes.ts";
 import { typeQueue } from "../shared/adapters/rabbitmq/names.ts";
 import { TASK_TYPES } from "../shared/tasks.ts";
+
+/** How long the report waits at most for the server's RSS to settle once the connections are open. */
+const SETTLE_MAX_MS = 90_000;
+/** How often it reads the RSS meanwhile. */
+const SETTLE_STEP_MS = 5_000;
+/** It waits at least this long: V8's memory reducer needs the process idle for a while first. */
+const SETTLE_MIN_MS = 30_000;
 
 const count = Number(Deno.args.find((arg) => !arg.startsWith("--")) ?? "10000");
 const v8Flags = Deno.args.includes("--sin-v8-flags") ? [] : roleV8Flags("servidor");
@@ -77,9 +85,20 @@ try {
     conns.push(...opened);
   }
   await new Promise((resolve) => setTimeout(resolve, 3_000));
-  const after = await rssMiB(server.pid);
+  const opened = await rssMiB(server.pid);
+  // V8 hands back the young generation the burst grew once the process has been idle for a while (its
+  // memory reducer, some 20–30 s here): the settled figure is what idle connections keep.
+  let after = opened;
+  for (let waited = 0; waited < SETTLE_MAX_MS; waited += SETTLE_STEP_MS) {
+    await new Promise((resolve) => setTimeout(resolve, SETTLE_STEP_MS));
+    const now = await rssMiB(server.pid);
+    const settled = waited >= SETTLE_MIN_MS && Math.abs(now - after) < 1;
+    after = now;
+    if (settled) break;
+  }
   console.log(
-    `${count} conexiones inactivas: RSS del servidor ${before} MiB antes, ${after} MiB después ` +
+    `${count} conexiones inactivas: RSS del servidor ${before} MiB antes, ${opened} MiB recién ` +
+      `abiertas, ${after} MiB asentado tras un rato inactivas ` +
       `(${Math.round(((after - before) * 1024 * 1024) / count)} bytes por conexión; ` +
       `opciones de V8: ${v8Flags.join(" ") || "ninguna"})`,
   );
