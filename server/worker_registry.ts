@@ -79,6 +79,19 @@ export class WorkerRegistry {
     return smallest === Infinity ? 1 : Math.max(1, Math.floor(smallest / 4));
   }
 
+  /**
+   * The most tasks of `type` one bulk message (a `submit_many`'s) may carry: 1 while a live worker that runs
+   * `type` cannot read batch messages, no cap of its own otherwise (a worker splits a bulk larger than its
+   * fair share, see `BULK_HEADER`).
+   */
+  bulkLimit(type: string): number {
+    for (const w of this.#alive(Date.now())) {
+      if (w.stopping || (w.types.length > 0 && !w.types.includes(type))) continue;
+      if (!w.batches) return 1;
+    }
+    return Infinity;
+  }
+
   /** How many workers are alive now (heard within the liveness window). */
   aliveCount(): number {
     return this.#alive(Date.now()).length;
