@@ -592,6 +592,7 @@ export class ColmenaServer {
     clearInterval(this.#sweeper);
     for (const client of this.#connections) client.end(new ColmenaError("SHUTTING_DOWN"));
     await Promise.all([...this.#connections].map((c) => c.done()));
+    await this.#submitter.drain();
     await this.#broker?.drain();
     await this.#http?.shutdown();
   }

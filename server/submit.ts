@@ -6,7 +6,6 @@
  * @module
  */
 import { isUploadOf, payloadKey, UPLOAD_KEY } from "../shared/blob_keys.ts";
-import { setImmediate } from "node:timers";
 import type { ServerConfig } from "../shared/config.ts";
 import { blobNotFound } from "../shared/adapters/fs_blob.ts";
 import { ColmenaError } from "../shared/errors.ts";
@@ -81,6 +80,12 @@ interface FileText {
  * tasks/s in one turn, 10,100–10,800 in slices of 250).
  */
 const SUBMIT_MANY_SLICE = 250;
+
+/**
+ * Longest wait to note the confirms of keyed `submit_many` tasks when no further slice comes to carry them
+ * (a repeat of such a key waits for the note, polling every {@linkcode CONFIRM_POLL_MS}).
+ */
+const MARK_DELAY_MS = 20;
 
 /** Past a submit's publish deadline, how long its confirm may still take to be noted in the store. */
 const CONFIRM_MARGIN_MS = 5_000;
@@ -225,6 +230,7 @@ export class Submitter {
   readonly #inFlight = new Map<string, Promise<void>>();
   /** Keyed tasks of `submit_many`s confirmed in this turn, to be noted published at its end. */
   #toMark: string[] = [];
+  #markTimer: ReturnType<typeof setTimeout> | undefined;
 
   constructor(deps: SubmitDeps) {
     this.#deps = deps;
@@ -306,6 +312,8 @@ export class Submitter {
     }
     if (plain.length === 0 || broker === undefined) return outcomes;
     const { store } = this.#deps;
+    // The confirms noted since the last slice ride in this slice's transaction.
+    this.#flushMarks();
     const recording = store.createMany(plain.map((p) => p.newTask));
     plain.forEach((p, k) => {
       const outcome = recording.then((recorded) =>
@@ -328,20 +336,31 @@ export class Submitter {
   }
 
   /**
-   * {@linkcode #markPublished} for the tasks confirmed in this turn (a bulk message's confirm settles all
-   * its tasks at once), noted together in one store write at the end of the turn.
+   * {@linkcode #markPublished} for a keyed task of a `submit_many`, noted with the others in one store write:
+   * in the transaction of the next slice recorded (an fsync saved) or, when none comes, after
+   * {@linkcode MARK_DELAY_MS}.
    */
   #markPublishedSoon(taskId: string): void {
     if (this.#toMark.length === 0) {
-      setImmediate(() => {
-        const taskIds = this.#toMark;
-        this.#toMark = [];
-        this.#deps.store.markPublishedMany(taskIds).catch((err) =>
-          log.warn(`No se pudo anotar la publicación de ${taskIds.length} tareas: ${String(err)}`)
-        );
-      });
+      this.#markTimer = setTimeout(() => this.#flushMarks(), MARK_DELAY_MS);
     }
     this.#toMark.push(taskId);
+  }
+
+  #flushMarks(): Promise<void> {
+    clearTimeout(this.#markTimer);
+    this.#markTimer = undefined;
+    if (this.#toMark.length === 0) return Promise.resolve();
+    const taskIds = this.#toMark;
+    this.#toMark = [];
+    return this.#deps.store.markPublishedMany(taskIds).catch((err) =>
+      log.warn(`No se pudo anotar la publicación de ${taskIds.length} tareas: ${String(err)}`)
+    );
+  }
+
+  /** Notes now the confirms still waiting to be noted; called once no submit is left, before the store closes. */
+  async drain(): Promise<void> {
+    await this.#flushMarks();
   }
 
   /**
