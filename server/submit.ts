@@ -232,7 +232,7 @@ export class Submitter {
   readonly #deps: SubmitDeps;
   /** Publishes under way, by task id: a repeat of the same key waits for the first one's outcome. */
   readonly #inFlight = new Map<string, Promise<void>>();
-  /** Keyed tasks of `submit_many`s confirmed in this turn, to be noted published at its end. */
+  /** Keyed tasks of `submit_many`s confirmed and not yet noted published (see `#markPublishedSoon`). */
   #toMark: string[] = [];
   #markTimer: ReturnType<typeof setTimeout> | undefined;
 
