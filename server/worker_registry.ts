@@ -80,14 +80,15 @@ export class WorkerRegistry {
   }
 
   /**
-   * The most tasks of `type` one bulk message (a `submit_many`'s) may carry: 1 while a live worker that runs
-   * `type` cannot read batch messages, no cap of its own otherwise (a worker splits a bulk larger than its
-   * fair share, see `BULK_HEADER`).
+   * The most tasks of `type` one bulk message (a `submit_many`'s) may carry: no cap of its own while every
+   * live worker that runs `type` shares out a bulk larger than its fair share (see `BULK_HEADER`), or none
+   * is known; the fairness cap ({@linkcode batchLimit}) while one of them is older than bulks, and 1 while
+   * one cannot read batch messages.
    */
   bulkLimit(type: string): number {
     for (const w of this.#alive(Date.now())) {
       if (w.stopping || (w.types.length > 0 && !w.types.includes(type))) continue;
-      if (!w.batches) return 1;
+      if (!w.batches || !w.bulks) return this.batchLimit(type);
     }
     return Infinity;
   }

@@ -182,6 +182,12 @@ export const Heartbeat = z.object({
    * publish no batch of a type such a worker runs.
    */
   batches: z.boolean().default(false),
+  /**
+   * The worker shares out a bulk message larger than its fair share (see {@linkcode BULK_HEADER}); false
+   * from a worker older than this field, and servers then cap a bulk of a type such a worker runs at the
+   * fairness cap, as any batch.
+   */
+  bulks: z.boolean().default(false),
 });
 
 /** A worker's periodic sign of life. */

@@ -451,6 +451,7 @@ Deno.test({
         types: ["sleep"],
         stopped: false,
         batches: true,
+        bulks: true,
       });
     const server = await _server(stack, names, {
       batch: 32,
@@ -475,6 +476,7 @@ Deno.test({
       types: ["sleep"],
       stopped: true,
       batches: true,
+      bulks: true,
     });
     beat(40);
     await Promise.all(Array.from({ length: 20 }, () => server.broker.publishTask(_task())));

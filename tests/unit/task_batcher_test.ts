@@ -143,6 +143,7 @@ Deno.test("the fairness cap is a quarter of the smallest concurrency among live 
       types: more.types ?? ["echo"],
       stopped: false,
       batches: more.batches ?? true,
+      bulks: true,
     });
   assert.equal(workers.batchLimit("echo"), 1, "no worker known");
   beat(1, 100);
@@ -208,14 +209,17 @@ Deno.test("a bulk message carries the bulk header, and reads back as its tasks",
   assert.equal(headers(tasksToTheirQueue("q", tasks.slice(0, 1), { bulk: true })), undefined);
 });
 
-Deno.test("the bulk cap is 1 only while a live worker of the type cannot read batches", () => {
+Deno.test("the bulk cap is the fairness cap while a live worker of the type does not share bulks out", () => {
   const workers = new WorkerRegistry();
-  const beat = (pid: number, more: { types?: string[]; batches?: boolean } = {}) =>
+  const beat = (
+    pid: number,
+    more: { types?: string[]; batches?: boolean; bulks?: boolean } = {},
+  ) =>
     workers.heard({
       worker: `w${pid}`,
       host: "h",
       pid,
-      concurrency: 4,
+      concurrency: 8,
       inProgress: 0,
       processed: 0,
       failed: 0,
@@ -225,14 +229,17 @@ Deno.test("the bulk cap is 1 only while a live worker of the type cannot read ba
       types: more.types ?? ["echo"],
       stopped: false,
       batches: more.batches ?? true,
+      bulks: more.bulks ?? true,
     });
   assert.equal(workers.bulkLimit("echo"), Infinity, "no worker known");
   beat(1);
-  assert.equal(workers.bulkLimit("echo"), Infinity, "a worker of concurrency 4 shares bulks out");
+  assert.equal(workers.bulkLimit("echo"), Infinity, "a worker of concurrency 8 shares bulks out");
   beat(2, { types: ["sleep"], batches: false });
   assert.equal(workers.bulkLimit("echo"), Infinity);
   assert.equal(workers.bulkLimit("sleep"), 1);
-  beat(3, { batches: false });
+  beat(3, { bulks: false });
+  assert.equal(workers.bulkLimit("echo"), 2, "a worker older than bulks: the fairness cap");
+  beat(4, { batches: false, bulks: false });
   assert.equal(workers.bulkLimit("echo"), 1);
 });
 
