@@ -134,7 +134,7 @@ export async function runServer(
     blobs,
     catalog,
     ...(tokens === undefined ? {} : { tokens }),
-    connectBroker: ({ onResults, onHeartbeat, batchLimit }) =>
+    connectBroker: ({ onResults, onHeartbeat, batchLimit, bulkLimit }) =>
       connectServerBroker({
         url: config.amqpUrl,
         ca: amqpCa,
@@ -148,6 +148,7 @@ export async function runServer(
         onHeartbeat,
         tasksPerMessage: config.tasksPerMessage,
         batchLimit,
+        bulkLimit,
       }),
   });
   await server.start();

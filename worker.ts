@@ -142,6 +142,7 @@ export async function runWorker(
       types: [...broker.taskTypes],
       stopped,
       batches: true,
+      bulks: true,
     });
   beat();
   const heartbeats = setInterval(beat, config.heartbeatMs);

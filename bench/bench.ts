@@ -99,7 +99,8 @@ const USAGE = `Uso: deno task -q bench [opciones]
   --tareas-por-mensaje N  --tareas-por-mensaje del servidor de colmena (1: una tarea por mensaje) [32]
   --sin-bullmq        no medir BullMQ
   --sin-v8-flags      colmena sin las opciones de V8 de sus tareas en deno.json
-  --solo LADO         medir solo "colmena", solo "crudo" o solo "bullmq"
+  --solo LADO         medir solo "colmena", solo "crudo", solo "bullmq" o solo "lotes"
+                      (lotes: solo submitMany frente a addBulk, sin rondas con carga)
   --json              salida para máquinas (JSON) en lugar de la tabla
   --help, -h, --ayuda esta ayuda`;
 
@@ -107,7 +108,7 @@ const USAGE = `Uso: deno task -q bench [opciones]
 type Side = `colmena-${Store}` | "crudo" | "bullmq";
 
 /** The sides `--solo` can pick. */
-const SOLO_SIDES = ["colmena", "crudo", "bullmq"] as const;
+const SOLO_SIDES = ["colmena", "crudo", "bullmq", "lotes"] as const;
 
 function colmenaSide(store: Store): Side {
   return `colmena-${store}`;
@@ -137,7 +138,9 @@ interface BenchOptions {
   timeoutMs: number;
   amqpUrl: string;
   /** Which of colmena, the raw baseline and BullMQ to measure. */
-  sides: (typeof SOLO_SIDES)[number][];
+  sides: Exclude<(typeof SOLO_SIDES)[number], "lotes">[];
+  /** Only the bulk measure (`submitMany` against `addBulk`): no loaded or no-load rounds (`--solo lotes`). */
+  bulkOnly: boolean;
   /** colmena's task stores, in the order given. */
   stores: Store[];
   databaseUrl: string;
@@ -220,7 +223,9 @@ function parseOptions(args: readonly string[]): BenchOptions | "help" {
   if (taskTypes.length === 0) problems.push("--tipos: hace falta al menos un tipo");
   const solo = SOLO_SIDES.find((side) => side === values.solo);
   if (values.solo !== undefined && solo === undefined) {
-    problems.push(`--solo: debe ser "colmena", "crudo" o "bullmq" (se recibió "${values.solo}")`);
+    problems.push(
+      `--solo: debe ser "colmena", "crudo", "bullmq" o "lotes" (se recibió "${values.solo}")`,
+    );
   }
   if (solo === "bullmq" && values["sin-bullmq"]) {
     problems.push("--solo bullmq y --sin-bullmq se contradicen");
@@ -259,7 +264,9 @@ function parseOptions(args: readonly string[]): BenchOptions | "help" {
     taskTypes,
     timeoutMs: int("limite-s", values["limite-s"], 1, 3_600) * 1000,
     amqpUrl: values["amqp-url"],
-    sides: solo !== undefined
+    sides: solo === "lotes"
+      ? values["sin-bullmq"] ? ["colmena"] : ["colmena", "bullmq"]
+      : solo !== undefined
       ? [solo]
       : values["sin-bullmq"]
       ? ["colmena", "crudo"]
@@ -268,6 +275,7 @@ function parseOptions(args: readonly string[]): BenchOptions | "help" {
     databaseUrl: values["database-url"],
     redisUrl: values["redis-url"],
     json: values.json,
+    bulkOnly: solo === "lotes",
     v8Flags: !values["sin-v8-flags"],
   };
   if (problems.length > 0) throw new _UsageError(problems.join("\n"));
@@ -573,6 +581,8 @@ interface Report {
     tasksPerSecond: number;
     perRepetition: number[];
     ratioAddBulk: number | null;
+    /** CPU time per task of each process during the rounds (µs): client (`carga`), server, RabbitMQ. */
+    cpuUsPerTask: Record<string, number>;
   } | null;
   /**
    * The no-load measure of each side: `tasks` one at a time (1 client, 1 in flight); medians over the
@@ -598,7 +608,9 @@ async function measure(
 ): Promise<Report> {
   const root = fileURLToPath(new URL("../", import.meta.url));
   const runId = crypto.randomUUID();
-  const colmenaStores = options.sides.includes("colmena") ? options.stores : [];
+  const colmenaStores = options.sides.includes("colmena") && !options.bulkOnly
+    ? options.stores
+    : [];
   const names = topologyNames(runId, colmenaStores);
   const skipped: Partial<Record<Side, string>> = {};
   let redis: string | undefined;
@@ -618,7 +630,9 @@ async function measure(
     ...(options.sides.includes("crudo") ? ["crudo" as const] : []),
     ...(redis !== undefined ? ["bullmq" as const] : []),
   ];
-  if (sides.length === 0) {
+  // The rounds with load and without: none when only the bulk measure is asked for.
+  const roundSides = options.bulkOnly ? [] : sides;
+  if (sides.length === 0 && !options.sides.includes("colmena")) {
     throw new Error(`No queda nada que medir: ${skipped.bullmq ?? "sin lados"}`);
   }
   // The SQLite files and object folders of the run, under the git-ignored ./data, removed at the end.
@@ -688,6 +702,8 @@ async function measure(
   let bullmqPublisher: BullmqPublisher | undefined;
   const bulkRates: number[] = [];
   const submitManyRates: number[] = [];
+  /** CPU ticks of each process over every `submitMany` round. */
+  const submitManyTicks: Record<string, number> = {};
   const idleSamples = new Map<Side, { p50: number[]; p99: number[] }>();
   let bulkServer: ChildProcess | undefined;
   let bulkPort = 0;
@@ -796,7 +812,7 @@ async function measure(
       }));
     }
 
-    if (sides.includes("bullmq")) {
+    if (roundSides.includes("bullmq")) {
       progress("Arrancando workers de BullMQ (Redis)…");
       for (let i = 1; i <= options.workers; i++) {
         bullmqWorkers.push(ChildProcess.spawn(`worker BullMQ ${i}`, {
@@ -879,12 +895,12 @@ async function measure(
 
     // The no-load measure comes first, so that no loaded round's tail (broker flushes, GC) lands in it.
     if (options.idleTasks > 0) {
-      for (const side of sides) {
+      for (const side of roundSides) {
         await runRound(side, Math.min(100, options.idleTasks), { clients: 1, window: 1 });
       }
     }
     for (let rep = 1; rep <= options.repetitions; rep++) {
-      const order = rep % 2 === 1 ? sides : [...sides].reverse();
+      const order = rep % 2 === 1 ? roundSides : [...roundSides].reverse();
       if (options.idleTasks > 0) {
         for (const side of order) {
           const result = await runRound(side, options.idleTasks, { clients: 1, window: 1 });
@@ -910,7 +926,7 @@ async function measure(
     }
 
     if (options.warmup > 0) {
-      for (const side of sides) {
+      for (const side of roundSides) {
         progress(`Calentamiento de ${sideLabel(side)}: ${formatNumber(options.warmup)} tareas…`);
         const result = await runRound(side, options.warmup);
         if (result.problem !== null || result.completed < result.planned) {
@@ -928,7 +944,7 @@ async function measure(
 
     for (let rep = 1; rep <= options.repetitions; rep++) {
       // Alternate the order, so that no side always follows the same other side's tail.
-      const order = rep % 2 === 1 ? sides : [...sides].reverse();
+      const order = rep % 2 === 1 ? roundSides : [...roundSides].reverse();
       for (const side of order) {
         const group = groups.get(side)!;
         const [before, machineBefore] = await Promise.all([snapshot(group), readMachineCpu()]);
@@ -971,6 +987,12 @@ async function measure(
         await delay(PAUSE_MS);
       }
       if (bulkServer !== undefined) {
+        const cpu: CpuGroups = {
+          carga: () => readCpuTicks(Deno.pid),
+          servidor: sumTicks([bulkServer]),
+          ...(brokerPid === undefined ? {} : { rabbitmq: () => readCpuTicks(brokerPid) }),
+        };
+        const before = await snapshot(cpu);
         const ms = await wait(measureSubmitMany({
           host: "127.0.0.1",
           port: bulkPort,
@@ -979,6 +1001,14 @@ async function measure(
           taskSpecs,
         }));
         submitManyRates.push(round(options.tasks / (ms / 1000), 1));
+        const after = await snapshot(cpu);
+        for (const name of Object.keys(cpu)) {
+          const a = before[name];
+          const b = after[name];
+          if (a !== undefined && b !== undefined) {
+            submitManyTicks[name] = (submitManyTicks[name] ?? 0) + Math.max(0, b - a);
+          }
+        }
         progress(
           `Ronda ${rep}/${options.repetitions} · colmena submitMany (lotes de ${BULK_SIZE}, sin ` +
             `workers): ${formatNumber(submitManyRates.at(-1)!)} tareas/s`,
@@ -1007,6 +1037,12 @@ async function measure(
         tasksPerSecond: rate,
         perRepetition: submitManyRates,
         ratioAddBulk: bulkRates.length > 0 ? round(rate / median(bulkRates)) : null,
+        cpuUsPerTask: Object.fromEntries(
+          Object.entries(submitManyTicks).map(([name, ticks]) => [
+            name,
+            round((ticks * 1e6) / ticksPerSecond / (options.tasks * submitManyRates.length), 1),
+          ]),
+        ),
       };
     }
     if (bulkRates.length > 0) {
@@ -1233,6 +1269,9 @@ function renderTable(report: Report): string {
         many.ratioAddBulk === null
           ? ""
           : `; submitMany/addBulk ${formatNumber(many.ratioAddBulk, 2)}`
+      }; µs de CPU por tarea: ${
+        Object.entries(many.cpuUsPerTask).map(([name, us]) => `${name} ${formatNumber(us, 1)}`)
+          .join(" · ")
       }`,
     );
   }

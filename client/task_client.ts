@@ -255,11 +255,15 @@ export class TaskClient<C extends readonly AnyTaskDefinition[] = []> implements 
     const frames: { task: TaskSpec; options: SubmitOptions }[][] = [];
     let frame: { task: TaskSpec; options: SubmitOptions }[] = [];
     let bytes = 0;
+    // The made-up keys of one call share a random stem: unique, and close together in the store's index of
+    // keys (one random key a task scatters its index entries over as many pages).
+    const stem = crypto.randomUUID();
+    let seq = 0;
     for (const { type, payload, options = {} } of tasks) {
       const item = {
         task: { type, payload },
         options: options.idempotencyKey === undefined
-          ? { ...options, idempotencyKey: crypto.randomUUID() }
+          ? { ...options, idempotencyKey: `${stem}.${(seq++).toString(36)}` }
           : options,
       };
       const size = JSON.stringify(item).length + 1;

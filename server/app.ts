@@ -83,6 +83,8 @@ export interface ServerDeps {
     onHeartbeat: (heartbeat: Heartbeat) => void;
     /** The fairness cap on the tasks of one message of a type (see `WorkerRegistry.batchLimit`). */
     batchLimit: (type: string) => number;
+    /** The cap on the tasks of one bulk message of a type (see `WorkerRegistry.bulkLimit`). */
+    bulkLimit: (type: string) => number;
   }) => Promise<ServerBroker>;
   /** The task store. */
   store: TaskStore;
@@ -229,6 +231,7 @@ export class ColmenaServer {
       onResults: (batch) => this.#router.onResults(batch),
       onHeartbeat: (hb) => this.#workers.heard(hb),
       batchLimit: (type) => this.#workers.batchLimit(type),
+      bulkLimit: (type) => this.#workers.bulkLimit(type),
     });
     log.info("Conectado a RabbitMQ");
     let port: number;
@@ -589,6 +592,7 @@ export class ColmenaServer {
     clearInterval(this.#sweeper);
     for (const client of this.#connections) client.end(new ColmenaError("SHUTTING_DOWN"));
     await Promise.all([...this.#connections].map((c) => c.done()));
+    await this.#submitter.drain();
     await this.#broker?.drain();
     await this.#http?.shutdown();
   }

@@ -79,6 +79,20 @@ export class WorkerRegistry {
     return smallest === Infinity ? 1 : Math.max(1, Math.floor(smallest / 4));
   }
 
+  /**
+   * The most tasks of `type` one bulk message (a `submit_many`'s) may carry: no cap of its own while every
+   * live worker that runs `type` shares out a bulk larger than its fair share (see `BULK_HEADER`), or none
+   * is known; the fairness cap ({@linkcode batchLimit}) while one of them is older than bulks, and 1 while
+   * one cannot read batch messages.
+   */
+  bulkLimit(type: string): number {
+    for (const w of this.#alive(Date.now())) {
+      if (w.stopping || (w.types.length > 0 && !w.types.includes(type))) continue;
+      if (!w.batches || !w.bulks) return this.batchLimit(type);
+    }
+    return Infinity;
+  }
+
   /** How many workers are alive now (heard within the liveness window). */
   aliveCount(): number {
     return this.#alive(Date.now()).length;

@@ -35,9 +35,11 @@ export interface ServerBroker extends Closable {
    * rejects with `BROKER_UNAVAILABLE` when the message could not be sent (not queued), or with
    * `PUBLISH_UNCONFIRMED` when it was sent and no confirm came (it may or may not be queued). Tasks of one
    * type and priority published in the same event-loop turn may travel in one message: each resolves or
-   * rejects with that message's confirm, exactly as if it had travelled alone.
+   * rejects with that message's confirm, exactly as if it had travelled alone. A `bulk` task (one of a
+   * `submit_many`) may share its message with many more (a bulk message, which the worker that takes it
+   * shares out in messages of its fair share before running any).
    */
-  publishTask(task: TaskMessage): Promise<void>;
+  publishTask(task: TaskMessage, options?: { bulk?: boolean }): Promise<void>;
   /**
    * Sends results that belong to another server to that server. Resolves when the broker has them; after a
    * reject the caller keeps the results' source unacknowledged, so they come again.
@@ -243,6 +245,13 @@ export interface TaskStore {
    * already used by the same owner, records nothing and returns the first task's id, `created: false`.
    */
   create(task: NewTask): Promise<{ taskId: string; created: boolean }>;
+  /**
+   * Records several tasks, each as {@linkcode create} would (a repeated idempotency key, even one repeated
+   * within `tasks`, gives the first task's id and `created: false`), as one write: one transaction where the
+   * store has transactions. Resolves once every record is durable, with each task's outcome in the order
+   * given; rejects when the write failed, and then, with SQLite and the memory store, none is recorded.
+   */
+  createMany(tasks: readonly NewTask[]): Promise<{ taskId: string; created: boolean }[]>;
   /** Marks a task `running` on a worker and counts the attempt; ignored when the task is final. */
   markStarted(notice: StartedNotice): Promise<void>;
   /** Puts a running task back to `queued` after a failed attempt that will be retried; ignored when final. */
@@ -264,6 +273,8 @@ export interface TaskStore {
    * its key never queues it a second time. Ignored for an unknown task.
    */
   markPublished(taskId: string): Promise<void>;
+  /** {@linkcode markPublished} for several tasks, as one write. */
+  markPublishedMany(taskIds: readonly string[]): Promise<void>;
   /** Whether {@linkcode markPublished} was called for the task; `false` for an unknown one. */
   published(taskId: string): Promise<boolean>;
   /** Forgets a task whose submission failed before it was accepted. */

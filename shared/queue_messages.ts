@@ -55,6 +55,18 @@ export type TaskMessage = z.output<typeof TaskMessage>;
 export const TASKS_HEADER = "x-colmena-tareas";
 
 /**
+ * The AMQP header (`true`) that marks a {@linkcode TaskBatchMessage} packed from a `submit_many` beyond the
+ * workers' fairness cap (up to `MAX_BULK_TASKS`). A worker that takes one with more tasks than its fair
+ * share (a quarter of its concurrency, at least 1) runs none of it: it publishes the tasks again in
+ * messages of its fair share, and acknowledges the bulk once the broker confirmed them all, so that no
+ * worker holds tasks that another one could run sooner. A bulk that comes redelivered is not split.
+ */
+export const BULK_HEADER = "x-colmena-lote";
+
+/** Most tasks in one bulk message (see {@linkcode BULK_HEADER}). */
+export const MAX_BULK_TASKS = 1_000;
+
+/**
  * Several tasks of one type and priority in one message of their type's queue (at least 2: a group of one
  * travels as a plain {@linkcode TaskMessage}). Its `x-colmena-tareas` header holds the count. A worker runs
  * each task as if it had come alone, and acknowledges the message once every task of it is settled.
@@ -170,6 +182,12 @@ export const Heartbeat = z.object({
    * publish no batch of a type such a worker runs.
    */
   batches: z.boolean().default(false),
+  /**
+   * The worker shares out a bulk message larger than its fair share (see {@linkcode BULK_HEADER}); false
+   * from a worker older than this field, and servers then cap a bulk of a type such a worker runs at the
+   * fairness cap, as any batch.
+   */
+  bulks: z.boolean().default(false),
 });
 
 /** A worker's periodic sign of life. */

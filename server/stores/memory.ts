@@ -69,6 +69,10 @@ export class MemoryTaskStore implements TaskStore {
     });
   }
 
+  async createMany(tasks: readonly NewTask[]): Promise<{ taskId: string; created: boolean }[]> {
+    return await Promise.all(tasks.map((task) => this.create(task)));
+  }
+
   markStarted(notice: StartedNotice): Promise<void> {
     return this.#run(() => {
       const startedAt = toMillis(notice.startedAt);
@@ -126,6 +130,10 @@ export class MemoryTaskStore implements TaskStore {
       const record = this.#tasks.get(taskId);
       if (record !== undefined && record.publishedAt === null) record.publishedAt = Date.now();
     });
+  }
+
+  async markPublishedMany(taskIds: readonly string[]): Promise<void> {
+    await Promise.all(taskIds.map((taskId) => this.markPublished(taskId)));
   }
 
   published(taskId: string): Promise<boolean> {

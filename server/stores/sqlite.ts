@@ -23,7 +23,14 @@ import type { CancelOutcome, NewTask, TaskPage, TaskQuery, TaskStore } from "../
 import type { TaskView } from "../../shared/protocol.ts";
 import type { ResultMessage, StartedNotice } from "../../shared/queue_messages.ts";
 import { type Migration, readMigrations } from "./migrations.ts";
-import { COLUMN_NAMES, recordCells, recordFromRow, selectList, TASK_COLUMNS } from "./columns.ts";
+import {
+  type Cell,
+  COLUMN_NAMES,
+  recordCells,
+  recordFromRow,
+  selectList,
+  TASK_COLUMNS,
+} from "./columns.ts";
 import {
   applyBatch,
   configure,
@@ -315,6 +322,15 @@ export class SqliteTaskStore implements TaskStore {
     });
   }
 
+  createMany(tasks: readonly NewTask[]): Promise<{ taskId: string; created: boolean }[]> {
+    return this.#write("createMany", () => [
+      tasks.map((task): [Cell[], string, string | null] => {
+        const record = newTaskRecord(task);
+        return [recordCells(record, "sqlite"), record.owner, record.idempotencyKey];
+      }),
+    ]);
+  }
+
   markStarted(notice: StartedNotice): Promise<void> {
     return this.#write("markStarted", () => [
       storableText(notice.worker),
@@ -346,6 +362,10 @@ export class SqliteTaskStore implements TaskStore {
 
   markPublished(taskId: string): Promise<void> {
     return this.#write("markPublished", () => [Date.now(), taskId]);
+  }
+
+  markPublishedMany(taskIds: readonly string[]): Promise<void> {
+    return this.#write("markPublishedMany", () => [Date.now(), [...taskIds]]);
   }
 
   published(taskId: string): Promise<boolean> {
@@ -477,7 +497,7 @@ export class SqliteTaskStore implements TaskStore {
     this.#queue = [];
     const calls = batch.map((write) => write.call);
     // Inline only with nothing in flight: a batch on this thread must not overtake one the writer holds.
-    if (this.#quiet(batch.length) && this.#inFlight.size === 0) {
+    if (this.#quiet(_rowsOf(calls)) && this.#inFlight.size === 0) {
       settle(batch, { type: "done", outcomes: applyBatch(this.#db, this.#inline, calls) });
       return;
     }
@@ -512,6 +532,19 @@ export class SqliteTaskStore implements TaskStore {
 }
 
 /** Settles each write of a batch with its outcome. */
+/** How many rows a batch writes: a `createMany` or `markPublishedMany` counts each of its tasks. */
+function _rowsOf(calls: readonly WriteCall[]): number {
+  let rows = 0;
+  for (const [name, args] of calls) {
+    rows += name === "createMany"
+      ? args[0].length
+      : name === "markPublishedMany"
+      ? args[1].length
+      : 1;
+  }
+  return rows;
+}
+
 function settle(batch: readonly QueuedWrite[], reply: FromWriter): void {
   if (reply.type !== "done") {
     const err = writerError(reply.type === "failed" ? reply.error : { message: reply.type });

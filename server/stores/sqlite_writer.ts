@@ -166,6 +166,13 @@ const WRITES = {
     }
     return { taskId, created: false };
   },
+  /** Several creates in one write; see `create`. */
+  createMany(
+    sql: Statements,
+    rows: [cells: Cell[], owner: string, key: string | null][],
+  ): { taskId: string; created: boolean }[] {
+    return rows.map(([cells, owner, key]) => WRITES.create(sql, cells, owner, key));
+  },
   markStarted(
     sql: Statements,
     worker: string,
@@ -200,6 +207,9 @@ const WRITES = {
   },
   markPublished(sql: Statements, now: number, taskId: string): void {
     sql.markPublished.run(now, taskId);
+  },
+  markPublishedMany(sql: Statements, now: number, taskIds: string[]): void {
+    for (const taskId of taskIds) sql.markPublished.run(now, taskId);
   },
   prune(sql: Statements, cutoff: number, max: number): { removed: number; blobKeys: string[] } {
     const rows = sql.prune.all(cutoff, max);

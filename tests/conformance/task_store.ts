@@ -285,6 +285,45 @@ export function storeConformance(
     assert.equal(await store.published("t1"), true);
   });
 
+  test("createMany records each task as create would, and a key repeated within the call gives the first task", async ({ store }) => {
+    await store.create(newTask("t0", { idempotencyKey: "antes" }));
+    const outcomes = await store.createMany([
+      newTask("t1"),
+      newTask("t2", { idempotencyKey: "clave" }),
+      newTask("t3", { idempotencyKey: "clave" }),
+      newTask("t4", { idempotencyKey: "antes" }),
+      newTask("t5", { idempotencyKey: "otra" }),
+    ]);
+    assert.deepEqual(outcomes, [
+      { taskId: "t1", created: true },
+      { taskId: "t2", created: true },
+      { taskId: "t2", created: false },
+      { taskId: "t0", created: false },
+      { taskId: "t5", created: true },
+    ]);
+    assert.deepEqual(await store.get("t1"), queuedView("t1"));
+    assert.equal(await store.get("t3"), undefined);
+    assert.equal(await store.get("t4"), undefined);
+    assert.equal((await store.list({ limit: 10 })).items.length, 4);
+    assert.deepEqual(await store.submission("t5"), {
+      ...newTask("t5", { idempotencyKey: "otra" }),
+      owner: "web-1",
+    });
+  });
+
+  test("markPublishedMany marks each known task published and ignores unknown ones", async ({ store }) => {
+    await store.createMany([
+      newTask("t1", { idempotencyKey: "a" }),
+      newTask("t2", { idempotencyKey: "b" }),
+      newTask("t3", { idempotencyKey: "c" }),
+    ]);
+    await store.markPublishedMany(["t1", "nope", "t3"]);
+    assert.equal(await store.published("t1"), true);
+    assert.equal(await store.published("t2"), false);
+    assert.equal(await store.published("t3"), true);
+    assert.equal(await store.published("nope"), false);
+  });
+
   test("submission returns the task as created, payload and references included", async ({ store }) => {
     const inline = newTask("t1", {
       payload: { text: "hola", n: [1, 2.5, null], nested: { ñ: "ü" } },

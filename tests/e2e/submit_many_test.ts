@@ -8,8 +8,10 @@
  */
 import assert from "node:assert/strict";
 import { TaskClient } from "../../client.ts";
+import { typeQueue } from "../../shared/adapters/rabbitmq/names.ts";
+import { queueDepth } from "../../shared/adapters/rabbitmq/topology.ts";
 import { MAX_BATCH_TASKS } from "../../shared/protocol.ts";
-import { needsRabbit } from "../_helpers/services.ts";
+import { AMQP_URL, needsRabbit } from "../_helpers/services.ts";
 import { startServer, startWorker, tempDataDir, uniqueQueues } from "../_helpers/processes.ts";
 import { RawClient } from "../_helpers/raw_client.ts";
 
@@ -66,6 +68,48 @@ Deno.test({
     assert.equal(again.payloadDiffers, false);
     const page = await client.list({ clientName: "lotes" });
     assert.equal(page.items.length, 3, JSON.stringify(page.items.map((t) => t.taskId)));
+  },
+});
+
+Deno.test({
+  name:
+    "with no worker, a batch travels in one bulk message, and sent again with its keys it gets the same tasks and queues nothing more",
+  ...rabbit,
+  async fn() {
+    await using data = await tempDataDir();
+    await using queues = uniqueQueues("many-bulk");
+    // A repeat of a key whose task was never noted published would be published again once this passed.
+    await using server = await startServer(queues, [
+      "--data-dir",
+      data.path,
+      "--publish-retry-ms",
+      "0",
+    ]);
+    await using client = new TaskClient({ host: "127.0.0.1", port: server.port, name: "bulto" });
+    const stem = crypto.randomUUID();
+    const tasks = Array.from({ length: 60 }, (_, i) => ({
+      type: "echo",
+      payload: { message: `m${i}` },
+      options: { idempotencyKey: `${stem}-${i}` },
+    }));
+    const first = await client.submitManyUnchecked(tasks);
+    const ids = first.map((item) => {
+      assert.ok(item.ok && item.duplicate === undefined, JSON.stringify(item));
+      return item.taskId;
+    });
+    assert.equal(new Set(ids).size, 60);
+    const queue = typeQueue(queues.taskQueue, "echo");
+    assert.equal(await queueDepth(AMQP_URL, queue), 1, "one bulk message for the 60 tasks");
+    const again = await client.submitManyUnchecked(tasks);
+    again.forEach((item, i) => {
+      assert.ok(item.ok && item.duplicate === true, JSON.stringify(item));
+      assert.equal(item.taskId, ids[i]);
+      assert.equal(item.payloadDiffers, false);
+    });
+    assert.equal(await queueDepth(AMQP_URL, queue), 1, "nothing published again");
+    for (const id of [ids[0]!, ids[59]!]) {
+      assert.equal((await client.status(id)).status, "queued");
+    }
   },
 });
 

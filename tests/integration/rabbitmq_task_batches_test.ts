@@ -451,6 +451,7 @@ Deno.test({
         types: ["sleep"],
         stopped: false,
         batches: true,
+        bulks: true,
       });
     const server = await _server(stack, names, {
       batch: 32,
@@ -475,10 +476,76 @@ Deno.test({
       types: ["sleep"],
       stopped: true,
       batches: true,
+      bulks: true,
     });
     beat(40);
     await Promise.all(Array.from({ length: 20 }, () => server.broker.publishTask(_task())));
     assert.equal(await queueDepth(AMQP_URL, queue), 12);
+  },
+});
+
+Deno.test({
+  name:
+    "bulk tasks travel in one message past the fairness cap, and a worker shares it out in messages of its fair share before running any",
+  ...rabbit,
+  async fn() {
+    const names = _names();
+    await using stack = new AsyncDisposableStack();
+    _cleanup(stack, names);
+    // As with no worker known: the fairness cap is 1, so lone tasks go one per message.
+    const server = await _server(stack, names, { batch: 8, batchLimit: () => 1 });
+    const queue = typeQueue(names.taskQueue, "sleep");
+    const tasks = Array.from({ length: 100 }, () => _task());
+    await Promise.all(tasks.map((t) => server.broker.publishTask(t, { bulk: true })));
+    assert.equal(await queueDepth(AMQP_URL, queue), 1);
+    // Shared out without running any: 100 tasks at 2 (a quarter of 8) per message, of which this worker
+    // then holds a few (unrun) and hands them back when it stops.
+    const idle = await _worker(stack, names, { concurrency: 8, onDelivery: () => false });
+    await _waitUntil(
+      async () => ((await queueDepth(AMQP_URL, queue)) ?? 0) >= 40,
+      "the bulk shared out",
+    );
+    await idle.drain();
+    await _waitUntil(
+      async () => (await queueDepth(AMQP_URL, queue)) === 50,
+      "50 messages of 2 tasks back in the queue",
+    );
+    const worker = await _worker(stack, names, { concurrency: 8 });
+    await _waitUntil(() => server.results.length >= 100, "every result", 30_000);
+    await delay(100);
+    _onceEach(server.results, tasks);
+    assert.ok(worker.state.max <= 8);
+    await _waitUntil(
+      async () => (await queueDepth(AMQP_URL, queue)) === 0,
+      "the queue to empty",
+    );
+  },
+});
+
+Deno.test({
+  name:
+    "a worker of small concurrency that takes a bulk keeps only its share, and another worker runs the rest meanwhile",
+  ...rabbit,
+  async fn() {
+    const names = _names();
+    await using stack = new AsyncDisposableStack();
+    _cleanup(stack, names);
+    const server = await _server(stack, names, { batch: 8 });
+    const release = Promise.withResolvers<void>();
+    const slow: Behaviour = () => release.promise;
+    const tasks = Array.from({ length: 40 }, () => _task({ timeoutMs: 60_000 }));
+    await Promise.all(tasks.map((t) => server.broker.publishTask(t, { bulk: true })));
+    assert.equal(await queueDepth(AMQP_URL, typeQueue(names.taskQueue, "sleep")), 1);
+    const behaviour = new Map(tasks.map((t) => [t.taskId, slow]));
+    const first = await _worker(stack, names, { concurrency: 4, behaviour });
+    await _waitUntil(() => first.state.now === 4, "the first worker running 4 tasks");
+    // Holding the whole bulk, the first worker would leave nothing for the second one.
+    const second = await _worker(stack, names, { concurrency: 4, behaviour });
+    await _waitUntil(() => second.state.now === 4, "the second worker running 4 tasks too");
+    release.resolve();
+    await _waitUntil(() => server.results.length >= 40, "every result", 30_000);
+    await delay(100);
+    _onceEach(server.results, tasks);
   },
 });
 

@@ -10,7 +10,13 @@ import process from "node:process";
 import { setImmediate } from "node:timers";
 import { type BatchedTask, TaskBatcher } from "../../shared/adapters/rabbitmq/task_batcher.ts";
 import { readTasks, tasksToTheirQueue } from "../../shared/adapters/rabbitmq/task_route.ts";
-import { QUEUE_FORMAT, type TaskMessage, TASKS_HEADER } from "../../shared/queue_messages.ts";
+import {
+  BULK_HEADER,
+  MAX_BULK_TASKS,
+  QUEUE_FORMAT,
+  type TaskMessage,
+  TASKS_HEADER,
+} from "../../shared/queue_messages.ts";
 import { WorkerRegistry } from "../../server/worker_registry.ts";
 
 function _task(overrides: Partial<TaskMessage> = {}): TaskMessage {
@@ -137,6 +143,7 @@ Deno.test("the fairness cap is a quarter of the smallest concurrency among live 
       types: more.types ?? ["echo"],
       stopped: false,
       batches: more.batches ?? true,
+      bulks: true,
     });
   assert.equal(workers.batchLimit("echo"), 1, "no worker known");
   beat(1, 100);
@@ -150,6 +157,90 @@ Deno.test("the fairness cap is a quarter of the smallest concurrency among live 
   assert.equal(workers.batchLimit("echo"), 2, "a stopping worker takes no task");
   beat(5, 100, { batches: false });
   assert.equal(workers.batchLimit("echo"), 1, "a worker that cannot read batches");
+});
+
+Deno.test("bulk tasks go together past the fairness cap, up to the bulk cap, apart from the others", async () => {
+  const sent: { ids: string[]; bulk: boolean }[] = [];
+  let bulkLimit = Infinity;
+  const batcher = new TaskBatcher({
+    maxTasks: 4,
+    limitFor: () => 1,
+    bulkLimitFor: () => bulkLimit,
+    maxChars: 10_000_000,
+    publish: (tasks, bulk) => {
+      sent.push({ ids: tasks.map((t) => t.task.taskId), bulk });
+      return Promise.resolve();
+    },
+  });
+  const bulk = Array.from({ length: MAX_BULK_TASKS + 10 }, () => _task());
+  const lone = [_task(), _task()];
+  const other = [_task({ type: "sleep" }), _task({ type: "sleep" })];
+  await Promise.all([
+    ...bulk.slice(0, 5).map((t) => batcher.add(t, { bulk: true })),
+    ...lone.map((t) => batcher.add(t)),
+    ...bulk.slice(5).map((t) => batcher.add(t, { bulk: true })),
+    ...other.map((t) => batcher.add(t, { bulk: true })),
+  ]);
+  assert.deepEqual(sent, [
+    // The fairness cap (1) sends the lone tasks at once; the bulk ones wait for the end of the turn.
+    { ids: [lone[0]!.taskId], bulk: false },
+    { ids: [lone[1]!.taskId], bulk: false },
+    { ids: bulk.slice(0, MAX_BULK_TASKS).map((t) => t.taskId), bulk: true },
+    { ids: bulk.slice(MAX_BULK_TASKS).map((t) => t.taskId), bulk: true },
+    { ids: other.map((t) => t.taskId), bulk: true },
+  ]);
+  // With a worker of the type that cannot read batches, each bulk task goes alone, as a plain message.
+  sent.length = 0;
+  bulkLimit = 1;
+  await Promise.all(bulk.slice(0, 2).map((t) => batcher.add(t, { bulk: true })));
+  assert.deepEqual(sent, bulk.slice(0, 2).map((t) => ({ ids: [t.taskId], bulk: false })));
+});
+
+Deno.test("a bulk message carries the bulk header, and reads back as its tasks", () => {
+  const tasks = [_task(), _task(), _task()].map((task) => ({ task, json: JSON.stringify(task) }));
+  const headers = (message: { props: Record<string, unknown> }) =>
+    message.props.headers as Record<string, unknown> | undefined;
+  const bulk = tasksToTheirQueue("q", tasks, { bulk: true });
+  assert.equal(headers(bulk)?.[BULK_HEADER], true);
+  assert.equal(headers(bulk)?.[TASKS_HEADER], 3);
+  assert.deepEqual(readTasks(bulk.body), tasks.map((t) => t.task));
+  assert.equal(headers(tasksToTheirQueue("q", tasks))?.[BULK_HEADER], undefined);
+  // A single task is a plain task message, bulk or not.
+  assert.equal(headers(tasksToTheirQueue("q", tasks.slice(0, 1), { bulk: true })), undefined);
+});
+
+Deno.test("the bulk cap is the fairness cap while a live worker of the type does not share bulks out", () => {
+  const workers = new WorkerRegistry();
+  const beat = (
+    pid: number,
+    more: { types?: string[]; batches?: boolean; bulks?: boolean } = {},
+  ) =>
+    workers.heard({
+      worker: `w${pid}`,
+      host: "h",
+      pid,
+      concurrency: 8,
+      inProgress: 0,
+      processed: 0,
+      failed: 0,
+      startedAt: "",
+      at: "",
+      stopping: false,
+      types: more.types ?? ["echo"],
+      stopped: false,
+      batches: more.batches ?? true,
+      bulks: more.bulks ?? true,
+    });
+  assert.equal(workers.bulkLimit("echo"), Infinity, "no worker known");
+  beat(1);
+  assert.equal(workers.bulkLimit("echo"), Infinity, "a worker of concurrency 8 shares bulks out");
+  beat(2, { types: ["sleep"], batches: false });
+  assert.equal(workers.bulkLimit("echo"), Infinity);
+  assert.equal(workers.bulkLimit("sleep"), 1);
+  beat(3, { bulks: false });
+  assert.equal(workers.bulkLimit("echo"), 2, "a worker older than bulks: the fairness cap");
+  beat(4, { batches: false, bulks: false });
+  assert.equal(workers.bulkLimit("echo"), 1);
 });
 
 Deno.test("with no message awaiting its confirm, the batcher publishes before the next turn", async () => {

@@ -71,6 +71,11 @@ export interface ServerBrokerOptions extends RabbitOptions, QueueNames {
    * registry). @defaultValue no further cap
    */
   batchLimit?: (type: string) => number;
+  /**
+   * The cap on the tasks of one bulk message of `type` (a `submit_many`'s tasks; the server passes 1 while
+   * a worker of the type cannot read batches). @defaultValue `MAX_BULK_TASKS`
+   */
+  bulkLimit?: (type: string) => number;
 }
 
 /** Default of {@linkcode ServerBrokerOptions.tasksPerMessage}. */
@@ -103,7 +108,8 @@ class _RabbitServerBroker implements ServerBroker {
     this.#batcher = new TaskBatcher({
       maxTasks: options.tasksPerMessage ?? DEFAULT_TASKS_PER_MESSAGE,
       ...(options.batchLimit === undefined ? {} : { limitFor: options.batchLimit }),
-      publish: (tasks) => this.#publishTasks(tasks),
+      ...(options.bulkLimit === undefined ? {} : { bulkLimitFor: options.bulkLimit }),
+      publish: (tasks, bulk) => this.#publishTasks(tasks, bulk),
     });
   }
 
@@ -293,14 +299,14 @@ class _RabbitServerBroker implements ServerBroker {
    * Publishes a task with the others of its type and priority published in this turn (see
    * {@linkcode TaskBatcher}); resolves or rejects with the confirm of the message that carried it.
    */
-  publishTask(task: TaskMessage): Promise<void> {
+  publishTask(task: TaskMessage, options: { bulk?: boolean } = {}): Promise<void> {
     if (this.#stopping) return Promise.reject(unavailable());
     this.#pendingConfirms++;
-    return this.#batcher.add(task).finally(() => this.#confirmDone());
+    return this.#batcher.add(task, options).finally(() => this.#confirmDone());
   }
 
   /** Publishes tasks of one type and priority as one message (a plain task message for one). */
-  async #publishTasks(tasks: readonly BatchedTask[]): Promise<void> {
+  async #publishTasks(tasks: readonly BatchedTask[], bulk: boolean): Promise<void> {
     const type = tasks[0]?.task.type;
     const pub = this.#pub;
     if (type !== undefined && pub !== undefined && !this.#declaredTypes.has(type)) {
@@ -316,7 +322,10 @@ class _RabbitServerBroker implements ServerBroker {
       }
       this.#declaredTypes.add(type);
     }
-    return await this.#publish("task", tasksToTheirQueue(this.#options.taskQueue, tasks));
+    return await this.#publish(
+      "task",
+      tasksToTheirQueue(this.#options.taskQueue, tasks, { bulk }),
+    );
   }
 
   forwardResults(origin: string, batch: ResultBatch): Promise<void> {

@@ -14,7 +14,7 @@
  */
 import process from "node:process";
 import { setImmediate } from "node:timers";
-import type { TaskMessage } from "../../queue_messages.ts";
+import { MAX_BULK_TASKS, type TaskMessage } from "../../queue_messages.ts";
 import { taskJson } from "./task_route.ts";
 
 /**
@@ -37,8 +37,16 @@ export interface TaskBatcherOptions {
   readonly maxChars?: number;
   /** A further cap for the tasks of one type (the workers' fairness), asked once per type and turn. */
   readonly limitFor?: (type: string) => number;
-  /** Publishes the tasks (one or more) as one message; resolves on the broker's confirm. */
-  readonly publish: (tasks: readonly BatchedTask[]) => Promise<void>;
+  /**
+   * The cap for the bulk tasks of one type (those of a `submit_many`), asked once per type and turn: 1 when
+   * some worker of the type cannot read batches. @defaultValue {@linkcode MAX_BULK_TASKS}
+   */
+  readonly bulkLimitFor?: (type: string) => number;
+  /**
+   * Publishes the tasks (one or more) as one message, marked as a bulk when `bulk`; resolves on the
+   * broker's confirm.
+   */
+  readonly publish: (tasks: readonly BatchedTask[], bulk: boolean) => Promise<void>;
 }
 
 interface _Pending extends BatchedTask {
@@ -48,6 +56,7 @@ interface _Pending extends BatchedTask {
 
 interface _Group {
   readonly cap: number;
+  readonly bulk: boolean;
   readonly items: _Pending[];
 }
 
@@ -72,16 +81,29 @@ export class TaskBatcher {
 
   /**
    * Publishes a task with the others of its type and priority given in this turn; resolves or rejects with
-   * the confirm of the message that carried it. A task whose cap is 1 is published at once, alone.
+   * the confirm of the message that carried it. A task whose cap is 1 is published at once, alone. A `bulk`
+   * task (one of a `submit_many`) goes with the other bulk tasks of its type and priority, up to the bulk
+   * cap instead of the fairness cap: the worker that takes their message shares it out (see `BULK_HEADER`).
    */
-  add(task: TaskMessage): Promise<void> {
-    const key = `${task.priority}\n${task.type}`;
+  add(task: TaskMessage, options: { bulk?: boolean } = {}): Promise<void> {
+    const bulk = options.bulk === true;
+    const key = `${task.priority}\n${task.type}${bulk ? "\nbulk" : ""}`;
     let group = this.#groups.get(key);
     if (group === undefined) {
-      const limit = this.#options.limitFor?.(task.type) ?? this.#options.maxTasks;
-      const cap = Math.max(1, Math.min(this.#options.maxTasks, Math.floor(limit)));
-      if (cap === 1) return this.#options.publish([{ task, json: taskJson(task) }]);
-      group = { cap, items: [] };
+      const cap = bulk
+        ? Math.max(
+          1,
+          Math.min(MAX_BULK_TASKS, Math.floor(this.#options.bulkLimitFor?.(task.type) ?? Infinity)),
+        )
+        : Math.max(
+          1,
+          Math.min(
+            this.#options.maxTasks,
+            Math.floor(this.#options.limitFor?.(task.type) ?? this.#options.maxTasks),
+          ),
+        );
+      if (cap === 1) return this.#options.publish([{ task, json: taskJson(task) }], false);
+      group = { cap, bulk, items: [] };
       this.#groups.set(key, group);
     }
     const { promise, resolve, reject } = Promise.withResolvers<void>();
@@ -107,22 +129,22 @@ export class TaskBatcher {
           chunk.length > 0 &&
           (chunk.length >= group.cap || chars + item.json.length > this.#maxChars)
         ) {
-          this.#send(chunk);
+          this.#send(chunk, group.bulk);
           chunk = [];
           chars = 0;
         }
         chunk.push(item);
         chars += item.json.length;
       }
-      if (chunk.length > 0) this.#send(chunk);
+      if (chunk.length > 0) this.#send(chunk, group.bulk);
     }
   }
 
-  #send(chunk: readonly _Pending[]): void {
+  #send(chunk: readonly _Pending[], bulk: boolean): void {
     let sent: Promise<void>;
     this.#unconfirmed++;
     try {
-      sent = this.#options.publish(chunk);
+      sent = this.#options.publish(chunk, bulk && chunk.length > 1);
     } catch (err) {
       sent = Promise.reject(err);
     }

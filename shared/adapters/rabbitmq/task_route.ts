@@ -5,7 +5,13 @@
  * @module
  */
 import { Buffer } from "node:buffer";
-import { QUEUE_FORMAT, TaskBatchMessage, TaskMessage, TASKS_HEADER } from "../../queue_messages.ts";
+import {
+  BULK_HEADER,
+  QUEUE_FORMAT,
+  TaskBatchMessage,
+  TaskMessage,
+  TASKS_HEADER,
+} from "../../queue_messages.ts";
 import { typeQueue } from "./names.ts";
 import type { Outgoing } from "./session.ts";
 
@@ -42,10 +48,12 @@ export function taskToItsQueue(taskQueue: string, task: TaskMessage): Outgoing {
 /**
  * Tasks of one type and priority in one message to the queue of their type, from their JSON texts (see
  * {@linkcode taskJson}); a single task goes as a plain task message. The message id is the first task's.
+ * With `bulk`, a batch is marked with {@linkcode BULK_HEADER}.
  */
 export function tasksToTheirQueue(
   taskQueue: string,
   tasks: readonly { task: TaskMessage; json: string }[],
+  options: { bulk?: boolean } = {},
 ): Outgoing {
   const first = tasks[0];
   if (first === undefined) throw new RangeError("Cannot publish a batch: no task given");
@@ -62,7 +70,12 @@ export function tasksToTheirQueue(
     exchange: "",
     routingKey: typeQueue(taskQueue, first.task.type),
     body: Buffer.from(body),
-    props: { ...taskProps(first.task), headers: { [TASKS_HEADER]: tasks.length } },
+    props: {
+      ...taskProps(first.task),
+      headers: options.bulk === true
+        ? { [TASKS_HEADER]: tasks.length, [BULK_HEADER]: true }
+        : { [TASKS_HEADER]: tasks.length },
+    },
   };
 }
 

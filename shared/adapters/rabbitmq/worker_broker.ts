@@ -22,6 +22,7 @@ import type { WireError } from "../../errors.ts";
 import * as log from "../../log.ts";
 import type { ReportBatch, TaskDelivery, WorkerBroker } from "../../ports.ts";
 import {
+  BULK_HEADER,
   ControlMessage,
   type Heartbeat,
   QUEUE_FORMAT,
@@ -46,7 +47,7 @@ import {
   watchChannel,
 } from "./session.ts";
 import { RejectLog, signed, verified } from "./signing.ts";
-import { readTasks, taskTo } from "./task_route.ts";
+import { readTasks, taskJson, tasksToTheirQueue, taskTo } from "./task_route.ts";
 import { declareRetryQueue, declareTopology, declareTypeQueues } from "./topology.ts";
 
 /** Options of {@linkcode connectWorkerBroker}. */
@@ -370,9 +371,18 @@ class _RabbitWorkerBroker implements RabbitWorkerBroker {
     const flow = this.#flows.get(ch);
     if (flow === undefined || flow.closed) return;
     flow.window.hold(msg);
-    const held = new _Held(msg);
     // A batch with one unreadable task is unreadable as a whole: one delivery without a task.
-    const tasks: (TaskMessage | null)[] = readTasks(msg.content) ?? [null];
+    const read = readTasks(msg.content);
+    const share = Math.max(1, Math.floor(this.#options.prefetch / 4));
+    if (
+      read !== null && read.length > share && msg.properties.headers?.[BULK_HEADER] === true &&
+      !msg.fields.redelivered && this.#consuming
+    ) {
+      this.#shareOut(flow, ch, msg, read, share);
+      return;
+    }
+    const held = new _Held(msg);
+    const tasks: (TaskMessage | null)[] = read ?? [null];
     for (const task of tasks) held.deliveries.push(new _Delivery(task, held, ch));
     held.unsettled = tasks.length;
     flow.heldMessages++;
@@ -387,6 +397,37 @@ class _RabbitWorkerBroker implements RabbitWorkerBroker {
       this.#schedulePrefetch(flow, ch);
     }
     this.#pump(flow);
+  }
+
+  /**
+   * Shares out a bulk message larger than this worker's fair share (see `BULK_HEADER`): publishes its
+   * tasks again, unchanged, in messages of `share` tasks to the same queue, and acks the bulk once the
+   * broker has confirmed every one of them (it is requeued whole when one fails: at-least-once). None of
+   * its tasks runs here before it comes back in one of those messages.
+   */
+  #shareOut(
+    flow: _Flow,
+    ch: ConfirmChannel,
+    msg: ConsumeMessage,
+    tasks: readonly TaskMessage[],
+    share: number,
+  ): void {
+    const copies: Promise<void>[] = [];
+    for (let i = 0; i < tasks.length; i += share) {
+      const chunk = tasks.slice(i, i + share).map((task) => ({ task, json: taskJson(task) }));
+      const outgoing = tasksToTheirQueue(this.#options.taskQueue, chunk);
+      copies.push(confirmPublish(ch, signed(this.#options.signer, "task", outgoing)));
+    }
+    const done = Promise.all(copies).then(
+      () => flow.window.ack(msg),
+      (err: unknown) => {
+        log.error("No se pudo repartir un lote grande de tareas; vuelve entero a la cola", err);
+        flow.window.nack(msg, true);
+      },
+    ).catch((err: unknown) => {
+      log.error("No se pudo confirmar una tarea a RabbitMQ; se volverá a entregar", err);
+    }).finally(() => this.#handingBack.delete(done));
+    this.#handingBack.add(done);
   }
 
   /** Hands waiting deliveries to `onTask` while fewer than `prefetch` are running. */
