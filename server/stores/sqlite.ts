@@ -183,11 +183,6 @@ export interface SqliteStoreOptions {
  * the thread takes its messages in the order they were sent.
  */
 const MAX_IN_FLIGHT = 2;
-/**
- * How long a batch of results alone waits for another write before its COMMIT, in milliseconds: with one
- * task at a time, the client's next submit comes in that time and both share one fsync.
- */
-const LAZY_COMPLETE_MS = 1;
 /** The window over which the write rate is counted, in milliseconds. */
 const RATE_WINDOW_MS = 100;
 /** Most writes in one window for the store to count as quiet (3,000 writes/s). */
@@ -300,8 +295,6 @@ export class SqliteTaskStore implements TaskStore {
   #lastWindowWrites = 0;
   #queue: QueuedWrite[] = [];
   #flushTimer: ReturnType<typeof setImmediate> | undefined;
-  /** A batch of results alone waiting for company (see {@linkcode LAZY_COMPLETE_MS}). */
-  #lazyTimer: ReturnType<typeof setTimeout> | undefined;
   /** The batches sent to the writer thread and not yet answered, each settled after its COMMIT. */
   readonly #inFlight = new Set<Promise<void>>();
   #closed = false;
@@ -459,14 +452,7 @@ export class SqliteTaskStore implements TaskStore {
     }
     const { promise, resolve, reject } = Promise.withResolvers<WriteResult<K>>();
     this.#queue.push({ call, resolve: resolve as (value: unknown) => void, reject });
-    if (this.#inFlight.size >= MAX_IN_FLIGHT) return promise;
-    if (name === "complete" && this.#flushTimer === undefined) {
-      // Nobody waits on a result's COMMIT but the broker's ack (see `server/result_routing.ts`): alone,
-      // it waits a little for a write that someone waits on, and they share one COMMIT.
-      this.#lazyTimer ??= setTimeout(() => this.#flush(), LAZY_COMPLETE_MS);
-      return promise;
-    }
-    this.#flushTimer ??= setImmediate(() => this.#flush());
+    if (this.#inFlight.size < MAX_IN_FLIGHT) this.#flushTimer ??= setImmediate(() => this.#flush());
     return promise;
   }
 
@@ -486,8 +472,6 @@ export class SqliteTaskStore implements TaskStore {
   #flush(): void {
     if (this.#flushTimer !== undefined) clearImmediate(this.#flushTimer);
     this.#flushTimer = undefined;
-    clearTimeout(this.#lazyTimer);
-    this.#lazyTimer = undefined;
     if (this.#inFlight.size >= MAX_IN_FLIGHT || this.#queue.length === 0) return;
     const batch = this.#queue;
     this.#queue = [];
