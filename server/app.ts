@@ -36,6 +36,7 @@ import { DashboardFeed } from "./dashboard_feed.ts";
 import { deadLetters, requeueFromDeadLetters } from "./dead_letters.ts";
 import { type HttpListener, type Readiness, serveHttp } from "./http.ts";
 import { renderMetrics } from "./metrics.ts";
+import { PendingResultsStore } from "./pending_results.ts";
 import { ResultRouter } from "./result_routing.ts";
 import { greet } from "./hello.ts";
 import { FailureThrottle, type TokenRegistry } from "./tokens.ts";
@@ -123,6 +124,8 @@ export class ColmenaServer {
   readonly #perAddress = new Map<string, number>();
   readonly #quotas: PrincipalQuotas;
   readonly #router: ResultRouter;
+  /** The task store, its reads waiting for the results pushed here and not yet recorded. */
+  readonly #store: PendingResultsStore;
   readonly #submitter: Submitter;
   readonly #workers = new WorkerRegistry();
   readonly #queries: TaskQueryDeps;
@@ -142,6 +145,7 @@ export class ColmenaServer {
   constructor(config: ServerConfig, deps: ServerDeps) {
     this.#config = config;
     this.#deps = deps;
+    this.#store = new PendingResultsStore(deps.store);
     this.#admission = {
       limits: config,
       dispatch: (c: ClientConnection, request: Request) => this.#dispatch(c, request),
@@ -150,7 +154,7 @@ export class ColmenaServer {
     this.#quotas = new PrincipalQuotas(config);
     this.#router = new ResultRouter({
       serverId: deps.serverId,
-      store: deps.store,
+      store: this.#store,
       broker,
       stats: this.stats,
       maxOutputBytes: config.maxOutputBytes,
@@ -160,7 +164,7 @@ export class ColmenaServer {
     this.#submitter = new Submitter({
       config,
       serverId: deps.serverId,
-      store: deps.store,
+      store: this.#store,
       blobs: deps.blobs,
       catalog: this.#catalog,
       broker,
@@ -170,14 +174,14 @@ export class ColmenaServer {
       quotas: this.#quotas,
     });
     this.#queries = {
-      store: deps.store,
+      store: this.#store,
       broker,
       router: this.#router,
       maxOutputBytes: config.maxOutputBytes,
     };
     this.#transfers = {
       blobs: deps.blobs,
-      store: deps.store,
+      store: this.#store,
       maxUploadBytes: config.maxUploadBytes,
       maxUploadsPerConnection: config.maxUploadsPerConnection,
       maxUploads: config.maxUploads,
@@ -187,7 +191,7 @@ export class ColmenaServer {
     this.#feed = new DashboardFeed({
       serverId: deps.serverId,
       stats: this.stats,
-      store: deps.store,
+      store: this.#store,
       workers: () => this.#workers.alive(),
       clientsByKind: () => this.#clientsByKind(),
       brokerConnected: () => this.#broker?.connected ?? false,
@@ -278,7 +282,7 @@ export class ColmenaServer {
   }
 
   #webTarget(): WebTarget {
-    const store = this.#deps.store;
+    const store = this.#store;
     return {
       serverId: this.serverId,
       authorizeAdmin: this.#deps.authorizeAdmin ?? ((request) => this.#bearerIsAdmin(request)),
@@ -327,7 +331,7 @@ export class ColmenaServer {
     const timeout = new Promise<boolean>((resolve) => {
       timer = setTimeout(() => resolve(false), STORE_PROBE_MS);
     });
-    const probe = this.#deps.store.get(PROBE_TASK_ID).then(() => true, () => false);
+    const probe = this.#store.get(PROBE_TASK_ID).then(() => true, () => false);
     const almacen = await Promise.race([probe, timeout]);
     clearTimeout(timer);
     return { broker, almacen };
@@ -486,7 +490,7 @@ export class ColmenaServer {
       case "dlq":
         if (!this.#adminOnly(client, request.id)) return;
         return await deadLetters(client, request, {
-          store: this.#deps.store,
+          store: this.#store,
           broker: this.#broker,
         });
       case "upload":

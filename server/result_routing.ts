@@ -4,7 +4,8 @@
  * Every server consumes `result_queue` and records what it consumes in the task store. A result is pushed to
  * the connection waiting for it on this server; one that belongs to a task another server accepted is
  * forwarded to that server's reply queue, so each result reaches the connection that submitted it. A result
- * is pushed only after its task's `accepted`, and once per connection (duplicates are absorbed by the store).
+ * is pushed only after its task's `accepted`, and once per connection (duplicates are absorbed by the store);
+ * it is pushed while the store records it, and acknowledged to the broker once recorded.
  * Every connection awaiting a task gets its result: the one that submitted it and each one that watches it
  * (only the owner's connections, or an admin's, may watch a task: another principal's is `missing`).
  * Tasks watched after a reconnect (or repeated with an idempotency key) may have their result consumed by
@@ -38,7 +39,7 @@ export interface PushTarget {
   readonly since?: number;
   accepted: boolean;
   result?: ResultPush;
-  /** Told when a result (already recorded) is held for want of `accepted`. */
+  /** Told when a result (recorded, or being recorded) is held for want of `accepted`. */
   onHeld?: () => void;
 }
 
@@ -106,6 +107,8 @@ export class ResultRouter {
   /** Tasks whose result may be consumed by another server: polled in the store. */
   readonly #watched = new Set<string>();
   #polling = false;
+  /** Tasks with a cancel under way here, and how many. */
+  readonly #cancelling = new Map<string, number>();
 
   constructor(deps: ResultRouterDeps) {
     this.#deps = deps;
@@ -273,7 +276,31 @@ export class ResultRouter {
     target.conn.send(push);
   }
 
-  /** Records a batch from `result_queue`, pushes what this server's connections await, forwards the rest. */
+  /**
+   * A cancel of the task is under way here: until the returned function is called, its results are pushed
+   * only after the store has recorded them (after the cancel, in the store's order), not before.
+   */
+  cancelling(taskId: string): () => void {
+    this.#cancelling.set(taskId, (this.#cancelling.get(taskId) ?? 0) + 1);
+    let released = false;
+    return () => {
+      if (released) return;
+      released = true;
+      const left = (this.#cancelling.get(taskId) ?? 1) - 1;
+      if (left > 0) this.#cancelling.set(taskId, left);
+      else this.#cancelling.delete(taskId);
+    };
+  }
+
+  /**
+   * Records a batch from `result_queue`, pushes what this server's connections await, forwards the rest.
+   *
+   * Results are pushed before their record commits, while the store writes them: the returned promise, and
+   * with it the broker's ack of the batch, waits for the COMMIT, so a result pushed by a server that dies
+   * before it is delivered again to the next server, which records it. Reads on this server wait for the
+   * pending write (`PendingResultsStore`). A result of a task with a cancel under way here waits for its
+   * record, and is pushed only if it made the task final (otherwise the cancel answers for it).
+   */
   async onResults(batch: ResultBatch): Promise<void> {
     const { store, stats, serverId } = this.#deps;
     const foreign = new Map<string, ResultBatch>();
@@ -293,26 +320,26 @@ export class ResultRouter {
       ...batch.retrying.map((n) => store.markRetrying(n.taskId, n.error)),
     ]);
     const completed = Promise.all(batch.results.map((r) => store.complete(r)));
+    // Seconds from each submit to its push, for the results this server's connections awaited.
+    const latencies = batch.results.map((result) =>
+      this.#cancelling.has(result.taskId) ? null : this.#route(result)
+    );
     const [, firsts] = await Promise.all([notices, completed]);
     for (const n of batch.started) if (forwardable(n.origin)) foreignOf(n.origin).started.push(n);
     for (const n of batch.retrying) if (forwardable(n.origin)) foreignOf(n.origin).retrying.push(n);
     batch.results.forEach((result, i) => {
-      this.#deps.onFinished?.(result.taskId);
-      // A duplicate is routed like a first result: a connection still waiting, or a forward that failed
-      // after the record was written, would otherwise never get it. Each push target takes one result.
-      const targets = this.#targets(result.taskId);
+      // Held back for a cancel: pushed only when it made the task final. A duplicate is the cancel's to
+      // answer (`cancelled`), or was pushed when the task ended.
+      const early = latencies[i];
+      const latency = early !== null ? early : firsts[i] ? this.#route(result) : undefined;
+      if (early === null && !firsts[i]) this.#deps.onFinished?.(result.taskId);
       if (firsts[i]) {
         stats.results++;
         countTask(stats, result.status, result.taskType);
       } else if (!batch.forwarded) stats.duplicates++;
       // The latency is this server's to observe when it holds the submit, first or forwarded here.
-      const since = targets.find((t) => t.since !== undefined)?.since;
-      if (since !== undefined && (firsts[i] || batch.forwarded)) {
-        observeLatency(stats, result.taskType, (performance.now() - since) / 1000);
-      }
-      if (targets.length > 0) {
-        const push = _pushFromResult(result);
-        for (const target of targets) this.#deliver(result.taskId, target, push);
+      if (latency !== undefined && (firsts[i] || batch.forwarded)) {
+        observeLatency(stats, result.taskType, latency);
       }
       // Forwarded even when a connection here awaited it too: one of the same principal on the origin
       // server (a repeated idempotency key, a watch) may await it there.
@@ -332,6 +359,21 @@ export class ResultRouter {
       // server's connections waits (or is lost if this server dies meanwhile; they find them with `watch`).
       forwards.catch((err) => log.warn(`Reenvío de resultados durante la alarma fallido: ${err}`));
     }
+  }
+
+  /**
+   * Pushes a result to the connections awaiting its task. A duplicate is routed like a first result: a
+   * connection still waiting, or a forward that failed after the record was written, would otherwise never
+   * get it; each push target takes one result. Returns the seconds since the submit this server holds, if any.
+   */
+  #route(result: ResultMessage): number | undefined {
+    this.#deps.onFinished?.(result.taskId);
+    const targets = this.#targets(result.taskId);
+    if (targets.length === 0) return undefined;
+    const since = targets.find((t) => t.since !== undefined)?.since;
+    const push = _pushFromResult(result);
+    for (const target of targets) this.#deliver(result.taskId, target, push);
+    return since === undefined ? undefined : (performance.now() - since) / 1000;
   }
 
   /** Looks in the store for the results of watched tasks (they may be consumed by another server). */

@@ -105,22 +105,28 @@ export async function cancelTask(
   const found = await findVisibleTask(store, idOrPrefix, principal);
   if (found === undefined) return undefined;
   const taskId = found.taskId;
-  const outcome = await store.cancel(taskId);
-  if (outcome === "not_found") return undefined;
-  const view = await store.get(taskId);
-  const result = {
-    taskId,
-    cancelled: outcome === "cancelled",
-    status: view?.status ?? "cancelled",
-  };
-  answer(result);
-  if (outcome === "cancelled") {
-    broker()?.publishControl({ type: "cancel", taskIds: [taskId] }).catch((err) =>
-      log.error("No se pudo avisar a los workers de una cancelación", err)
-    );
-    if (view !== undefined) router.cancelled(taskId, view);
+  // A result arriving meanwhile is pushed after its record: the store orders it after this cancel.
+  const release = router.cancelling(taskId);
+  try {
+    const outcome = await store.cancel(taskId);
+    if (outcome === "not_found") return undefined;
+    const view = await store.get(taskId);
+    const result = {
+      taskId,
+      cancelled: outcome === "cancelled",
+      status: view?.status ?? "cancelled",
+    };
+    answer(result);
+    if (outcome === "cancelled") {
+      broker()?.publishControl({ type: "cancel", taskIds: [taskId] }).catch((err) =>
+        log.error("No se pudo avisar a los workers de una cancelación", err)
+      );
+      if (view !== undefined) router.cancelled(taskId, view);
+    }
+    return result;
+  } finally {
+    release();
   }
-  return result;
 }
 
 /**
