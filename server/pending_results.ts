@@ -39,6 +39,10 @@ export class PendingResultsStore implements TaskStore {
     return this.#store.create(task);
   }
 
+  createMany(tasks: readonly NewTask[]): Promise<{ taskId: string; created: boolean }[]> {
+    return this.#store.createMany(tasks);
+  }
+
   markStarted(notice: StartedNotice): Promise<void> {
     return this.#store.markStarted(notice);
   }
@@ -68,6 +72,10 @@ export class PendingResultsStore implements TaskStore {
 
   markPublished(taskId: string): Promise<void> {
     return this.#store.markPublished(taskId);
+  }
+
+  markPublishedMany(taskIds: readonly string[]): Promise<void> {
+    return this.#store.markPublishedMany(taskIds);
   }
 
   published(taskId: string): Promise<boolean> {
