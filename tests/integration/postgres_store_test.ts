@@ -91,6 +91,61 @@ Deno.test({
   },
 });
 
+Deno.test({
+  name:
+    "postgres store: a refused statement in a pipelined batch rolls the batch back, and the rest commit alone",
+  ...postgres,
+  async fn() {
+    const schema = uniqueSchema();
+    try {
+      const store = await openPostgresTaskStore(DATABASE_URL, { schema });
+      try {
+        await store.create(task("started"));
+        // BEGIN, the INSERT of the creates (refused: a priority beyond `integer`), the UPDATE of the start
+        // and the upsert of the result travel together; the COMMIT behind the refusal answers ROLLBACK.
+        const [good, bad, start, done] = await Promise.allSettled([
+          store.create(task("a")),
+          store.create(task("b", 2 ** 40)),
+          store.markStarted({
+            taskId: "started",
+            origin: "s1",
+            worker: "w1",
+            startedAt: "2025-01-01T00:00:01.000Z",
+            attempt: 1,
+          }),
+          store.complete({
+            taskId: "orphan",
+            taskType: "text",
+            origin: "s1",
+            status: "succeeded",
+            output: null,
+            worker: "w1",
+            durationMs: 1,
+            startedAt: "2025-01-01T00:00:01.000Z",
+            finishedAt: "2025-01-01T00:00:02.000Z",
+            attempt: 1,
+          }),
+        ]);
+        assert.deepEqual(good, { status: "fulfilled", value: { taskId: "a", created: true } });
+        assert.equal(bad.status, "rejected");
+        assert.ok(bad.reason instanceof ColmenaError && bad.reason.code === "STORE_UNAVAILABLE");
+        assert.deepEqual(start, { status: "fulfilled", value: undefined });
+        assert.deepEqual(done, { status: "fulfilled", value: true });
+        assert.equal(await store.get("b"), undefined);
+        assert.equal((await store.get("started"))?.status, "running");
+        assert.equal((await store.get("orphan"))?.status, "succeeded");
+        // The connection is reused as it was: later batches commit.
+        await store.create(task("c"));
+        assert.equal((await store.get("c"))?.status, "queued");
+      } finally {
+        await store.close();
+      }
+    } finally {
+      await dropPostgresSchema(DATABASE_URL, schema);
+    }
+  },
+});
+
 Deno.test("postgres store: a server that does not answer fails the opening with STORE_UNAVAILABLE", async () => {
   // Port 1 on loopback: nothing listens there, so the connection is refused at once.
   await assert.rejects(
