@@ -196,6 +196,62 @@ Deno.test({
   },
 });
 
+Deno.test({
+  name:
+    "postgres store: text with quotes, backslashes, braces, commas and NULL goes through the array parameters intact",
+  ...postgres,
+  async fn() {
+    const schema = uniqueSchema();
+    try {
+      const store = await openPostgresTaskStore(DATABASE_URL, { schema });
+      try {
+        const awkward = [`"`, `\\`, `\\"`, "{a,b}", "NULL", "", " x ", "a,b", "ñ😀", "\n\t"];
+        const tasks: NewTask[] = awkward.map((text, i) => ({
+          ...task(`t${i}`),
+          taskType: `tipo ${text}`,
+          client: { name: text, kind: "cli" },
+          payload: { text, list: [text, null, 1.5] },
+          idempotencyKey: `clave ${text}`,
+        }));
+        // One batch: one INSERT whose every column is one array parameter.
+        const created = await Promise.all(tasks.map((each) => store.create(each)));
+        assert.deepEqual(created, tasks.map((each) => ({ taskId: each.taskId, created: true })));
+        const done = await Promise.all(awkward.map((text, i) =>
+          store.complete({
+            taskId: `t${i}`,
+            taskType: `tipo ${text}`,
+            origin: "s1",
+            status: "failed",
+            output: null,
+            error: { code: "TASK_FAILED", message: text },
+            worker: text,
+            durationMs: -0.25,
+            startedAt: "2025-01-01T00:00:01.000Z",
+            finishedAt: "2025-01-01T00:00:02.000Z",
+            attempt: 2,
+          })
+        ));
+        assert.ok(done.every((each) => each));
+        for (const [i, text] of awkward.entries()) {
+          const submission = await store.submission(`t${i}`);
+          assert.deepEqual(submission?.payload, { text, list: [text, null, 1.5] });
+          assert.equal(submission?.client.name, text);
+          assert.equal(submission?.idempotencyKey, `clave ${text}`);
+          const view = await store.get(`t${i}`);
+          assert.equal(view?.taskType, `tipo ${text}`);
+          assert.equal(view?.worker, text);
+          assert.deepEqual(view?.error, { code: "TASK_FAILED", message: text });
+          assert.equal(view?.durationMs, -0.25);
+        }
+      } finally {
+        await store.close();
+      }
+    } finally {
+      await dropPostgresSchema(DATABASE_URL, schema);
+    }
+  },
+});
+
 Deno.test("postgres store: a server that does not answer fails the opening with STORE_UNAVAILABLE", async () => {
   // Port 1 on loopback: nothing listens there, so the connection is refused at once.
   await assert.rejects(
