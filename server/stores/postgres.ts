@@ -609,6 +609,12 @@ export class PostgresTaskStore implements TaskStore {
       return;
     }
     let broken: Error | undefined;
+    // A checked-out client's connection error is not the pool's to catch: without this listener, a connection
+    // that dies under a batch would end the process. Its queries fail with the error, and it is dropped.
+    const onError = (err: Error) => {
+      broken ??= err;
+    };
+    client.on("error", onError);
     try {
       const outcome = await this.#transaction(client, batch);
       if (outcome.ok) {
@@ -631,6 +637,7 @@ export class PostgresTaskStore implements TaskStore {
       if (!(outcome.error instanceof pg.DatabaseError)) broken = outcome.error;
       for (const write of batch) write.settle.reject(storeError(outcome.error));
     } finally {
+      client.off("error", onError);
       // A connection that failed outside a statement is dropped rather than reused.
       client.release(broken ?? false);
     }
@@ -980,6 +987,12 @@ async function migrate(pool: pg.Pool, schema: string): Promise<void> {
   const files = await readMigrations("postgres");
   const client = await pool.connect();
   const lockArgs = ["colmena_migrations", schema];
+  // Its queries fail with a connection error; unheard, the error would also end the process.
+  let broken: Error | undefined;
+  const onError = (err: Error) => {
+    broken ??= err;
+  };
+  client.on("error", onError);
   try {
     await client.query("SELECT pg_advisory_lock(hashtext($1), hashtext($2))", lockArgs);
     try {
@@ -1015,7 +1028,8 @@ async function migrate(pool: pg.Pool, schema: string): Promise<void> {
       await client.query("SELECT pg_advisory_unlock(hashtext($1), hashtext($2))", lockArgs);
     }
   } finally {
-    client.release();
+    client.off("error", onError);
+    client.release(broken ?? false);
   }
 }
 

@@ -14,6 +14,7 @@ import { TASK_COLUMNS } from "../../server/stores/columns.ts";
 import { readMigrations } from "../../server/stores/migrations.ts";
 import { storeConformance } from "../conformance/task_store.ts";
 import { DATABASE_URL, needsPostgres } from "../_helpers/services.ts";
+import { TcpProxy } from "../_helpers/tcp_proxy.ts";
 
 const postgres = await needsPostgres();
 
@@ -247,6 +248,59 @@ Deno.test({
         await store.close();
       }
     } finally {
+      await dropPostgresSchema(DATABASE_URL, schema);
+    }
+  },
+});
+
+Deno.test({
+  name:
+    "postgres store: connections cut under it fail its writes with STORE_UNAVAILABLE, without ending the process, and it recovers",
+  ...postgres,
+  async fn() {
+    const schema = uniqueSchema();
+    const target = new URL(DATABASE_URL);
+    await using proxy = new TcpProxy({
+      hostname: target.hostname,
+      port: Number(target.port || 5432),
+    });
+    proxy.restore();
+    const url = new URL(DATABASE_URL);
+    url.hostname = "127.0.0.1";
+    url.port = String(proxy.port);
+    // An error event of a connection that nobody listens to would end a server; here it is caught and counted.
+    const uncaught: unknown[] = [];
+    const onUncaught = (event: ErrorEvent) => {
+      event.preventDefault();
+      uncaught.push(event.error);
+    };
+    globalThis.addEventListener("error", onUncaught);
+    try {
+      const store = await openPostgresTaskStore(url.href, { schema, connectTimeoutMs: 5_000 });
+      try {
+        // Batches one after another, then two in flight, so that the pool holds several connections.
+        for (const id of ["a", "b", "c"]) await store.create(task(id));
+        await Promise.all(["d", "e", "f", "g"].map((id) => store.create(task(id))));
+        await proxy.cut();
+        // The pool's connections are dead but not yet known to be: the writes go out on them and fail.
+        const cut = await Promise.allSettled([store.create(task("h")), store.create(task("i"))]);
+        for (const each of cut) {
+          assert.equal(each.status, "rejected");
+          assert.ok(
+            each.reason instanceof ColmenaError && each.reason.code === "STORE_UNAVAILABLE",
+          );
+        }
+        proxy.restore();
+        assert.deepEqual(await store.create(task("j")), { taskId: "j", created: true });
+        assert.equal((await store.get("a"))?.status, "queued");
+      } finally {
+        await store.close();
+      }
+      // The pool's dead connections report their end once their sockets close: let those events run.
+      await new Promise((resolve) => setTimeout(resolve, 0));
+      assert.deepEqual(uncaught, []);
+    } finally {
+      globalThis.removeEventListener("error", onUncaught);
       await dropPostgresSchema(DATABASE_URL, schema);
     }
   },
