@@ -143,33 +143,6 @@ type WriteOf<K extends Write["kind"]> = Extract<Write, { kind: K }>;
 /** Resolutions to hand out once the transaction that made them true has committed. */
 type Outcomes = (() => void)[];
 
-/** Batches applied at once, each in its own transaction on its own connection. */
-const MAX_IN_FLIGHT = 2;
-
-/**
- * What a write may lock: its task, and the idempotency key of a create. `undefined` for the kinds that go
- * alone (cancel, remove, reopen, prune): they may touch rows no key names (a removed task's key, pruned tasks).
- */
-function conflictKeys(write: Write): string[] | undefined {
-  switch (write.kind) {
-    case "create": {
-      const { taskId, owner, idempotencyKey } = write.record;
-      const task = `t${taskId}`;
-      return idempotencyKey === null
-        ? [task]
-        : [task, `k${JSON.stringify([owner, idempotencyKey])}`];
-    }
-    case "complete":
-      return [`t${write.record.taskId}`];
-    case "published":
-    case "started":
-    case "retrying":
-      return [`t${write.taskId}`];
-    default:
-      return undefined;
-  }
-}
-
 function asError(err: unknown): Error {
   return err instanceof Error ? err : new Error(String(err));
 }
@@ -343,12 +316,7 @@ export class PostgresTaskStore implements TaskStore {
   readonly #table: string;
   #queue: Write[] = [];
   #scheduled = false;
-  /** The batches being applied, each on its own connection. */
-  readonly #running = new Set<Promise<void>>();
-  /** The conflict keys of the writes in {@linkcode #running}, with how many batches hold each. */
-  readonly #busy = new Map<string, number>();
-  /** Whether the batch in flight holds a write of a kind that goes alone (see `#takeBatch`). */
-  #barrier = false;
+  #flushing: Promise<void> | undefined;
   #closed = false;
   #closing: Promise<void> | undefined;
 
@@ -494,11 +462,8 @@ export class PostgresTaskStore implements TaskStore {
   close(): Promise<void> {
     this.#closed = true;
     this.#closing ??= (async () => {
-      this.#pump();
-      while (this.#running.size > 0) {
-        await Promise.race(this.#running);
-        this.#pump();
-      }
+      this.#startFlush();
+      while (this.#flushing !== undefined) await this.#flushing;
       await this.#pool.end();
     })();
     return this.#closing;
@@ -524,80 +489,40 @@ export class PostgresTaskStore implements TaskStore {
     } catch (err) {
       return Promise.reject(err);
     }
-    this.#schedule();
+    if (this.#flushing === undefined) this.#schedule();
     return promise;
   }
 
   #schedule(): void {
-    if (this.#scheduled || this.#running.size >= MAX_IN_FLIGHT) return;
+    if (this.#scheduled) return;
     this.#scheduled = true;
     setImmediate(() => {
       this.#scheduled = false;
-      this.#pump();
+      this.#startFlush();
     });
   }
 
   /**
-   * Starts batches while fewer than {@linkcode MAX_IN_FLIGHT} are in flight: what arrives while batches are
-   * being written waits and becomes the next batch. A batch that ends starts the next one at once.
+   * Applies batches one after the other until the queue is empty: what arrives while one batch is being
+   * written becomes the next batch, so one transaction is in flight at a time and writes keep their order.
    */
-  #pump(): void {
-    while (this.#running.size < MAX_IN_FLIGHT && !this.#barrier && this.#queue.length > 0) {
-      const taken = this.#takeBatch();
-      if (taken === undefined) return;
-      const { batch, keys, barrier } = taken;
-      for (const key of keys) this.#busy.set(key, (this.#busy.get(key) ?? 0) + 1);
-      this.#barrier = barrier;
-      const run: Promise<void> = this.#applyBatch(batch).catch((err) => {
-        // Not expected (failures are settled per write inside); never leave a caller waiting for ever.
-        for (const write of batch) write.settle.reject(storeError(err));
-      }).finally(() => {
-        for (const key of keys) {
-          const left = (this.#busy.get(key) ?? 1) - 1;
-          if (left > 0) this.#busy.set(key, left);
-          else this.#busy.delete(key);
+  #startFlush(): void {
+    if (this.#flushing !== undefined) return;
+    this.#flushing = (async () => {
+      while (this.#queue.length > 0) {
+        const batch = this.#queue;
+        this.#queue = [];
+        try {
+          await this.#applyBatch(batch);
+        } catch (err) {
+          // Not expected (failures are settled per write inside); never leave a caller waiting for ever.
+          for (const write of batch) write.settle.reject(storeError(err));
         }
-        if (barrier) this.#barrier = false;
-        this.#running.delete(run);
-        this.#pump();
-      });
-      this.#running.add(run);
-    }
-  }
-
-  /**
-   * The next batch to apply, taken out of the queue, or `undefined` when it must wait for a batch in flight.
-   * With none in flight, the whole queue. Otherwise the writes that touch no task (nor idempotency key) a
-   * batch in flight touches, nor one an earlier write left waiting touches: the two transactions then lock
-   * no row in common, so they cannot deadlock, and each task's writes still apply in the order they were
-   * made. Cancel, remove, reopen and prune go only with no batch in flight, and nothing else goes beside them.
-   */
-  #takeBatch(): { batch: Write[]; keys: string[]; barrier: boolean } | undefined {
-    const queue = this.#queue;
-    const barrier = queue.some((write) => conflictKeys(write) === undefined);
-    if (this.#running.size === 0) {
-      this.#queue = [];
-      const keys = barrier ? [] : [...new Set(queue.flatMap((write) => conflictKeys(write)!))];
-      return { batch: queue, keys, barrier };
-    }
-    if (barrier) return undefined;
-    const batch: Write[] = [];
-    const waiting: Write[] = [];
-    const waitingKeys = new Set<string>();
-    const keys = new Set<string>();
-    for (const write of queue) {
-      const own = conflictKeys(write)!;
-      if (own.some((key) => this.#busy.has(key) || waitingKeys.has(key))) {
-        waiting.push(write);
-        for (const key of own) waitingKeys.add(key);
-      } else {
-        batch.push(write);
-        for (const key of own) keys.add(key);
       }
-    }
-    if (batch.length === 0) return undefined;
-    this.#queue = waiting;
-    return { batch, keys: [...keys], barrier: false };
+    })().finally(() => {
+      this.#flushing = undefined;
+      if (this.#queue.length > 0) this.#schedule();
+    });
   }
 
   async #applyBatch(batch: Write[]): Promise<void> {

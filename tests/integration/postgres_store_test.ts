@@ -149,56 +149,6 @@ Deno.test({
 
 Deno.test({
   name:
-    "postgres store: while a batch waits in PostgreSQL, writes of other tasks commit beside it and writes of its tasks wait",
-  ...postgres,
-  async fn() {
-    const schema = uniqueSchema();
-    try {
-      const store = await openPostgresTaskStore(DATABASE_URL, { schema });
-      const blocker = new pg.Client({ connectionString: DATABASE_URL });
-      await blocker.connect();
-      try {
-        // An uncommitted row with the idempotency key holds the INSERT of "t1" until it is rolled back.
-        await blocker.query("BEGIN");
-        await blocker.query(
-          `INSERT INTO "${schema}".tasks (task_id, task_type, status, priority, client_name, client_kind,
-             origin, max_attempts, submitted_at, owner, idempotency_key)
-           VALUES ('x', 'text', 'queued', 1, 'web-1', 'web', 's1', 3, now(), 'web-1', 'clave')`,
-        );
-        const creating = store.create({ ...task("t1"), idempotencyKey: "clave" });
-        await new Promise((resolve) => setTimeout(resolve, 0));
-        // The next turn's batch: the result of "t1" must not overtake its create, "t2" need not wait.
-        const completing = store.complete({
-          taskId: "t1",
-          taskType: "text",
-          origin: "s1",
-          status: "succeeded",
-          output: null,
-          worker: "w1",
-          durationMs: 1,
-          startedAt: "2025-01-01T00:00:01.000Z",
-          finishedAt: "2025-01-01T00:00:02.000Z",
-          attempt: 1,
-        });
-        assert.deepEqual(await store.create(task("t2")), { taskId: "t2", created: true });
-        await blocker.query("ROLLBACK");
-        assert.deepEqual(await creating, { taskId: "t1", created: true });
-        assert.equal(await completing, true);
-        const view = await store.get("t1");
-        assert.equal(view?.status, "succeeded");
-        assert.equal(view?.owner, "web-1");
-      } finally {
-        await blocker.end();
-        await store.close();
-      }
-    } finally {
-      await dropPostgresSchema(DATABASE_URL, schema);
-    }
-  },
-});
-
-Deno.test({
-  name:
     "postgres store: text with quotes, backslashes, braces, commas and NULL goes through the array parameters intact",
   ...postgres,
   async fn() {
