@@ -3,8 +3,9 @@
  *
  * A pool of connections; the schema is brought up to date at start-up from the numbered files in
  * `migrations/postgres/`, under an advisory lock. Writes are queued and applied together once per
- * event-loop turn — consecutive writes of one kind in one statement, the whole batch in one transaction —
- * and each caller's promise resolves only after COMMIT. Reads go straight to the pool. Every failure of
+ * event-loop turn — the writes of each kind in one multi-row named statement (see {@linkcode Segment}), the
+ * whole batch in one transaction whose BEGIN, statements and COMMIT travel pipelined in one round trip — and
+ * each caller's promise resolves only after COMMIT. Reads go straight to the pool. Every failure of
  * PostgreSQL or of the network becomes `STORE_UNAVAILABLE`, with the original as its cause.
  *
  * @module
@@ -142,15 +143,111 @@ type WriteOf<K extends Write["kind"]> = Extract<Write, { kind: K }>;
 /** Resolutions to hand out once the transaction that made them true has committed. */
 type Outcomes = (() => void)[];
 
-/** Splits a batch into runs of consecutive writes of one kind, keeping their order. */
-function runsOf(batch: readonly Write[]): Write[][] {
-  const runs: Write[][] = [];
-  for (const write of batch) {
-    const run = runs.at(-1);
-    if (run !== undefined && run[0]?.kind === write.kind) run.push(write);
-    else runs.push([write]);
+function asError(err: unknown): Error {
+  return err instanceof Error ? err : new Error(String(err));
+}
+
+/** One statement of a batch, and the resolutions its answer gives once the batch has committed. */
+interface Step {
+  readonly query: pg.QueryConfig;
+  /** Whether `finish` may send statements of its own: then COMMIT waits for it instead of being pipelined. */
+  readonly followUp: boolean;
+  // deno-lint-ignore no-explicit-any
+  finish(result: pg.QueryResult<any>, client: PoolClient): Outcomes | Promise<Outcomes>;
+}
+
+/** A task's result in a {@linkcode Segment}, its repeats, and the notices it makes moot. */
+interface Completion {
+  /** The first result's record. */
+  readonly record: TaskRecord;
+  readonly writes: WriteOf<"complete">[];
+  readonly absorbed: (WriteOf<"started"> | WriteOf<"retrying">)[];
+}
+
+type SegmentWrite = WriteOf<"create" | "published" | "started" | "retrying" | "complete">;
+
+/** Where each kind of write is applied within a segment: creates first, results last. */
+const STAGE: Readonly<Record<SegmentWrite["kind"], number>> = {
+  create: 0,
+  published: 1,
+  started: 2,
+  retrying: 3,
+  complete: 4,
+};
+
+/**
+ * Writes of a batch applied as one multi-row statement per kind, in the order of {@linkcode STAGE}, with the
+ * same effect as one at a time in call order. Writes of different tasks commute; for one task, a write joins
+ * only when it comes at or after the stage of the task's writes already in (otherwise the batch starts a new
+ * segment), with two merges:
+ * - a result makes the start and retry notices of its task before it moot (it sets every column they set,
+ *   and a final task takes no notice), so they go in no statement and resolve with it;
+ * - a notice after a result of its task changes nothing (the task is final after any result), likewise.
+ */
+export class Segment {
+  readonly creates: WriteOf<"create">[] = [];
+  readonly published: WriteOf<"published">[] = [];
+  readonly started: Map<string, WriteOf<"started">[]> = new Map();
+  readonly retrying: Map<string, WriteOf<"retrying">[]> = new Map();
+  readonly completes: Map<string, Completion> = new Map();
+  readonly #stage = new Map<string, number>();
+
+  /** Adds `write`; `false`, adding nothing, when it must wait for a later segment. */
+  add(write: SegmentWrite): boolean {
+    const taskId = write.kind === "create" || write.kind === "complete"
+      ? write.record.taskId
+      : write.taskId;
+    const seen = this.#stage.get(taskId);
+    const completion = this.completes.get(taskId);
+    switch (write.kind) {
+      case "create":
+        if (seen !== undefined && seen !== STAGE.create) return false;
+        this.creates.push(write);
+        break;
+      case "published":
+        // After a result, which may have inserted the record, marking it must wait.
+        if (completion !== undefined) return false;
+        this.published.push(write);
+        break;
+      case "started":
+      case "retrying":
+        if (completion !== undefined) {
+          completion.absorbed.push(write);
+          return true;
+        }
+        // A start after a retry of the same task must not be applied before it.
+        if (write.kind === "started" && seen === STAGE.retrying) return false;
+        pushTo(write.kind === "started" ? this.started : this.retrying, taskId, write);
+        break;
+      case "complete": {
+        if (completion !== undefined) {
+          completion.writes.push(write);
+          break;
+        }
+        const started = this.started.get(taskId) ?? [];
+        const retrying = this.retrying.get(taskId) ?? [];
+        const attempts = Math.max(write.record.attempts, ...started.map((w) => w.attempt));
+        // Only a start of an attempt the result also counts is moot: a later one would raise the attempts.
+        if (attempts !== write.record.attempts) return false;
+        this.started.delete(taskId);
+        this.retrying.delete(taskId);
+        this.completes.set(taskId, {
+          record: write.record,
+          writes: [write],
+          absorbed: [...started, ...retrying],
+        });
+        break;
+      }
+    }
+    this.#stage.set(taskId, Math.max(seen ?? 0, STAGE[write.kind]));
+    return true;
   }
-  return runs;
+}
+
+function pushTo<W>(map: Map<string, W[]>, key: string, value: W): void {
+  const list = map.get(key);
+  if (list === undefined) map.set(key, [value]);
+  else list.push(value);
 }
 
 /** The SELECT of a `list` page from `table` and its parameters; throws what the query's values fail with. */
@@ -446,6 +543,12 @@ export class PostgresTaskStore implements TaskStore {
       return;
     }
     let broken: Error | undefined;
+    // A checked-out client's connection error is not the pool's to catch: without this listener, a connection
+    // that dies under a batch would end the process. Its queries fail with the error, and it is dropped.
+    const onError = (err: Error) => {
+      broken ??= err;
+    };
+    client.on("error", onError);
     try {
       const outcome = await this.#transaction(client, batch);
       if (outcome.ok) {
@@ -468,6 +571,7 @@ export class PostgresTaskStore implements TaskStore {
       if (!(outcome.error instanceof pg.DatabaseError)) broken = outcome.error;
       for (const write of batch) write.settle.reject(storeError(outcome.error));
     } finally {
+      client.off("error", onError);
       // A connection that failed outside a statement is dropped rather than reused.
       client.release(broken ?? false);
     }
@@ -479,221 +583,314 @@ export class PostgresTaskStore implements TaskStore {
   ): Promise<
     { ok: true; outcomes: Outcomes } | { ok: false; error: Error; beforeCommit: boolean }
   > {
-    // A single write is one statement (or a write and a read): it commits on its own.
-    const single = batch.length === 1;
-    let beforeCommit = true;
+    const steps = this.#plan(batch);
+    const [only] = steps;
+    if (only !== undefined && steps.length === 1) {
+      // One statement commits on its own; it changed nothing when PostgreSQL refused it.
+      let result: pg.QueryResult;
+      try {
+        result = await client.query(only.query);
+      } catch (err) {
+        return { ok: false, error: asError(err), beforeCommit: err instanceof pg.DatabaseError };
+      }
+      try {
+        return { ok: true, outcomes: await only.finish(result, client) };
+      } catch (err) {
+        return { ok: false, error: asError(err), beforeCommit: false };
+      }
+    }
+    // Pipelined: BEGIN, every statement and, unless a step reads after its statement, COMMIT leave in one
+    // write and come back in one read. A statement PostgreSQL refuses aborts the transaction, and the COMMIT
+    // behind it then answers ROLLBACK.
+    const followUp = steps.some((step) => step.followUp);
+    const begin = client.query("BEGIN");
+    const sent = steps.map((step) => client.query(step.query));
+    const commit = followUp ? undefined : client.query("COMMIT");
+    // Each is awaited below, or left behind a failure that is reported on its own.
+    for (const each of [begin, ...sent, commit]) each?.catch(() => {});
     try {
-      if (!single) await client.query("BEGIN");
+      await begin;
       const outcomes: Outcomes = [];
-      for (const run of runsOf(batch)) outcomes.push(...await this.#applyRun(client, run));
-      beforeCommit = single;
-      if (!single) await client.query("COMMIT");
+      for (const [i, step] of steps.entries()) {
+        outcomes.push(...await step.finish(await sent[i]!, client));
+      }
+      const committed = await (commit ?? client.query("COMMIT"));
+      if (committed.command !== "COMMIT") {
+        throw new Error(`Cannot commit the batch: PostgreSQL answered ${committed.command}`);
+      }
       return { ok: true, outcomes };
     } catch (err) {
-      if (!single && beforeCommit) await client.query("ROLLBACK").catch(() => {});
-      const error = err instanceof Error ? err : new Error(String(err));
-      return { ok: false, error, beforeCommit: beforeCommit && !single };
+      const error = asError(err);
+      if (commit === undefined) {
+        const rolledBack = await client.query("ROLLBACK").then(() => true, () => false);
+        return { ok: false, error, beforeCommit: rolledBack };
+      }
+      // The pipelined COMMIT tells whether the failure rolled the batch back.
+      const answer = await commit.then((r) => r.command, () => undefined);
+      return { ok: false, error, beforeCommit: answer === "ROLLBACK" };
     }
   }
 
-  #applyRun(client: PoolClient, run: Write[]): Promise<Outcomes> {
-    const kind = run[0]?.kind;
-    const of = <K extends Write["kind"]>(k: K) => run.filter((w): w is WriteOf<K> => w.kind === k);
-    switch (kind) {
-      case "create":
-        return this.#applyCreates(client, of("create"));
-      case "started":
-        return this.#applyStarted(client, of("started"));
-      case "retrying":
-        return this.#applyRetrying(client, of("retrying"));
-      case "complete":
-        return this.#applyCompletes(client, of("complete"));
+  /**
+   * The statements of a batch, in order. The writes between two of another kind (cancel, remove, reopen,
+   * prune) form a {@linkcode Segment}, applied as at most five multi-row statements.
+   */
+  #plan(batch: readonly Write[]): Step[] {
+    const steps: Step[] = [];
+    let segment = new Segment();
+    const close = () => {
+      steps.push(...this.#segmentSteps(segment));
+      segment = new Segment();
+    };
+    for (const write of batch) {
+      switch (write.kind) {
+        case "create":
+        case "published":
+        case "started":
+        case "retrying":
+        case "complete":
+          if (!segment.add(write)) {
+            close();
+            segment.add(write);
+          }
+          break;
+        default:
+          close();
+          steps.push(this.#aloneStep(write));
+      }
+    }
+    close();
+    return steps;
+  }
+
+  #segmentSteps(segment: Segment): Step[] {
+    const steps: Step[] = [];
+    if (segment.creates.length > 0) steps.push(this.#createsStep(segment.creates));
+    if (segment.published.length > 0) {
+      const writes = segment.published;
+      steps.push({
+        query: this.#statement(
+          "published",
+          `UPDATE ${this.#table} SET published_at = now()
+           WHERE task_id = ANY($1::text[]) AND published_at IS NULL`,
+          [writes.map((w) => w.taskId)],
+        ),
+        followUp: false,
+        finish: () => writes.map((w) => () => w.settle.resolve()),
+      });
+    }
+    if (segment.started.size > 0) steps.push(this.#startedStep(segment.started));
+    if (segment.retrying.size > 0) steps.push(this.#retryingStep(segment.retrying));
+    if (segment.completes.size > 0) steps.push(this.#completesStep(segment.completes));
+    return steps;
+  }
+
+  /** Each cancel, remove, reopen or prune is a statement of its own, in its place in the batch. */
+  #aloneStep(write: WriteOf<"cancel" | "remove" | "reopen" | "prune">): Step {
+    switch (write.kind) {
       case "cancel":
-        return this.#applyEach(of("cancel"), (write) => this.#cancelOne(client, write));
+        return {
+          query: this.#statement(
+            "cancel",
+            `WITH cancelled AS (
+               UPDATE ${this.#table} SET status = 'cancelled', finished_at = $2::timestamptz
+               WHERE task_id = $1 AND status = 'queued' RETURNING 1)
+             SELECT EXISTS (SELECT 1 FROM cancelled) AS cancelled,
+                    EXISTS (SELECT 1 FROM ${this.#table} WHERE task_id = $1) AS found`,
+            [write.taskId, write.now],
+          ),
+          followUp: false,
+          finish: (result) => {
+            const row = result.rows[0] as { cancelled: boolean; found: boolean } | undefined;
+            const outcome: CancelOutcome = row?.cancelled
+              ? "cancelled"
+              : row?.found
+              ? "too_late"
+              : "not_found";
+            return [() => write.settle.resolve(outcome)];
+          },
+        };
       case "remove":
-        return this.#applyEach(of("remove"), async (write) => {
-          await client.query(`DELETE FROM ${this.#table} WHERE task_id = $1`, [write.taskId]);
-          return () => write.settle.resolve();
-        });
-      case "published":
-        return this.#applyPublished(client, of("published"));
+        return {
+          query: this.#statement("remove", `DELETE FROM ${this.#table} WHERE task_id = $1`, [
+            write.taskId,
+          ]),
+          followUp: false,
+          finish: () => [() => write.settle.resolve()],
+        };
       case "reopen":
-        return this.#applyEach(of("reopen"), async (write) => {
-          await client.query(
+        return {
+          query: this.#statement(
+            "reopen",
             `UPDATE ${this.#table} SET status = 'queued', attempts = 0, worker = NULL,
                started_at = NULL, finished_at = NULL, duration_ms = NULL, output = NULL,
                output_ref = NULL, error_code = NULL, error_message = NULL
              WHERE task_id = $1 AND status IN ${FINAL}`,
             [write.taskId],
-          );
-          return () => write.settle.resolve();
-        });
+          ),
+          followUp: false,
+          finish: () => [() => write.settle.resolve()],
+        };
       case "prune":
-        return this.#applyEach(of("prune"), (write) => this.#pruneOne(client, write));
-      case undefined:
-        return Promise.resolve([]);
-      default: {
-        const unknown: never = kind;
-        throw new TypeError(`Cannot apply write of kind "${unknown}"`);
-      }
+        return {
+          query: this.#statement("prune", pruneSql(this.#table), [write.before, write.limit]),
+          followUp: true,
+          finish: async (result, client) => [await this.#pruned(client, write, result.rows)],
+        };
     }
-  }
-
-  async #applyEach<W extends Write>(
-    writes: W[],
-    apply: (write: W) => Promise<() => void>,
-  ): Promise<Outcomes> {
-    const outcomes: Outcomes = [];
-    for (const write of writes) outcomes.push(await apply(write));
-    return outcomes;
-  }
-
-  /** One `INSERT … SELECT FROM unnest(…)` for the whole run, then one read of the idempotency keys it hit. */
-  async #applyCreates(client: PoolClient, writes: WriteOf<"create">[]): Promise<Outcomes> {
-    const records = writes.map((write) => write.record);
-    const inserted = await client.query<{ taskId: string }>(
-      `${insertUnnest(this.#table)}
-       ON CONFLICT DO NOTHING
-       RETURNING task_id AS "taskId"`,
-      columnArrays(records),
-    );
-    const created = new Set(inserted.rows.map((row) => row.taskId));
-    const keyed = records.filter((record) =>
-      record.idempotencyKey !== null && !created.has(record.taskId)
-    );
-    const firstByKey = new Map<string, string>();
-    if (keyed.length > 0) {
-      const found = await client.query<{ owner: string; key: string; taskId: string }>(
-        `SELECT t.owner AS owner, t.idempotency_key AS key, t.task_id AS "taskId"
-         FROM ${this.#table} t
-         JOIN unnest($1::text[], $2::text[]) AS k(owner, idempotency_key)
-           ON t.owner = k.owner AND t.idempotency_key = k.idempotency_key`,
-        [keyed.map((record) => record.owner), keyed.map((record) => record.idempotencyKey)],
-      );
-      for (const row of found.rows) {
-        firstByKey.set(JSON.stringify([row.owner, row.key]), row.taskId);
-      }
-    }
-    return writes.map((write) => {
-      const { record } = write;
-      let result: { taskId: string; created: boolean };
-      if (created.delete(record.taskId)) result = { taskId: record.taskId, created: true };
-      else {
-        const key = JSON.stringify([record.owner, record.idempotencyKey]);
-        const first = record.idempotencyKey === null ? undefined : firstByKey.get(key);
-        result = { taskId: first ?? record.taskId, created: false };
-      }
-      return () => write.settle.resolve(result);
-    });
-  }
-
-  /** One `UPDATE … FROM unnest(…)`; several notices for one task merge as if applied in order. */
-  async #applyPublished(client: PoolClient, writes: WriteOf<"published">[]): Promise<Outcomes> {
-    await client.query(
-      `UPDATE ${this.#table} SET published_at = now()
-       WHERE task_id = ANY($1::text[]) AND published_at IS NULL`,
-      [writes.map((w) => w.taskId)],
-    );
-    return writes.map((w) => () => w.settle.resolve());
-  }
-
-  async #applyStarted(client: PoolClient, writes: WriteOf<"started">[]): Promise<Outcomes> {
-    const merged = new Map<string, { worker: string; startedAt: string; attempt: number }>();
-    for (const write of writes) {
-      const previous = merged.get(write.taskId);
-      merged.set(write.taskId, {
-        worker: write.worker,
-        startedAt: write.startedAt,
-        attempt: Math.max(previous?.attempt ?? 0, write.attempt),
-      });
-    }
-    const entries = [...merged];
-    await client.query(
-      `UPDATE ${this.#table} AS t
-       SET status = 'running', worker = v.worker, started_at = v.started_at,
-           attempts = GREATEST(t.attempts, v.attempt)
-       FROM unnest($1::text[], $2::text[], $3::timestamptz[], $4::integer[])
-         AS v(task_id, worker, started_at, attempt)
-       WHERE t.task_id = v.task_id AND t.status NOT IN ${FINAL}`,
-      [
-        entries.map(([taskId]) => taskId),
-        entries.map(([, v]) => v.worker),
-        entries.map(([, v]) => v.startedAt),
-        entries.map(([, v]) => v.attempt),
-      ],
-    );
-    return writes.map((write) => () => write.settle.resolve());
-  }
-
-  /** One `UPDATE … FROM unnest(…)`; for one task repeated, the last error stays. */
-  async #applyRetrying(client: PoolClient, writes: WriteOf<"retrying">[]): Promise<Outcomes> {
-    const merged = new Map(writes.map((write) => [write.taskId, write]));
-    const entries = [...merged.values()];
-    await client.query(
-      `UPDATE ${this.#table} AS t
-       SET status = 'queued', error_code = v.code, error_message = v.message
-       FROM unnest($1::text[], $2::text[], $3::text[]) AS v(task_id, code, message)
-       WHERE t.task_id = v.task_id AND t.status NOT IN ${FINAL}`,
-      [
-        entries.map((write) => write.taskId),
-        entries.map((write) => write.code),
-        entries.map((write) => write.message),
-      ],
-    );
-    return writes.map((write) => () => write.settle.resolve());
   }
 
   /**
-   * One upsert for the whole run: a result for an unknown task inserts its record, one for a task not yet
-   * final updates it, one for a final task changes nothing. A task repeated in the run is final after its
-   * first result, so the repeats are `false`.
+   * The named statement `key` with `values`: PostgreSQL parses and plans it once per connection, then only
+   * binds and runs it.
    */
-  async #applyCompletes(client: PoolClient, writes: WriteOf<"complete">[]): Promise<Outcomes> {
-    const first = new Map<string, TaskRecord>();
-    for (const write of writes) {
-      if (!first.has(write.record.taskId)) first.set(write.record.taskId, write.record);
-    }
-    const updated = await client.query<{ taskId: string }>(
-      `${insertUnnest(this.#table)}
-       ON CONFLICT (task_id) DO UPDATE SET
-         status = excluded.status, worker = excluded.worker, started_at = excluded.started_at,
-         finished_at = excluded.finished_at, duration_ms = excluded.duration_ms,
-         attempts = GREATEST(t.attempts, excluded.attempts), output = excluded.output,
-         output_ref = excluded.output_ref,
-         error_code = excluded.error_code, error_message = excluded.error_message
-       WHERE t.status NOT IN ${FINAL}
-       RETURNING task_id AS "taskId"`,
-      columnArrays([...first.values()]),
-    );
-    const recorded = new Set(updated.rows.map((row) => row.taskId));
-    return writes.map((write) => {
-      const value = recorded.delete(write.record.taskId);
-      return () => write.settle.resolve(value);
+  #statement(key: string, text: string, values: unknown[]): pg.QueryConfig {
+    // One pool per store, so one text per name on each connection.
+    return { name: `colmena_${key}`, text, values };
+  }
+
+  /**
+   * One `INSERT … SELECT FROM unnest(…)` for the segment's creates, then, only when some create with an
+   * idempotency key inserted nothing, one read of the tasks those keys already name.
+   */
+  #createsStep(writes: WriteOf<"create">[]): Step {
+    const records = writes.map((write) => write.record);
+    const keyedRecords = records.some((record) => record.idempotencyKey !== null);
+    return {
+      query: this.#statement(
+        "create",
+        `${insertUnnest(this.#table)}
+         ON CONFLICT DO NOTHING
+         RETURNING task_id AS "taskId"`,
+        columnArrays(records),
+      ),
+      followUp: keyedRecords,
+      finish: async (inserted, client) => {
+        const created = new Set(inserted.rows.map((row: { taskId: string }) => row.taskId));
+        const keyed = records.filter((record) =>
+          record.idempotencyKey !== null && !created.has(record.taskId)
+        );
+        const firstByKey = new Map<string, string>();
+        if (keyed.length > 0) {
+          const found = await client.query<{ owner: string; key: string; taskId: string }>(
+            `SELECT t.owner AS owner, t.idempotency_key AS key, t.task_id AS "taskId"
+             FROM ${this.#table} t
+             JOIN unnest($1::text[], $2::text[]) AS k(owner, idempotency_key)
+               ON t.owner = k.owner AND t.idempotency_key = k.idempotency_key`,
+            [keyed.map((record) => record.owner), keyed.map((record) => record.idempotencyKey)],
+          );
+          for (const row of found.rows) {
+            firstByKey.set(JSON.stringify([row.owner, row.key]), row.taskId);
+          }
+        }
+        return writes.map((write) => {
+          const { record } = write;
+          let result: { taskId: string; created: boolean };
+          if (created.delete(record.taskId)) result = { taskId: record.taskId, created: true };
+          else {
+            const key = JSON.stringify([record.owner, record.idempotencyKey]);
+            const first = record.idempotencyKey === null ? undefined : firstByKey.get(key);
+            result = { taskId: first ?? record.taskId, created: false };
+          }
+          return () => write.settle.resolve(result);
+        });
+      },
+    };
+  }
+
+  /** One `UPDATE … FROM unnest(…)`; several notices for one task merge as if applied in order. */
+  #startedStep(byTask: ReadonlyMap<string, WriteOf<"started">[]>): Step {
+    const entries = [...byTask].map(([taskId, writes]) => {
+      const last = writes.at(-1)!;
+      const attempt = Math.max(...writes.map((write) => write.attempt));
+      return { taskId, worker: last.worker, startedAt: last.startedAt, attempt };
     });
+    const writes = [...byTask.values()].flat();
+    return {
+      query: this.#statement(
+        "started",
+        `UPDATE ${this.#table} AS t
+         SET status = 'running', worker = v.worker, started_at = v.started_at,
+             attempts = GREATEST(t.attempts, v.attempt)
+         FROM unnest($1::text[], $2::text[], $3::timestamptz[], $4::integer[])
+           AS v(task_id, worker, started_at, attempt)
+         WHERE t.task_id = v.task_id AND t.status NOT IN ${FINAL}`,
+        [
+          entries.map((e) => e.taskId),
+          entries.map((e) => e.worker),
+          entries.map((e) => e.startedAt),
+          entries.map((e) => e.attempt),
+        ],
+      ),
+      followUp: false,
+      finish: () => writes.map((write) => () => write.settle.resolve()),
+    };
   }
 
-  async #cancelOne(client: PoolClient, write: WriteOf<"cancel">): Promise<() => void> {
-    const { rows } = await client.query<{ cancelled: boolean; found: boolean }>(
-      `WITH cancelled AS (
-         UPDATE ${this.#table} SET status = 'cancelled', finished_at = $2::timestamptz
-         WHERE task_id = $1 AND status = 'queued' RETURNING 1)
-       SELECT EXISTS (SELECT 1 FROM cancelled) AS cancelled,
-              EXISTS (SELECT 1 FROM ${this.#table} WHERE task_id = $1) AS found`,
-      [write.taskId, write.now],
-    );
-    const row = rows[0];
-    const outcome: CancelOutcome = row?.cancelled
-      ? "cancelled"
-      : row?.found
-      ? "too_late"
-      : "not_found";
-    return () => write.settle.resolve(outcome);
+  /** One `UPDATE … FROM unnest(…)`; for one task repeated, the last error stays. */
+  #retryingStep(byTask: ReadonlyMap<string, WriteOf<"retrying">[]>): Step {
+    const entries = [...byTask.values()].map((writes) => writes.at(-1)!);
+    const writes = [...byTask.values()].flat();
+    return {
+      query: this.#statement(
+        "retrying",
+        `UPDATE ${this.#table} AS t
+         SET status = 'queued', error_code = v.code, error_message = v.message
+         FROM unnest($1::text[], $2::text[], $3::text[]) AS v(task_id, code, message)
+         WHERE t.task_id = v.task_id AND t.status NOT IN ${FINAL}`,
+        [
+          entries.map((write) => write.taskId),
+          entries.map((write) => write.code),
+          entries.map((write) => write.message),
+        ],
+      ),
+      followUp: false,
+      finish: () => writes.map((write) => () => write.settle.resolve()),
+    };
   }
 
-  async #pruneOne(client: PoolClient, write: WriteOf<"prune">): Promise<() => void> {
-    const { rows } = await client.query<
-      { payloadRef: string | null; fileRef: string | null; outputRef: string | null }
-    >(pruneSql(this.#table), [write.before, write.limit]);
+  /**
+   * One upsert for the segment's results: a result for an unknown task inserts its record, one for a task
+   * not yet final updates it, one for a final task changes nothing. A task repeated in the segment is final
+   * after its first result, so the repeats are `false`; the notices it absorbed resolve with it.
+   */
+  #completesStep(byTask: ReadonlyMap<string, Completion>): Step {
+    const entries = [...byTask.values()];
+    return {
+      query: this.#statement(
+        "complete",
+        `${insertUnnest(this.#table)}
+         ON CONFLICT (task_id) DO UPDATE SET
+           status = excluded.status, worker = excluded.worker, started_at = excluded.started_at,
+           finished_at = excluded.finished_at, duration_ms = excluded.duration_ms,
+           attempts = GREATEST(t.attempts, excluded.attempts), output = excluded.output,
+           output_ref = excluded.output_ref,
+           error_code = excluded.error_code, error_message = excluded.error_message
+         WHERE t.status NOT IN ${FINAL}
+         RETURNING task_id AS "taskId"`,
+        columnArrays(entries.map((entry) => entry.record)),
+      ),
+      followUp: false,
+      finish: (updated) => {
+        const recorded = new Set(updated.rows.map((row: { taskId: string }) => row.taskId));
+        const outcomes: Outcomes = [];
+        for (const { writes, absorbed } of entries) {
+          const [first, ...repeats] = writes;
+          const value = first !== undefined && recorded.has(first.record.taskId);
+          if (first !== undefined) outcomes.push(() => first.settle.resolve(value));
+          for (const repeat of repeats) outcomes.push(() => repeat.settle.resolve(false));
+          for (const notice of absorbed) outcomes.push(() => notice.settle.resolve());
+        }
+        return outcomes;
+      },
+    };
+  }
+
+  async #pruned(
+    client: PoolClient,
+    write: WriteOf<"prune">,
+    rows: { payloadRef: string | null; fileRef: string | null; outputRef: string | null }[],
+  ): Promise<() => void> {
     const blobKeys: string[] = [];
     const files = new Set<string>();
     for (const row of rows) {
@@ -724,6 +921,12 @@ async function migrate(pool: pg.Pool, schema: string): Promise<void> {
   const files = await readMigrations("postgres");
   const client = await pool.connect();
   const lockArgs = ["colmena_migrations", schema];
+  // Its queries fail with a connection error; unheard, the error would also end the process.
+  let broken: Error | undefined;
+  const onError = (err: Error) => {
+    broken ??= err;
+  };
+  client.on("error", onError);
   try {
     await client.query("SELECT pg_advisory_lock(hashtext($1), hashtext($2))", lockArgs);
     try {
@@ -759,7 +962,8 @@ async function migrate(pool: pg.Pool, schema: string): Promise<void> {
       await client.query("SELECT pg_advisory_unlock(hashtext($1), hashtext($2))", lockArgs);
     }
   } finally {
-    client.release();
+    client.off("error", onError);
+    client.release(broken ?? false);
   }
 }
 
@@ -771,6 +975,8 @@ function createPool(url: string, options: PostgresStoreOptions): pg.Pool {
     query_timeout: options.queryTimeoutMs ?? 10_000,
     keepAlive: true,
     application_name: "colmena",
+    // A batch's statements are sent together and answered together (see `#transaction`).
+    pipeline: true,
   });
   // An idle connection that fails is dropped by the pool and replaced on the next query; without this
   // listener its error would end the process.

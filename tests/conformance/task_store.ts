@@ -625,6 +625,59 @@ export function storeConformance(
     assert.equal((await store.get("t2"))?.status, "cancelled");
   });
 
+  test("notices and results of one task queued in one turn end as if applied one by one", async ({ store }) => {
+    await store.create(newTask("t1"));
+    await store.create(newTask("t2"));
+    const error = { code: "TIMEOUT", message: "La tarea superó su tiempo máximo" } as const;
+    const [, , , first, , late, , recordedT2] = await Promise.all([
+      store.markStarted(started("t1")),
+      store.markRetrying("t1", error),
+      store.markStarted(started("t1", { worker: "w2", attempt: 2, startedAt: at(3_000) })),
+      store.complete(result("t1", { worker: "w2", attempt: 2, startedAt: at(3_000) })),
+      store.markRetrying("t1", error),
+      store.complete(result("t1", { worker: "w3", attempt: 3 })),
+      // A start of a later attempt than the result's, in the same turn, still counts.
+      store.markStarted(started("t2", { attempt: 3 })),
+      store.complete(result("t2", { attempt: 2 })),
+    ]);
+    assert.equal(first, true);
+    assert.equal(late, false);
+    assert.equal(recordedT2, true);
+    const t1 = await store.get("t1");
+    assert.equal(t1?.status, "succeeded");
+    assert.equal(t1?.worker, "w2");
+    assert.equal(t1?.attempts, 2);
+    assert.equal(t1?.error, undefined);
+    const t2 = await store.get("t2");
+    assert.equal(t2?.status, "succeeded");
+    assert.equal(t2?.attempts, 3);
+  });
+
+  test("a retry notice, then a start of the next attempt, in one turn leave the task running", async ({ store }) => {
+    await store.create(newTask("t1"));
+    await store.markStarted(started("t1"));
+    const error = { code: "TIMEOUT", message: "La tarea superó su tiempo máximo" } as const;
+    await Promise.all([
+      store.markRetrying("t1", error),
+      store.markStarted(started("t1", { worker: "w2", attempt: 2, startedAt: at(3_000) })),
+    ]);
+    const view = await store.get("t1");
+    assert.equal(view?.status, "running");
+    assert.equal(view?.worker, "w2");
+    assert.equal(view?.attempts, 2);
+  });
+
+  test("a result of an unknown task, then markPublished, in one turn mark the record it made", async ({ store }) => {
+    await Promise.all([
+      store.complete(result("huerfana")),
+      store.markPublished("huerfana"),
+      store.create(newTask("t1")),
+      store.markPublished("t1"),
+    ]);
+    assert.equal(await store.published("huerfana"), true);
+    assert.equal(await store.published("t1"), true);
+  });
+
   test("remove forgets a task and frees its idempotency key", async ({ store }) => {
     await store.create(newTask("t1", { idempotencyKey: "clave" }));
     await store.create(newTask("t2"));

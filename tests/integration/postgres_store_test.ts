@@ -14,6 +14,7 @@ import { TASK_COLUMNS } from "../../server/stores/columns.ts";
 import { readMigrations } from "../../server/stores/migrations.ts";
 import { storeConformance } from "../conformance/task_store.ts";
 import { DATABASE_URL, needsPostgres } from "../_helpers/services.ts";
+import { TcpProxy } from "../_helpers/tcp_proxy.ts";
 
 const postgres = await needsPostgres();
 
@@ -86,6 +87,170 @@ Deno.test({
         await store.close();
       }
     } finally {
+      await dropPostgresSchema(DATABASE_URL, schema);
+    }
+  },
+});
+
+Deno.test({
+  name:
+    "postgres store: a refused statement in a pipelined batch rolls the batch back, and the rest commit alone",
+  ...postgres,
+  async fn() {
+    const schema = uniqueSchema();
+    try {
+      const store = await openPostgresTaskStore(DATABASE_URL, { schema });
+      try {
+        await store.create(task("started"));
+        // BEGIN, the INSERT of the creates (refused: a priority beyond `integer`), the UPDATE of the start
+        // and the upsert of the result travel together; the COMMIT behind the refusal answers ROLLBACK.
+        const [good, bad, start, done] = await Promise.allSettled([
+          store.create(task("a")),
+          store.create(task("b", 2 ** 40)),
+          store.markStarted({
+            taskId: "started",
+            origin: "s1",
+            worker: "w1",
+            startedAt: "2025-01-01T00:00:01.000Z",
+            attempt: 1,
+          }),
+          store.complete({
+            taskId: "orphan",
+            taskType: "text",
+            origin: "s1",
+            status: "succeeded",
+            output: null,
+            worker: "w1",
+            durationMs: 1,
+            startedAt: "2025-01-01T00:00:01.000Z",
+            finishedAt: "2025-01-01T00:00:02.000Z",
+            attempt: 1,
+          }),
+        ]);
+        assert.deepEqual(good, { status: "fulfilled", value: { taskId: "a", created: true } });
+        assert.equal(bad.status, "rejected");
+        assert.ok(bad.reason instanceof ColmenaError && bad.reason.code === "STORE_UNAVAILABLE");
+        assert.deepEqual(start, { status: "fulfilled", value: undefined });
+        assert.deepEqual(done, { status: "fulfilled", value: true });
+        assert.equal(await store.get("b"), undefined);
+        assert.equal((await store.get("started"))?.status, "running");
+        assert.equal((await store.get("orphan"))?.status, "succeeded");
+        // The connection is reused as it was: later batches commit.
+        await store.create(task("c"));
+        assert.equal((await store.get("c"))?.status, "queued");
+      } finally {
+        await store.close();
+      }
+    } finally {
+      await dropPostgresSchema(DATABASE_URL, schema);
+    }
+  },
+});
+
+Deno.test({
+  name:
+    "postgres store: text with quotes, backslashes, braces, commas and NULL goes through the array parameters intact",
+  ...postgres,
+  async fn() {
+    const schema = uniqueSchema();
+    try {
+      const store = await openPostgresTaskStore(DATABASE_URL, { schema });
+      try {
+        const awkward = [`"`, `\\`, `\\"`, "{a,b}", "NULL", "", " x ", "a,b", "ñ😀", "\n\t"];
+        const tasks: NewTask[] = awkward.map((text, i) => ({
+          ...task(`t${i}`),
+          taskType: `tipo ${text}`,
+          client: { name: text, kind: "cli" },
+          payload: { text, list: [text, null, 1.5] },
+          idempotencyKey: `clave ${text}`,
+        }));
+        // One batch: one INSERT whose every column is one array parameter.
+        const created = await Promise.all(tasks.map((each) => store.create(each)));
+        assert.deepEqual(created, tasks.map((each) => ({ taskId: each.taskId, created: true })));
+        const done = await Promise.all(awkward.map((text, i) =>
+          store.complete({
+            taskId: `t${i}`,
+            taskType: `tipo ${text}`,
+            origin: "s1",
+            status: "failed",
+            output: null,
+            error: { code: "TASK_FAILED", message: text },
+            worker: text,
+            durationMs: -0.25,
+            startedAt: "2025-01-01T00:00:01.000Z",
+            finishedAt: "2025-01-01T00:00:02.000Z",
+            attempt: 2,
+          })
+        ));
+        assert.ok(done.every((each) => each));
+        for (const [i, text] of awkward.entries()) {
+          const submission = await store.submission(`t${i}`);
+          assert.deepEqual(submission?.payload, { text, list: [text, null, 1.5] });
+          assert.equal(submission?.client.name, text);
+          assert.equal(submission?.idempotencyKey, `clave ${text}`);
+          const view = await store.get(`t${i}`);
+          assert.equal(view?.taskType, `tipo ${text}`);
+          assert.equal(view?.worker, text);
+          assert.deepEqual(view?.error, { code: "TASK_FAILED", message: text });
+          assert.equal(view?.durationMs, -0.25);
+        }
+      } finally {
+        await store.close();
+      }
+    } finally {
+      await dropPostgresSchema(DATABASE_URL, schema);
+    }
+  },
+});
+
+Deno.test({
+  name:
+    "postgres store: connections cut under it fail its writes with STORE_UNAVAILABLE, without ending the process, and it recovers",
+  ...postgres,
+  async fn() {
+    const schema = uniqueSchema();
+    const target = new URL(DATABASE_URL);
+    await using proxy = new TcpProxy({
+      hostname: target.hostname,
+      port: Number(target.port || 5432),
+    });
+    proxy.restore();
+    const url = new URL(DATABASE_URL);
+    url.hostname = "127.0.0.1";
+    url.port = String(proxy.port);
+    // An error event of a connection that nobody listens to would end a server; here it is caught and counted.
+    const uncaught: unknown[] = [];
+    const onUncaught = (event: ErrorEvent) => {
+      event.preventDefault();
+      uncaught.push(event.error);
+    };
+    globalThis.addEventListener("error", onUncaught);
+    try {
+      const store = await openPostgresTaskStore(url.href, { schema, connectTimeoutMs: 5_000 });
+      try {
+        // Batches one after another, then two in flight, so that the pool holds several connections.
+        for (const id of ["a", "b", "c"]) await store.create(task(id));
+        await Promise.all(["d", "e", "f", "g"].map((id) => store.create(task(id))));
+        await proxy.cut();
+        // The pool's connections are dead but not yet known to be: the writes go out on them and fail.
+        const cut = await Promise.allSettled([store.create(task("h")), store.create(task("i"))]);
+        for (const each of cut) {
+          assert.equal(each.status, "rejected");
+          assert.ok(
+            each.reason instanceof ColmenaError && each.reason.code === "STORE_UNAVAILABLE",
+          );
+        }
+        proxy.restore();
+        assert.deepEqual(await store.create(task("j")), { taskId: "j", created: true });
+        assert.equal((await store.get("a"))?.status, "queued");
+      } finally {
+        await store.close();
+      }
+      // The pool's dead connections report their end once their sockets close: let those events run.
+      await new Promise((resolve) => setTimeout(resolve, 0));
+      assert.deepEqual(uncaught, []);
+    } finally {
+      globalThis.removeEventListener("error", onUncaught);
       await dropPostgresSchema(DATABASE_URL, schema);
     }
   },
