@@ -33,6 +33,7 @@ const USAGE = `Uso: deno task bench:sqlite [opciones]
   --retraso-inicio T   vueltas entre el alta y el aviso de inicio         [2]
   --retraso-fin T      vueltas entre el alta y el resultado               [4]
   --en-vuelo N         escrituras a la espera de su COMMIT, como máximo   [3000]
+  --previas N          tareas terminadas en el fichero antes de medir     [0]
   --ids TIPO           ids de tarea: "servidor" (los de newTaskId) o "aleatorios"
                        (UUID v4, los de antes)                            [servidor]
   --dir RUTA           carpeta de los ficheros (se borra cada uno)        [temporal]
@@ -103,9 +104,17 @@ async function round(path: string, options: {
   endDelay: number;
   maxPending: number;
   newId: () => string;
+  prior: number;
 }): Promise<Round> {
   const store = await openSqliteTaskStore(path);
   try {
+    // The history of a server that has run for a while: finished tasks, by the same kind of id.
+    for (let done = 0; done < options.prior; done += 1_000) {
+      const now = new Date().toISOString();
+      const batch = Array.from({ length: Math.min(1_000, options.prior - done) }, options.newId);
+      await Promise.all(batch.map((id) => store.create(task(id, now))));
+      await Promise.all(batch.map((id) => store.complete(result(id, now))));
+    }
     const ids: string[] = Array.from({ length: options.tasks }, options.newId);
     const turns = Math.ceil(options.tasks / options.group);
     const pending = new Set<Promise<unknown>>();
@@ -162,6 +171,7 @@ async function main(): Promise<void> {
       "retraso-fin": { type: "string", default: "4" },
       "en-vuelo": { type: "string", default: "3000" },
       ids: { type: "string", default: "servidor" },
+      previas: { type: "string", default: "0" },
       dir: { type: "string" },
       help: { type: "boolean", short: "h", default: false },
     },
@@ -174,6 +184,7 @@ async function main(): Promise<void> {
     startDelay: Number(values["retraso-inicio"]),
     endDelay: Number(values["retraso-fin"]),
     maxPending: Number(values["en-vuelo"]),
+    prior: Number(values.previas),
     newId: values.ids === "aleatorios" ? () => crypto.randomUUID() : newTaskId,
   };
   if (values.ids !== "servidor" && values.ids !== "aleatorios") {
