@@ -312,10 +312,7 @@ export class SqliteTaskStore implements TaskStore {
     return this.#write("create", () => {
       const record = newTaskRecord(task);
       return [recordCells(record, "sqlite"), record.owner, record.idempotencyKey];
-    }, (answer) => ({
-      taskId: typeof answer === "string" ? answer : task.taskId,
-      created: answer === true,
-    }));
+    });
   }
 
   markStarted(notice: StartedNotice): Promise<void> {
@@ -445,11 +442,7 @@ export class SqliteTaskStore implements TaskStore {
    * Queues a write for the next batch. `args` runs now, so bad input rejects at once without touching the
    * batch; the write runs in the writer thread, and its promise settles after its batch's COMMIT.
    */
-  #write<K extends WriteName, T = WriteResult<K>>(
-    name: K,
-    args: () => WriteArgs<K>,
-    decode?: (answer: WriteResult<K>) => T,
-  ): Promise<T> {
+  #write<K extends WriteName>(name: K, args: () => WriteArgs<K>): Promise<WriteResult<K>> {
     if (this.#closed) return Promise.reject(closedError());
     let call: WriteCall;
     try {
@@ -457,13 +450,8 @@ export class SqliteTaskStore implements TaskStore {
     } catch (err) {
       return Promise.reject(err);
     }
-    const { promise, resolve, reject } = Promise.withResolvers<T>();
-    this.#queue.push({
-      call,
-      resolve: (decode === undefined ? resolve : (answer: WriteResult<K>) =>
-        resolve(decode(answer))) as (value: unknown) => void,
-      reject,
-    });
+    const { promise, resolve, reject } = Promise.withResolvers<WriteResult<K>>();
+    this.#queue.push({ call, resolve: resolve as (value: unknown) => void, reject });
     if (this.#inFlight.size < MAX_IN_FLIGHT) this.#flushTimer ??= setImmediate(() => this.#flush());
     return promise;
   }
@@ -490,7 +478,7 @@ export class SqliteTaskStore implements TaskStore {
     const calls = batch.map((write) => write.call);
     // Inline only with nothing in flight: a batch on this thread must not overtake one the writer holds.
     if (this.#quiet(batch.length) && this.#inFlight.size === 0) {
-      settle(batch, { type: "done", ...applyBatch(this.#db, this.#inline, calls) });
+      settle(batch, { type: "done", outcomes: applyBatch(this.#db, this.#inline, calls) });
       return;
     }
     const sent: Promise<void> = this.#writer.send({ type: "batch", writes: calls })
@@ -530,12 +518,10 @@ function settle(batch: readonly QueuedWrite[], reply: FromWriter): void {
     for (const write of batch) write.reject(err);
     return;
   }
-  const failed = new Map(reply.errors);
   batch.forEach((write, i) => {
-    const error = failed.get(i) ??
-      (i < reply.values.length ? undefined : { message: "No outcome for a write" });
-    if (error === undefined) write.resolve(reply.values[i]);
-    else write.reject(writerError(error));
+    const outcome = reply.outcomes[i];
+    if (outcome?.ok) write.resolve(outcome.value);
+    else write.reject(writerError(outcome?.error ?? { message: "No outcome for a write" }));
   });
 }
 
