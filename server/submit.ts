@@ -18,6 +18,7 @@ import type { ClientConnection } from "./connection.ts";
 import type { Principal } from "./principal.ts";
 import type { InFlightSlot, PrincipalQuotas } from "./quotas.ts";
 import type { PushTarget, ResultRouter } from "./result_routing.ts";
+import { newTaskId } from "./task_ids.ts";
 import { countAcceptedKind, countTask, type ServerStats } from "./stats.ts";
 
 type SubmitRequest = Extract<Request, { type: "submit" }>;
@@ -404,7 +405,7 @@ export class Submitter {
     const slot = this.#deps.quotas?.admitSubmit(principal, ask);
     countTask(stats, "submitted", type);
     const newTask: NewTask = {
-      taskId: crypto.randomUUID(),
+      taskId: newTaskId(),
       taskType: type,
       priority: ask.priority,
       client: { ...client.client },
@@ -478,7 +479,7 @@ export class Submitter {
     countTask(stats, "submitted", type);
     const file = request.task.file;
     const options = request.options ?? {};
-    const taskId = crypto.randomUUID();
+    const taskId = newTaskId();
     let payload = checked.payload;
     let payloadRef: string | undefined;
     const payloadJson = JSON.stringify(payload);

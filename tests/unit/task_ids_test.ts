@@ -6,7 +6,7 @@
 import assert from "node:assert/strict";
 import { ColmenaError } from "../../shared/errors.ts";
 import { MemoryTaskStore } from "../../server/stores/memory.ts";
-import { findVisibleTask, resolveTaskIdPrefix } from "../../server/task_ids.ts";
+import { findVisibleTask, newTaskId, resolveTaskIdPrefix } from "../../server/task_ids.ts";
 
 /** A finished record made from a result alone, with a chosen id. */
 function finished(taskId: string) {
@@ -74,4 +74,20 @@ Deno.test("a principal's prefix counts only its own tasks: another's neither mat
   assert.equal(await findVisibleTask(store, "abcdef01-0002", ana), undefined, "a full id too");
   assert.equal((await findVisibleTask(store, "abcdef01-0002", root))?.owner, "bob");
   await assert.rejects(findVisibleTask(store, "abcdef01", root), /coincide con 2 tareas/);
+});
+
+Deno.test("new task ids are version 8 UUIDs whose first 8 digits increase from one id to the next", () => {
+  const ids = Array.from({ length: 10_000 }, newTaskId);
+  assert.equal(new Set(ids).size, ids.length);
+  for (const id of ids) {
+    assert.match(id, /^[0-9a-f]{8}-[0-9a-f]{4}-8[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/);
+  }
+  // Made in a row (many in one microsecond), each leads with a larger counter, modulo its 2³² wrap.
+  const counters = ids.map((id) => parseInt(id.slice(0, 8), 16));
+  for (let i = 1; i < counters.length; i++) {
+    const ahead = (counters[i]! - counters[i - 1]! + 2 ** 32) % 2 ** 32;
+    assert.ok(ahead > 0 && ahead < 2 ** 31, `id ${i} does not follow id ${i - 1}`);
+  }
+  // The rest is random: no two ids share their last 12 digits.
+  assert.equal(new Set(ids.map((id) => id.slice(24))).size, ids.length);
 });
