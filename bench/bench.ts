@@ -45,7 +45,7 @@ import {
   readRedisVersion,
 } from "./bullmq_load.ts";
 import { formatNumber, median, round, type RoundResult, summarizeLatencies } from "./stats.ts";
-import { typeQueue } from "../shared/adapters/rabbitmq/names.ts";
+import { cancelStream, typeQueue } from "../shared/adapters/rabbitmq/names.ts";
 import { TASK_TYPES } from "../shared/tasks.ts";
 import { BENCH_TASK_TYPES, DEFAULT_TASK_MIX, encodeTaskMix } from "./workload.ts";
 
@@ -497,6 +497,7 @@ function topologyNames(runId: string, stores: readonly Store[]) {
     queues.push(
       ...TASK_TYPES.map((type) => typeQueue(names.taskQueue, type)),
       `${names.taskQueue}.dlq`,
+      cancelStream(names.taskQueue),
       names.resultQueue,
       `${names.resultQueue}.server.${names.serverId}`,
     );
@@ -515,6 +516,7 @@ function topologyNames(runId: string, stores: readonly Store[]) {
   queues.push(
     ...TASK_TYPES.map((type) => typeQueue(bulk.taskQueue, type)),
     `${bulk.taskQueue}.dlq`,
+    cancelStream(bulk.taskQueue),
     bulk.resultQueue,
     `${bulk.resultQueue}.server.${bulk.serverId}`,
   );

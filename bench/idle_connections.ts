@@ -14,7 +14,7 @@
 import { fileURLToPath } from "node:url";
 import { deleteTopology } from "./raw_load.ts";
 import { ChildProcess, roleV8Flags } from "./processes.ts";
-import { typeQueue } from "../shared/adapters/rabbitmq/names.ts";
+import { cancelStream, typeQueue } from "../shared/adapters/rabbitmq/names.ts";
 import { TASK_TYPES } from "../shared/tasks.ts";
 
 /** How long the report waits at most for the server's RSS to settle once the connections are open. */
@@ -109,6 +109,7 @@ try {
   const queues = [
     ...TASK_TYPES.map((type) => typeQueue(taskQueue, type)),
     `${taskQueue}.dlq`,
+    cancelStream(taskQueue),
     resultQueue,
     `${resultQueue}.server.${serverId}`,
   ];
