@@ -7,70 +7,13 @@
  * worker process. The kill -9 between the push and the COMMIT is in `tests/chaos/result_before_commit_test.ts`.
  */
 import assert from "node:assert/strict";
-import { loadConfig } from "../../shared/config.ts";
-import type { CancelOutcome, TaskStore } from "../../shared/ports.ts";
+import type { CancelOutcome } from "../../shared/ports.ts";
 import type { ResultMessage, StartedNotice } from "../../shared/queue_messages.ts";
-import { connectServerBroker } from "../../shared/adapters/rabbitmq/server_broker.ts";
-import { openFolderBlobStore } from "../../shared/adapters/fs_blob.ts";
-import { ColmenaServer } from "../../server/app.ts";
 import { MemoryTaskStore } from "../../server/stores/memory.ts";
-import { BUILTIN_CATALOG } from "../../shared/catalog.ts";
 import { startWorker, tempDataDir, uniqueQueues } from "../_helpers/processes.ts";
 import { RawClient } from "../_helpers/raw_client.ts";
-import { AMQP_URL, needsRabbit } from "../_helpers/services.ts";
-
-/** A server on `store`, in this process. */
-async function startInProcess(
-  queues: { taskQueue: string; resultQueue: string },
-  store: TaskStore,
-): Promise<{ port: number } & AsyncDisposable> {
-  const config = loadConfig("servidor", {
-    args: [
-      ...["--host", "127.0.0.1", "--port", "0", "--sin-http", "--store", "memory"],
-      ...["--task-queue", queues.taskQueue, "--result-queue", queues.resultQueue],
-    ],
-    env: { AMQP_URL },
-  });
-  const blobDir = await Deno.makeTempDir({ prefix: "colmena-early-" });
-  const blobs = await openFolderBlobStore(blobDir);
-  const serverId = `srv-${crypto.randomUUID().slice(0, 8)}`;
-  const server = new ColmenaServer(config, {
-    serverId,
-    store,
-    blobs,
-    catalog: BUILTIN_CATALOG,
-    connectBroker: ({ onResults, onHeartbeat }) =>
-      connectServerBroker({
-        url: AMQP_URL,
-        taskQueue: queues.taskQueue,
-        resultQueue: queues.resultQueue,
-        serverId,
-        taskTypes: BUILTIN_CATALOG.names(),
-        onResults,
-        onHeartbeat,
-      }),
-  });
-  await server.start();
-  return {
-    port: server.addr.port,
-    async [Symbol.asyncDispose]() {
-      await server.drain();
-      await blobs.close();
-      await Deno.remove(blobDir, { recursive: true }).catch(() => {});
-    },
-  };
-}
-
-/** `store` with some of its writes replaced. */
-function withWrites(store: TaskStore, writes: Partial<TaskStore>): TaskStore {
-  return new Proxy(store, {
-    get(target, key) {
-      if (typeof key === "string" && key in writes) return writes[key as keyof TaskStore];
-      const value = Reflect.get(target, key);
-      return typeof value === "function" ? value.bind(target) : value;
-    },
-  });
-}
+import { overriding, startInProcessServer } from "../_helpers/in_process_server.ts";
+import { needsRabbit } from "../_helpers/services.ts";
 
 async function hello(port: number): Promise<RawClient> {
   const client = await RawClient.connect(port);
@@ -91,14 +34,14 @@ Deno.test({
     const held = Promise.withResolvers<void>();
     const completing = Promise.withResolvers<void>();
     // The record of a result is written only once the test lets it.
-    const store = withWrites(memory, {
+    const store = overriding(memory, {
       complete: async (result: ResultMessage) => {
         completing.resolve();
         await held.promise;
         return await memory.complete(result);
       },
     });
-    await using app = await startInProcess(queues, store);
+    await using app = await startInProcessServer(queues, store);
     await using workerData = await tempDataDir();
     await using _worker = await startWorker("w1", queues, ["--data-dir", workerData.path]);
     await using client = await hello(app.port);
@@ -142,7 +85,7 @@ Deno.test({
     const cancelHeld = Promise.withResolvers<void>();
     const cancelCalled = Promise.withResolvers<void>();
     const completed = Promise.withResolvers<boolean>();
-    const store = withWrites(memory, {
+    const store = overriding(memory, {
       // Start notices are dropped: the task stays `queued` in the record while the worker runs it.
       markStarted: (_notice: StartedNotice) => Promise.resolve(),
       // The cancel is applied at once and answered later, as a store answers after its COMMIT.
@@ -158,7 +101,7 @@ Deno.test({
         return first;
       },
     });
-    await using app = await startInProcess(queues, store);
+    await using app = await startInProcessServer(queues, store);
     await using workerData = await tempDataDir();
     await using _worker = await startWorker("w1", queues, ["--data-dir", workerData.path]);
     await using client = await hello(app.port);

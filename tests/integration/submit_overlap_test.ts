@@ -8,82 +8,40 @@
  */
 import assert from "node:assert/strict";
 import { ColmenaError } from "../../shared/errors.ts";
-import { loadConfig } from "../../shared/config.ts";
-import type { NewTask, ServerBroker, TaskStore } from "../../shared/ports.ts";
+import type { NewTask, TaskStore } from "../../shared/ports.ts";
 import type { ControlMessage, TaskMessage } from "../../shared/queue_messages.ts";
-import { connectServerBroker } from "../../shared/adapters/rabbitmq/server_broker.ts";
-import { openFolderBlobStore } from "../../shared/adapters/fs_blob.ts";
-import { ColmenaServer } from "../../server/app.ts";
 import { MemoryTaskStore } from "../../server/stores/memory.ts";
-import { BUILTIN_CATALOG } from "../../shared/catalog.ts";
 import { startWorker, tempDataDir, uniqueQueues } from "../_helpers/processes.ts";
 import { RawClient } from "../_helpers/raw_client.ts";
-import { AMQP_URL, needsRabbit } from "../_helpers/services.ts";
+import { overriding, startInProcessServer } from "../_helpers/in_process_server.ts";
+import { needsRabbit } from "../_helpers/services.ts";
 
 /** How long the wrapped broker holds each task's confirm back. */
 const CONFIRM_DELAY_MS = 4_000;
 
 /** A server on `store`, whose broker's task confirms are seen `CONFIRM_DELAY_MS` late when `slowConfirms`. */
-async function startInProcess(
+function startInProcess(
   queues: { taskQueue: string; resultQueue: string },
   store: TaskStore,
   options: { slowConfirms?: boolean; controls?: ControlMessage[] } = {},
-): Promise<{ server: ColmenaServer; port: number } & AsyncDisposable> {
-  const config = loadConfig("servidor", {
-    args: [
-      ...["--host", "127.0.0.1", "--port", "0", "--sin-http", "--store", "memory"],
-      ...["--task-queue", queues.taskQueue, "--result-queue", queues.resultQueue],
-    ],
-    env: { AMQP_URL },
-  });
-  const blobDir = await Deno.makeTempDir({ prefix: "colmena-overlap-" });
-  const blobs = await openFolderBlobStore(blobDir);
-  const serverId = `srv-${crypto.randomUUID().slice(0, 8)}`;
-  const server = new ColmenaServer(config, {
-    serverId,
-    store,
-    blobs,
-    catalog: BUILTIN_CATALOG,
-    connectBroker: async ({ onResults, onHeartbeat }) => {
-      const broker = await connectServerBroker({
-        url: AMQP_URL,
-        taskQueue: queues.taskQueue,
-        resultQueue: queues.resultQueue,
-        serverId,
-        taskTypes: BUILTIN_CATALOG.names(),
-        onResults,
-        onHeartbeat,
-      });
-      return new Proxy(broker, {
-        get(target, key) {
-          if (key === "publishTask" && options.slowConfirms) {
-            return async (task: TaskMessage) => {
-              await target.publishTask(task);
+): Promise<{ port: number } & AsyncDisposable> {
+  return startInProcessServer(queues, store, {
+    wrapBroker: (broker) =>
+      overriding(broker, {
+        ...(options.slowConfirms
+          ? {
+            publishTask: async (task: TaskMessage) => {
+              await broker.publishTask(task);
               await new Promise((r) => setTimeout(r, CONFIRM_DELAY_MS));
-            };
+            },
           }
-          if (key === "publishControl") {
-            return (message: ControlMessage) => {
-              options.controls?.push(message);
-              return target.publishControl(message);
-            };
-          }
-          const value = Reflect.get(target, key);
-          return typeof value === "function" ? value.bind(target) : value;
+          : {}),
+        publishControl: (message: ControlMessage) => {
+          options.controls?.push(message);
+          return broker.publishControl(message);
         },
-      }) as ServerBroker;
-    },
+      }),
   });
-  await server.start();
-  return {
-    server,
-    port: server.addr.port,
-    async [Symbol.asyncDispose]() {
-      await server.drain();
-      await blobs.close();
-      await Deno.remove(blobDir, { recursive: true }).catch(() => {});
-    },
-  };
 }
 
 Deno.test({
@@ -133,18 +91,10 @@ Deno.test({
     await using queues = uniqueQueues("overlap-fail");
     const memory = new MemoryTaskStore();
     let failCreates = true;
-    const store = new Proxy(memory, {
-      get(target, key) {
-        if (key === "create") {
-          return (task: NewTask) =>
-            failCreates
-              ? Promise.reject(new ColmenaError("STORE_UNAVAILABLE"))
-              : target.create(task);
-        }
-        const value = Reflect.get(target, key);
-        return typeof value === "function" ? value.bind(target) : value;
-      },
-    }) as TaskStore;
+    const store = overriding<TaskStore>(memory, {
+      create: (task: NewTask) =>
+        failCreates ? Promise.reject(new ColmenaError("STORE_UNAVAILABLE")) : memory.create(task),
+    });
     const controls: ControlMessage[] = [];
     await using app = await startInProcess(queues, store, { controls });
     await using client = await RawClient.connect(app.port);
