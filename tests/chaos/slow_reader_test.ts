@@ -138,11 +138,28 @@ Deno.test({
     // noise of a heap that grows with any load (seen here from +28 to +65 MiB, reader or not).
     const tasks = Math.max(2_000, scaled(800));
     const owedMiB = (tasks * RESULT_BYTES) / 1_048_576;
-    const slow = await pileUp(tasks, false);
-    const control = await pileUp(tasks, true);
     const mib = (kib: number) => kib / 1024;
-    const slowGrowth = mib(slow.peak - slow.baseline);
-    const controlGrowth = mib(control.peak - control.baseline);
+    // What a reading client costs, plus the output cap (held as strings, then as bytes being written) and
+    // room for the heap's short-lived garbage; and in any case far less than what the client is owed.
+    const allowance = (controlGrowth: number) =>
+      Math.min(controlGrowth + 3 * mib(MAX_OUTPUT_BYTES / 1024) + 64, owedMiB / 2);
+    // Now and then a server holds nearly every result in flight at once (+250 MiB here), with a reading
+    // client as well as with a slow one, also before 2026-12-03: its result consumer's prefetch (500
+    // messages) bounds messages, not bytes. That spike is not the slow reader's doing, so a pair hit by it
+    // is measured again, up to three times; a server that kept what a slow reader is owed fails all three.
+    let slow!: PileUp;
+    let control!: PileUp;
+    let slowGrowth = 0;
+    let controlGrowth = 0;
+    for (let attempt = 1; attempt <= 3; attempt++) {
+      slow = await pileUp(tasks, false);
+      control = await pileUp(tasks, true);
+      slowGrowth = mib(slow.peak - slow.baseline);
+      controlGrowth = mib(control.peak - control.baseline);
+      assert.ok(slow.dropped, "the slow reader was dropped with SLOW_CONSUMER");
+      assert.ok(!control.dropped, "the reading client was not dropped");
+      if (slowGrowth < allowance(controlGrowth)) break;
+    }
     await report({
       escenario: "lector lento con resultados acumulados",
       tareas: tasks,
@@ -157,13 +174,8 @@ Deno.test({
         MAX_OUTPUT_BYTES / 1_048_576
       } MiB`,
     });
-    assert.ok(slow.dropped, "the slow reader was dropped with SLOW_CONSUMER");
-    assert.ok(!control.dropped, "the reading client was not dropped");
-    // What a reading client costs, plus the output cap (held as strings, then as bytes being written) and
-    // room for the heap's short-lived garbage; and in any case far less than what the client is owed.
-    const allowance = Math.min(controlGrowth + 3 * mib(MAX_OUTPUT_BYTES / 1024) + 64, owedMiB / 2);
     assert.ok(
-      slowGrowth < allowance,
+      slowGrowth < allowance(controlGrowth),
       `the server grew ${slowGrowth.toFixed(1)} MiB for a client that reads nothing (reading: ${
         controlGrowth.toFixed(1)
       } MiB)`,
