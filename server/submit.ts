@@ -628,12 +628,14 @@ export class Submitter {
     slot?.track(taskId, ask);
     const target = router.expect(taskId, client);
     const finished = _resultHeld(target);
-    const recording = store.create(newTask);
+    // Published first, in the same turn as the create: the message leaves before the store's batch is
+    // handed over, and the record still lands before any result (none can come before the message leaves).
     const publishing = this.#publishSurely(
       broker,
       _taskMessage(newTask, undefined),
       { finished: finished.seen, bulk },
     );
+    const recording = store.create(newTask);
     const [recorded, published] = await Promise.allSettled([
       recording,
       // The record lands before any result of the task: a result held means recorded, queued and done.
