@@ -149,14 +149,29 @@ Deno.test({
 
 Deno.test({
   name:
-    "postgres store: text with quotes, backslashes, braces, commas and NULL goes through the array parameters intact",
+    "postgres store: text with quotes, backslashes, braces, commas, NULL and escapes goes through the JSON parameter intact",
   ...postgres,
   async fn() {
     const schema = uniqueSchema();
     try {
       const store = await openPostgresTaskStore(DATABASE_URL, { schema });
       try {
-        const awkward = [`"`, `\\`, `\\"`, "{a,b}", "NULL", "", " x ", "a,b", "ñ😀", "\n\t"];
+        const awkward = [
+          `"`,
+          `\\`,
+          `\\"`,
+          "{a,b}",
+          "NULL",
+          "",
+          " x ",
+          "a,b",
+          "ñ😀",
+          "\n\t",
+          "\\ud800",
+          "\\u0000",
+          "\u2028\u0001",
+          "null",
+        ];
         const tasks: NewTask[] = awkward.map((text, i) => ({
           ...task(`t${i}`),
           taskType: `tipo ${text}`,
@@ -164,7 +179,7 @@ Deno.test({
           payload: { text, list: [text, null, 1.5] },
           idempotencyKey: `clave ${text}`,
         }));
-        // One batch: one INSERT whose every column is one array parameter.
+        // One batch: one INSERT whose records are one JSON parameter.
         const created = await Promise.all(tasks.map((each) => store.create(each)));
         assert.deepEqual(created, tasks.map((each) => ({ taskId: each.taskId, created: true })));
         const done = await Promise.all(awkward.map((text, i) =>
@@ -194,6 +209,73 @@ Deno.test({
           assert.deepEqual(view?.error, { code: "TASK_FAILED", message: text });
           assert.equal(view?.durationMs, -0.25);
         }
+      } finally {
+        await store.close();
+      }
+    } finally {
+      await dropPostgresSchema(DATABASE_URL, schema);
+    }
+  },
+});
+
+Deno.test({
+  name:
+    "postgres store: a lone surrogate in text is kept as U+FFFD and its writes commit; times keep their milliseconds; a JSON null payload is not a missing one",
+  ...postgres,
+  async fn() {
+    const schema = uniqueSchema();
+    try {
+      const store = await openPostgresTaskStore(DATABASE_URL, { schema });
+      try {
+        // PostgreSQL's JSON refuses the escape of a lone surrogate: a write that carried it would fail for ever.
+        const created = await Promise.all([
+          store.create({
+            ...task("s1"),
+            client: { name: "cli\ud800", kind: "cli" },
+            submittedAt: "2025-01-01T00:00:00.123Z",
+            payload: { text: "a\udc00b" },
+          }),
+          store.create({ ...task("s2"), submittedAt: "2025-01-01T00:00:00.999Z", payload: null }),
+          store.create(task("s3")),
+        ]);
+        assert.deepEqual(created.map((each) => each.created), [true, true, true]);
+        const done = await Promise.all(["s1", "s2"].map((taskId) =>
+          store.complete({
+            taskId,
+            taskType: "text",
+            origin: "s1",
+            status: "failed",
+            output: null,
+            error: { code: "TASK_FAILED", message: "mal \ud83d" },
+            worker: "w\udfff",
+            durationMs: 0.5,
+            startedAt: "2025-01-01T00:00:01.001Z",
+            finishedAt: "2025-01-01T00:00:02.045Z",
+            attempt: 1,
+          })
+        ));
+        assert.deepEqual(done, [true, true]);
+        const s1 = await store.submission("s1");
+        assert.equal(s1?.client.name, "cli\ufffd");
+        // The payload is JSON text: its escape of the lone surrogate is kept and reads back as it was.
+        assert.deepEqual(s1?.payload, { text: "a\udc00b" });
+        assert.equal(s1?.submittedAt, "2025-01-01T00:00:00.123Z");
+        const view = await store.get("s1");
+        assert.equal(view?.worker, "w\ufffd");
+        assert.deepEqual(view?.error, { code: "TASK_FAILED", message: "mal \ufffd" });
+        assert.equal(view?.startedAt, "2025-01-01T00:00:01.001Z");
+        assert.equal(view?.finishedAt, "2025-01-01T00:00:02.045Z");
+        assert.equal((await store.submission("s2"))?.submittedAt, "2025-01-01T00:00:00.999Z");
+        const payloads = await withClient(async (client) =>
+          (await client.query<{ taskId: string; payload: string | null }>(
+            `SELECT task_id AS "taskId", payload::text AS payload FROM "${schema}".tasks
+             WHERE task_id IN ('s2', 's3') ORDER BY task_id`,
+          )).rows
+        );
+        assert.deepEqual(payloads, [
+          { taskId: "s2", payload: "null" },
+          { taskId: "s3", payload: null },
+        ]);
       } finally {
         await store.close();
       }
