@@ -631,8 +631,10 @@ export class PostgresTaskStore implements TaskStore {
   #plan(batch: readonly Write[]): Step[] {
     const steps: Step[] = [];
     let segment = new Segment();
+    // A batch of several writes that fails is applied again one write at a time (see #applyBatch).
+    const alone = batch.length === 1;
     const close = () => {
-      steps.push(...this.#segmentSteps(segment));
+      steps.push(...this.#segmentSteps(segment, alone));
       segment = new Segment();
     };
     for (const write of batch) {
@@ -656,9 +658,20 @@ export class PostgresTaskStore implements TaskStore {
     return steps;
   }
 
-  #segmentSteps(segment: Segment): Step[] {
+  #segmentSteps(segment: Segment, alone: boolean): Step[] {
     const steps: Step[] = [];
-    if (segment.creates.length > 0) steps.push(this.#createsStep(segment.creates));
+    if (segment.creates.length > 0) {
+      // Creates without an idempotency key have ids of their own (`newTaskId`): a plain INSERT, which costs
+      // PostgreSQL less than the speculative insertion of ON CONFLICT. Should an id be taken after all, the
+      // INSERT fails, the batch is rolled back and each write goes again alone, where a create is the
+      // ON CONFLICT DO NOTHING below and answers `created: false`, as before.
+      const plain = alone ? [] : segment.creates.filter((w) => w.record.idempotencyKey === null);
+      const rest = plain.length === 0
+        ? segment.creates
+        : segment.creates.filter((w) => w.record.idempotencyKey !== null);
+      if (plain.length > 0) steps.push(this.#plainCreatesStep(plain));
+      if (rest.length > 0) steps.push(this.#createsStep(rest));
+    }
     if (segment.published.length > 0) {
       const writes = segment.published;
       steps.push({
@@ -742,8 +755,24 @@ export class PostgresTaskStore implements TaskStore {
     return { name: `colmena_${key}`, text, values };
   }
 
+  /** One `INSERT … SELECT FROM json_to_recordset(…)` of tasks that all have ids never used. */
+  #plainCreatesStep(writes: WriteOf<"create">[]): Step {
+    return {
+      query: this.#statement(
+        "create_plain",
+        insertRecordset(this.#table),
+        [recordsJson(writes.map((write) => write.record))],
+      ),
+      followUp: false,
+      finish: () =>
+        writes.map((write) => () =>
+          write.settle.resolve({ taskId: write.record.taskId, created: true })
+        ),
+    };
+  }
+
   /**
-   * One `INSERT … SELECT FROM json_to_recordset(…)` for the segment's creates, then, only when some create with an
+   * One `INSERT … SELECT FROM json_to_recordset(…) ON CONFLICT DO NOTHING` for the segment's creates, then, only when some create with an
    * idempotency key inserted nothing, one read of the tasks those keys already name.
    */
   #createsStep(writes: WriteOf<"create">[]): Step {

@@ -220,6 +220,54 @@ Deno.test({
 
 Deno.test({
   name:
+    "postgres store: a create of a task id already recorded, in a batch with other writes, answers created false and the rest commit",
+  ...postgres,
+  async fn() {
+    const schema = uniqueSchema();
+    try {
+      const store = await openPostgresTaskStore(DATABASE_URL, { schema });
+      try {
+        assert.deepEqual(await store.create(task("t1", 1)), { taskId: "t1", created: true });
+        // One turn, one batch: the creates without a key go in a plain INSERT, which the taken id makes fail;
+        // the batch is then applied write by write.
+        const [again, other, keyed, orphan] = await Promise.all([
+          store.create(task("t1", 7)),
+          store.create(task("t2")),
+          store.create({ ...task("t3"), idempotencyKey: "k" }),
+          store.complete({
+            taskId: "t4",
+            taskType: "text",
+            origin: "s1",
+            status: "succeeded",
+            output: 1,
+            worker: "w1",
+            durationMs: 1,
+            startedAt: "2025-01-01T00:00:01.000Z",
+            finishedAt: "2025-01-01T00:00:02.000Z",
+            attempt: 1,
+          }),
+        ]);
+        assert.deepEqual(again, { taskId: "t1", created: false });
+        assert.deepEqual(other, { taskId: "t2", created: true });
+        assert.deepEqual(keyed, { taskId: "t3", created: true });
+        assert.equal(orphan, true);
+        assert.equal((await store.get("t1"))?.priority, 1);
+        assert.equal((await store.get("t2"))?.status, "queued");
+        assert.equal((await store.get("t4"))?.status, "succeeded");
+        // Without a taken id, the creates of one batch all commit together.
+        const many = await Promise.all(["u1", "u2", "u3"].map((id) => store.create(task(id))));
+        assert.deepEqual(many.map((each) => each.created), [true, true, true]);
+      } finally {
+        await store.close();
+      }
+    } finally {
+      await dropPostgresSchema(DATABASE_URL, schema);
+    }
+  },
+});
+
+Deno.test({
+  name:
     "postgres store: a lone surrogate in text is kept as U+FFFD and its writes commit; times keep their milliseconds; a JSON null payload is not a missing one",
   ...postgres,
   async fn() {
