@@ -225,7 +225,7 @@ export function recordCells(record: TaskRecord, flavour: Flavour): Cell[] {
  * records in the JSON array `param` holds, written by {@linkcode recordsJson}.
  */
 export function selectRecordset(param: string): string {
-  const values = TASK_COLUMNS.map((each) => each.recordset.value).join(", ");
+  const values = TASK_COLUMNS.map((each) => `${each.recordset.value} AS ${each.name}`).join(", ");
   const definitions = TASK_COLUMNS.map((each) => each.recordset.definition).join(", ");
   return `SELECT ${values} FROM json_to_recordset(${param}) AS r(${definitions})`;
 }
