@@ -246,7 +246,9 @@ export function recordsJson(records: readonly TaskRecord[]): string {
 
 function _withoutNulls(record: TaskRecord, wellFormed: boolean): Record<string, unknown> {
   const fields: Record<string, unknown> = {};
-  for (const [key, value] of Object.entries(record)) {
+  // for…in: a record is a plain object of its own fields, and this loop allocates nothing per field.
+  for (const key in record) {
+    const value = record[key as keyof TaskRecord];
     if (value === null) continue;
     fields[key] = wellFormed && typeof value === "string" ? value.toWellFormed() : value;
   }
