@@ -28,6 +28,11 @@ interface Storage<T> {
   read(raw: unknown, column: string): T;
   /** The SELECT expression of the column, when it is not its bare name. */
   select?(name: string): string;
+  /**
+   * How the record's field travels inside a JSON document (PostgreSQL's `json_to_recordset`), when not as
+   * the column's own type: the type it is read as there, and the expression that makes the column's value.
+   */
+  recordset?: { readonly type: string; value(ref: string): string };
 }
 
 /** A kind of value, and how each flavour keeps it. */
@@ -86,13 +91,21 @@ const JSON_TEXT: ValueType<string> = {
     write: same,
     read: readText,
     select: (name) => `${name}::text AS ${name}`,
+    // JSON text as a JSON string: a JSON null stays apart from no value (an absent key).
+    recordset: { type: "text", value: (ref) => `${ref}::json` },
   },
 };
 
 /** Milliseconds since the epoch: an INTEGER in SQLite, a `timestamptz` in PostgreSQL. */
 const TIME: ValueType<number> = {
   sqlite: { type: "INTEGER", write: same, read: readNumber },
-  postgres: { type: "timestamptz", write: toIso, read: readDate },
+  postgres: {
+    type: "timestamptz",
+    write: toIso,
+    read: readDate,
+    // Whole milliseconds as a double: exact to the microsecond that `to_timestamp` rounds to.
+    recordset: { type: "double precision", value: (ref) => `to_timestamp(${ref} / 1000)` },
+  },
 };
 
 /** One column of `tasks`. */
@@ -113,6 +126,8 @@ export interface Column<K extends keyof TaskRecord = keyof TaskRecord> {
   value(raw: unknown, flavour: Flavour): TaskRecord[K];
   /** The expression that reads it in a SELECT list; `all` reads it even when it is not read back. */
   select(flavour: Flavour, all?: boolean): string;
+  /** In PostgreSQL's `json_to_recordset(…) AS r(…)`: the field's definition there and the column's value. */
+  readonly recordset: { readonly definition: string; readonly value: string };
 }
 
 /** How {@linkcode column} defines one column. */
@@ -148,6 +163,10 @@ function column<K extends keyof TaskRecord>(field: K, spec: ColumnSpec<K>): Colu
     select(flavour, all = false) {
       if (!readBack && !all) return `NULL AS ${name}`;
       return type[flavour].select?.(name) ?? name;
+    },
+    recordset: {
+      definition: `"${field}" ${type.postgres.recordset?.type ?? type.postgres.type}`,
+      value: type.postgres.recordset?.value(`r."${field}"`) ?? `r."${field}"`,
     },
   };
 }
@@ -199,6 +218,41 @@ export function selectList(flavour: Flavour, all = false): string {
 /** The parameters of a record, one per column in table order. */
 export function recordCells(record: TaskRecord, flavour: Flavour): Cell[] {
   return TASK_COLUMNS.map((each) => each.cell(record, flavour));
+}
+
+/**
+ * `SELECT … FROM json_to_recordset(<param>) AS r(…)`: the rows, column by column in table order, of the
+ * records in the JSON array `param` holds, written by {@linkcode recordsJson}.
+ */
+export function selectRecordset(param: string): string {
+  const values = TASK_COLUMNS.map((each) => `${each.recordset.value} AS ${each.name}`).join(", ");
+  const definitions = TASK_COLUMNS.map((each) => each.recordset.definition).join(", ");
+  return `SELECT ${values} FROM json_to_recordset(${param}) AS r(${definitions})`;
+}
+
+/**
+ * Records as one JSON array for {@linkcode selectRecordset}: each record as it is (times in milliseconds, JSON
+ * values as their text), keyed by field, without its `null` fields (an absent key reads as NULL, and costs
+ * PostgreSQL less to read than a `null`). PostgreSQL refuses the escape of a lone UTF-16 surrogate, which
+ * `JSON.stringify` writes, so strings that hold one are first made well formed (U+FFFD, as the UTF-8
+ * encoding of a text parameter does).
+ */
+export function recordsJson(records: readonly TaskRecord[]): string {
+  const text = JSON.stringify(records.map((record) => _withoutNulls(record, false)));
+  // Rare: only a lone surrogate, or a backslash before "ud" in some text, gets here.
+  if (!text.includes("\\ud")) return text;
+  return JSON.stringify(records.map((record) => _withoutNulls(record, true)));
+}
+
+function _withoutNulls(record: TaskRecord, wellFormed: boolean): Record<string, unknown> {
+  const fields: Record<string, unknown> = {};
+  // for…in: a record is a plain object of its own fields, and this loop allocates nothing per field.
+  for (const key in record) {
+    const value = record[key as keyof TaskRecord];
+    if (value === null) continue;
+    fields[key] = wellFormed && typeof value === "string" ? value.toWellFormed() : value;
+  }
+  return fields;
 }
 
 /** The record of a row read with {@linkcode selectList}; `TypeError` when a value is not what it should be. */

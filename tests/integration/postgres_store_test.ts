@@ -149,14 +149,29 @@ Deno.test({
 
 Deno.test({
   name:
-    "postgres store: text with quotes, backslashes, braces, commas and NULL goes through the array parameters intact",
+    "postgres store: text with quotes, backslashes, braces, commas, NULL and escapes goes through the JSON parameter intact",
   ...postgres,
   async fn() {
     const schema = uniqueSchema();
     try {
       const store = await openPostgresTaskStore(DATABASE_URL, { schema });
       try {
-        const awkward = [`"`, `\\`, `\\"`, "{a,b}", "NULL", "", " x ", "a,b", "ñ😀", "\n\t"];
+        const awkward = [
+          `"`,
+          `\\`,
+          `\\"`,
+          "{a,b}",
+          "NULL",
+          "",
+          " x ",
+          "a,b",
+          "ñ😀",
+          "\n\t",
+          "\\ud800",
+          "\\u0000",
+          "\u2028\u0001",
+          "null",
+        ];
         const tasks: NewTask[] = awkward.map((text, i) => ({
           ...task(`t${i}`),
           taskType: `tipo ${text}`,
@@ -164,7 +179,7 @@ Deno.test({
           payload: { text, list: [text, null, 1.5] },
           idempotencyKey: `clave ${text}`,
         }));
-        // One batch: one INSERT whose every column is one array parameter.
+        // One batch: one INSERT whose records are one JSON parameter.
         const created = await Promise.all(tasks.map((each) => store.create(each)));
         assert.deepEqual(created, tasks.map((each) => ({ taskId: each.taskId, created: true })));
         const done = await Promise.all(awkward.map((text, i) =>
@@ -194,6 +209,121 @@ Deno.test({
           assert.deepEqual(view?.error, { code: "TASK_FAILED", message: text });
           assert.equal(view?.durationMs, -0.25);
         }
+      } finally {
+        await store.close();
+      }
+    } finally {
+      await dropPostgresSchema(DATABASE_URL, schema);
+    }
+  },
+});
+
+Deno.test({
+  name:
+    "postgres store: a create of a task id already recorded, in a batch with other writes, answers created false and the rest commit",
+  ...postgres,
+  async fn() {
+    const schema = uniqueSchema();
+    try {
+      const store = await openPostgresTaskStore(DATABASE_URL, { schema });
+      try {
+        assert.deepEqual(await store.create(task("t1", 1)), { taskId: "t1", created: true });
+        // One turn, one batch: the creates without a key go in a plain INSERT, which the taken id makes fail;
+        // the batch is then applied write by write.
+        const [again, other, keyed, orphan] = await Promise.all([
+          store.create(task("t1", 7)),
+          store.create(task("t2")),
+          store.create({ ...task("t3"), idempotencyKey: "k" }),
+          store.complete({
+            taskId: "t4",
+            taskType: "text",
+            origin: "s1",
+            status: "succeeded",
+            output: 1,
+            worker: "w1",
+            durationMs: 1,
+            startedAt: "2025-01-01T00:00:01.000Z",
+            finishedAt: "2025-01-01T00:00:02.000Z",
+            attempt: 1,
+          }),
+        ]);
+        assert.deepEqual(again, { taskId: "t1", created: false });
+        assert.deepEqual(other, { taskId: "t2", created: true });
+        assert.deepEqual(keyed, { taskId: "t3", created: true });
+        assert.equal(orphan, true);
+        assert.equal((await store.get("t1"))?.priority, 1);
+        assert.equal((await store.get("t2"))?.status, "queued");
+        assert.equal((await store.get("t4"))?.status, "succeeded");
+        // Without a taken id, the creates of one batch all commit together.
+        const many = await Promise.all(["u1", "u2", "u3"].map((id) => store.create(task(id))));
+        assert.deepEqual(many.map((each) => each.created), [true, true, true]);
+      } finally {
+        await store.close();
+      }
+    } finally {
+      await dropPostgresSchema(DATABASE_URL, schema);
+    }
+  },
+});
+
+Deno.test({
+  name:
+    "postgres store: a lone surrogate in text is kept as U+FFFD and its writes commit; times keep their milliseconds; a JSON null payload is not a missing one",
+  ...postgres,
+  async fn() {
+    const schema = uniqueSchema();
+    try {
+      const store = await openPostgresTaskStore(DATABASE_URL, { schema });
+      try {
+        // PostgreSQL's JSON refuses the escape of a lone surrogate: a write that carried it would fail for ever.
+        const created = await Promise.all([
+          store.create({
+            ...task("s1"),
+            client: { name: "cli\ud800", kind: "cli" },
+            submittedAt: "2025-01-01T00:00:00.123Z",
+            payload: { text: "a\udc00b" },
+          }),
+          store.create({ ...task("s2"), submittedAt: "2025-01-01T00:00:00.999Z", payload: null }),
+          store.create(task("s3")),
+        ]);
+        assert.deepEqual(created.map((each) => each.created), [true, true, true]);
+        const done = await Promise.all(["s1", "s2"].map((taskId) =>
+          store.complete({
+            taskId,
+            taskType: "text",
+            origin: "s1",
+            status: "failed",
+            output: null,
+            error: { code: "TASK_FAILED", message: "mal \ud83d" },
+            worker: "w\udfff",
+            durationMs: 0.5,
+            startedAt: "2025-01-01T00:00:01.001Z",
+            finishedAt: "2025-01-01T00:00:02.045Z",
+            attempt: 1,
+          })
+        ));
+        assert.deepEqual(done, [true, true]);
+        const s1 = await store.submission("s1");
+        assert.equal(s1?.client.name, "cli\ufffd");
+        // The payload is JSON text: its escape of the lone surrogate is kept and reads back as it was.
+        assert.deepEqual(s1?.payload, { text: "a\udc00b" });
+        assert.equal(s1?.submittedAt, "2025-01-01T00:00:00.123Z");
+        const view = await store.get("s1");
+        assert.equal(view?.worker, "w\ufffd");
+        assert.deepEqual(view?.error, { code: "TASK_FAILED", message: "mal \ufffd" });
+        assert.equal(view?.startedAt, "2025-01-01T00:00:01.001Z");
+        assert.equal(view?.finishedAt, "2025-01-01T00:00:02.045Z");
+        assert.equal((await store.submission("s2"))?.submittedAt, "2025-01-01T00:00:00.999Z");
+        const payloads = await withClient(async (client) =>
+          (await client.query<{ taskId: string; payload: string | null }>(
+            `SELECT task_id AS "taskId", payload::text AS payload FROM "${schema}".tasks
+             WHERE task_id IN ('s2', 's3') ORDER BY task_id`,
+          )).rows
+        );
+        assert.deepEqual(payloads, [
+          { taskId: "s2", payload: "null" },
+          { taskId: "s3", payload: null },
+        ]);
       } finally {
         await store.close();
       }

@@ -9,7 +9,9 @@ import {
   COLUMN_NAMES,
   recordCells,
   recordFromRow,
+  recordsJson,
   selectList,
+  selectRecordset,
   TASK_COLUMNS,
 } from "../../server/stores/columns.ts";
 import type { TaskRecord } from "../../server/stores/records.ts";
@@ -79,4 +81,33 @@ Deno.test("a row with a value of the wrong kind or a NULL where none may be is a
   assert.throws(() => recordFromRow({ ...row, priority: "4" }, "sqlite"), TypeError);
   assert.throws(() => recordFromRow({ ...row, task_type: null }, "sqlite"), TypeError);
   assert.throws(() => recordFromRow({ ...row, status: "lost" }, "sqlite"), TypeError);
+});
+
+Deno.test("records travel to PostgreSQL as one JSON array keyed by field, times in milliseconds", () => {
+  const sent = JSON.parse(recordsJson([RECORD, RECORD])) as Record<string, unknown>[];
+  // A null field is left out (it reads as NULL); every other field is there as it is.
+  const withoutNulls = Object.fromEntries(Object.entries(RECORD).filter(([, v]) => v !== null));
+  assert.deepEqual(sent, [withoutNulls, withoutNulls]);
+  assert.ok(!("payloadRef" in (sent[0] ?? {})));
+  assert.equal(sent[0]?.output, "null");
+  const sql = selectRecordset("$1::json");
+  assert.match(sql, /FROM json_to_recordset\(\$1::json\) AS r\(/);
+  // JSON text travels as a JSON string, so that a JSON null stays apart from no value.
+  assert.match(sql, /r\."output"::json/);
+  assert.match(sql, /"output" text/);
+  assert.match(sql, /to_timestamp\(r\."submittedAt" \/ 1000\)/);
+  assert.match(sql, /"submittedAt" double precision/);
+  assert.equal(sql.split(" FROM ")[0]?.split(", ").length, TASK_COLUMNS.length);
+});
+
+Deno.test("a lone surrogate, which PostgreSQL's JSON refuses, travels as U+FFFD; other text as it is", () => {
+  const odd = { ...RECORD, worker: "a\ud800b", errorMessage: "\udc00", clientName: "x\\ud800" };
+  const [sent] = JSON.parse(recordsJson([odd])) as TaskRecord[];
+  assert.equal(sent?.worker, "a\ufffdb");
+  assert.equal(sent?.errorMessage, "\ufffd");
+  // A backslash before "ud" is not a surrogate: it stays.
+  assert.equal(sent?.clientName, "x\\ud800");
+  assert.equal(sent?.payload, RECORD.payload);
+  const pair = { ...RECORD, worker: "😀" };
+  assert.equal((JSON.parse(recordsJson([pair])) as TaskRecord[])[0]?.worker, "😀");
 });
