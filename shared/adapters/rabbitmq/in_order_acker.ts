@@ -14,6 +14,8 @@ export interface AckerCheck {
   accept(msg: ConsumeMessage): boolean;
   /** Called once per rejected delivery, with the queue it came from. */
   onReject(queue: string): void;
+  /** Called once per delivery when it is settled: handled (or rejected, or unreadable) and due for its ack. */
+  onSettled?(msg: ConsumeMessage): void;
 }
 
 /**
@@ -74,6 +76,7 @@ export class InOrderAcker {
       try {
         if ((await work) === "unreadable") log.warn("Mensaje de resultados ilegible; se descarta");
         this.#done(msg);
+        this.#check?.onSettled?.(msg);
       } catch (err) {
         // Not acknowledged, nor anything after it: the channel is closed so that they come again.
         this.#dead = true;
