@@ -8,7 +8,7 @@ import assert from "node:assert/strict";
 import { Buffer } from "node:buffer";
 import { setTimeout as delay } from "node:timers/promises";
 import amqp from "amqplib";
-import { serverQueue } from "../../shared/adapters/rabbitmq/names.ts";
+import { type QueueType, serverQueue } from "../../shared/adapters/rabbitmq/names.ts";
 import { connectServerBroker } from "../../shared/adapters/rabbitmq/server_broker.ts";
 import {
   deleteQueues,
@@ -21,6 +21,8 @@ import { AMQP_URL, needsRabbit } from "../_helpers/services.ts";
 
 const rabbit = await needsRabbit();
 
+/** A consumer's prefetch changes only with a new consumer on both kinds of queue. */
+const QUEUE_TYPES: readonly QueueType[] = ["classic", "quorum"];
 const OUTPUT_BYTES = 32 * 1024;
 const BUDGET_BYTES = 512 * 1024;
 
@@ -71,7 +73,7 @@ async function _publish(
 }
 
 /** A server broker on fresh queues whose result handler is `onResults`; disposed with its queues. */
-async function _server(onResults: ResultBatchHandler) {
+async function _server(onResults: ResultBatchHandler, queueType: QueueType) {
   const id = crypto.randomUUID().slice(0, 8);
   const names = { taskQueue: `budget_${id}_tasks`, resultQueue: `budget_${id}_results` };
   const serverId = `srv-${id}`;
@@ -82,6 +84,7 @@ async function _server(onResults: ResultBatchHandler) {
     taskTypes: ["echo"],
     onResults,
     maxResultBytesInFlight: BUDGET_BYTES,
+    queueType,
   });
   return {
     broker,
@@ -104,67 +107,73 @@ async function _waitUntil(check: () => boolean | Promise<boolean>, what: string,
   }
 }
 
-Deno.test({
-  name:
-    "while the store is stalled the server holds about its byte budget of results, then records every one in order",
-  ...rabbit,
-  async fn() {
-    const gate = Promise.withResolvers<void>();
-    const got: string[] = [];
-    await using server = await _server(async (batch) => {
-      got.push(...batch.results.map((r) => r.taskId));
-      await gate.promise;
-    });
-    const messages = 80;
-    const ids = await _publish(server.names.resultQueue, server.serverId, Array(messages).fill(1));
-    await _waitUntil(() => got.length > 0, "the first result");
-    // What the broker would push by now, given the room: a prefetch of 500 pushed all 80 (2.5 MiB) at once.
-    await delay(1_000);
-    const held = got.length;
-    const perBudget = Math.ceil(BUDGET_BYTES / OUTPUT_BYTES);
-    assert.ok(held <= perBudget + 2, `${held} results of 32 KiB taken with a 512 KiB budget`);
+for (const queueType of QUEUE_TYPES) {
+  Deno.test({
+    name:
+      `while the store is stalled the server holds about its byte budget of results, then records every one in order (${queueType} queues)`,
+    ...rabbit,
+    async fn() {
+      const gate = Promise.withResolvers<void>();
+      const got: string[] = [];
+      await using server = await _server(async (batch) => {
+        got.push(...batch.results.map((r) => r.taskId));
+        await gate.promise;
+      }, queueType);
+      const messages = 80;
+      const ids = await _publish(
+        server.names.resultQueue,
+        server.serverId,
+        Array(messages).fill(1),
+      );
+      await _waitUntil(() => got.length > 0, "the first result");
+      // What the broker would push by now, given the room: a prefetch of 500 pushed all 80 (2.5 MiB) at once.
+      await delay(1_000);
+      const held = got.length;
+      const perBudget = Math.ceil(BUDGET_BYTES / OUTPUT_BYTES);
+      assert.ok(held <= perBudget + 2, `${held} results of 32 KiB taken with a 512 KiB budget`);
 
-    gate.resolve();
-    await _waitUntil(() => got.length >= messages, "every result");
-    await _waitUntil(
-      async () => await queueDepth(AMQP_URL, server.names.resultQueue) === 0,
-      "the result queue to empty",
-    );
-    assert.deepEqual(got, ids, "each result once, in the order published");
-  },
-});
+      gate.resolve();
+      await _waitUntil(() => got.length >= messages, "every result");
+      await _waitUntil(
+        async () => await queueDepth(AMQP_URL, server.names.resultQueue) === 0,
+        "the result queue to empty",
+      );
+      assert.deepEqual(got, ids, "each result once, in the order published");
+    },
+  });
 
-Deno.test({
-  name:
-    "result messages larger than the byte budget pause the consumers one at a time and every result still arrives once, in order",
-  ...rabbit,
-  async fn() {
-    const got: string[] = [];
-    let running = 0;
-    let peak = 0;
-    let largest = 0;
-    await using server = await _server(async (batch) => {
-      const bytes = JSON.stringify(batch).length;
-      largest = Math.max(largest, bytes);
-      running += bytes;
-      peak = Math.max(peak, running);
-      got.push(...batch.results.map((r) => r.taskId));
-      await delay(5);
-      running -= bytes;
-    });
-    // Small and large (24 results, ~768 KiB, more than the budget) in turn.
-    const sizes = Array.from({ length: 30 }, (_, i) => (i % 2 === 0 ? 1 : 24));
-    const ids = await _publish(server.names.resultQueue, server.serverId, sizes);
-    await _waitUntil(() => got.length >= ids.length, "every result");
-    await _waitUntil(
-      async () => await queueDepth(AMQP_URL, server.names.resultQueue) === 0,
-      "the result queue to empty",
-    );
-    assert.deepEqual(got, ids, "each result once, in the order published");
-    // Without the budget the broker pushed all 30 messages (~11 MiB) and their handlers overlapped.
-    assert.ok(
-      peak <= BUDGET_BYTES + largest,
-      `${(peak / 1024).toFixed(0)} KiB in the handler at once with a 512 KiB budget`,
-    );
-  },
-});
+  Deno.test({
+    name:
+      `result messages larger than the byte budget pause the consumers one at a time and every result still arrives once, in order (${queueType} queues)`,
+    ...rabbit,
+    async fn() {
+      const got: string[] = [];
+      let running = 0;
+      let peak = 0;
+      let largest = 0;
+      await using server = await _server(async (batch) => {
+        const bytes = JSON.stringify(batch).length;
+        largest = Math.max(largest, bytes);
+        running += bytes;
+        peak = Math.max(peak, running);
+        got.push(...batch.results.map((r) => r.taskId));
+        await delay(5);
+        running -= bytes;
+      }, queueType);
+      // Small and large (24 results, ~768 KiB, more than the budget) in turn.
+      const sizes = Array.from({ length: 30 }, (_, i) => (i % 2 === 0 ? 1 : 24));
+      const ids = await _publish(server.names.resultQueue, server.serverId, sizes);
+      await _waitUntil(() => got.length >= ids.length, "every result");
+      await _waitUntil(
+        async () => await queueDepth(AMQP_URL, server.names.resultQueue) === 0,
+        "the result queue to empty",
+      );
+      assert.deepEqual(got, ids, "each result once, in the order published");
+      // Without the budget the broker pushed all 30 messages (~11 MiB) and their handlers overlapped.
+      assert.ok(
+        peak <= BUDGET_BYTES + largest,
+        `${(peak / 1024).toFixed(0)} KiB in the handler at once with a 512 KiB budget`,
+      );
+    },
+  });
+}
