@@ -103,7 +103,6 @@ export class ResultIntake {
   #prefetch = 0;
   #busy = false;
   #closed = false;
-  #pauses = 0;
 
   constructor(ch: Channel, budget: IntakeBudget, queues: readonly IntakeQueue[]) {
     this.#ch = ch;
@@ -114,14 +113,16 @@ export class ResultIntake {
     });
   }
 
-  /** How many times the consumers were paused for want of room. */
-  get pauses(): number {
-    return this.#pauses;
-  }
-
   /** Starts the consumers. */
   async start(): Promise<void> {
-    await this.#consume();
+    // Deliveries may come before the last consumer is started: they wait for it to adjust.
+    this.#busy = true;
+    try {
+      await this.#consume();
+    } finally {
+      this.#busy = false;
+    }
+    this.#adjust();
   }
 
   /** Counts a delivery in; pauses the consumers once the budget is spent. */
@@ -146,7 +147,6 @@ export class ResultIntake {
     const budget = this.#budget;
     const running = this.#prefetch > 0;
     if (running && budget.full) {
-      this.#pauses++;
       this.#run(() => this.#cancel());
     } else if (!running && budget.roomy) {
       this.#run(() => this.#consume());
