@@ -66,6 +66,7 @@ const USAGE = `Uso: deno task -q servidor [opciones]
   --max-connections N          conexiones a la vez                [COLMENA_MAX_CONNECTIONS, 10000]
   --max-pending N              peticiones sin responder           [COLMENA_MAX_PENDING, 10000]
   --max-output-bytes N         salida pendiente máxima            [COLMENA_MAX_OUTPUT_BYTES, 16777216]
+  --max-result-bytes-in-flight N  resultados en memoria a la vez  [COLMENA_MAX_RESULT_BYTES_IN_FLIGHT, 67108864]
   --write-timeout-ms N         espera máxima de escritura         [COLMENA_WRITE_TIMEOUT_MS, 30000]
   --rate-limit N               peticiones/s por conexión          [COLMENA_RATE_LIMIT, 20000]
   --rate-burst N               peticiones acumulables             [COLMENA_RATE_BURST, 40000]
@@ -147,6 +148,7 @@ export async function runServer(
         onResults,
         onHeartbeat,
         tasksPerMessage: config.tasksPerMessage,
+        maxResultBytesInFlight: config.maxResultBytesInFlight,
         batchLimit,
         bulkLimit,
       }),

@@ -96,6 +96,7 @@ const MESSAGE_SIGNING = {
  * - `partialLineTimeoutMs` — longest time a line may stay incomplete. @defaultValue `60000` · env `COLMENA_PARTIAL_LINE_TIMEOUT_MS` · `--partial-line-timeout-ms`
  * - `publishRetryMs` — how long a submit whose confirm was lost waits for the broker to come back. @defaultValue `15000` · env `COLMENA_PUBLISH_RETRY_MS` · `--publish-retry-ms`
  * - `tasksPerMessage` — most tasks of one type and priority packed into one broker message (1: one message per task). @defaultValue `32` · env `COLMENA_TAREAS_POR_MENSAJE` · `--tareas-por-mensaje`
+ * - `maxResultBytesInFlight` — bytes of result messages taken from RabbitMQ and not yet recorded and handed to their connections; past it the server takes no more until half has drained. @defaultValue `67108864` · env `COLMENA_MAX_RESULT_BYTES_IN_FLIGHT` · `--max-result-bytes-in-flight`
  * - `maxAttempts` — attempts of a task unless its submit says otherwise. @defaultValue `3` · env `COLMENA_MAX_ATTEMPTS` · `--max-attempts`
  * - `store` — where task records live: `sqlite`, `postgres` or `memory`. @defaultValue `postgres` with a `databaseUrl`, else `sqlite` · env `COLMENA_STORE` · `--store`
  * - `databaseUrl` — PostgreSQL URL. @defaultValue none · env `DATABASE_URL` · `--database-url`
@@ -148,6 +149,7 @@ export const ServerConfig = z.object({
   partialLineTimeoutMs: positiveInt.default(60_000),
   publishRetryMs: z.coerce.number().int().min(0).default(15_000),
   tasksPerMessage: positiveInt.max(1_000).default(32),
+  maxResultBytesInFlight: positiveInt.default(64 * 1024 * 1024),
   maxAttempts: positiveInt.max(20).default(3),
   store: z.enum(["sqlite", "postgres", "memory"]).optional(),
   databaseUrl: z.string().regex(/^postgres(ql)?:\/\//, "debe empezar por postgres://").optional(),
@@ -387,6 +389,10 @@ const SOURCES: { [R in Role]: Record<string, Source> } = {
     },
     publishRetryMs: { env: "COLMENA_PUBLISH_RETRY_MS", flag: "publish-retry-ms" },
     tasksPerMessage: { env: "COLMENA_TAREAS_POR_MENSAJE", flag: "tareas-por-mensaje" },
+    maxResultBytesInFlight: {
+      env: "COLMENA_MAX_RESULT_BYTES_IN_FLIGHT",
+      flag: "max-result-bytes-in-flight",
+    },
     maxAttempts: { env: "COLMENA_MAX_ATTEMPTS", flag: "max-attempts" },
     store: { env: "COLMENA_STORE", flag: "store" },
     databaseUrl: { env: "DATABASE_URL", flag: "database-url", secret: "url" },

@@ -328,6 +328,27 @@ Deno.test("--http takes host:port (IPv6 in brackets), COLMENA_HTTP too, and --si
   assert.ok(envNames("servidor").includes("COLMENA_SIN_HTTP"));
 });
 
+Deno.test("loadConfig reads --max-result-bytes-in-flight (64 MiB by default, 0 refused)", () => {
+  assert.equal(
+    loadConfig("servidor", { args: [], env: {} }).maxResultBytesInFlight,
+    64 * 1024 * 1024,
+  );
+  assert.equal(
+    loadConfig("servidor", { args: ["--max-result-bytes-in-flight", "1048576"], env: {} })
+      .maxResultBytesInFlight,
+    1_048_576,
+  );
+  assert.equal(
+    loadConfig("servidor", { args: [], env: { COLMENA_MAX_RESULT_BYTES_IN_FLIGHT: "2097152" } })
+      .maxResultBytesInFlight,
+    2_097_152,
+  );
+  assert.match(
+    configError("servidor", ["--max-result-bytes-in-flight", "0"]),
+    /max-result-bytes-in-flight|maxResultBytesInFlight/,
+  );
+});
+
 Deno.test("loadConfig reads --tareas-por-mensaje (32 by default, 1 turns batching off, 0 refused)", () => {
   assert.equal(loadConfig("servidor", { args: [], env: {} }).tasksPerMessage, 32);
   assert.equal(

@@ -4,7 +4,6 @@
  * @module
  */
 import type { Channel, ChannelModel, ConsumeMessage } from "amqplib";
-import { setImmediate } from "node:timers";
 import * as log from "../../log.ts";
 import type { ResultBatchHandler } from "../../ports.ts";
 import { ResultBatch } from "../../queue_messages.ts";
@@ -15,6 +14,8 @@ export interface AckerCheck {
   accept(msg: ConsumeMessage): boolean;
   /** Called once per rejected delivery, with the queue it came from. */
   onReject(queue: string): void;
+  /** Called once per delivery when it is settled: handled (or rejected, or unreadable) and due for its ack. */
+  onSettled?(msg: ConsumeMessage): void;
 }
 
 /**
@@ -29,8 +30,6 @@ export class InOrderAcker {
   #lastDone: ConsumeMessage | undefined;
   #scheduled = false;
   #dead = false;
-  /** Deliveries taken and not yet done with. */
-  #open = 0;
 
   constructor(ch: Channel, handler: ResultBatchHandler, check?: AckerCheck) {
     this.#ch = ch;
@@ -51,7 +50,6 @@ export class InOrderAcker {
       model.close().catch(() => {});
       return;
     }
-    this.#open++;
     let batch: ResultBatch | undefined;
     let rejected = false;
     if (this.#check !== undefined && !this.#check.accept(msg)) {
@@ -77,8 +75,8 @@ export class InOrderAcker {
       if (this.#dead) return;
       try {
         if ((await work) === "unreadable") log.warn("Mensaje de resultados ilegible; se descarta");
-        this.#open--;
         this.#done(msg);
+        this.#check?.onSettled?.(msg);
       } catch (err) {
         // Not acknowledged, nor anything after it: the channel is closed so that they come again.
         this.#dead = true;
@@ -105,9 +103,9 @@ export class InOrderAcker {
         this.#dead = true;
       }
     };
-    // None other under way (no load): at the end of this turn, in the wake-up that finished it, not in one
-    // of its own a millisecond later (Deno's shortest timer). Under load, the timer gathers several.
-    if (this.#open === 0) setImmediate(send);
-    else setTimeout(send, 0);
+    // On a timer (a millisecond, Deno's shortest), not at the end of this turn: acking a lone batch at once
+    // reordered deliveries around the byte budget's cancel and new consume on quorum queues
+    // (rabbitmq_result_budget_test), and this ack is not on any result's path.
+    setTimeout(send, 0);
   }
 }

@@ -6,7 +6,7 @@
  *
  * @module
  */
-import type { Channel, ChannelModel, ConfirmChannel } from "amqplib";
+import type { Channel, ChannelModel, ConfirmChannel, ConsumeMessage } from "amqplib";
 import { Buffer } from "node:buffer";
 import type {
   DeadLetter,
@@ -24,6 +24,7 @@ import {
 import { listDeadLetters, requeueDeadLetters } from "./dead_letters.ts";
 import { InOrderAcker } from "./in_order_acker.ts";
 import { QueueDepthReader } from "./queue_depths.ts";
+import { DEFAULT_RESULT_BYTES_IN_FLIGHT, IntakeBudget, ResultIntake } from "./result_intake.ts";
 import {
   controlExchange,
   heartbeatExchange,
@@ -57,8 +58,17 @@ export interface ServerBrokerOptions extends RabbitOptions, QueueNames {
   taskTypes: readonly string[];
   /** Receives result batches, from `result_queue` and from other servers. */
   onResults: ResultBatchHandler;
-  /** Result messages held unacknowledged at once. @defaultValue `500` */
+  /**
+   * Most result messages held unacknowledged at once per consumer, however small; the byte budget
+   * (`maxResultBytesInFlight`) lowers it for large ones. @defaultValue `500`
+   */
   prefetch?: number;
+  /**
+   * Bytes of result messages held at once (received, not yet recorded and handed to the connections): past
+   * it the server stops taking result messages until half of it has drained.
+   * @defaultValue `DEFAULT_RESULT_BYTES_IN_FLIGHT` (64 MiB)
+   */
+  maxResultBytesInFlight?: number;
   /** Receives workers' heartbeats. */
   onHeartbeat?: HeartbeatHandler;
   /**
@@ -96,6 +106,7 @@ class _RabbitServerBroker implements ServerBroker {
   #confirmsIdle: PromiseWithResolvers<void> | undefined;
   #model: ChannelModel | undefined;
   #sub: Channel | undefined;
+  #intake: ResultIntake | undefined;
   readonly #connectedWaiters = new Set<() => void>();
   /** Types whose queue this connection has declared. */
   #declaredTypes = new Set<string>();
@@ -208,16 +219,28 @@ class _RabbitServerBroker implements ServerBroker {
     // Declared here too: after a broker restart this connection may come back before the other one.
     await declareResultQueue(sub, names);
     const own = await this.#declareOwnQueue(sub);
-    await sub.prefetch(this.#options.prefetch ?? 500);
     const signer = this.#options.signer;
+    const budget = new IntakeBudget({
+      maxBytes: this.#options.maxResultBytesInFlight ?? DEFAULT_RESULT_BYTES_IN_FLIGHT,
+      maxPrefetch: this.#options.prefetch ?? 500,
+      consumers: 2,
+    });
     const acker = new InOrderAcker(sub, this.#options.onResults, {
       accept: (msg) => verified(signer, "results", msg),
       onReject: (queue) => this.#rejects.note(queue, "se descarta"),
+      onSettled: (msg) => intake.settled(msg),
     });
-    await sub.consume(names.resultQueue, (msg) => acker.receive(msg, model, names.resultQueue), {
-      noAck: false,
-    });
-    await sub.consume(own, (msg) => acker.receive(msg, model, own), { noAck: false });
+    const onMessage = (queue: string) => (msg: ConsumeMessage | null) => {
+      if (msg !== null) intake.received(msg);
+      acker.receive(msg, model, queue);
+    };
+    // The handlers below run only once `start()` has consumed, after `intake` is set.
+    const intake: ResultIntake = new ResultIntake(sub, budget, [
+      { queue: names.resultQueue, onMessage: onMessage(names.resultQueue) },
+      { queue: own, onMessage: onMessage(own) },
+    ]);
+    this.#intake = intake;
+    await intake.start();
     const onHeartbeat = this.#options.onHeartbeat;
     if (onHeartbeat !== undefined) {
       const hbQueue = await sub.assertQueue("", { exclusive: true, autoDelete: true });
@@ -361,6 +384,7 @@ class _RabbitServerBroker implements ServerBroker {
       ]);
     }
     this.#stopping = true;
+    this.#intake?.stop();
     const channels = [this.#sub, this.#pub];
     this.#pub = undefined;
     this.#sub = undefined;
