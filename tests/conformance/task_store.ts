@@ -311,6 +311,42 @@ export function storeConformance(
     });
   });
 
+  test("createMany of more tasks than one statement holds keeps each task's outcome, keys repeated across statements included", async ({ store }) => {
+    // SQLite inserts 50 rows a statement: keys repeat within a statement, across two, and with an earlier task.
+    await store.create(newTask("t-antes", { idempotencyKey: "antes" }));
+    const keys = new Map<number, string>([[3, "a"], [40, "a"], [49, "b"], [50, "b"], [60, "c"], [
+      118,
+      "c",
+    ], [
+      119,
+      "antes",
+    ], [77, "d"]]);
+    const tasks = Array.from(
+      { length: 120 },
+      (_, i) =>
+        newTask(
+          `t${String(i).padStart(3, "0")}`,
+          keys.has(i) ? { idempotencyKey: keys.get(i)! } : {},
+        ),
+    );
+    const outcomes = await store.createMany(tasks);
+    const firstOf = new Map<string, string>([["antes", "t-antes"]]);
+    const expected = tasks.map((task) => {
+      const key = task.idempotencyKey;
+      if (key === undefined) return { taskId: task.taskId, created: true };
+      const first = firstOf.get(key);
+      if (first !== undefined) return { taskId: first, created: false };
+      firstOf.set(key, task.taskId);
+      return { taskId: task.taskId, created: true };
+    });
+    assert.deepEqual(outcomes, expected);
+    assert.equal(expected.filter((o) => !o.created).length, 4);
+    assert.equal((await store.list({ limit: 200 })).items.length, 1 + 120 - 4);
+    assert.equal(await store.get("t040"), undefined);
+    assert.deepEqual(await store.get("t077"), queuedView("t077"));
+    assert.deepEqual(await store.submission("t119"), undefined);
+  });
+
   test("markPublishedMany marks each known task published and ignores unknown ones", async ({ store }) => {
     await store.createMany([
       newTask("t1", { idempotencyKey: "a" }),
