@@ -324,21 +324,36 @@ export class Submitter {
     // The confirms noted since the last slice ride in this slice's transaction.
     this.#flushMarks();
     const recording = store.createMany(plain.map((p) => p.newTask));
+    // Cancels of tasks queued whose record then failed: one control message for those of one turn.
+    const cancel = _cancelBatcher(broker);
     plain.forEach((p, k) => {
-      const outcome = recording.then((recorded) =>
-        this.#publishRecorded(client, {
+      // A task without a key on a store only this server writes is published while its slice is recorded
+      // (as a lone plain submit); a keyed one waits for its record, which may name an earlier task.
+      const outcome = !store.shared && p.newTask.idempotencyKey === undefined
+        ? this.#recordWhilePublishing(client, {
           newTask: p.newTask,
-          recorded: recorded[k]!,
-          checked: p.checked,
-          ask: p.ask,
           broker,
           slot: p.slot,
-          file: undefined,
+          ask: p.ask,
           bulk: true,
-          onPublished: (taskId) => this.#markPublishedSoon(taskId),
-        })
-      ).catch((err): _Outcome => ({ kind: "refused", error: _asColmenaError(err) }))
-        .finally(() => p.slot?.release()); // a no-op once the task is tracked
+          recording: recording.then((recorded) => recorded[k]!),
+          cancel,
+        }).catch((err): _Outcome => ({ kind: "refused", error: _asColmenaError(err) }))
+          .finally(() => p.slot?.release())
+        : recording.then((recorded) =>
+          this.#publishRecorded(client, {
+            newTask: p.newTask,
+            recorded: recorded[k]!,
+            checked: p.checked,
+            ask: p.ask,
+            broker,
+            slot: p.slot,
+            file: undefined,
+            bulk: true,
+            onPublished: (taskId) => this.#markPublishedSoon(taskId),
+          })
+        ).catch((err): _Outcome => ({ kind: "refused", error: _asColmenaError(err) }))
+          .finally(() => p.slot?.release()); // a no-op once the task is tracked
       outcomes[p.at] = outcome;
     });
     return outcomes;
@@ -615,12 +630,16 @@ export class Submitter {
    */
   async #recordWhilePublishing(
     client: ClientConnection,
-    { newTask, broker, slot, ask, bulk }: {
+    { newTask, broker, slot, ask, bulk, recording = this.#deps.store.create(newTask), cancel }: {
       newTask: NewTask;
       broker: ServerBroker;
       slot: InFlightSlot | undefined;
       ask: { maxAttempts: number; timeoutMs: number };
       bulk: boolean;
+      /** The task's record under way, when its caller started it (a slice's `createMany`). */
+      recording?: Promise<unknown>;
+      /** Cancels the task, queued but not recorded; by default a control message of its own. */
+      cancel?: (taskId: string) => Promise<void>;
     },
   ): Promise<_Outcome> {
     const { store, router, stats, quotas } = this.#deps;
@@ -628,7 +647,6 @@ export class Submitter {
     slot?.track(taskId, ask);
     const target = router.expect(taskId, client);
     const finished = _resultHeld(target);
-    const recording = store.create(newTask);
     const publishing = this.#publishSurely(
       broker,
       _taskMessage(newTask, undefined),
@@ -661,9 +679,10 @@ export class Submitter {
     }
     if (published.status === "fulfilled") {
       log.warn(`La tarea ${taskId} se publicó pero no se pudo registrar; se cancela`);
-      await broker.publishControl({ type: "cancel", taskIds: [taskId] }).catch((e) =>
-        log.error(`No se pudo cancelar la tarea ${taskId}, publicada sin registro`, e)
-      );
+      await (cancel?.(taskId) ?? broker.publishControl({ type: "cancel", taskIds: [taskId] }))
+        .catch((e) =>
+          log.error(`No se pudo cancelar la tarea ${taskId}, publicada sin registro`, e)
+        );
     }
     throw recorded.reason;
   }
@@ -820,6 +839,25 @@ function _resultHeld(target: PushTarget): { promise: Promise<void>; seen: () => 
     resolve();
   };
   return { promise, seen: () => seen };
+}
+
+/**
+ * Cancels tasks in batches: the ids given within one turn (a slice whose record failed) go in one control
+ * message, whose outcome each caller gets.
+ */
+function _cancelBatcher(broker: ServerBroker): (taskId: string) => Promise<void> {
+  let taskIds: string[] = [];
+  let sending: Promise<void> | undefined;
+  return (taskId) => {
+    taskIds.push(taskId);
+    sending ??= new Promise((resolve) => setTimeout(resolve, 0)).then(() => {
+      const batch = taskIds;
+      taskIds = [];
+      sending = undefined;
+      return broker.publishControl({ type: "cancel", taskIds: batch });
+    });
+    return sending;
+  };
 }
 
 /** The first attempt's message of a recorded task. */
