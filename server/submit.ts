@@ -233,6 +233,11 @@ export class Submitter {
   readonly #deps: SubmitDeps;
   /** Publishes under way, by task id: a repeat of the same key waits for the first one's outcome. */
   readonly #inFlight = new Map<string, Promise<void>>();
+  /**
+   * Idempotency keys (`_keyIndex`) of this server's creates under way, with how many: a key here may be
+   * recorded any moment, so a task with it is recorded before it is published.
+   */
+  readonly #keysHeld = new Map<string, number>();
   /** Keyed tasks of `submit_many`s confirmed and not yet noted published (see `#markPublishedSoon`). */
   #toMark: string[] = [];
   #markTimer: ReturnType<typeof setTimeout> | undefined;
@@ -262,7 +267,7 @@ export class Submitter {
    * (see `BULK_HEADER`); the others go one by one. Their results are routed only after the answer is sent.
    */
   async submitMany(client: ClientConnection, request: SubmitManyRequest): Promise<void> {
-    const pending: Promise<_Outcome>[] = [];
+    const pending: Promise<_Outcome[]>[] = [];
     for (
       let i = 0, size = SUBMIT_MANY_FIRST_SLICE;
       i < request.tasks.length;
@@ -271,9 +276,9 @@ export class Submitter {
       // Each slice's records and publishes leave at the end of its turn (the store and the broker batch
       // per turn), so the store's writer and the broker work on one slice while the next one is checked.
       if (i > 0) await new Promise((resolve) => setTimeout(resolve, 0));
-      pending.push(...this.#acceptSlice(client, request.tasks.slice(i, i + size)));
+      pending.push(this.#acceptSlice(client, request.tasks.slice(i, i + size)));
     }
-    const outcomes = await Promise.all(pending);
+    const outcomes = (await Promise.all(pending)).flat();
     if (
       outcomes.some((o) => o.kind === "stopping") && outcomes.every((o) => o.kind !== "accepted")
     ) {
@@ -294,14 +299,16 @@ export class Submitter {
   }
 
   /** The outcome of each task of a slice of a `submit_many`, in order; see {@linkcode submitMany}. */
-  #acceptSlice(client: ClientConnection, items: readonly _BatchTask[]): Promise<_Outcome>[] {
+  async #acceptSlice(client: ClientConnection, items: readonly _BatchTask[]): Promise<_Outcome[]> {
     const outcomes: Promise<_Outcome>[] = [];
     const plain: (_PlainTask & { at: number })[] = [];
     const broker = this.#deps.broker();
+    // The tasks of a slice arrived together: one submit time and one copy of the client for all of them.
+    const stamp = { submittedAt: new Date().toISOString(), client: { ...client.client } };
     for (const item of items) {
       let ready: _PlainTask | _Outcome | undefined;
       try {
-        ready = this.#preparePlain(client, item, broker);
+        ready = this.#preparePlain(client, item, { broker, stamp });
       } catch (err) {
         ready = { kind: "refused", error: _asColmenaError(err) };
       }
@@ -319,44 +326,104 @@ export class Submitter {
         outcomes.push(Promise.resolve({ kind: "stopping" })); // replaced below
       }
     }
-    if (plain.length === 0 || broker === undefined) return outcomes;
+    if (plain.length === 0 || broker === undefined) return await Promise.all(outcomes);
     const { store } = this.#deps;
+    const owner = client.principal.name;
+    const newTasks = plain.map((p) => p.newTask);
+    // Which tasks may be published while their slice is recorded: on a store only this server writes, one
+    // without a key, or one whose key no recorded task holds and no write of this server under way takes.
+    // Asked before the slice's own create starts, which is what holds its keys from then on.
+    const early = this.#publishableEarly(owner, newTasks);
     // The confirms noted since the last slice ride in this slice's transaction.
     this.#flushMarks();
-    const recording = store.createMany(plain.map((p) => p.newTask));
-    // Cancels of tasks queued whose record then failed: one control message for those of one turn.
-    const cancel = _cancelBatcher(broker);
+    const recording = store.createMany(newTasks);
+    this.#holdKeys(owner, newTasks, recording);
+    const publishable = await early;
+    const now: (_PlainTask & { at: number; index: number })[] = [];
     plain.forEach((p, k) => {
-      // A task without a key on a store only this server writes is published while its slice is recorded
-      // (as a lone plain submit); a keyed one waits for its record, which may name an earlier task.
-      const outcome = !store.shared && p.newTask.idempotencyKey === undefined
-        ? this.#recordWhilePublishing(client, {
+      if (publishable[k]) {
+        now.push({ ...p, index: k });
+        return;
+      }
+      // A keyed task that may repeat a key waits for its record, which may name an earlier task.
+      outcomes[p.at] = recording.then((recorded) =>
+        this.#publishRecorded(client, {
           newTask: p.newTask,
+          recorded: recorded[k]!,
+          checked: p.checked,
+          ask: p.ask,
           broker,
           slot: p.slot,
-          ask: p.ask,
+          file: undefined,
           bulk: true,
-          recording: recording.then((recorded) => recorded[k]!),
-          cancel,
-        }).catch((err): _Outcome => ({ kind: "refused", error: _asColmenaError(err) }))
-          .finally(() => p.slot?.release())
-        : recording.then((recorded) =>
-          this.#publishRecorded(client, {
-            newTask: p.newTask,
-            recorded: recorded[k]!,
-            checked: p.checked,
-            ask: p.ask,
-            broker,
-            slot: p.slot,
-            file: undefined,
-            bulk: true,
-            onPublished: (taskId) => this.#markPublishedSoon(taskId),
-          })
-        ).catch((err): _Outcome => ({ kind: "refused", error: _asColmenaError(err) }))
-          .finally(() => p.slot?.release()); // a no-op once the task is tracked
-      outcomes[p.at] = outcome;
+          onPublished: (taskId) => this.#markPublishedSoon(taskId),
+        })
+      ).catch((err): _Outcome => ({ kind: "refused", error: _asColmenaError(err) }))
+        .finally(() => p.slot?.release()); // a no-op once the task is tracked
     });
-    return outcomes;
+    const settled = now.length === 0
+      ? []
+      : await this.#recordManyWhilePublishing(client, { tasks: now, recording, broker });
+    const all = await Promise.all(outcomes);
+    now.forEach((p, j) => {
+      all[p.at] = settled[j]!;
+    });
+    return all;
+  }
+
+  /**
+   * For each task (in order), whether it may be published while it is recorded: only on a store this server
+   * alone writes, which applies its writes in order. A task without a key always; a keyed one when its key
+   * is not held by a recorded task (`takenKeys`, the committed writes), nor by a create of this server still
+   * under way (`#keysHeld`), nor by an earlier task of `tasks`: then its record is certain to be created.
+   * Call it before the tasks' own create is started.
+   */
+  #publishableEarly(owner: string, tasks: readonly NewTask[]): Promise<boolean[]> {
+    const { store } = this.#deps;
+    if (store.shared) return Promise.resolve(tasks.map(() => false));
+    const candidates = new Set<string>();
+    const clashes = new Set<string>();
+    for (const { idempotencyKey: key } of tasks) {
+      if (key === undefined) continue;
+      if (this.#keysHeld.has(_keyIndex(owner, key))) clashes.add(key);
+      candidates.add(key);
+    }
+    const asked = [...candidates].filter((key) => !clashes.has(key));
+    if (asked.length > 0 && store.takenKeys === undefined) {
+      return Promise.resolve(tasks.map((task) => task.idempotencyKey === undefined));
+    }
+    const taken = asked.length === 0
+      ? Promise.resolve(new Set<string>())
+      : store.takenKeys!(owner, asked);
+    return taken.then((held) => {
+      const first = new Set<string>();
+      return tasks.map(({ idempotencyKey: key }) => {
+        if (key === undefined) return true;
+        if (clashes.has(key) || held.has(key) || first.has(key)) return false;
+        first.add(key);
+        return true;
+      });
+    }, () => tasks.map((task) => task.idempotencyKey === undefined));
+  }
+
+  /** Counts the keys of `tasks` as taken by this server until `recording` settles (see `#keysHeld`). */
+  #holdKeys(owner: string, tasks: readonly NewTask[], recording: Promise<unknown>): void {
+    const held: string[] = [];
+    for (const { idempotencyKey: key } of tasks) {
+      if (key === undefined) continue;
+      const index = _keyIndex(owner, key);
+      this.#keysHeld.set(index, (this.#keysHeld.get(index) ?? 0) + 1);
+      held.push(index);
+    }
+    if (held.length === 0) return;
+    const release = () => {
+      for (const index of held) {
+        const count = this.#keysHeld.get(index)! - 1;
+        if (count === 0) this.#keysHeld.delete(index);
+        else this.#keysHeld.set(index, count);
+      }
+    };
+    recording.then(release, release);
   }
 
   /**
@@ -395,7 +462,10 @@ export class Submitter {
   #preparePlain(
     client: ClientConnection,
     item: _BatchTask,
-    broker: ServerBroker | undefined,
+    { broker, stamp }: {
+      broker: ServerBroker | undefined;
+      stamp: { submittedAt: string; client: NewTask["client"] };
+    },
   ): _PlainTask | _Outcome | undefined {
     const { task } = item;
     const { principal } = client;
@@ -423,9 +493,9 @@ export class Submitter {
       taskId: newTaskId(),
       taskType: type,
       priority: ask.priority,
-      client: { ...client.client },
+      client: stamp.client,
       owner: principal.name,
-      submittedAt: new Date().toISOString(),
+      submittedAt: stamp.submittedAt,
       origin: this.#deps.serverId,
       payload,
       maxAttempts: ask.maxAttempts,
@@ -525,9 +595,11 @@ export class Submitter {
     ) {
       return await this.#recordWhilePublishing(client, { newTask, broker, slot, ask, bulk });
     }
+    const recording = store.create(newTask);
+    this.#holdKeys(newTask.owner ?? newTask.client.name, [newTask], recording);
     return await this.#publishRecorded(client, {
       newTask,
-      recorded: await store.create(newTask),
+      recorded: await recording,
       checked,
       ask,
       broker,
@@ -630,61 +702,165 @@ export class Submitter {
    */
   async #recordWhilePublishing(
     client: ClientConnection,
-    { newTask, broker, slot, ask, bulk, recording = this.#deps.store.create(newTask), cancel }: {
+    { newTask, broker, slot, ask, bulk }: {
       newTask: NewTask;
       broker: ServerBroker;
       slot: InFlightSlot | undefined;
       ask: { maxAttempts: number; timeoutMs: number };
       bulk: boolean;
-      /** The task's record under way, when its caller started it (a slice's `createMany`). */
-      recording?: Promise<unknown>;
-      /** Cancels the task, queued but not recorded; by default a control message of its own. */
-      cancel?: (taskId: string) => Promise<void>;
     },
   ): Promise<_Outcome> {
-    const { store, router, stats, quotas } = this.#deps;
-    const { taskId, taskType: type } = newTask;
+    const queued = this.#queueUnrecorded(client, { newTask, broker, slot, ask, bulk });
+    const [recorded, published] = await Promise.allSettled([
+      this.#deps.store.create(newTask),
+      queued.published,
+    ]);
+    return await this.#settleUnrecorded(newTask, {
+      target: queued.target,
+      recorded,
+      published,
+      cancel: (taskId) => broker.publishControl({ type: "cancel", taskIds: [taskId] }),
+    });
+  }
+
+  /**
+   * {@linkcode #recordWhilePublishing} for the tasks of a slice of a `submit_many` that may be published
+   * while recorded (see {@linkcode #publishableEarly}): `recording` is the slice's `createMany`, and
+   * `index` each task's place in it. A keyed task's confirm is noted with `#markPublishedSoon`.
+   */
+  async #recordManyWhilePublishing(
+    client: ClientConnection,
+    { tasks, recording, broker }: {
+      tasks: readonly {
+        newTask: NewTask;
+        slot: InFlightSlot | undefined;
+        ask: { maxAttempts: number; timeoutMs: number };
+        index: number;
+      }[];
+      recording: Promise<{ taskId: string; created: boolean }[]>;
+      broker: ServerBroker;
+    },
+  ): Promise<_Outcome[]> {
+    const queued = tasks.map(({ newTask, slot, ask }) =>
+      this.#queueUnrecorded(client, { newTask, broker, slot, ask, bulk: true })
+    );
+    const [records, ...published] = await Promise.allSettled([
+      recording,
+      ...queued.map((q) => q.published),
+    ]);
+    // Cancels of tasks queued whose record then failed: one control message for those of one turn.
+    const cancel = _cancelBatcher(broker);
+    return await Promise.all(tasks.map(({ newTask, slot, index }, j) => {
+      const { taskId } = newTask;
+      let recorded: PromiseSettledResult<unknown> = records;
+      if (records.status === "fulfilled" && records.value[index]?.created !== true) {
+        // Cannot happen while this server alone writes: the key was free and held by none of its writes.
+        recorded = {
+          status: "rejected",
+          reason: new ColmenaError("INTERNAL", {
+            cause: new Error(`Cannot record task "${taskId}": its key was taken meanwhile`),
+          }),
+        };
+      }
+      return this.#settleUnrecorded(newTask, {
+        target: queued[j]!.target,
+        recorded,
+        published: published[j]!,
+        cancel,
+        onPublished: (id) => this.#markPublishedSoon(id),
+      }).catch((err): _Outcome => ({ kind: "refused", error: _asColmenaError(err) }))
+        .finally(() => slot?.release()); // a no-op once the task is tracked
+    }));
+  }
+
+  /**
+   * Publishes a task whose record is under way: it is tracked (quota, result routing) from here, and
+   * `published` settles with its confirm, or as soon as its result is held (recorded, queued and done).
+   */
+  #queueUnrecorded(
+    client: ClientConnection,
+    { newTask, broker, slot, ask, bulk }: {
+      newTask: NewTask;
+      broker: ServerBroker;
+      slot: InFlightSlot | undefined;
+      ask: { maxAttempts: number; timeoutMs: number };
+      bulk: boolean;
+    },
+  ): { target: PushTarget; published: Promise<void> } {
+    const { taskId, idempotencyKey } = newTask;
     slot?.track(taskId, ask);
-    const target = router.expect(taskId, client);
+    const target = this.#deps.router.expect(taskId, client);
     const finished = _resultHeld(target);
     const publishing = this.#publishSurely(
       broker,
       _taskMessage(newTask, undefined),
       { finished: finished.seen, bulk },
     );
-    const [recorded, published] = await Promise.allSettled([
-      recording,
-      // The record lands before any result of the task: a result held means recorded, queued and done.
-      Promise.race([publishing, finished.promise]),
-    ]);
+    // A repeat of the key (answered with this task once it is recorded) waits for this publish.
+    if (idempotencyKey !== undefined) this.#inFlight.set(taskId, publishing.catch(() => {}));
+    // The record lands before any result of the task: a result held means recorded, queued and done.
+    return { target, published: Promise.race([publishing, finished.promise]) };
+  }
+
+  /**
+   * The outcome of a task published while recorded, once both have settled. When the record fails but the
+   * task was queued, the task is cancelled (workers drop it unless it already started) and the submit
+   * answers the store's error; when the publish fails, the record is removed (kept, for its key, when the
+   * broker may have stored the task).
+   */
+  #settleUnrecorded(
+    newTask: NewTask,
+    { target, recorded, published, cancel, onPublished }: {
+      target: PushTarget;
+      recorded: PromiseSettledResult<unknown>;
+      published: PromiseSettledResult<unknown>;
+      cancel: (taskId: string) => Promise<void>;
+      onPublished?: (taskId: string) => void;
+    },
+  ): Promise<_Outcome> {
+    const { store, router, stats, quotas } = this.#deps;
+    const { taskId, taskType: type, idempotencyKey } = newTask;
+    if (idempotencyKey !== undefined) this.#inFlight.delete(taskId);
     if (recorded.status === "fulfilled" && published.status === "fulfilled") {
+      if (idempotencyKey !== undefined) onPublished?.(taskId);
       stats.accepted++;
       countTask(stats, "accepted", type);
       countAcceptedKind(stats, newTask.client.kind);
-      return {
+      return Promise.resolve({
         kind: "accepted",
         reply: { taskId },
         afterReply: () => router.accepted(taskId, target),
-      };
+      });
     }
     stats.rejected++;
     countTask(stats, "rejected", type);
     router.abandon(taskId, target);
-    quotas?.finished(taskId);
-    if (recorded.status === "fulfilled") {
-      await store.remove(taskId).catch((e) =>
-        log.error("No se pudo borrar una tarea rechazada", e)
-      );
-      throw (published as PromiseRejectedResult).reason;
-    }
-    if (published.status === "fulfilled") {
-      log.warn(`La tarea ${taskId} se publicó pero no se pudo registrar; se cancela`);
-      await (cancel?.(taskId) ?? broker.publishControl({ type: "cancel", taskIds: [taskId] }))
-        .catch((e) =>
+    return (async (): Promise<_Outcome> => {
+      if (recorded.status === "fulfilled") {
+        const reason = (published as PromiseRejectedResult).reason;
+        if (
+          idempotencyKey !== undefined && reason instanceof ColmenaError &&
+          reason.code === "PUBLISH_UNCONFIRMED"
+        ) {
+          // As in `#publishRecorded`: the task may be queued, so its record stays for its key.
+          log.warn(`La tarea ${taskId} quedó sin confirmar; se conserva su registro para su clave`);
+          throw reason;
+        }
+        quotas?.finished(taskId);
+        await store.remove(taskId).catch((e) =>
+          log.error("No se pudo borrar una tarea rechazada", e)
+        );
+        throw reason;
+      }
+      quotas?.finished(taskId);
+      if (published.status === "fulfilled") {
+        log.warn(`La tarea ${taskId} se publicó pero no se pudo registrar; se cancela`);
+        await cancel(taskId).catch((e) =>
           log.error(`No se pudo cancelar la tarea ${taskId}, publicada sin registro`, e)
         );
-    }
-    throw recorded.reason;
+      }
+      throw recorded.reason;
+    })();
   }
 
   /**
@@ -839,6 +1015,11 @@ function _resultHeld(target: PushTarget): { promise: Promise<void>; seen: () => 
     resolve();
   };
   return { promise, seen: () => seen };
+}
+
+/** The key of an owner's idempotency key in `Submitter.#keysHeld`. */
+function _keyIndex(owner: string, key: string): string {
+  return `${owner}\n${key}`;
 }
 
 /**

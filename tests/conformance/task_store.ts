@@ -347,6 +347,24 @@ export function storeConformance(
     assert.deepEqual(await store.submission("t119"), undefined);
   });
 
+  test("takenKeys gives the keys of the owner that a recorded task holds, and no other", async ({ store }) => {
+    if (store.takenKeys === undefined) return; // a shared store (PostgreSQL) does not offer it
+    await store.createMany([
+      newTask("t1", { idempotencyKey: "a" }),
+      newTask("t2", { idempotencyKey: "b", owner: "otro" }),
+      ...Array.from({ length: 60 }, (_, i) => newTask(`n${i}`, { idempotencyKey: `k${i}` })),
+    ]);
+    const asked = ["a", "b", "zz", ...Array.from({ length: 60 }, (_, i) => `k${i * 2}`)];
+    const taken = await store.takenKeys("web-1", asked);
+    assert.deepEqual(
+      [...taken].sort(),
+      ["a", ...Array.from({ length: 30 }, (_, i) => `k${i * 2}`)].sort(),
+    );
+    assert.deepEqual([...await store.takenKeys("otro", ["a", "b"])], ["b"]);
+    await store.remove("t1");
+    assert.deepEqual([...await store.takenKeys("web-1", ["a"])], []);
+  });
+
   test("markPublishedMany marks each known task published and ignores unknown ones", async ({ store }) => {
     await store.createMany([
       newTask("t1", { idempotencyKey: "a" }),
