@@ -234,10 +234,10 @@ export class Submitter {
   /** Publishes under way, by task id: a repeat of the same key waits for the first one's outcome. */
   readonly #inFlight = new Map<string, Promise<void>>();
   /**
-   * Idempotency keys (`_keyIndex`) of this server's creates under way, with how many: a key here may be
+   * Idempotency keys of this server's creates under way, by owner, with how many: a key here may be
    * recorded any moment, so a task with it is recorded before it is published.
    */
-  readonly #keysHeld = new Map<string, number>();
+  readonly #keysHeld = new Map<string, Map<string, number>>();
   /** Keyed tasks of `submit_many`s confirmed and not yet noted published (see `#markPublishedSoon`). */
   #toMark: string[] = [];
   #markTimer: ReturnType<typeof setTimeout> | undefined;
@@ -381,11 +381,12 @@ export class Submitter {
   #publishableEarly(owner: string, tasks: readonly NewTask[]): Promise<boolean[]> {
     const { store } = this.#deps;
     if (store.shared) return Promise.resolve(tasks.map(() => false));
+    const held = this.#keysHeld.get(owner);
     const candidates = new Set<string>();
     const clashes = new Set<string>();
     for (const { idempotencyKey: key } of tasks) {
       if (key === undefined) continue;
-      if (this.#keysHeld.has(_keyIndex(owner, key))) clashes.add(key);
+      if (held?.has(key)) clashes.add(key);
       candidates.add(key);
     }
     const asked = [...candidates].filter((key) => !clashes.has(key));
@@ -408,20 +409,23 @@ export class Submitter {
 
   /** Counts the keys of `tasks` as taken by this server until `recording` settles (see `#keysHeld`). */
   #holdKeys(owner: string, tasks: readonly NewTask[], recording: Promise<unknown>): void {
-    const held: string[] = [];
-    for (const { idempotencyKey: key } of tasks) {
-      if (key === undefined) continue;
-      const index = _keyIndex(owner, key);
-      this.#keysHeld.set(index, (this.#keysHeld.get(index) ?? 0) + 1);
-      held.push(index);
+    const keys: string[] = [];
+    for (const { idempotencyKey: key } of tasks) if (key !== undefined) keys.push(key);
+    if (keys.length === 0) return;
+    let held = this.#keysHeld.get(owner);
+    if (held === undefined) {
+      held = new Map();
+      this.#keysHeld.set(owner, held);
     }
-    if (held.length === 0) return;
+    for (const key of keys) held.set(key, (held.get(key) ?? 0) + 1);
+    const counts = held;
     const release = () => {
-      for (const index of held) {
-        const count = this.#keysHeld.get(index)! - 1;
-        if (count === 0) this.#keysHeld.delete(index);
-        else this.#keysHeld.set(index, count);
+      for (const key of keys) {
+        const count = counts.get(key)! - 1;
+        if (count === 0) counts.delete(key);
+        else counts.set(key, count);
       }
+      if (counts.size === 0 && this.#keysHeld.get(owner) === counts) this.#keysHeld.delete(owner);
     };
     recording.then(release, release);
   }
@@ -1015,11 +1019,6 @@ function _resultHeld(target: PushTarget): { promise: Promise<void>; seen: () => 
     resolve();
   };
   return { promise, seen: () => seen };
-}
-
-/** The key of an owner's idempotency key in `Submitter.#keysHeld`. */
-function _keyIndex(owner: string, key: string): string {
-  return `${owner}\n${key}`;
 }
 
 /**
