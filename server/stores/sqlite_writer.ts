@@ -140,6 +140,11 @@ export type Statements = Record<StatementName, StatementSync> & {
   readonly finishArity: number;
   /** The INSERT of `rows` rows (up to {@linkcode ROWS_PER_INSERT}), prepared on first use. */
   insertRows(rows: number): StatementSync;
+  /**
+   * The `markPublished` of `rows` tasks (up to {@linkcode ROWS_PER_INSERT}) in one UPDATE, prepared on
+   * first use: 1.9 µs of CPU a task against 3.5–3.8 one by one (40,000 tasks in transactions of 250, 3 runs).
+   */
+  markPublishedRows(rows: number): StatementSync;
 };
 
 /** Prepares the write statements on a connection whose schema is current. */
@@ -153,6 +158,7 @@ export function prepareWrites(
     prepared[name as StatementName] = db.prepare(text);
   }
   const inserts = new Map<number, StatementSync>();
+  const marks = new Map<number, StatementSync>();
   return {
     ...prepared as Record<StatementName, StatementSync>,
     finishArity: finishArity(columns),
@@ -165,6 +171,18 @@ export function prepareWrites(
           } ON CONFLICT DO NOTHING RETURNING task_id`,
         );
         inserts.set(rows, statement);
+      }
+      return statement;
+    },
+    markPublishedRows(rows) {
+      let statement = marks.get(rows);
+      if (statement === undefined) {
+        statement = db.prepare(
+          `UPDATE tasks SET published_at = ? WHERE task_id IN (${
+            Array.from({ length: rows }, () => "?").join(", ")
+          }) AND published_at IS NULL`,
+        );
+        marks.set(rows, statement);
       }
       return statement;
     },
@@ -255,7 +273,10 @@ const WRITES = {
     sql.markPublished.run(now, taskId);
   },
   markPublishedMany(sql: Statements, now: number, taskIds: string[]): void {
-    for (const taskId of taskIds) sql.markPublished.run(now, taskId);
+    for (let at = 0; at < taskIds.length; at += ROWS_PER_INSERT) {
+      const chunk = taskIds.slice(at, at + ROWS_PER_INSERT);
+      sql.markPublishedRows(chunk.length).run(now, ...chunk);
+    }
   },
   prune(sql: Statements, cutoff: number, max: number): { removed: number; blobKeys: string[] } {
     const rows = sql.prune.all(cutoff, max);

@@ -378,6 +378,18 @@ export function storeConformance(
     assert.equal(await store.published("nope"), false);
   });
 
+  test("markPublishedMany of more tasks than one statement holds marks each of them", async ({ store }) => {
+    // SQLite marks 50 tasks a statement.
+    const ids = Array.from({ length: 120 }, (_, i) => `t${String(i).padStart(3, "0")}`);
+    await store.createMany(ids.map((id) => newTask(id, { idempotencyKey: id })));
+    await store.markPublishedMany([...ids.slice(0, 60), "nope", ...ids.slice(61)]);
+    const marked = await Promise.all(ids.map((id) => store.published(id)));
+    assert.deepEqual(
+      ids.filter((_, i) => !marked[i]),
+      ["t060"],
+    );
+  });
+
   test("submission returns the task as created, payload and references included", async ({ store }) => {
     const inline = newTask("t1", {
       payload: { text: "hola", n: [1, 2.5, null], nested: { ñ: "ü" } },
