@@ -766,13 +766,15 @@ export class Submitter {
           }),
         };
       }
-      return this.#settleUnrecorded(newTask, {
+      const outcome = this.#settleUnrecorded(newTask, {
         target: queued[j]!.target,
         recorded,
         published: published[j]!,
         cancel,
         onPublished: (id) => this.#markPublishedSoon(id),
-      }).catch((err): _Outcome => ({ kind: "refused", error: _asColmenaError(err) }))
+      });
+      if (!(outcome instanceof Promise)) return outcome; // accepted: tracked, its slot is in use
+      return outcome.catch((err): _Outcome => ({ kind: "refused", error: _asColmenaError(err) }))
         .finally(() => slot?.release()); // a no-op once the task is tracked
     }));
   }
@@ -807,7 +809,7 @@ export class Submitter {
   }
 
   /**
-   * The outcome of a task published while recorded, once both have settled. When the record fails but the
+   * The outcome of a task published while recorded, once both have settled (at once when accepted). When the record fails but the
    * task was queued, the task is cancelled (workers drop it unless it already started) and the submit
    * answers the store's error; when the publish fails, the record is removed (kept, for its key, when the
    * broker may have stored the task).
@@ -821,7 +823,7 @@ export class Submitter {
       cancel: (taskId: string) => Promise<void>;
       onPublished?: (taskId: string) => void;
     },
-  ): Promise<_Outcome> {
+  ): _Outcome | Promise<_Outcome> {
     const { store, router, stats, quotas } = this.#deps;
     const { taskId, taskType: type, idempotencyKey } = newTask;
     if (idempotencyKey !== undefined) this.#inFlight.delete(taskId);
@@ -830,11 +832,11 @@ export class Submitter {
       stats.accepted++;
       countTask(stats, "accepted", type);
       countAcceptedKind(stats, newTask.client.kind);
-      return Promise.resolve({
+      return {
         kind: "accepted",
         reply: { taskId },
         afterReply: () => router.accepted(taskId, target),
-      });
+      };
     }
     stats.rejected++;
     countTask(stats, "rejected", type);
