@@ -859,7 +859,12 @@ export class Submitter {
         throw reason;
       }
       quotas?.finished(taskId);
-      if (published.status === "fulfilled") {
+      // Queued, or maybe queued (a lost confirm): a cancel makes workers drop a copy without a record.
+      const reason = published.status === "rejected" ? published.reason : undefined;
+      if (
+        published.status === "fulfilled" ||
+        (reason instanceof ColmenaError && reason.code === "PUBLISH_UNCONFIRMED")
+      ) {
         log.warn(`La tarea ${taskId} se publicó pero no se pudo registrar; se cancela`);
         await cancel(taskId).catch((e) =>
           log.error(`No se pudo cancelar la tarea ${taskId}, publicada sin registro`, e)

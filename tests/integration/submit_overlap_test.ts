@@ -325,3 +325,57 @@ Deno.test({
     }
   },
 });
+
+Deno.test({
+  name:
+    "when both the record of a slice and the broker's confirms fail, the tasks that may be queued are cancelled",
+  ...(await needsRabbit()),
+  sanitizeOps: false,
+  sanitizeResources: false,
+  async fn() {
+    await using queues = uniqueQueues("overlap-many-unconfirmed");
+    const memory = new MemoryTaskStore();
+    const store = overriding<TaskStore>(memory, {
+      createMany: () => Promise.reject(new ColmenaError("STORE_UNAVAILABLE")),
+    });
+    const published: string[] = [];
+    const controls: ControlMessage[] = [];
+    await using app = await startInProcessServer(queues, store, {
+      wrapBroker: (broker) =>
+        overriding(broker, {
+          // Sent, then the confirm is lost, and the broker does not come back within the deadline.
+          publishTask: async (task: TaskMessage, options?: { bulk?: boolean }) => {
+            published.push(task.taskId);
+            await broker.publishTask(task, options);
+            throw new ColmenaError("PUBLISH_UNCONFIRMED");
+          },
+          waitConnected: () => Promise.resolve(false),
+          publishControl: (message: ControlMessage) => {
+            controls.push(message);
+            return broker.publishControl(message);
+          },
+        }),
+    });
+    await using client = await RawClient.connect(app.port);
+    await client.send({ type: "hello", id: "h", client: { name: "overlap", kind: "cli" } });
+    await client.next((f) => f.type === "welcome");
+
+    await client.send({
+      type: "submit_many",
+      id: "m1",
+      tasks: [
+        { task: { type: "echo", payload: { message: "a" } } },
+        { task: { type: "echo", payload: { message: "b" } }, options: { idempotencyKey: "k" } },
+        { task: { type: "echo", payload: { message: "c" } } },
+      ],
+    });
+    const answer = await client.next((f) => f.id === "m1");
+    assert.equal(answer.type, "accepted_many", JSON.stringify(answer));
+    for (const item of answer.items as { error?: { code: string } }[]) {
+      assert.equal(item.error?.code, "STORE_UNAVAILABLE");
+    }
+    assert.equal(published.length, 3);
+    const cancelled = controls.flatMap((c) => c.type === "cancel" ? c.taskIds : []);
+    assert.deepEqual([...cancelled].sort(), [...published].sort());
+  },
+});
