@@ -21,9 +21,13 @@ export class PendingResultsStore implements TaskStore {
   /** Each task's latest `complete` not yet settled (fulfilled or not). */
   readonly #pending = new Map<string, Promise<void>>();
 
+  /** The wrapped store's, when it has it (a store only this server writes). */
+  readonly takenKeys?: (owner: string, keys: readonly string[]) => Promise<Set<string>>;
+
   /** Wraps `store`; every write and read goes to it. */
   constructor(store: TaskStore) {
     this.#store = store;
+    if (store.takenKeys !== undefined) this.takenKeys = store.takenKeys.bind(store);
   }
 
   get shared(): boolean {

@@ -233,6 +233,11 @@ export class Submitter {
   readonly #deps: SubmitDeps;
   /** Publishes under way, by task id: a repeat of the same key waits for the first one's outcome. */
   readonly #inFlight = new Map<string, Promise<void>>();
+  /**
+   * Idempotency keys of this server's creates under way, by owner, with how many: a key here may be
+   * recorded any moment, so a task with it is recorded before it is published.
+   */
+  readonly #keysHeld = new Map<string, Map<string, number>>();
   /** Keyed tasks of `submit_many`s confirmed and not yet noted published (see `#markPublishedSoon`). */
   #toMark: string[] = [];
   #markTimer: ReturnType<typeof setTimeout> | undefined;
@@ -262,7 +267,7 @@ export class Submitter {
    * (see `BULK_HEADER`); the others go one by one. Their results are routed only after the answer is sent.
    */
   async submitMany(client: ClientConnection, request: SubmitManyRequest): Promise<void> {
-    const pending: Promise<_Outcome>[] = [];
+    const pending: Promise<_Outcome[]>[] = [];
     for (
       let i = 0, size = SUBMIT_MANY_FIRST_SLICE;
       i < request.tasks.length;
@@ -271,9 +276,9 @@ export class Submitter {
       // Each slice's records and publishes leave at the end of its turn (the store and the broker batch
       // per turn), so the store's writer and the broker work on one slice while the next one is checked.
       if (i > 0) await new Promise((resolve) => setTimeout(resolve, 0));
-      pending.push(...this.#acceptSlice(client, request.tasks.slice(i, i + size)));
+      pending.push(this.#acceptSlice(client, request.tasks.slice(i, i + size)));
     }
-    const outcomes = await Promise.all(pending);
+    const outcomes = (await Promise.all(pending)).flat();
     if (
       outcomes.some((o) => o.kind === "stopping") && outcomes.every((o) => o.kind !== "accepted")
     ) {
@@ -294,14 +299,16 @@ export class Submitter {
   }
 
   /** The outcome of each task of a slice of a `submit_many`, in order; see {@linkcode submitMany}. */
-  #acceptSlice(client: ClientConnection, items: readonly _BatchTask[]): Promise<_Outcome>[] {
+  async #acceptSlice(client: ClientConnection, items: readonly _BatchTask[]): Promise<_Outcome[]> {
     const outcomes: Promise<_Outcome>[] = [];
     const plain: (_PlainTask & { at: number })[] = [];
     const broker = this.#deps.broker();
+    // The tasks of a slice arrived together: one submit time and one copy of the client for all of them.
+    const stamp = { submittedAt: new Date().toISOString(), client: { ...client.client } };
     for (const item of items) {
       let ready: _PlainTask | _Outcome | undefined;
       try {
-        ready = this.#preparePlain(client, item, broker);
+        ready = this.#preparePlain(client, item, { broker, stamp });
       } catch (err) {
         ready = { kind: "refused", error: _asColmenaError(err) };
       }
@@ -319,13 +326,27 @@ export class Submitter {
         outcomes.push(Promise.resolve({ kind: "stopping" })); // replaced below
       }
     }
-    if (plain.length === 0 || broker === undefined) return outcomes;
+    if (plain.length === 0 || broker === undefined) return await Promise.all(outcomes);
     const { store } = this.#deps;
+    const owner = client.principal.name;
+    const newTasks = plain.map((p) => p.newTask);
+    // Which tasks may be published while their slice is recorded: on a store only this server writes, one
+    // without a key, or one whose key no recorded task holds and no write of this server under way takes.
+    // Asked before the slice's own create starts, which is what holds its keys from then on.
+    const early = this.#publishableEarly(owner, newTasks);
     // The confirms noted since the last slice ride in this slice's transaction.
     this.#flushMarks();
-    const recording = store.createMany(plain.map((p) => p.newTask));
+    const recording = store.createMany(newTasks);
+    this.#holdKeys(owner, newTasks, recording);
+    const publishable = await early;
+    const now: (_PlainTask & { at: number; index: number })[] = [];
     plain.forEach((p, k) => {
-      const outcome = recording.then((recorded) =>
+      if (publishable[k]) {
+        now.push({ ...p, index: k });
+        return;
+      }
+      // A keyed task that may repeat a key waits for its record, which may name an earlier task.
+      outcomes[p.at] = recording.then((recorded) =>
         this.#publishRecorded(client, {
           newTask: p.newTask,
           recorded: recorded[k]!,
@@ -339,9 +360,74 @@ export class Submitter {
         })
       ).catch((err): _Outcome => ({ kind: "refused", error: _asColmenaError(err) }))
         .finally(() => p.slot?.release()); // a no-op once the task is tracked
-      outcomes[p.at] = outcome;
     });
-    return outcomes;
+    const settled = now.length === 0
+      ? []
+      : await this.#recordManyWhilePublishing(client, { tasks: now, recording, broker });
+    const all = await Promise.all(outcomes);
+    now.forEach((p, j) => {
+      all[p.at] = settled[j]!;
+    });
+    return all;
+  }
+
+  /**
+   * For each task (in order), whether it may be published while it is recorded: only on a store this server
+   * alone writes, which applies its writes in order. A task without a key always; a keyed one when its key
+   * is not held by a recorded task (`takenKeys`, the committed writes), nor by a create of this server still
+   * under way (`#keysHeld`), nor by an earlier task of `tasks`: then its record is certain to be created.
+   * Call it before the tasks' own create is started.
+   */
+  #publishableEarly(owner: string, tasks: readonly NewTask[]): Promise<boolean[]> {
+    const { store } = this.#deps;
+    if (store.shared) return Promise.resolve(tasks.map(() => false));
+    const held = this.#keysHeld.get(owner);
+    const candidates = new Set<string>();
+    const clashes = new Set<string>();
+    for (const { idempotencyKey: key } of tasks) {
+      if (key === undefined) continue;
+      if (held?.has(key)) clashes.add(key);
+      candidates.add(key);
+    }
+    const asked = [...candidates].filter((key) => !clashes.has(key));
+    if (asked.length > 0 && store.takenKeys === undefined) {
+      return Promise.resolve(tasks.map((task) => task.idempotencyKey === undefined));
+    }
+    const taken = asked.length === 0
+      ? Promise.resolve(new Set<string>())
+      : store.takenKeys!(owner, asked);
+    return taken.then((held) => {
+      const first = new Set<string>();
+      return tasks.map(({ idempotencyKey: key }) => {
+        if (key === undefined) return true;
+        if (clashes.has(key) || held.has(key) || first.has(key)) return false;
+        first.add(key);
+        return true;
+      });
+    }, () => tasks.map((task) => task.idempotencyKey === undefined));
+  }
+
+  /** Counts the keys of `tasks` as taken by this server until `recording` settles (see `#keysHeld`). */
+  #holdKeys(owner: string, tasks: readonly NewTask[], recording: Promise<unknown>): void {
+    const keys: string[] = [];
+    for (const { idempotencyKey: key } of tasks) if (key !== undefined) keys.push(key);
+    if (keys.length === 0) return;
+    let held = this.#keysHeld.get(owner);
+    if (held === undefined) {
+      held = new Map();
+      this.#keysHeld.set(owner, held);
+    }
+    for (const key of keys) held.set(key, (held.get(key) ?? 0) + 1);
+    const counts = held;
+    const release = () => {
+      for (const key of keys) {
+        const count = counts.get(key)! - 1;
+        if (count === 0) counts.delete(key);
+        else counts.set(key, count);
+      }
+      if (counts.size === 0 && this.#keysHeld.get(owner) === counts) this.#keysHeld.delete(owner);
+    };
+    recording.then(release, release);
   }
 
   /**
@@ -380,7 +466,10 @@ export class Submitter {
   #preparePlain(
     client: ClientConnection,
     item: _BatchTask,
-    broker: ServerBroker | undefined,
+    { broker, stamp }: {
+      broker: ServerBroker | undefined;
+      stamp: { submittedAt: string; client: NewTask["client"] };
+    },
   ): _PlainTask | _Outcome | undefined {
     const { task } = item;
     const { principal } = client;
@@ -408,9 +497,9 @@ export class Submitter {
       taskId: newTaskId(),
       taskType: type,
       priority: ask.priority,
-      client: { ...client.client },
+      client: stamp.client,
       owner: principal.name,
-      submittedAt: new Date().toISOString(),
+      submittedAt: stamp.submittedAt,
       origin: this.#deps.serverId,
       payload,
       maxAttempts: ask.maxAttempts,
@@ -510,9 +599,11 @@ export class Submitter {
     ) {
       return await this.#recordWhilePublishing(client, { newTask, broker, slot, ask, bulk });
     }
+    const recording = store.create(newTask);
+    this.#holdKeys(newTask.owner ?? newTask.client.name, [newTask], recording);
     return await this.#publishRecorded(client, {
       newTask,
-      recorded: await store.create(newTask),
+      recorded: await recording,
       checked,
       ask,
       broker,
@@ -623,25 +714,121 @@ export class Submitter {
       bulk: boolean;
     },
   ): Promise<_Outcome> {
-    const { store, router, stats, quotas } = this.#deps;
-    const { taskId, taskType: type } = newTask;
+    const queued = this.#queueUnrecorded(client, { newTask, broker, slot, ask, bulk });
+    const [recorded, published] = await Promise.allSettled([
+      this.#deps.store.create(newTask),
+      queued.published,
+    ]);
+    return await this.#settleUnrecorded(newTask, {
+      target: queued.target,
+      recorded,
+      published,
+      cancel: (taskId) => broker.publishControl({ type: "cancel", taskIds: [taskId] }),
+    });
+  }
+
+  /**
+   * {@linkcode #recordWhilePublishing} for the tasks of a slice of a `submit_many` that may be published
+   * while recorded (see {@linkcode #publishableEarly}): `recording` is the slice's `createMany`, and
+   * `index` each task's place in it. A keyed task's confirm is noted with `#markPublishedSoon`.
+   */
+  async #recordManyWhilePublishing(
+    client: ClientConnection,
+    { tasks, recording, broker }: {
+      tasks: readonly {
+        newTask: NewTask;
+        slot: InFlightSlot | undefined;
+        ask: { maxAttempts: number; timeoutMs: number };
+        index: number;
+      }[];
+      recording: Promise<{ taskId: string; created: boolean }[]>;
+      broker: ServerBroker;
+    },
+  ): Promise<_Outcome[]> {
+    const queued = tasks.map(({ newTask, slot, ask }) =>
+      this.#queueUnrecorded(client, { newTask, broker, slot, ask, bulk: true })
+    );
+    const [records, ...published] = await Promise.allSettled([
+      recording,
+      ...queued.map((q) => q.published),
+    ]);
+    // Cancels of tasks queued whose record then failed: one control message for those of one turn.
+    const cancel = _cancelBatcher(broker);
+    return await Promise.all(tasks.map(({ newTask, slot, index }, j) => {
+      const { taskId } = newTask;
+      let recorded: PromiseSettledResult<unknown> = records;
+      if (records.status === "fulfilled" && records.value[index]?.created !== true) {
+        // Cannot happen while this server alone writes: the key was free and held by none of its writes.
+        recorded = {
+          status: "rejected",
+          reason: new ColmenaError("INTERNAL", {
+            cause: new Error(`Cannot record task "${taskId}": its key was taken meanwhile`),
+          }),
+        };
+      }
+      const outcome = this.#settleUnrecorded(newTask, {
+        target: queued[j]!.target,
+        recorded,
+        published: published[j]!,
+        cancel,
+        onPublished: (id) => this.#markPublishedSoon(id),
+      });
+      if (!(outcome instanceof Promise)) return outcome; // accepted: tracked, its slot is in use
+      return outcome.catch((err): _Outcome => ({ kind: "refused", error: _asColmenaError(err) }))
+        .finally(() => slot?.release()); // a no-op once the task is tracked
+    }));
+  }
+
+  /**
+   * Publishes a task whose record is under way: it is tracked (quota, result routing) from here, and
+   * `published` settles with its confirm, or as soon as its result is held (recorded, queued and done).
+   */
+  #queueUnrecorded(
+    client: ClientConnection,
+    { newTask, broker, slot, ask, bulk }: {
+      newTask: NewTask;
+      broker: ServerBroker;
+      slot: InFlightSlot | undefined;
+      ask: { maxAttempts: number; timeoutMs: number };
+      bulk: boolean;
+    },
+  ): { target: PushTarget; published: Promise<void> } {
+    const { taskId, idempotencyKey } = newTask;
     slot?.track(taskId, ask);
-    const target = router.expect(taskId, client);
+    const target = this.#deps.router.expect(taskId, client);
     const finished = _resultHeld(target);
-    // Published first, in the same turn as the create: the message leaves before the store's batch is
-    // handed over, and the record still lands before any result (none can come before the message leaves).
     const publishing = this.#publishSurely(
       broker,
       _taskMessage(newTask, undefined),
       { finished: finished.seen, bulk },
     );
-    const recording = store.create(newTask);
-    const [recorded, published] = await Promise.allSettled([
-      recording,
-      // The record lands before any result of the task: a result held means recorded, queued and done.
-      Promise.race([publishing, finished.promise]),
-    ]);
+    // A repeat of the key (answered with this task once it is recorded) waits for this publish.
+    if (idempotencyKey !== undefined) this.#inFlight.set(taskId, publishing.catch(() => {}));
+    // The record lands before any result of the task: a result held means recorded, queued and done.
+    return { target, published: Promise.race([publishing, finished.promise]) };
+  }
+
+  /**
+   * The outcome of a task published while recorded, once both have settled (at once when accepted). When the record fails but the
+   * task was queued, the task is cancelled (workers drop it unless it already started) and the submit
+   * answers the store's error; when the publish fails, the record is removed (kept, for its key, when the
+   * broker may have stored the task).
+   */
+  #settleUnrecorded(
+    newTask: NewTask,
+    { target, recorded, published, cancel, onPublished }: {
+      target: PushTarget;
+      recorded: PromiseSettledResult<unknown>;
+      published: PromiseSettledResult<unknown>;
+      cancel: (taskId: string) => Promise<void>;
+      onPublished?: (taskId: string) => void;
+    },
+  ): _Outcome | Promise<_Outcome> {
+    const { store, router, stats, quotas } = this.#deps;
+    const { taskId, taskType: type, idempotencyKey } = newTask;
+    if (idempotencyKey !== undefined) this.#inFlight.delete(taskId);
     if (recorded.status === "fulfilled" && published.status === "fulfilled") {
+      if (idempotencyKey !== undefined) onPublished?.(taskId);
       stats.accepted++;
       countTask(stats, "accepted", type);
       countAcceptedKind(stats, newTask.client.kind);
@@ -654,20 +841,37 @@ export class Submitter {
     stats.rejected++;
     countTask(stats, "rejected", type);
     router.abandon(taskId, target);
-    quotas?.finished(taskId);
-    if (recorded.status === "fulfilled") {
-      await store.remove(taskId).catch((e) =>
-        log.error("No se pudo borrar una tarea rechazada", e)
-      );
-      throw (published as PromiseRejectedResult).reason;
-    }
-    if (published.status === "fulfilled") {
-      log.warn(`La tarea ${taskId} se publicó pero no se pudo registrar; se cancela`);
-      await broker.publishControl({ type: "cancel", taskIds: [taskId] }).catch((e) =>
-        log.error(`No se pudo cancelar la tarea ${taskId}, publicada sin registro`, e)
-      );
-    }
-    throw recorded.reason;
+    return (async (): Promise<_Outcome> => {
+      if (recorded.status === "fulfilled") {
+        const reason = (published as PromiseRejectedResult).reason;
+        if (
+          idempotencyKey !== undefined && reason instanceof ColmenaError &&
+          reason.code === "PUBLISH_UNCONFIRMED"
+        ) {
+          // As in `#publishRecorded`: the task may be queued, so its record stays for its key.
+          log.warn(`La tarea ${taskId} quedó sin confirmar; se conserva su registro para su clave`);
+          throw reason;
+        }
+        quotas?.finished(taskId);
+        await store.remove(taskId).catch((e) =>
+          log.error("No se pudo borrar una tarea rechazada", e)
+        );
+        throw reason;
+      }
+      quotas?.finished(taskId);
+      // Queued, or maybe queued (a lost confirm): a cancel makes workers drop a copy without a record.
+      const reason = published.status === "rejected" ? published.reason : undefined;
+      if (
+        published.status === "fulfilled" ||
+        (reason instanceof ColmenaError && reason.code === "PUBLISH_UNCONFIRMED")
+      ) {
+        log.warn(`La tarea ${taskId} se publicó pero no se pudo registrar; se cancela`);
+        await cancel(taskId).catch((e) =>
+          log.error(`No se pudo cancelar la tarea ${taskId}, publicada sin registro`, e)
+        );
+      }
+      throw recorded.reason;
+    })();
   }
 
   /**
@@ -822,6 +1026,25 @@ function _resultHeld(target: PushTarget): { promise: Promise<void>; seen: () => 
     resolve();
   };
   return { promise, seen: () => seen };
+}
+
+/**
+ * Cancels tasks in batches: the ids given within one turn (a slice whose record failed) go in one control
+ * message, whose outcome each caller gets.
+ */
+function _cancelBatcher(broker: ServerBroker): (taskId: string) => Promise<void> {
+  let taskIds: string[] = [];
+  let sending: Promise<void> | undefined;
+  return (taskId) => {
+    taskIds.push(taskId);
+    sending ??= new Promise((resolve) => setTimeout(resolve, 0)).then(() => {
+      const batch = taskIds;
+      taskIds = [];
+      sending = undefined;
+      return broker.publishControl({ type: "cancel", taskIds: batch });
+    });
+    return sending;
+  };
 }
 
 /** The first attempt's message of a recorded task. */

@@ -252,6 +252,12 @@ export interface TaskStore {
    * given; rejects when the write failed, and then, with SQLite and the memory store, none is recorded.
    */
   createMany(tasks: readonly NewTask[]): Promise<{ taskId: string; created: boolean }[]>;
+  /**
+   * The keys among `keys` that a recorded task of `owner` holds, as the writes committed so far show them.
+   * A store only this server writes ({@linkcode shared} unset) gives it, so that the server can publish a
+   * keyed task while recording it when no task holds its key and none of its own writes under way takes it.
+   */
+  takenKeys?(owner: string, keys: readonly string[]): Promise<Set<string>>;
   /** Marks a task `running` on a worker and counts the attempt; ignored when the task is final. */
   markStarted(notice: StartedNotice): Promise<void>;
   /** Puts a running task back to `queued` after a failed attempt that will be retried; ignored when final. */

@@ -73,6 +73,12 @@ export class MemoryTaskStore implements TaskStore {
     return await Promise.all(tasks.map((task) => this.create(task)));
   }
 
+  takenKeys(owner: string, keys: readonly string[]): Promise<Set<string>> {
+    return this.#run(() =>
+      new Set(keys.filter((key) => this.#byIdempotencyKey.has(idempotencyIndex(owner, key))))
+    );
+  }
+
   markStarted(notice: StartedNotice): Promise<void> {
     return this.#run(() => {
       const startedAt = toMillis(notice.startedAt);

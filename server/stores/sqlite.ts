@@ -14,7 +14,12 @@
  *
  * @module
  */
-import { DatabaseSync, type SQLInputValue, type SQLOutputValue } from "node:sqlite";
+import {
+  DatabaseSync,
+  type SQLInputValue,
+  type SQLOutputValue,
+  type StatementSync,
+} from "node:sqlite";
 import { mkdir } from "node:fs/promises";
 import { dirname } from "node:path";
 import { clearImmediate, setImmediate } from "node:timers";
@@ -65,6 +70,9 @@ const SELECT_COLUMNS = selectList("sqlite");
 const PLACEHOLDERS = TASK_COLUMNS.map(() => "?").join(", ");
 
 type Row = Record<string, SQLOutputValue>;
+
+/** Keys looked up by one SELECT of `takenKeys`. */
+const KEYS_PER_SELECT = 50;
 
 /** SQLite's result code for a full disk (`SQLITE_FULL`). */
 const SQLITE_FULL = 13;
@@ -275,6 +283,7 @@ export class SqliteTaskStore implements TaskStore {
   #flushTimer: ReturnType<typeof setImmediate> | undefined;
   /** The batches sent to the writer thread and not yet answered, each settled after its COMMIT. */
   readonly #inFlight = new Set<Promise<void>>();
+  readonly #keySelects = new Map<number, StatementSync>();
   #closed = false;
 
   /** Wraps a read connection and an open writer thread; {@linkcode openSqliteTaskStore} makes both. */
@@ -298,6 +307,33 @@ export class SqliteTaskStore implements TaskStore {
         return [recordCells(record, "sqlite"), record.owner, record.idempotencyKey];
       }),
     ]);
+  }
+
+  takenKeys(owner: string, keys: readonly string[]): Promise<Set<string>> {
+    return this.#read(() => {
+      const taken = new Set<string>();
+      for (let at = 0; at < keys.length; at += KEYS_PER_SELECT) {
+        const chunk = keys.slice(at, at + KEYS_PER_SELECT);
+        for (const row of this.#keysSelect(chunk.length).all(owner, ...chunk)) {
+          taken.add(String(row.idempotency_key));
+        }
+      }
+      return taken;
+    });
+  }
+
+  /** The SELECT of the keys taken among `count` keys of one owner, prepared on first use. */
+  #keysSelect(count: number): StatementSync {
+    let statement = this.#keySelects.get(count);
+    if (statement === undefined) {
+      statement = this.#db.prepare(
+        `SELECT idempotency_key FROM tasks WHERE owner = ? AND idempotency_key IN (${
+          Array.from({ length: count }, () => "?").join(", ")
+        })`,
+      );
+      this.#keySelects.set(count, statement);
+    }
+    return statement;
   }
 
   markStarted(notice: StartedNotice): Promise<void> {

@@ -128,8 +128,24 @@ export function configure(db: DatabaseSync): void {
   db.exec("PRAGMA busy_timeout = 5000");
 }
 
+/**
+ * Rows of one INSERT statement in `createMany`. Binding and stepping a statement per row costs more than the
+ * row itself: with 50 rows a statement, a row took 8.2–8.7 µs of CPU against 15.1–15.2 one by one (40,000
+ * rows in transactions of 250, a file on disk, 3 runs each).
+ */
+export const ROWS_PER_INSERT = 50;
+
 /** The prepared write statements of one connection, and how many cells `finish` binds. */
-export type Statements = Record<StatementName, StatementSync> & { readonly finishArity: number };
+export type Statements = Record<StatementName, StatementSync> & {
+  readonly finishArity: number;
+  /** The INSERT of `rows` rows (up to {@linkcode ROWS_PER_INSERT}), prepared on first use. */
+  insertRows(rows: number): StatementSync;
+  /**
+   * The `markPublished` of `rows` tasks (up to {@linkcode ROWS_PER_INSERT}) in one UPDATE, prepared on
+   * first use: 1.9 µs of CPU a task against 3.5–3.8 one by one (40,000 tasks in transactions of 250, 3 runs).
+   */
+  markPublishedRows(rows: number): StatementSync;
+};
 
 /** Prepares the write statements on a connection whose schema is current. */
 export function prepareWrites(
@@ -141,7 +157,36 @@ export function prepareWrites(
   for (const [name, text] of Object.entries(writeSql(columns, placeholders))) {
     prepared[name as StatementName] = db.prepare(text);
   }
-  return { ...prepared as Record<StatementName, StatementSync>, finishArity: finishArity(columns) };
+  const inserts = new Map<number, StatementSync>();
+  const marks = new Map<number, StatementSync>();
+  return {
+    ...prepared as Record<StatementName, StatementSync>,
+    finishArity: finishArity(columns),
+    insertRows(rows) {
+      let statement = inserts.get(rows);
+      if (statement === undefined) {
+        statement = db.prepare(
+          `INSERT INTO tasks (${columns}) VALUES ${
+            Array.from({ length: rows }, () => `(${placeholders})`).join(", ")
+          } ON CONFLICT DO NOTHING RETURNING task_id`,
+        );
+        inserts.set(rows, statement);
+      }
+      return statement;
+    },
+    markPublishedRows(rows) {
+      let statement = marks.get(rows);
+      if (statement === undefined) {
+        statement = db.prepare(
+          `UPDATE tasks SET published_at = ? WHERE task_id IN (${
+            Array.from({ length: rows }, () => "?").join(", ")
+          }) AND published_at IS NULL`,
+        );
+        marks.set(rows, statement);
+      }
+      return statement;
+    },
+  };
 }
 
 /** A cell the driver returned as text, or `null`. */
@@ -166,12 +211,31 @@ const WRITES = {
     }
     return { taskId, created: false };
   },
-  /** Several creates in one write; see `create`. */
+  /**
+   * Several creates in one write, as `create` one after another would give: the rows go in INSERTs of up to
+   * {@linkcode ROWS_PER_INSERT} rows, and a row the INSERT skipped (its key already taken, also by an earlier
+   * row of the same write) gets the task that holds its key.
+   */
   createMany(
     sql: Statements,
     rows: [cells: Cell[], owner: string, key: string | null][],
   ): { taskId: string; created: boolean }[] {
-    return rows.map(([cells, owner, key]) => WRITES.create(sql, cells, owner, key));
+    const inserted = new Set<unknown>();
+    for (let at = 0; at < rows.length; at += ROWS_PER_INSERT) {
+      const chunk = rows.slice(at, at + ROWS_PER_INSERT);
+      const cells: Cell[] = [];
+      for (const [row] of chunk) cells.push(...row);
+      for (const { task_id } of sql.insertRows(chunk.length).all(...cells)) inserted.add(task_id);
+    }
+    return rows.map(([cells, owner, key]) => {
+      const taskId = String(cells[0]);
+      if (inserted.has(taskId)) return { taskId, created: true };
+      if (key !== null) {
+        const first = sql.findByKey.get(owner, key);
+        if (first !== undefined) return { taskId: String(first.task_id), created: false };
+      }
+      return { taskId, created: false };
+    });
   },
   markStarted(
     sql: Statements,
@@ -209,7 +273,10 @@ const WRITES = {
     sql.markPublished.run(now, taskId);
   },
   markPublishedMany(sql: Statements, now: number, taskIds: string[]): void {
-    for (const taskId of taskIds) sql.markPublished.run(now, taskId);
+    for (let at = 0; at < taskIds.length; at += ROWS_PER_INSERT) {
+      const chunk = taskIds.slice(at, at + ROWS_PER_INSERT);
+      sql.markPublishedRows(chunk.length).run(now, ...chunk);
+    }
   },
   prune(sql: Statements, cutoff: number, max: number): { removed: number; blobKeys: string[] } {
     const rows = sql.prune.all(cutoff, max);

@@ -311,6 +311,60 @@ export function storeConformance(
     });
   });
 
+  test("createMany of more tasks than one statement holds keeps each task's outcome, keys repeated across statements included", async ({ store }) => {
+    // SQLite inserts 50 rows a statement: keys repeat within a statement, across two, and with an earlier task.
+    await store.create(newTask("t-antes", { idempotencyKey: "antes" }));
+    const keys = new Map<number, string>([[3, "a"], [40, "a"], [49, "b"], [50, "b"], [60, "c"], [
+      118,
+      "c",
+    ], [
+      119,
+      "antes",
+    ], [77, "d"]]);
+    const tasks = Array.from(
+      { length: 120 },
+      (_, i) =>
+        newTask(
+          `t${String(i).padStart(3, "0")}`,
+          keys.has(i) ? { idempotencyKey: keys.get(i)! } : {},
+        ),
+    );
+    const outcomes = await store.createMany(tasks);
+    const firstOf = new Map<string, string>([["antes", "t-antes"]]);
+    const expected = tasks.map((task) => {
+      const key = task.idempotencyKey;
+      if (key === undefined) return { taskId: task.taskId, created: true };
+      const first = firstOf.get(key);
+      if (first !== undefined) return { taskId: first, created: false };
+      firstOf.set(key, task.taskId);
+      return { taskId: task.taskId, created: true };
+    });
+    assert.deepEqual(outcomes, expected);
+    assert.equal(expected.filter((o) => !o.created).length, 4);
+    assert.equal((await store.list({ limit: 200 })).items.length, 1 + 120 - 4);
+    assert.equal(await store.get("t040"), undefined);
+    assert.deepEqual(await store.get("t077"), queuedView("t077"));
+    assert.deepEqual(await store.submission("t119"), undefined);
+  });
+
+  test("takenKeys gives the keys of the owner that a recorded task holds, and no other", async ({ store }) => {
+    if (store.takenKeys === undefined) return; // a shared store (PostgreSQL) does not offer it
+    await store.createMany([
+      newTask("t1", { idempotencyKey: "a" }),
+      newTask("t2", { idempotencyKey: "b", owner: "otro" }),
+      ...Array.from({ length: 60 }, (_, i) => newTask(`n${i}`, { idempotencyKey: `k${i}` })),
+    ]);
+    const asked = ["a", "b", "zz", ...Array.from({ length: 60 }, (_, i) => `k${i * 2}`)];
+    const taken = await store.takenKeys("web-1", asked);
+    assert.deepEqual(
+      [...taken].sort(),
+      ["a", ...Array.from({ length: 30 }, (_, i) => `k${i * 2}`)].sort(),
+    );
+    assert.deepEqual([...await store.takenKeys("otro", ["a", "b"])], ["b"]);
+    await store.remove("t1");
+    assert.deepEqual([...await store.takenKeys("web-1", ["a"])], []);
+  });
+
   test("markPublishedMany marks each known task published and ignores unknown ones", async ({ store }) => {
     await store.createMany([
       newTask("t1", { idempotencyKey: "a" }),
@@ -322,6 +376,18 @@ export function storeConformance(
     assert.equal(await store.published("t2"), false);
     assert.equal(await store.published("t3"), true);
     assert.equal(await store.published("nope"), false);
+  });
+
+  test("markPublishedMany of more tasks than one statement holds marks each of them", async ({ store }) => {
+    // SQLite marks 50 tasks a statement.
+    const ids = Array.from({ length: 120 }, (_, i) => `t${String(i).padStart(3, "0")}`);
+    await store.createMany(ids.map((id) => newTask(id, { idempotencyKey: id })));
+    await store.markPublishedMany([...ids.slice(0, 60), "nope", ...ids.slice(61)]);
+    const marked = await Promise.all(ids.map((id) => store.published(id)));
+    assert.deepEqual(
+      ids.filter((_, i) => !marked[i]),
+      ["t060"],
+    );
   });
 
   test("submission returns the task as created, payload and references included", async ({ store }) => {

@@ -8,7 +8,7 @@
  */
 import assert from "node:assert/strict";
 import { ColmenaError } from "../../shared/errors.ts";
-import type { NewTask, TaskStore } from "../../shared/ports.ts";
+import type { NewTask, ServerBroker, TaskStore } from "../../shared/ports.ts";
 import type { ControlMessage, TaskMessage } from "../../shared/queue_messages.ts";
 import { MemoryTaskStore } from "../../server/stores/memory.ts";
 import { startWorker, tempDataDir, uniqueQueues } from "../_helpers/processes.ts";
@@ -124,5 +124,258 @@ Deno.test({
     const accepted = await client.next((f) => f.id === "s2");
     assert.equal(accepted.type, "accepted", JSON.stringify(accepted));
     assert.equal((await memory.get(String(accepted.taskId)))?.status, "queued");
+  },
+});
+
+/**
+ * A store whose `createMany` is held until `release` (or 5 s), and a broker that notes each published task
+ * with whether its record was written by then.
+ */
+function heldRecords() {
+  const memory = new MemoryTaskStore();
+  const published: { taskId: string; recorded: boolean }[] = [];
+  const recorded = new Set<string>();
+  let gate = Promise.withResolvers<void>();
+  const store = overriding<TaskStore>(memory, {
+    createMany: async (tasks: readonly NewTask[]) => {
+      await Promise.race([gate.promise, new Promise((r) => setTimeout(r, 5_000))]);
+      const outcomes = await memory.createMany(tasks);
+      for (const task of tasks) recorded.add(task.taskId);
+      return outcomes;
+    },
+  });
+  const wrapBroker = (broker: ServerBroker) =>
+    overriding(broker, {
+      publishTask: (task: TaskMessage, options?: { bulk?: boolean }) => {
+        published.push({ taskId: task.taskId, recorded: recorded.has(task.taskId) });
+        return broker.publishTask(task, options);
+      },
+    });
+  return {
+    memory,
+    store,
+    wrapBroker,
+    published,
+    release() {
+      gate.resolve();
+      gate = Promise.withResolvers<void>();
+    },
+  };
+}
+
+/** Waits until `ready()` holds, checking every 10 ms, for at most 5 s. */
+async function until(ready: () => boolean): Promise<void> {
+  for (let waited = 0; !ready(); waited += 10) {
+    if (waited > 5_000) throw new Error("Timed out waiting for a condition");
+    await new Promise((r) => setTimeout(r, 10));
+  }
+}
+
+Deno.test({
+  name:
+    "a submit_many's tasks with no key or a free one are published while their slice is recorded; a repeated key waits for the record and gets the first task",
+  ...(await needsRabbit()),
+  sanitizeOps: false,
+  sanitizeResources: false,
+  async fn() {
+    await using queues = uniqueQueues("overlap-many");
+    const held = heldRecords();
+    await using app = await startInProcessServer(queues, held.store, {
+      wrapBroker: held.wrapBroker,
+    });
+    await using client = await RawClient.connect(app.port);
+    await client.send({ type: "hello", id: "h", client: { name: "overlap", kind: "cli" } });
+    await client.next((f) => f.type === "welcome");
+    // A task recorded earlier holds "k0" (a lone submit records with `create`, not held).
+    await client.send({
+      type: "submit",
+      id: "s0",
+      task: { type: "echo", payload: { message: "0" } },
+      options: { idempotencyKey: "k0" },
+    });
+    const first = await client.next((f) => f.id === "s0");
+    assert.equal(first.type, "accepted", JSON.stringify(first));
+    const before = held.published.length;
+
+    await client.send({
+      type: "submit_many",
+      id: "m1",
+      tasks: [
+        { task: { type: "echo", payload: { message: "a" } } },
+        { task: { type: "echo", payload: { message: "b" } }, options: { idempotencyKey: "k1" } },
+        { task: { type: "echo", payload: { message: "b" } }, options: { idempotencyKey: "k1" } },
+        { task: { type: "echo", payload: { message: "0" } }, options: { idempotencyKey: "k0" } },
+      ],
+    });
+    // The record is held until the first two are queued: they must not wait for it.
+    await until(() => held.published.length >= before + 2);
+    held.release();
+    const answer = await client.next((f) => f.id === "m1");
+    assert.equal(answer.type, "accepted_many", JSON.stringify(answer));
+    const items = answer.items as { taskId?: string; duplicate?: true }[];
+    const ids = items.map((item) => String(item.taskId));
+    assert.deepEqual(
+      held.published.slice(before).map((p) => [p.taskId, p.recorded]),
+      [[ids[0], false], [ids[1], false]],
+    );
+    // The repeats got the first task of their key, and nothing of theirs was published.
+    assert.deepEqual(items[2], { taskId: ids[1], duplicate: true, payloadDiffers: false });
+    assert.deepEqual(items[3], { taskId: first.taskId, duplicate: true, payloadDiffers: false });
+    for (const id of ids.slice(0, 2)) {
+      assert.equal((await held.memory.get(id))?.status, "queued");
+    }
+  },
+});
+
+Deno.test({
+  name:
+    "a key whose record is still being written by another submit_many is not published again: the repeat waits and gets that task",
+  ...(await needsRabbit()),
+  sanitizeOps: false,
+  sanitizeResources: false,
+  async fn() {
+    await using queues = uniqueQueues("overlap-many-held");
+    const held = heldRecords();
+    const controls: ControlMessage[] = [];
+    await using app = await startInProcessServer(queues, held.store, {
+      wrapBroker: (broker) =>
+        held.wrapBroker(overriding(broker, {
+          publishControl: (message: ControlMessage) => {
+            controls.push(message);
+            return broker.publishControl(message);
+          },
+        })),
+    });
+    await using one = await RawClient.connect(app.port);
+    await using two = await RawClient.connect(app.port);
+    for (const client of [one, two]) {
+      await client.send({ type: "hello", id: "h", client: { name: "mismo", kind: "cli" } });
+      await client.next((f) => f.type === "welcome");
+    }
+    const task = {
+      task: { type: "echo", payload: { message: "x" } },
+      options: { idempotencyKey: "kx" },
+    };
+    await one.send({ type: "submit_many", id: "m1", tasks: [task] });
+    await until(() => held.published.length >= 1);
+    // The first record of "kx" is still held: the second frame must not take the key as free.
+    await two.send({ type: "submit_many", id: "m2", tasks: [task] });
+    await new Promise((r) => setTimeout(r, 300));
+    held.release();
+    const a1 = await one.next((f) => f.id === "m1");
+    const a2 = await two.next((f) => f.id === "m2");
+    assert.equal(a1.type, "accepted_many", JSON.stringify(a1));
+    assert.equal(a2.type, "accepted_many", JSON.stringify(a2));
+    const firstId = (a1.items as { taskId: string }[])[0]!.taskId;
+    assert.deepEqual((a2.items as unknown[])[0], {
+      taskId: firstId,
+      duplicate: true,
+      payloadDiffers: false,
+    });
+    assert.deepEqual(held.published.map((p) => p.taskId), [firstId]);
+    assert.deepEqual(controls, []);
+  },
+});
+
+Deno.test({
+  name:
+    "when the record of a submit_many's slice fails, each task gets STORE_UNAVAILABLE, the queued ones are cancelled together, and the server keeps serving",
+  ...(await needsRabbit()),
+  sanitizeOps: false,
+  sanitizeResources: false,
+  async fn() {
+    await using queues = uniqueQueues("overlap-many-fail");
+    const memory = new MemoryTaskStore();
+    let failCreates = true;
+    const store = overriding<TaskStore>(memory, {
+      createMany: (tasks: readonly NewTask[]) =>
+        failCreates
+          ? Promise.reject(new ColmenaError("STORE_UNAVAILABLE"))
+          : memory.createMany(tasks),
+    });
+    const controls: ControlMessage[] = [];
+    await using app = await startInProcess(queues, store, { controls });
+    await using client = await RawClient.connect(app.port);
+    await client.send({ type: "hello", id: "h", client: { name: "overlap", kind: "cli" } });
+    await client.next((f) => f.type === "welcome");
+
+    const tasks = Array.from({ length: 30 }, (_, i) => ({
+      task: { type: "echo", payload: { message: `m${i}` } },
+      ...(i === 7 || i === 8 ? { options: { idempotencyKey: "clave" } } : {}),
+    }));
+    await client.send({ type: "submit_many", id: "m1", tasks });
+    const answer = await client.next((f) => f.id === "m1");
+    assert.equal(answer.type, "accepted_many", JSON.stringify(answer));
+    const items = answer.items as { error?: { code: string } }[];
+    assert.equal(items.length, 30);
+    for (const item of items) assert.equal(item.error?.code, "STORE_UNAVAILABLE");
+    // 29 were queued (the first with "clave" too) and are cancelled, in one message; the repeat of "clave"
+    // waited for the record and was never published.
+    const cancelled = controls.flatMap((c) => c.type === "cancel" ? c.taskIds : []);
+    assert.equal(cancelled.length, 29);
+    assert.equal(new Set(cancelled).size, 29);
+    assert.ok(controls.length <= 2, `${controls.length} cancel messages`);
+
+    failCreates = false;
+    await client.send({ type: "submit_many", id: "m2", tasks: tasks.slice(0, 3) });
+    const accepted = await client.next((f) => f.id === "m2");
+    assert.equal(accepted.type, "accepted_many", JSON.stringify(accepted));
+    for (const item of accepted.items as { taskId?: string }[]) {
+      assert.equal((await memory.get(String(item.taskId)))?.status, "queued");
+    }
+  },
+});
+
+Deno.test({
+  name:
+    "when both the record of a slice and the broker's confirms fail, the tasks that may be queued are cancelled",
+  ...(await needsRabbit()),
+  sanitizeOps: false,
+  sanitizeResources: false,
+  async fn() {
+    await using queues = uniqueQueues("overlap-many-unconfirmed");
+    const memory = new MemoryTaskStore();
+    const store = overriding<TaskStore>(memory, {
+      createMany: () => Promise.reject(new ColmenaError("STORE_UNAVAILABLE")),
+    });
+    const published: string[] = [];
+    const controls: ControlMessage[] = [];
+    await using app = await startInProcessServer(queues, store, {
+      wrapBroker: (broker) =>
+        overriding(broker, {
+          // Sent, then the confirm is lost, and the broker does not come back within the deadline.
+          publishTask: async (task: TaskMessage, options?: { bulk?: boolean }) => {
+            published.push(task.taskId);
+            await broker.publishTask(task, options);
+            throw new ColmenaError("PUBLISH_UNCONFIRMED");
+          },
+          waitConnected: () => Promise.resolve(false),
+          publishControl: (message: ControlMessage) => {
+            controls.push(message);
+            return broker.publishControl(message);
+          },
+        }),
+    });
+    await using client = await RawClient.connect(app.port);
+    await client.send({ type: "hello", id: "h", client: { name: "overlap", kind: "cli" } });
+    await client.next((f) => f.type === "welcome");
+
+    await client.send({
+      type: "submit_many",
+      id: "m1",
+      tasks: [
+        { task: { type: "echo", payload: { message: "a" } } },
+        { task: { type: "echo", payload: { message: "b" } }, options: { idempotencyKey: "k" } },
+        { task: { type: "echo", payload: { message: "c" } } },
+      ],
+    });
+    const answer = await client.next((f) => f.id === "m1");
+    assert.equal(answer.type, "accepted_many", JSON.stringify(answer));
+    for (const item of answer.items as { error?: { code: string } }[]) {
+      assert.equal(item.error?.code, "STORE_UNAVAILABLE");
+    }
+    assert.equal(published.length, 3);
+    const cancelled = controls.flatMap((c) => c.type === "cancel" ? c.taskIds : []);
+    assert.deepEqual([...cancelled].sort(), [...published].sort());
   },
 });

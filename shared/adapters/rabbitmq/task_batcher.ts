@@ -65,6 +65,11 @@ export class TaskBatcher {
   readonly #options: TaskBatcherOptions;
   readonly #maxChars: number;
   #groups = new Map<string, _Group>();
+  /**
+   * The group key of each (type, priority, bulk), kept: a key built anew for every task is a new string,
+   * which each map lookup must first flatten and hash.
+   */
+  readonly #keys = new Map<string, Map<number, string>>();
   #scheduled = false;
   /** Messages published and not yet confirmed (or failed). */
   #unconfirmed = 0;
@@ -87,7 +92,7 @@ export class TaskBatcher {
    */
   add(task: TaskMessage, options: { bulk?: boolean } = {}): Promise<void> {
     const bulk = options.bulk === true;
-    const key = `${task.priority}\n${task.type}${bulk ? "\nbulk" : ""}`;
+    const key = this.#groupKey(task.type, task.priority, bulk);
     let group = this.#groups.get(key);
     if (group === undefined) {
       const cap = bulk
@@ -114,6 +119,22 @@ export class TaskBatcher {
       else setImmediate(() => this.flush());
     }
     return promise;
+  }
+
+  #groupKey(type: string, priority: number, bulk: boolean): string {
+    let byPriority = this.#keys.get(type);
+    if (byPriority === undefined) {
+      byPriority = new Map();
+      this.#keys.set(type, byPriority);
+    }
+    // Bulk groups under the negative priorities (a task's priority is never negative).
+    const slot = bulk ? -1 - priority : priority;
+    let key = byPriority.get(slot);
+    if (key === undefined) {
+      key = `${priority}\n${type}${bulk ? "\nbulk" : ""}`;
+      byPriority.set(slot, key);
+    }
+    return key;
   }
 
   /** Publishes every group now; normally called at the end of the turn. */
