@@ -15,29 +15,35 @@ import { TASK_COLUMNS } from "../../server/stores/columns.ts";
 import { readMigrations } from "../../server/stores/migrations.ts";
 import { storeConformance } from "../conformance/task_store.ts";
 
-storeConformance("sqlite store", async () => {
-  const dir = await Deno.makeTempDir({ prefix: "colmena-sqlite-" });
-  // A folder that does not exist yet: opening creates it, as it does the server's ./data.
-  const path = join(dir, "data", "colmena.db");
-  const opened: TaskStore[] = [];
-  async function open(): Promise<TaskStore> {
-    const store = await openSqliteTaskStore(path);
-    opened.push(store);
-    return store;
-  }
-  const store = await open();
-  return {
-    store,
-    openAgain: open,
-    async [Symbol.asyncDispose]() {
-      try {
-        for (const each of opened) await each.close();
-      } finally {
-        await Deno.remove(dir, { recursive: true });
-      }
-    },
-  };
-}, { persistent: true });
+for (
+  const [name, options] of [["sqlite store", {}], ["sqlite store (writer thread only)", {
+    inlineBatch: 0,
+  }]] as const
+) {
+  storeConformance(name, async () => {
+    const dir = await Deno.makeTempDir({ prefix: "colmena-sqlite-" });
+    // A folder that does not exist yet: opening creates it, as it does the server's ./data.
+    const path = join(dir, "data", "colmena.db");
+    const opened: TaskStore[] = [];
+    async function open(): Promise<TaskStore> {
+      const store = await openSqliteTaskStore(path, options);
+      opened.push(store);
+      return store;
+    }
+    const store = await open();
+    return {
+      store,
+      openAgain: open,
+      async [Symbol.asyncDispose]() {
+        try {
+          for (const each of opened) await each.close();
+        } finally {
+          await Deno.remove(dir, { recursive: true });
+        }
+      },
+    };
+  }, { persistent: true });
+}
 
 function task(taskId: string, priority = 1): NewTask {
   return {
@@ -52,35 +58,39 @@ function task(taskId: string, priority = 1): NewTask {
   };
 }
 
-Deno.test("sqlite store: a write SQLite refuses fails alone with STORE_UNAVAILABLE, the rest of its batch commits", async () => {
-  const dir = await Deno.makeTempDir({ prefix: "colmena-sqlite-" });
-  try {
-    const store = await openSqliteTaskStore(join(dir, "colmena.db"));
+for (
+  const [where, options] of [["here", {}], ["in the writer thread", { inlineBatch: 0 }]] as const
+) {
+  Deno.test(`sqlite store: a write SQLite refuses ${where} fails alone with STORE_UNAVAILABLE, the rest of its batch commits`, async () => {
+    const dir = await Deno.makeTempDir({ prefix: "colmena-sqlite-" });
     try {
-      // A fractional priority cannot go into the STRICT INTEGER column.
-      const [good, bad, other] = await Promise.allSettled([
-        store.create(task("a")),
-        store.create(task("b", 1.5)),
-        store.create(task("c")),
-      ]);
-      assert.deepEqual(good, { status: "fulfilled", value: { taskId: "a", created: true } });
-      assert.deepEqual(other, { status: "fulfilled", value: { taskId: "c", created: true } });
-      assert.equal(bad.status, "rejected");
-      assert.ok(bad.reason instanceof ColmenaError && bad.reason.code === "STORE_UNAVAILABLE");
-      assert.equal(await store.get("b"), undefined);
-      assert.equal((await store.get("c"))?.status, "queued");
+      const store = await openSqliteTaskStore(join(dir, "colmena.db"), options);
+      try {
+        // A fractional priority cannot go into the STRICT INTEGER column.
+        const [good, bad, other] = await Promise.allSettled([
+          store.create(task("a")),
+          store.create(task("b", 1.5)),
+          store.create(task("c")),
+        ]);
+        assert.deepEqual(good, { status: "fulfilled", value: { taskId: "a", created: true } });
+        assert.deepEqual(other, { status: "fulfilled", value: { taskId: "c", created: true } });
+        assert.equal(bad.status, "rejected");
+        assert.ok(bad.reason instanceof ColmenaError && bad.reason.code === "STORE_UNAVAILABLE");
+        assert.equal(await store.get("b"), undefined);
+        assert.equal((await store.get("c"))?.status, "queued");
+      } finally {
+        await store.close();
+      }
     } finally {
-      await store.close();
+      await Deno.remove(dir, { recursive: true });
     }
-  } finally {
-    await Deno.remove(dir, { recursive: true });
-  }
-});
+  });
+}
 
 Deno.test("sqlite store: writes made in many turns, with batches in flight in the writer thread, apply in order", async () => {
   const dir = await Deno.makeTempDir({ prefix: "colmena-sqlite-" });
   try {
-    const store = await openSqliteTaskStore(join(dir, "colmena.db"));
+    const store = await openSqliteTaskStore(join(dir, "colmena.db"), { inlineBatch: 0 });
     try {
       // Each task's create, start and result go in three different turns, none awaited: batches follow
       // one another to the thread while earlier ones are still there. Out of order, a result would land

@@ -11,7 +11,6 @@
  * @module
  */
 import type { Channel, ConsumeMessage } from "amqplib";
-import { setImmediate } from "node:timers";
 import * as log from "../../log.ts";
 
 /** The part of a channel the window settles deliveries on. */
@@ -43,19 +42,14 @@ export class AckWindow {
     this.#acked.add(tag);
     if (this.#scheduled) return;
     this.#scheduled = true;
-    const send = () => {
+    setTimeout(() => {
       this.#scheduled = false;
       try {
         this.flush();
       } catch (err) {
         log.error("No se pudo confirmar una tarea a RabbitMQ; se volverá a entregar", err);
       }
-    };
-    // Nothing else held (no load): at the end of this turn, in the wake-up that settled it, instead of a
-    // wake-up of its own a millisecond later (Deno's shortest timer) that may land on the next task's path.
-    // Under load, that timer gathers the acks of several turns into one frame.
-    if (this.#acked.size === this.#held.size) setImmediate(send);
-    else setTimeout(send, 0);
+    }, 0);
   }
 
   /** Rejects a held delivery at once, on its own: `requeue` puts it back, otherwise it is dead-lettered. */
