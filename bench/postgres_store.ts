@@ -22,11 +22,11 @@ import { resolve } from "node:path";
 import { pathToFileURL } from "node:url";
 // @ts-types="@types/pg"
 import pg from "pg";
-import type { NewTask, TaskStore } from "../shared/ports.ts";
-import type { ResultMessage } from "../shared/queue_messages.ts";
+import type { TaskStore } from "../shared/ports.ts";
 import { newTaskId } from "../server/task_ids.ts";
 import { findPostgresPids } from "./processes.ts";
 import { median } from "./stats.ts";
+import { benchResult, benchTask } from "./store_fixtures.ts";
 
 const USAGE = `Uso: deno task bench:postgres [opciones]
   --tareas N           tareas por ronda                                   [20000]
@@ -64,36 +64,6 @@ async function postgresDeltaNs(before: Map<number, number>): Promise<number> {
   return total;
 }
 
-function task(taskId: string, now: string): NewTask {
-  return {
-    taskId,
-    taskType: "text",
-    priority: 1,
-    client: { name: "bench-1", kind: "cli" },
-    submittedAt: now,
-    origin: "s1",
-    payload: { text: "hola mundo", op: "upper" },
-    maxAttempts: 3,
-    timeoutMs: 30_000,
-    owner: "bench-1",
-  };
-}
-
-function result(taskId: string, now: string): ResultMessage {
-  return {
-    taskId,
-    taskType: "text",
-    origin: "s1",
-    status: "succeeded",
-    output: { text: "HOLA MUNDO" },
-    worker: "w1",
-    durationMs: 0.05,
-    startedAt: now,
-    finishedAt: now,
-    attempt: 1,
-  };
-}
-
 interface Round {
   readonly seconds: number;
   readonly processUs: number;
@@ -122,8 +92,8 @@ async function round(module: StoreModule, url: string, options: {
     // Warm-up: every connection the store uses has its statements prepared before the measure.
     const warm = Array.from({ length: 2_000 }, () => newTaskId());
     const now0 = new Date().toISOString();
-    await Promise.all(warm.map((id) => store.create(task(id, now0))));
-    await Promise.all(warm.map((id) => store.complete(result(id, now0))));
+    await Promise.all(warm.map((id) => store.create(benchTask(id, now0))));
+    await Promise.all(warm.map((id) => store.complete(benchResult(id, now0))));
 
     const ids: string[] = Array.from({ length: options.tasks }, () => newTaskId());
     const turns = Math.ceil(options.tasks / options.group);
@@ -140,8 +110,8 @@ async function round(module: StoreModule, url: string, options: {
       const now = new Date().toISOString();
       const slice = (at: number) =>
         at < 0 || at >= turns ? [] : ids.slice(at * options.group, (at + 1) * options.group);
-      for (const id of slice(turn)) track(store.create(task(id, now)));
-      for (const id of slice(turn - options.endDelay)) track(store.complete(result(id, now)));
+      for (const id of slice(turn)) track(store.create(benchTask(id, now)));
+      for (const id of slice(turn - options.endDelay)) track(store.complete(benchResult(id, now)));
       await new Promise((resolve) => setImmediate(resolve));
       while (pending.size > options.maxPending) await Promise.race(pending);
     }

@@ -22,10 +22,10 @@ import { parseArgs } from "node:util";
 import { join } from "node:path";
 import { setImmediate } from "node:timers";
 import { openSqliteTaskStore } from "../server/stores/sqlite.ts";
-import type { NewTask } from "../shared/ports.ts";
-import type { ResultMessage, StartedNotice } from "../shared/queue_messages.ts";
+import type { StartedNotice } from "../shared/queue_messages.ts";
 import { newTaskId } from "../server/task_ids.ts";
 import { median } from "./stats.ts";
+import { benchResult, benchTask } from "./store_fixtures.ts";
 
 const USAGE = `Uso: deno task bench:sqlite [opciones]
   --tareas N           tareas por ronda                                   [40000]
@@ -57,38 +57,8 @@ async function threads(): Promise<{ main: string; writers: string[] }> {
   return { main: String(Deno.pid), writers };
 }
 
-function task(taskId: string, now: string): NewTask {
-  return {
-    taskId,
-    taskType: "text",
-    priority: 1,
-    client: { name: "bench-1", kind: "cli" },
-    submittedAt: now,
-    origin: "s1",
-    payload: { text: "hola mundo", op: "upper" },
-    maxAttempts: 3,
-    timeoutMs: 30_000,
-    owner: "bench-1",
-  };
-}
-
 function started(taskId: string, now: string): StartedNotice {
   return { taskId, origin: "s1", worker: "w1", startedAt: now, attempt: 1 };
-}
-
-function result(taskId: string, now: string): ResultMessage {
-  return {
-    taskId,
-    taskType: "text",
-    origin: "s1",
-    status: "succeeded",
-    output: { text: "HOLA MUNDO" },
-    worker: "w1",
-    durationMs: 0.05,
-    startedAt: now,
-    finishedAt: now,
-    attempt: 1,
-  };
 }
 
 interface Round {
@@ -114,8 +84,8 @@ async function round(path: string, options: {
     for (let done = 0; done < options.prior; done += 1_000) {
       const now = new Date().toISOString();
       const batch = Array.from({ length: Math.min(1_000, options.prior - done) }, options.newId);
-      await Promise.all(batch.map((id) => store.create(task(id, now))));
-      await Promise.all(batch.map((id) => store.complete(result(id, now))));
+      await Promise.all(batch.map((id) => store.create(benchTask(id, now))));
+      await Promise.all(batch.map((id) => store.complete(benchResult(id, now))));
     }
     const ids: string[] = Array.from({ length: options.tasks }, options.newId);
     const turns = Math.ceil(options.tasks / options.group);
@@ -125,7 +95,7 @@ async function round(path: string, options: {
       promise.finally(() => pending.delete(promise));
     };
     // A first write starts the writer thread's own work, so that it is there to be measured.
-    await store.create(task(crypto.randomUUID(), new Date().toISOString()));
+    await store.create(benchTask(crypto.randomUUID(), new Date().toISOString()));
     const { main, writers } = await threads();
     const before = { main: await threadNs(main), writers: 0, cpu: process.cpuUsage() };
     for (const tid of writers) before.writers += await threadNs(tid);
@@ -135,12 +105,14 @@ async function round(path: string, options: {
       const now = new Date().toISOString();
       const slice = (at: number) =>
         at < 0 || at >= turns ? [] : ids.slice(at * options.group, (at + 1) * options.group);
-      for (const id of slice(turn)) track(store.create(task(id, now)));
+      for (const id of slice(turn)) track(store.create(benchTask(id, now)));
       // One result batch: its notices, then its results, as `ResultRouter.onResults` writes them.
       const notices = slice(turn - options.startDelay)
         .filter((_, i) => startEvery > 0 && i % startEvery === 0)
         .map((id) => store.markStarted(started(id, now)));
-      const results = slice(turn - options.endDelay).map((id) => store.complete(result(id, now)));
+      const results = slice(turn - options.endDelay).map((id) =>
+        store.complete(benchResult(id, now))
+      );
       track(Promise.all([Promise.all(notices), Promise.all(results)]));
       await new Promise((resolve) => setImmediate(resolve));
       while (pending.size > options.maxPending) await Promise.race(pending);
