@@ -6,6 +6,10 @@
  * it first; a read of many records (`list`, `matchIds`) waits for every result pending when it began. Other
  * servers reading a shared store (PostgreSQL) see the result once it has committed.
  *
+ * A write that fails (the store went away mid-COMMIT) leaves its result message unacknowledged, so the broker
+ * delivers it again and its copy is written later: until then, or {@linkcode REDELIVERY_WAIT_MS} at most, the
+ * reads of that task keep waiting, instead of showing it running after its result was pushed.
+ *
  * @module
  */
 import type { WireError } from "../shared/errors.ts";
@@ -13,13 +17,19 @@ import type { CancelOutcome, NewTask, TaskPage, TaskQuery, TaskStore } from "../
 import type { TaskView } from "../shared/protocol.ts";
 import type { ResultMessage, StartedNotice } from "../shared/queue_messages.ts";
 
-function _ignore(): void {}
+/**
+ * How long the reads of a task wait for the copy of a result whose write failed: the broker delivers it again
+ * once the result channel is back (to this server, or to another that shares the queue).
+ */
+export const REDELIVERY_WAIT_MS = 30_000;
 
 /** A task store whose reads wait for the results this server has asked it to record and it has not yet. */
 export class PendingResultsStore implements TaskStore {
   readonly #store: TaskStore;
   /** Each task's latest `complete` not yet settled (fulfilled or not). */
   readonly #pending = new Map<string, Promise<void>>();
+  /** Tasks whose `complete` failed, waiting for a later one to be written: wakes their readers. */
+  readonly #awaitingCopy = new Map<string, () => void>();
 
   /** The wrapped store's, when it has it (a store only this server writes). */
   readonly takenKeys?: (owner: string, keys: readonly string[]) => Promise<Set<string>>;
@@ -58,7 +68,7 @@ export class PendingResultsStore implements TaskStore {
   complete(result: ResultMessage): Promise<boolean> {
     const written = this.#store.complete(result);
     const taskId = result.taskId;
-    const settled = written.then(_ignore, _ignore);
+    const settled = written.then(() => this.#copyWritten(taskId), () => this.#awaitCopy(taskId));
     this.#pending.set(taskId, settled);
     settled.then(() => {
       if (this.#pending.get(taskId) === settled) this.#pending.delete(taskId);
@@ -118,6 +128,27 @@ export class PendingResultsStore implements TaskStore {
 
   close(): Promise<void> {
     return this.#store.close();
+  }
+
+  /** Waits for a later `complete` of `taskId` to be written, or {@linkcode REDELIVERY_WAIT_MS}. */
+  #awaitCopy(taskId: string): Promise<void> {
+    return new Promise((resolve) => {
+      const earlier = this.#awaitingCopy.get(taskId);
+      const wake = () => {
+        clearTimeout(timer);
+        if (this.#awaitingCopy.get(taskId) === wake) this.#awaitingCopy.delete(taskId);
+        earlier?.();
+        resolve();
+      };
+      const timer = setTimeout(wake, REDELIVERY_WAIT_MS);
+      Deno.unrefTimer(timer);
+      this.#awaitingCopy.set(taskId, wake);
+    });
+  }
+
+  /** A `complete` of `taskId` was written: the readers waiting since an earlier one failed go on. */
+  #copyWritten(taskId: string): void {
+    this.#awaitingCopy.get(taskId)?.();
   }
 
   /** Runs `read` once every result pending now has settled (at once when none is). */
