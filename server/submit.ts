@@ -37,6 +37,15 @@ type _Outcome =
   | { kind: "refused"; error: ColmenaError }
   | { kind: "stopping" };
 
+/** A plain task on its way to be published while its record is written. */
+interface _PlainSubmit {
+  readonly newTask: NewTask;
+  readonly broker: ServerBroker;
+  readonly slot: InFlightSlot | undefined;
+  readonly ask: { maxAttempts: number; timeoutMs: number };
+  readonly bulk: boolean;
+}
+
 /** A task of a `submit_many` checked and admitted, ready to be recorded with the others of its slice. */
 interface _PlainTask {
   readonly newTask: NewTask;
@@ -706,13 +715,7 @@ export class Submitter {
    */
   async #recordWhilePublishing(
     client: ClientConnection,
-    { newTask, broker, slot, ask, bulk }: {
-      newTask: NewTask;
-      broker: ServerBroker;
-      slot: InFlightSlot | undefined;
-      ask: { maxAttempts: number; timeoutMs: number };
-      bulk: boolean;
-    },
+    { newTask, broker, slot, ask, bulk }: _PlainSubmit,
   ): Promise<_Outcome> {
     const queued = this.#queueUnrecorded(client, { newTask, broker, slot, ask, bulk });
     const [recorded, published] = await Promise.allSettled([
@@ -785,13 +788,7 @@ export class Submitter {
    */
   #queueUnrecorded(
     client: ClientConnection,
-    { newTask, broker, slot, ask, bulk }: {
-      newTask: NewTask;
-      broker: ServerBroker;
-      slot: InFlightSlot | undefined;
-      ask: { maxAttempts: number; timeoutMs: number };
-      bulk: boolean;
-    },
+    { newTask, broker, slot, ask, bulk }: _PlainSubmit,
   ): { target: PushTarget; published: Promise<void> } {
     const { taskId, idempotencyKey } = newTask;
     slot?.track(taskId, ask);

@@ -22,6 +22,23 @@ function uniqueSchema(): string {
   return `colmena_test_${crypto.randomUUID().replaceAll("-", "")}`;
 }
 
+/** Runs `run` with a store on a schema of its own, then closes the store and drops the schema. */
+async function withStore(
+  run: (store: TaskStore, schema: string) => Promise<void>,
+): Promise<void> {
+  const schema = uniqueSchema();
+  try {
+    const store = await openPostgresTaskStore(DATABASE_URL, { schema });
+    try {
+      await run(store, schema);
+    } finally {
+      await store.close();
+    }
+  } finally {
+    await dropPostgresSchema(DATABASE_URL, schema);
+  }
+}
+
 storeConformance("postgres store", async () => {
   const schema = uniqueSchema();
   const opened: TaskStore[] = [];
@@ -67,28 +84,20 @@ Deno.test({
     "postgres store: a write PostgreSQL refuses fails alone with STORE_UNAVAILABLE, the rest of its batch commits",
   ...postgres,
   async fn() {
-    const schema = uniqueSchema();
-    try {
-      const store = await openPostgresTaskStore(DATABASE_URL, { schema });
-      try {
-        // One INSERT carries the three; a priority beyond `integer` makes PostgreSQL refuse it.
-        const [good, bad, other] = await Promise.allSettled([
-          store.create(task("a")),
-          store.create(task("b", 2 ** 40)),
-          store.create(task("c")),
-        ]);
-        assert.deepEqual(good, { status: "fulfilled", value: { taskId: "a", created: true } });
-        assert.deepEqual(other, { status: "fulfilled", value: { taskId: "c", created: true } });
-        assert.equal(bad.status, "rejected");
-        assert.ok(bad.reason instanceof ColmenaError && bad.reason.code === "STORE_UNAVAILABLE");
-        assert.equal(await store.get("b"), undefined);
-        assert.equal((await store.get("c"))?.status, "queued");
-      } finally {
-        await store.close();
-      }
-    } finally {
-      await dropPostgresSchema(DATABASE_URL, schema);
-    }
+    await withStore(async (store) => {
+      // One INSERT carries the three; a priority beyond `integer` makes PostgreSQL refuse it.
+      const [good, bad, other] = await Promise.allSettled([
+        store.create(task("a")),
+        store.create(task("b", 2 ** 40)),
+        store.create(task("c")),
+      ]);
+      assert.deepEqual(good, { status: "fulfilled", value: { taskId: "a", created: true } });
+      assert.deepEqual(other, { status: "fulfilled", value: { taskId: "c", created: true } });
+      assert.equal(bad.status, "rejected");
+      assert.ok(bad.reason instanceof ColmenaError && bad.reason.code === "STORE_UNAVAILABLE");
+      assert.equal(await store.get("b"), undefined);
+      assert.equal((await store.get("c"))?.status, "queued");
+    });
   },
 });
 
@@ -97,53 +106,45 @@ Deno.test({
     "postgres store: a refused statement in a pipelined batch rolls the batch back, and the rest commit alone",
   ...postgres,
   async fn() {
-    const schema = uniqueSchema();
-    try {
-      const store = await openPostgresTaskStore(DATABASE_URL, { schema });
-      try {
-        await store.create(task("started"));
-        // BEGIN, the INSERT of the creates (refused: a priority beyond `integer`), the UPDATE of the start
-        // and the upsert of the result travel together; the COMMIT behind the refusal answers ROLLBACK.
-        const [good, bad, start, done] = await Promise.allSettled([
-          store.create(task("a")),
-          store.create(task("b", 2 ** 40)),
-          store.markStarted({
-            taskId: "started",
-            origin: "s1",
-            worker: "w1",
-            startedAt: "2025-01-01T00:00:01.000Z",
-            attempt: 1,
-          }),
-          store.complete({
-            taskId: "orphan",
-            taskType: "text",
-            origin: "s1",
-            status: "succeeded",
-            output: null,
-            worker: "w1",
-            durationMs: 1,
-            startedAt: "2025-01-01T00:00:01.000Z",
-            finishedAt: "2025-01-01T00:00:02.000Z",
-            attempt: 1,
-          }),
-        ]);
-        assert.deepEqual(good, { status: "fulfilled", value: { taskId: "a", created: true } });
-        assert.equal(bad.status, "rejected");
-        assert.ok(bad.reason instanceof ColmenaError && bad.reason.code === "STORE_UNAVAILABLE");
-        assert.deepEqual(start, { status: "fulfilled", value: undefined });
-        assert.deepEqual(done, { status: "fulfilled", value: true });
-        assert.equal(await store.get("b"), undefined);
-        assert.equal((await store.get("started"))?.status, "running");
-        assert.equal((await store.get("orphan"))?.status, "succeeded");
-        // The connection is reused as it was: later batches commit.
-        await store.create(task("c"));
-        assert.equal((await store.get("c"))?.status, "queued");
-      } finally {
-        await store.close();
-      }
-    } finally {
-      await dropPostgresSchema(DATABASE_URL, schema);
-    }
+    await withStore(async (store) => {
+      await store.create(task("started"));
+      // BEGIN, the INSERT of the creates (refused: a priority beyond `integer`), the UPDATE of the start
+      // and the upsert of the result travel together; the COMMIT behind the refusal answers ROLLBACK.
+      const [good, bad, start, done] = await Promise.allSettled([
+        store.create(task("a")),
+        store.create(task("b", 2 ** 40)),
+        store.markStarted({
+          taskId: "started",
+          origin: "s1",
+          worker: "w1",
+          startedAt: "2025-01-01T00:00:01.000Z",
+          attempt: 1,
+        }),
+        store.complete({
+          taskId: "orphan",
+          taskType: "text",
+          origin: "s1",
+          status: "succeeded",
+          output: null,
+          worker: "w1",
+          durationMs: 1,
+          startedAt: "2025-01-01T00:00:01.000Z",
+          finishedAt: "2025-01-01T00:00:02.000Z",
+          attempt: 1,
+        }),
+      ]);
+      assert.deepEqual(good, { status: "fulfilled", value: { taskId: "a", created: true } });
+      assert.equal(bad.status, "rejected");
+      assert.ok(bad.reason instanceof ColmenaError && bad.reason.code === "STORE_UNAVAILABLE");
+      assert.deepEqual(start, { status: "fulfilled", value: undefined });
+      assert.deepEqual(done, { status: "fulfilled", value: true });
+      assert.equal(await store.get("b"), undefined);
+      assert.equal((await store.get("started"))?.status, "running");
+      assert.equal((await store.get("orphan"))?.status, "succeeded");
+      // The connection is reused as it was: later batches commit.
+      await store.create(task("c"));
+      assert.equal((await store.get("c"))?.status, "queued");
+    });
   },
 });
 
@@ -152,69 +153,61 @@ Deno.test({
     "postgres store: text with quotes, backslashes, braces, commas, NULL and escapes goes through the JSON parameter intact",
   ...postgres,
   async fn() {
-    const schema = uniqueSchema();
-    try {
-      const store = await openPostgresTaskStore(DATABASE_URL, { schema });
-      try {
-        const awkward = [
-          `"`,
-          `\\`,
-          `\\"`,
-          "{a,b}",
-          "NULL",
-          "",
-          " x ",
-          "a,b",
-          "ñ😀",
-          "\n\t",
-          "\\ud800",
-          "\\u0000",
-          "\u2028\u0001",
-          "null",
-        ];
-        const tasks: NewTask[] = awkward.map((text, i) => ({
-          ...task(`t${i}`),
+    await withStore(async (store) => {
+      const awkward = [
+        `"`,
+        `\\`,
+        `\\"`,
+        "{a,b}",
+        "NULL",
+        "",
+        " x ",
+        "a,b",
+        "ñ😀",
+        "\n\t",
+        "\\ud800",
+        "\\u0000",
+        "\u2028\u0001",
+        "null",
+      ];
+      const tasks: NewTask[] = awkward.map((text, i) => ({
+        ...task(`t${i}`),
+        taskType: `tipo ${text}`,
+        client: { name: text, kind: "cli" },
+        payload: { text, list: [text, null, 1.5] },
+        idempotencyKey: `clave ${text}`,
+      }));
+      // One batch: one INSERT whose records are one JSON parameter.
+      const created = await Promise.all(tasks.map((each) => store.create(each)));
+      assert.deepEqual(created, tasks.map((each) => ({ taskId: each.taskId, created: true })));
+      const done = await Promise.all(awkward.map((text, i) =>
+        store.complete({
+          taskId: `t${i}`,
           taskType: `tipo ${text}`,
-          client: { name: text, kind: "cli" },
-          payload: { text, list: [text, null, 1.5] },
-          idempotencyKey: `clave ${text}`,
-        }));
-        // One batch: one INSERT whose records are one JSON parameter.
-        const created = await Promise.all(tasks.map((each) => store.create(each)));
-        assert.deepEqual(created, tasks.map((each) => ({ taskId: each.taskId, created: true })));
-        const done = await Promise.all(awkward.map((text, i) =>
-          store.complete({
-            taskId: `t${i}`,
-            taskType: `tipo ${text}`,
-            origin: "s1",
-            status: "failed",
-            output: null,
-            error: { code: "TASK_FAILED", message: text },
-            worker: text,
-            durationMs: -0.25,
-            startedAt: "2025-01-01T00:00:01.000Z",
-            finishedAt: "2025-01-01T00:00:02.000Z",
-            attempt: 2,
-          })
-        ));
-        assert.ok(done.every((each) => each));
-        for (const [i, text] of awkward.entries()) {
-          const submission = await store.submission(`t${i}`);
-          assert.deepEqual(submission?.payload, { text, list: [text, null, 1.5] });
-          assert.equal(submission?.client.name, text);
-          assert.equal(submission?.idempotencyKey, `clave ${text}`);
-          const view = await store.get(`t${i}`);
-          assert.equal(view?.taskType, `tipo ${text}`);
-          assert.equal(view?.worker, text);
-          assert.deepEqual(view?.error, { code: "TASK_FAILED", message: text });
-          assert.equal(view?.durationMs, -0.25);
-        }
-      } finally {
-        await store.close();
+          origin: "s1",
+          status: "failed",
+          output: null,
+          error: { code: "TASK_FAILED", message: text },
+          worker: text,
+          durationMs: -0.25,
+          startedAt: "2025-01-01T00:00:01.000Z",
+          finishedAt: "2025-01-01T00:00:02.000Z",
+          attempt: 2,
+        })
+      ));
+      assert.ok(done.every((each) => each));
+      for (const [i, text] of awkward.entries()) {
+        const submission = await store.submission(`t${i}`);
+        assert.deepEqual(submission?.payload, { text, list: [text, null, 1.5] });
+        assert.equal(submission?.client.name, text);
+        assert.equal(submission?.idempotencyKey, `clave ${text}`);
+        const view = await store.get(`t${i}`);
+        assert.equal(view?.taskType, `tipo ${text}`);
+        assert.equal(view?.worker, text);
+        assert.deepEqual(view?.error, { code: "TASK_FAILED", message: text });
+        assert.equal(view?.durationMs, -0.25);
       }
-    } finally {
-      await dropPostgresSchema(DATABASE_URL, schema);
-    }
+    });
   },
 });
 
@@ -223,46 +216,38 @@ Deno.test({
     "postgres store: a create of a task id already recorded, in a batch with other writes, answers created false and the rest commit",
   ...postgres,
   async fn() {
-    const schema = uniqueSchema();
-    try {
-      const store = await openPostgresTaskStore(DATABASE_URL, { schema });
-      try {
-        assert.deepEqual(await store.create(task("t1", 1)), { taskId: "t1", created: true });
-        // One turn, one batch: the creates without a key go in a plain INSERT, which the taken id makes fail;
-        // the batch is then applied write by write.
-        const [again, other, keyed, orphan] = await Promise.all([
-          store.create(task("t1", 7)),
-          store.create(task("t2")),
-          store.create({ ...task("t3"), idempotencyKey: "k" }),
-          store.complete({
-            taskId: "t4",
-            taskType: "text",
-            origin: "s1",
-            status: "succeeded",
-            output: 1,
-            worker: "w1",
-            durationMs: 1,
-            startedAt: "2025-01-01T00:00:01.000Z",
-            finishedAt: "2025-01-01T00:00:02.000Z",
-            attempt: 1,
-          }),
-        ]);
-        assert.deepEqual(again, { taskId: "t1", created: false });
-        assert.deepEqual(other, { taskId: "t2", created: true });
-        assert.deepEqual(keyed, { taskId: "t3", created: true });
-        assert.equal(orphan, true);
-        assert.equal((await store.get("t1"))?.priority, 1);
-        assert.equal((await store.get("t2"))?.status, "queued");
-        assert.equal((await store.get("t4"))?.status, "succeeded");
-        // Without a taken id, the creates of one batch all commit together.
-        const many = await Promise.all(["u1", "u2", "u3"].map((id) => store.create(task(id))));
-        assert.deepEqual(many.map((each) => each.created), [true, true, true]);
-      } finally {
-        await store.close();
-      }
-    } finally {
-      await dropPostgresSchema(DATABASE_URL, schema);
-    }
+    await withStore(async (store) => {
+      assert.deepEqual(await store.create(task("t1", 1)), { taskId: "t1", created: true });
+      // One turn, one batch: the creates without a key go in a plain INSERT, which the taken id makes fail;
+      // the batch is then applied write by write.
+      const [again, other, keyed, orphan] = await Promise.all([
+        store.create(task("t1", 7)),
+        store.create(task("t2")),
+        store.create({ ...task("t3"), idempotencyKey: "k" }),
+        store.complete({
+          taskId: "t4",
+          taskType: "text",
+          origin: "s1",
+          status: "succeeded",
+          output: 1,
+          worker: "w1",
+          durationMs: 1,
+          startedAt: "2025-01-01T00:00:01.000Z",
+          finishedAt: "2025-01-01T00:00:02.000Z",
+          attempt: 1,
+        }),
+      ]);
+      assert.deepEqual(again, { taskId: "t1", created: false });
+      assert.deepEqual(other, { taskId: "t2", created: true });
+      assert.deepEqual(keyed, { taskId: "t3", created: true });
+      assert.equal(orphan, true);
+      assert.equal((await store.get("t1"))?.priority, 1);
+      assert.equal((await store.get("t2"))?.status, "queued");
+      assert.equal((await store.get("t4"))?.status, "succeeded");
+      // Without a taken id, the creates of one batch all commit together.
+      const many = await Promise.all(["u1", "u2", "u3"].map((id) => store.create(task(id))));
+      assert.deepEqual(many.map((each) => each.created), [true, true, true]);
+    });
   },
 });
 
@@ -271,65 +256,57 @@ Deno.test({
     "postgres store: a lone surrogate in text is kept as U+FFFD and its writes commit; times keep their milliseconds; a JSON null payload is not a missing one",
   ...postgres,
   async fn() {
-    const schema = uniqueSchema();
-    try {
-      const store = await openPostgresTaskStore(DATABASE_URL, { schema });
-      try {
-        // PostgreSQL's JSON refuses the escape of a lone surrogate: a write that carried it would fail for ever.
-        const created = await Promise.all([
-          store.create({
-            ...task("s1"),
-            client: { name: "cli\ud800", kind: "cli" },
-            submittedAt: "2025-01-01T00:00:00.123Z",
-            payload: { text: "a\udc00b" },
-          }),
-          store.create({ ...task("s2"), submittedAt: "2025-01-01T00:00:00.999Z", payload: null }),
-          store.create(task("s3")),
-        ]);
-        assert.deepEqual(created.map((each) => each.created), [true, true, true]);
-        const done = await Promise.all(["s1", "s2"].map((taskId) =>
-          store.complete({
-            taskId,
-            taskType: "text",
-            origin: "s1",
-            status: "failed",
-            output: null,
-            error: { code: "TASK_FAILED", message: "mal \ud83d" },
-            worker: "w\udfff",
-            durationMs: 0.5,
-            startedAt: "2025-01-01T00:00:01.001Z",
-            finishedAt: "2025-01-01T00:00:02.045Z",
-            attempt: 1,
-          })
-        ));
-        assert.deepEqual(done, [true, true]);
-        const s1 = await store.submission("s1");
-        assert.equal(s1?.client.name, "cli\ufffd");
-        // The payload is JSON text: its escape of the lone surrogate is kept and reads back as it was.
-        assert.deepEqual(s1?.payload, { text: "a\udc00b" });
-        assert.equal(s1?.submittedAt, "2025-01-01T00:00:00.123Z");
-        const view = await store.get("s1");
-        assert.equal(view?.worker, "w\ufffd");
-        assert.deepEqual(view?.error, { code: "TASK_FAILED", message: "mal \ufffd" });
-        assert.equal(view?.startedAt, "2025-01-01T00:00:01.001Z");
-        assert.equal(view?.finishedAt, "2025-01-01T00:00:02.045Z");
-        assert.equal((await store.submission("s2"))?.submittedAt, "2025-01-01T00:00:00.999Z");
-        const payloads = await withClient(async (client) =>
-          (await client.query<{ taskId: string; payload: string | null }>(
-            `SELECT task_id AS "taskId", payload::text AS payload FROM "${schema}".tasks
-             WHERE task_id IN ('s2', 's3') ORDER BY task_id`,
-          )).rows
-        );
-        assert.deepEqual(payloads, [
-          { taskId: "s2", payload: "null" },
-          { taskId: "s3", payload: null },
-        ]);
-      } finally {
-        await store.close();
-      }
-    } finally {
-      await dropPostgresSchema(DATABASE_URL, schema);
-    }
+    await withStore(async (store, schema) => {
+      // PostgreSQL's JSON refuses the escape of a lone surrogate: a write that carried it would fail for ever.
+      const created = await Promise.all([
+        store.create({
+          ...task("s1"),
+          client: { name: "cli\ud800", kind: "cli" },
+          submittedAt: "2025-01-01T00:00:00.123Z",
+          payload: { text: "a\udc00b" },
+        }),
+        store.create({ ...task("s2"), submittedAt: "2025-01-01T00:00:00.999Z", payload: null }),
+        store.create(task("s3")),
+      ]);
+      assert.deepEqual(created.map((each) => each.created), [true, true, true]);
+      const done = await Promise.all(["s1", "s2"].map((taskId) =>
+        store.complete({
+          taskId,
+          taskType: "text",
+          origin: "s1",
+          status: "failed",
+          output: null,
+          error: { code: "TASK_FAILED", message: "mal \ud83d" },
+          worker: "w\udfff",
+          durationMs: 0.5,
+          startedAt: "2025-01-01T00:00:01.001Z",
+          finishedAt: "2025-01-01T00:00:02.045Z",
+          attempt: 1,
+        })
+      ));
+      assert.deepEqual(done, [true, true]);
+      const s1 = await store.submission("s1");
+      assert.equal(s1?.client.name, "cli\ufffd");
+      // The payload is JSON text: its escape of the lone surrogate is kept and reads back as it was.
+      assert.deepEqual(s1?.payload, { text: "a\udc00b" });
+      assert.equal(s1?.submittedAt, "2025-01-01T00:00:00.123Z");
+      const view = await store.get("s1");
+      assert.equal(view?.worker, "w\ufffd");
+      assert.deepEqual(view?.error, { code: "TASK_FAILED", message: "mal \ufffd" });
+      assert.equal(view?.startedAt, "2025-01-01T00:00:01.001Z");
+      assert.equal(view?.finishedAt, "2025-01-01T00:00:02.045Z");
+      assert.equal((await store.submission("s2"))?.submittedAt, "2025-01-01T00:00:00.999Z");
+      const payloads = await withClient(async (client) =>
+        (await client.query<{ taskId: string; payload: string | null }>(
+          `SELECT task_id AS "taskId", payload::text AS payload FROM "${schema}".tasks
+         WHERE task_id IN ('s2', 's3') ORDER BY task_id`,
+        )).rows
+      );
+      assert.deepEqual(payloads, [
+        { taskId: "s2", payload: "null" },
+        { taskId: "s3", payload: null },
+      ]);
+    });
   },
 });
 
