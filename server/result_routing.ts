@@ -32,15 +32,21 @@ import { DOWNLOAD_CHUNK_BYTES } from "./transfers.ts";
 /** Records a `watch` reads at once. */
 const WATCH_BATCH = 16;
 
-/** Where a task's result goes once it arrives: held until the task's `accepted` has gone out. */
+/**
+ * Where a task's result goes once it arrives: held until the task's `accepted` has gone out. One target may
+ * stand for many tasks answered together (a slice of a `submit_many`, see {@linkcode ResultRouter.expectMany}):
+ * it then holds their early results by task id.
+ */
 export interface PushTarget {
   readonly conn: ClientConnection;
   /** When the submit began (`performance.now()`), for the latency histogram; unset for a `watch`. */
   readonly since?: number;
   accepted: boolean;
   result?: ResultPush;
-  /** Told when a result (recorded, or being recorded) is held for want of `accepted`. */
-  onHeld?: () => void;
+  /** The results held for want of `accepted`, by task id, when the target stands for many tasks. */
+  readonly held?: Map<string, ResultPush>;
+  /** Told when a result (recorded, or being recorded) of the task is held for want of `accepted`. */
+  onHeld?: (taskId: string) => void;
 }
 
 /** What the router needs. */
@@ -102,8 +108,8 @@ function _pushFromView(view: TaskView): ResultPush {
 /** Owns the push targets (by task id) and the watched tasks of one server. */
 export class ResultRouter {
   readonly #deps: ResultRouterDeps;
-  /** The connections awaiting each task's result, by task id. */
-  readonly #pushes = new Map<string, Set<PushTarget>>();
+  /** The connections awaiting each task's result, by task id: most tasks have one, kept without a set. */
+  readonly #pushes = new Map<string, PushTarget | Set<PushTarget>>();
   /** Tasks whose result may be consumed by another server: polled in the store. */
   readonly #watched = new Set<string>();
   #polling = false;
@@ -121,29 +127,37 @@ export class ResultRouter {
     return target;
   }
 
+  /**
+   * {@linkcode expect} for tasks answered together (a slice of a `submit_many`): one target for all of them,
+   * which holds each one's early result until {@linkcode acceptedAll}.
+   */
+  expectMany(taskIds: readonly string[], conn: ClientConnection): PushTarget {
+    const target: PushTarget = { conn, since: performance.now(), accepted: false, held: new Map() };
+    for (const taskId of taskIds) this.#add(taskId, target);
+    return target;
+  }
+
   /** The submit behind `target` failed: nothing will be pushed for it. */
   abandon(taskId: string, target: PushTarget): void {
+    target.held?.delete(taskId);
     this.#remove(taskId, target);
   }
 
   #add(taskId: string, target: PushTarget): void {
-    let targets = this.#pushes.get(taskId);
-    if (targets === undefined) {
-      targets = new Set();
-      this.#pushes.set(taskId, targets);
-    }
-    targets.add(target);
+    const targets = this.#pushes.get(taskId);
+    if (targets === undefined) this.#pushes.set(taskId, target);
+    else if (targets instanceof Set) targets.add(target);
+    else this.#pushes.set(taskId, new Set([targets, target]));
     target.conn.awaiting.add(taskId);
   }
 
   #remove(taskId: string, target: PushTarget): void {
     const targets = this.#pushes.get(taskId);
-    if (targets !== undefined) {
-      targets.delete(target);
-      if (targets.size === 0) {
-        this.#pushes.delete(taskId);
-        this.#watched.delete(taskId);
-      }
+    if (
+      targets === target || (targets instanceof Set && targets.delete(target) && targets.size === 0)
+    ) {
+      this.#pushes.delete(taskId);
+      this.#watched.delete(taskId);
     }
     target.conn.awaiting.delete(taskId);
   }
@@ -158,6 +172,15 @@ export class ResultRouter {
   accepted(taskId: string, target: PushTarget): void {
     target.accepted = true;
     if (target.result !== undefined) this.#deliver(taskId, target, target.result);
+  }
+
+  /** The `accepted` of every task of a target of {@linkcode expectMany} has gone out: see {@linkcode accepted}. */
+  acceptedAll(target: PushTarget): void {
+    target.accepted = true;
+    const held = target.held;
+    if (held === undefined || held.size === 0) return;
+    for (const [taskId, push] of [...held]) this.#deliver(taskId, target, push);
+    held.clear();
   }
 
   /**
@@ -183,7 +206,8 @@ export class ResultRouter {
 
   /** The connections awaiting a task, as a copy (delivering changes the set). */
   #targets(taskId: string): PushTarget[] {
-    return [...(this.#pushes.get(taskId) ?? [])];
+    const targets = this.#pushes.get(taskId);
+    return targets === undefined ? [] : targets instanceof Set ? [...targets] : [targets];
   }
 
   /** A connection ended: forgets where its results were to go. */
@@ -268,8 +292,9 @@ export class ResultRouter {
   /** Sends a result to its connection once, after `accepted`. */
   #deliver(taskId: string, target: PushTarget, push: ResultPush): void {
     if (!target.accepted) {
-      target.result = push;
-      target.onHeld?.();
+      if (target.held !== undefined) target.held.set(taskId, push);
+      else target.result = push;
+      target.onHeld?.(taskId);
       return;
     }
     this.#remove(taskId, target);

@@ -52,6 +52,8 @@ interface _PlainTask {
   readonly checked: CheckedTask;
   readonly ask: { priority: number; maxAttempts: number; timeoutMs: number };
   readonly slot: InFlightSlot | undefined;
+  /** Its place in the slice. */
+  readonly at: number;
 }
 
 /** An unexpected failure of one task in a batch becomes its `INTERNAL` error; logged. */
@@ -309,15 +311,16 @@ export class Submitter {
 
   /** The outcome of each task of a slice of a `submit_many`, in order; see {@linkcode submitMany}. */
   async #acceptSlice(client: ClientConnection, items: readonly _BatchTask[]): Promise<_Outcome[]> {
-    const outcomes: Promise<_Outcome>[] = [];
-    const plain: (_PlainTask & { at: number })[] = [];
+    // Settled outcomes in place; a task that is still under way has its promise there.
+    const outcomes: (_Outcome | Promise<_Outcome>)[] = [];
+    const plain: _PlainTask[] = [];
     const broker = this.#deps.broker();
     // The tasks of a slice arrived together: one submit time and one copy of the client for all of them.
     const stamp = { submittedAt: new Date().toISOString(), client: { ...client.client } };
     for (const item of items) {
       let ready: _PlainTask | _Outcome | undefined;
       try {
-        ready = this.#preparePlain(client, item, { broker, stamp });
+        ready = this.#preparePlain(client, item, { broker, stamp, at: outcomes.length });
       } catch (err) {
         ready = { kind: "refused", error: _asColmenaError(err) };
       }
@@ -329,13 +332,13 @@ export class Submitter {
           })),
         );
       } else if ("kind" in ready) {
-        outcomes.push(Promise.resolve(ready));
+        outcomes.push(ready);
       } else {
-        plain.push({ ...ready, at: outcomes.length });
-        outcomes.push(Promise.resolve({ kind: "stopping" })); // replaced below
+        plain.push(ready);
+        outcomes.push(_STOPPING); // replaced below
       }
     }
-    if (plain.length === 0 || broker === undefined) return await Promise.all(outcomes);
+    if (plain.length === 0 || broker === undefined) return await _settleAll(outcomes);
     const { store } = this.#deps;
     const owner = client.principal.name;
     const newTasks = plain.map((p) => p.newTask);
@@ -348,10 +351,11 @@ export class Submitter {
     const recording = store.createMany(newTasks);
     this.#holdKeys(owner, newTasks, recording);
     const publishable = await early;
-    const now: (_PlainTask & { at: number; index: number })[] = [];
+    const now: number[] = [];
+    const onPublished = (taskId: string) => this.#markPublishedSoon(taskId);
     plain.forEach((p, k) => {
       if (publishable[k]) {
-        now.push({ ...p, index: k });
+        now.push(k);
         return;
       }
       // A keyed task that may repeat a key waits for its record, which may name an earlier task.
@@ -365,19 +369,23 @@ export class Submitter {
           slot: p.slot,
           file: undefined,
           bulk: true,
-          onPublished: (taskId) => this.#markPublishedSoon(taskId),
+          onPublished,
         })
       ).catch((err): _Outcome => ({ kind: "refused", error: _asColmenaError(err) }))
         .finally(() => p.slot?.release()); // a no-op once the task is tracked
     });
-    const settled = now.length === 0
-      ? []
-      : await this.#recordManyWhilePublishing(client, { tasks: now, recording, broker });
-    const all = await Promise.all(outcomes);
-    now.forEach((p, j) => {
-      all[p.at] = settled[j]!;
-    });
-    return all;
+    if (now.length > 0) {
+      const settled = await this.#recordManyWhilePublishing(client, {
+        plain,
+        now,
+        recording,
+        broker,
+      });
+      now.forEach((k, j) => {
+        outcomes[plain[k]!.at] = settled[j]!;
+      });
+    }
+    return await _settleAll(outcomes);
   }
 
   /**
@@ -475,9 +483,10 @@ export class Submitter {
   #preparePlain(
     client: ClientConnection,
     item: _BatchTask,
-    { broker, stamp }: {
+    { broker, stamp, at }: {
       broker: ServerBroker | undefined;
       stamp: { submittedAt: string; client: NewTask["client"] };
+      at: number;
     },
   ): _PlainTask | _Outcome | undefined {
     const { task } = item;
@@ -520,6 +529,7 @@ export class Submitter {
       checked: { type, payload, defaultTimeoutMs: definition.timeoutMs },
       ask,
       slot,
+      at,
     };
   }
 
@@ -732,35 +742,58 @@ export class Submitter {
 
   /**
    * {@linkcode #recordWhilePublishing} for the tasks of a slice of a `submit_many` that may be published
-   * while recorded (see {@linkcode #publishableEarly}): `recording` is the slice's `createMany`, and
-   * `index` each task's place in it. A keyed task's confirm is noted with `#markPublishedSoon`.
+   * while recorded (see {@linkcode #publishableEarly}): `recording` is the slice's `createMany` of `plain`,
+   * and `now` the places in it of the tasks to publish. They go as one: one result route for all of them
+   * ({@linkcode ResultRouter.expectMany}) and one publish, with no promise per task; each task still gets its
+   * own outcome. A keyed task's confirm is noted with `#markPublishedSoon`.
    */
   async #recordManyWhilePublishing(
     client: ClientConnection,
-    { tasks, recording, broker }: {
-      tasks: readonly {
-        newTask: NewTask;
-        slot: InFlightSlot | undefined;
-        ask: { maxAttempts: number; timeoutMs: number };
-        index: number;
-      }[];
+    { plain, now, recording, broker }: {
+      plain: readonly _PlainTask[];
+      now: readonly number[];
       recording: Promise<{ taskId: string; created: boolean }[]>;
       broker: ServerBroker;
     },
   ): Promise<_Outcome[]> {
-    const queued = tasks.map(({ newTask, slot, ask }) =>
-      this.#queueUnrecorded(client, { newTask, broker, slot, ask, bulk: true })
-    );
-    const [records, ...published] = await Promise.allSettled([
-      recording,
-      ...queued.map((q) => q.published),
+    const { router } = this.#deps;
+    const taskIds: string[] = [];
+    const messages: TaskMessage[] = [];
+    for (const k of now) {
+      const { newTask, slot, ask } = plain[k]!;
+      // Counted in flight from here: its result may come back before the broker's confirm does.
+      slot?.track(newTask.taskId, ask);
+      taskIds.push(newTask.taskId);
+      messages.push(_taskMessage(newTask, undefined));
+    }
+    const target = router.expectMany(taskIds, client);
+    const publishing = this.#publishManySurely(broker, { messages, target });
+    // A repeat of a key (answered with its task once it is recorded) waits for this publish.
+    const publishDone = publishing.then(() => {});
+    for (const k of now) {
+      const { newTask } = plain[k]!;
+      if (newTask.idempotencyKey !== undefined) this.#inFlight.set(newTask.taskId, publishDone);
+    }
+    const [records, errors] = await Promise.all([
+      recording.then(
+        (value): PromiseSettledResult<{ taskId: string; created: boolean }[]> => ({
+          status: "fulfilled",
+          value,
+        }),
+        (reason: unknown): PromiseRejectedResult => ({ status: "rejected", reason }),
+      ),
+      publishing,
     ]);
     // Cancels of tasks queued whose record then failed: one control message for those of one turn.
     const cancel = _cancelBatcher(broker);
-    return await Promise.all(tasks.map(({ newTask, slot, index }, j) => {
+    const onPublished = (taskId: string) => this.#markPublishedSoon(taskId);
+    const afterReply = () => router.acceptedAll(target);
+    const outcomes: (_Outcome | Promise<_Outcome>)[] = [];
+    now.forEach((k, j) => {
+      const { newTask, slot } = plain[k]!;
       const { taskId } = newTask;
       let recorded: PromiseSettledResult<unknown> = records;
-      if (records.status === "fulfilled" && records.value[index]?.created !== true) {
+      if (records.status === "fulfilled" && records.value[k]?.created !== true) {
         // Cannot happen while this server alone writes: the key was free and held by none of its writes.
         recorded = {
           status: "rejected",
@@ -769,17 +802,68 @@ export class Submitter {
           }),
         };
       }
+      const error = errors[j];
       const outcome = this.#settleUnrecorded(newTask, {
-        target: queued[j]!.target,
+        target,
         recorded,
-        published: published[j]!,
+        published: error === undefined ? _FULFILLED : { status: "rejected", reason: error },
         cancel,
-        onPublished: (id) => this.#markPublishedSoon(id),
+        onPublished,
+        afterReply,
       });
-      if (!(outcome instanceof Promise)) return outcome; // accepted: tracked, its slot is in use
-      return outcome.catch((err): _Outcome => ({ kind: "refused", error: _asColmenaError(err) }))
-        .finally(() => slot?.release()); // a no-op once the task is tracked
-    }));
+      outcomes.push(
+        outcome instanceof Promise // not accepted
+          ? outcome.catch((err): _Outcome => ({ kind: "refused", error: _asColmenaError(err) }))
+            .finally(() => slot?.release())
+          : outcome, // accepted: tracked, its slot is in use
+      );
+    });
+    return await _settleAll(outcomes);
+  }
+
+  /**
+   * {@linkcode #publishSurely} for the tasks of a slice, published together (`ServerBroker.publishTasks`) and
+   * again together after a lost confirm: resolves with each task's error, `undefined` once it is confirmed or
+   * its result is held by `target` (see {@linkcode _resultHeld}).
+   */
+  async #publishManySurely(
+    broker: ServerBroker,
+    { messages, target }: { messages: readonly TaskMessage[]; target: PushTarget },
+  ): Promise<unknown[]> {
+    const deadline = Date.now() + this.#deps.config.publishRetryMs;
+    const errors: unknown[] = new Array(messages.length).fill(undefined);
+    const maybeStored = new Set<number>();
+    const finished = (i: number) => target.held?.has(messages[i]!.taskId) === true;
+    let places: number[] | undefined; // undefined: every task
+    for (let attempt = 1;; attempt++) {
+      const round = places === undefined ? messages : places.map((i) => messages[i]!);
+      const outcomes = await _publishRound(broker, round, target);
+      const failed: number[] = [];
+      outcomes.forEach((err, r) => {
+        const i = places === undefined ? r : places[r]!;
+        if (err === undefined || finished(i)) {
+          // Its result is in: it was queued and ran, and a copy would only run it again.
+          if (err === undefined && attempt > 1) this.#deps.stats.republished++;
+          errors[i] = undefined;
+          return;
+        }
+        if (err instanceof ColmenaError && err.code === "PUBLISH_UNCONFIRMED") maybeStored.add(i);
+        errors[i] = err;
+        failed.push(i);
+      });
+      if (failed.length === 0) return errors;
+      const left = deadline - Date.now();
+      if (this.#deps.stopping() || left <= 0 || !(await broker.waitConnected(left))) {
+        for (const i of failed) {
+          if (maybeStored.has(i)) {
+            errors[i] = new ColmenaError("PUBLISH_UNCONFIRMED", { cause: errors[i] });
+          }
+        }
+        return errors;
+      }
+      log.warn(`Confirmación perdida de ${failed.length} tareas; se vuelven a publicar`);
+      places = failed;
+    }
   }
 
   /**
@@ -813,12 +897,14 @@ export class Submitter {
    */
   #settleUnrecorded(
     newTask: NewTask,
-    { target, recorded, published, cancel, onPublished }: {
+    { target, recorded, published, cancel, onPublished, afterReply }: {
       target: PushTarget;
       recorded: PromiseSettledResult<unknown>;
       published: PromiseSettledResult<unknown>;
       cancel: (taskId: string) => Promise<void>;
       onPublished?: (taskId: string) => void;
+      /** Routes the task's result once answered; by default, `ResultRouter.accepted` of `target`. */
+      afterReply?: () => void;
     },
   ): _Outcome | Promise<_Outcome> {
     const { store, router, stats, quotas } = this.#deps;
@@ -832,7 +918,7 @@ export class Submitter {
       return {
         kind: "accepted",
         reply: { taskId },
-        afterReply: () => router.accepted(taskId, target),
+        afterReply: afterReply ?? (() => router.accepted(taskId, target)),
       };
     }
     stats.rejected++;
@@ -1062,4 +1148,60 @@ function _taskMessage(task: NewTask, file: FileSpec | undefined): TaskMessage {
     ...(task.payloadRef === undefined ? {} : { payloadRef: task.payloadRef }),
     ...(file === undefined ? {} : { file }),
   };
+}
+
+/** A placeholder outcome, replaced before it is read. */
+const _STOPPING: _Outcome = { kind: "stopping" };
+
+/** A publish that went through, shared by every task of a slice that got it. */
+const _FULFILLED: PromiseFulfilledResult<undefined> = { status: "fulfilled", value: undefined };
+
+/** The outcomes, once those still under way have settled: no promise for those settled already. */
+async function _settleAll(outcomes: (_Outcome | Promise<_Outcome>)[]): Promise<_Outcome[]> {
+  const places: number[] = [];
+  const waiting: Promise<_Outcome>[] = [];
+  outcomes.forEach((o, i) => {
+    if (o instanceof Promise) {
+      places.push(i);
+      waiting.push(o);
+    }
+  });
+  if (waiting.length > 0) {
+    const settled = await Promise.all(waiting);
+    places.forEach((i, j) => {
+      outcomes[i] = settled[j]!;
+    });
+  }
+  return outcomes as _Outcome[];
+}
+
+/**
+ * One publish of a slice's tasks: resolves with each one's error (`undefined` once confirmed, or once its
+ * result is held by `target`), in the order of `messages`.
+ */
+function _publishRound(
+  broker: ServerBroker,
+  messages: readonly TaskMessage[],
+  target: PushTarget,
+): Promise<unknown[]> {
+  const { promise, resolve } = Promise.withResolvers<unknown[]>();
+  const outcomes: unknown[] = new Array(messages.length).fill(undefined);
+  const done = new Uint8Array(messages.length);
+  let left = messages.length;
+  if (left === 0) return Promise.resolve(outcomes);
+  const settled = (index: number, error?: unknown) => {
+    if (done[index] === 1) return;
+    done[index] = 1;
+    outcomes[index] = error;
+    if (--left === 0) resolve(outcomes);
+  };
+  // A result held means recorded, queued and done: it is answered without waiting for its confirm.
+  let places: Map<string, number> | undefined;
+  target.onHeld = (taskId) => {
+    places ??= new Map(messages.map((m, i) => [m.taskId, i]));
+    const index = places.get(taskId);
+    if (index !== undefined) settled(index);
+  };
+  broker.publishTasks(messages, { bulk: true, settled });
+  return promise;
 }

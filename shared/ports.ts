@@ -41,6 +41,16 @@ export interface ServerBroker extends Closable {
    */
   publishTask(task: TaskMessage, options?: { bulk?: boolean }): Promise<void>;
   /**
+   * {@linkcode publishTask} for many tasks at once, without a promise per task: `settled` is told the outcome
+   * of each task, by its index in `tasks`, exactly once: no error once the broker confirmed the message that
+   * carried it, or the error that `publishTask` would have rejected with. It may be told at once (the broker
+   * is draining), or later, in any order.
+   */
+  publishTasks(
+    tasks: readonly TaskMessage[],
+    options: { bulk?: boolean; settled: (index: number, error?: unknown) => void },
+  ): void;
+  /**
    * Sends results that belong to another server to that server. Resolves when the broker has them; after a
    * reject the caller keeps the results' source unacknowledged, so they come again.
    */

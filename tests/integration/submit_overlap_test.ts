@@ -150,6 +150,15 @@ function heldRecords() {
         published.push({ taskId: task.taskId, recorded: recorded.has(task.taskId) });
         return broker.publishTask(task, options);
       },
+      publishTasks: (
+        tasks: readonly TaskMessage[],
+        options: { bulk?: boolean; settled: (index: number, error?: unknown) => void },
+      ) => {
+        for (const task of tasks) {
+          published.push({ taskId: task.taskId, recorded: recorded.has(task.taskId) });
+        }
+        return broker.publishTasks(tasks, options);
+      },
     });
   return {
     memory,
@@ -349,6 +358,16 @@ Deno.test({
             await broker.publishTask(task, options);
             throw new ColmenaError("PUBLISH_UNCONFIRMED");
           },
+          publishTasks: (
+            tasks: readonly TaskMessage[],
+            options: { bulk?: boolean; settled: (index: number, error?: unknown) => void },
+          ) => {
+            for (const task of tasks) published.push(task.taskId);
+            broker.publishTasks(tasks, {
+              ...options,
+              settled: (index) => options.settled(index, new ColmenaError("PUBLISH_UNCONFIRMED")),
+            });
+          },
           waitConnected: () => Promise.resolve(false),
           publishControl: (message: ControlMessage) => {
             controls.push(message);
@@ -377,5 +396,114 @@ Deno.test({
     assert.equal(published.length, 3);
     const cancelled = controls.flatMap((c) => c.type === "cancel" ? c.taskIds : []);
     assert.deepEqual([...cancelled].sort(), [...published].sort());
+  },
+});
+
+Deno.test({
+  name:
+    "a submit_many's tasks whose results come before the broker's confirms are answered accepted_many, then each result, without waiting for the confirms",
+  ...(await needsRabbit()),
+  sanitizeOps: false,
+  sanitizeResources: false,
+  async fn() {
+    await using queues = uniqueQueues("overlap-many-early");
+    const store = new MemoryTaskStore();
+    let confirmsTold = 0;
+    await using app = await startInProcessServer(queues, store, {
+      wrapBroker: (broker) =>
+        overriding(broker, {
+          // Each task's confirm is seen CONFIRM_DELAY_MS late.
+          publishTasks: (
+            tasks: readonly TaskMessage[],
+            options: { bulk?: boolean; settled: (index: number, error?: unknown) => void },
+          ) =>
+            broker.publishTasks(tasks, {
+              ...options,
+              settled: (index, error) =>
+                void setTimeout(() => {
+                  confirmsTold++;
+                  options.settled(index, error);
+                }, CONFIRM_DELAY_MS),
+            }),
+        }),
+    });
+    await using workerData = await tempDataDir();
+    await using _worker = await startWorker("w1", queues, ["--data-dir", workerData.path]);
+    await using client = await RawClient.connect(app.port);
+    await client.send({ type: "hello", id: "h", client: { name: "overlap", kind: "cli" } });
+    await client.next((f) => f.type === "welcome");
+
+    await client.send({
+      type: "submit_many",
+      id: "m1",
+      tasks: [
+        { task: { type: "echo", payload: { message: "a" } } },
+        { task: { type: "echo", payload: { message: "b" } }, options: { idempotencyKey: "kb" } },
+        { task: { type: "echo", payload: { message: "c" } } },
+      ],
+    });
+    const answer = await client.next((f) => f.id === "m1");
+    assert.equal(answer.type, "accepted_many", JSON.stringify(answer));
+    const ids = (answer.items as { taskId: string }[]).map((item) => item.taskId);
+    assert.equal(new Set(ids).size, 3);
+    const results = [];
+    for (const id of ids) {
+      results.push(await client.next((f) => f.type === "result" && f.taskId === id));
+    }
+    // No confirm was told yet: the answer and the results did not wait for them.
+    assert.equal(confirmsTold, 0);
+    assert.deepEqual(results.map((r) => r.output), [{ message: "a" }, { message: "b" }, {
+      message: "c",
+    }]);
+    for (const id of ids) assert.equal((await store.get(id))?.status, "succeeded");
+  },
+});
+
+Deno.test({
+  name:
+    "a submit_many's tasks whose confirm is lost are published again together, each under its id, and accepted",
+  ...(await needsRabbit()),
+  sanitizeOps: false,
+  sanitizeResources: false,
+  async fn() {
+    await using queues = uniqueQueues("overlap-many-again");
+    const store = new MemoryTaskStore();
+    const rounds: string[][] = [];
+    await using app = await startInProcessServer(queues, store, {
+      wrapBroker: (broker) =>
+        overriding(broker, {
+          // The first publish is sent, but every confirm is lost; the next one goes through.
+          publishTasks: (
+            tasks: readonly TaskMessage[],
+            options: { bulk?: boolean; settled: (index: number, error?: unknown) => void },
+          ) => {
+            rounds.push(tasks.map((t) => t.taskId));
+            const lost = rounds.length === 1;
+            broker.publishTasks(tasks, {
+              ...options,
+              settled: (index, error) =>
+                options.settled(index, lost ? new ColmenaError("PUBLISH_UNCONFIRMED") : error),
+            });
+          },
+        }),
+    });
+    await using client = await RawClient.connect(app.port);
+    await client.send({ type: "hello", id: "h", client: { name: "overlap", kind: "cli" } });
+    await client.next((f) => f.type === "welcome");
+
+    await client.send({
+      type: "submit_many",
+      id: "m1",
+      tasks: [
+        { task: { type: "echo", payload: { message: "a" } } },
+        { task: { type: "echo", payload: { message: "b" } }, options: { idempotencyKey: "kb" } },
+      ],
+    });
+    const answer = await client.next((f) => f.id === "m1");
+    assert.equal(answer.type, "accepted_many", JSON.stringify(answer));
+    const ids = (answer.items as { taskId: string }[]).map((item) => item.taskId);
+    assert.deepEqual(rounds, [ids, ids]);
+    for (const id of ids) assert.equal((await store.get(id))?.status, "queued");
+    assert.equal(app.server.stats.republished, 2);
   },
 });

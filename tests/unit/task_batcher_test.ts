@@ -276,3 +276,45 @@ Deno.test("while a message awaits its confirm, the batcher waits for the end of 
   confirm.resolve();
   await first;
 });
+
+Deno.test("addMany tells each task its own message's outcome by its index, with one call per task", async () => {
+  const { batcher, sent } = _batcher(
+    { maxTasks: 2 },
+    (tasks) => tasks.length === 2 ? Promise.reject(new Error("nack")) : Promise.resolve(),
+  );
+  const tasks = [_task(), _task({ type: "text" }), _task(), _task({ priority: 3 })];
+  const told: [number, string][] = [];
+  const all = Promise.withResolvers<void>();
+  batcher.addMany(tasks, {
+    settled: (index, error) => {
+      told.push([index, error === undefined ? "ok" : String(error)]);
+      if (told.length === tasks.length) all.resolve();
+    },
+  });
+  await all.promise;
+  // Two echo tasks of priority 0 share a message, which fails; the text task and the priority 3 one go alone.
+  assert.deepEqual(sent.map((ids) => ids.length).sort(), [1, 1, 2]);
+  assert.deepEqual(told.sort(([a], [b]) => a - b), [
+    [0, "Error: nack"],
+    [1, "ok"],
+    [2, "Error: nack"],
+    [3, "ok"],
+  ]);
+});
+
+Deno.test("addMany sends a task whose cap is 1 alone, at once, and tells its outcome", async () => {
+  const { batcher, sent } = _batcher({ maxTasks: 1 });
+  const tasks = [_task(), _task()];
+  const told: number[] = [];
+  const all = Promise.withResolvers<void>();
+  batcher.addMany(tasks, {
+    settled: (index, error) => {
+      assert.equal(error, undefined);
+      told.push(index);
+      if (told.length === tasks.length) all.resolve();
+    },
+  });
+  assert.equal(sent.length, 2);
+  await all.promise;
+  assert.deepEqual(told.sort(), [0, 1]);
+});

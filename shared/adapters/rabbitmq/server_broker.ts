@@ -328,6 +328,28 @@ class _RabbitServerBroker implements ServerBroker {
     return this.#batcher.add(task, options).finally(() => this.#confirmDone());
   }
 
+  publishTasks(
+    tasks: readonly TaskMessage[],
+    options: { bulk?: boolean; settled: (index: number, error?: unknown) => void },
+  ): void {
+    if (this.#stopping) {
+      const err = unavailable();
+      for (let i = 0; i < tasks.length; i++) options.settled(i, err);
+      return;
+    }
+    if (tasks.length === 0) return;
+    // One pending confirm for the call, done once its last task is settled.
+    this.#pendingConfirms++;
+    let left = tasks.length;
+    this.#batcher.addMany(tasks, {
+      ...(options.bulk === undefined ? {} : { bulk: options.bulk }),
+      settled: (index, error) => {
+        options.settled(index, error);
+        if (--left === 0) this.#confirmDone();
+      },
+    });
+  }
+
   /** Publishes tasks of one type and priority as one message (a plain task message for one). */
   async #publishTasks(tasks: readonly BatchedTask[], bulk: boolean): Promise<void> {
     const type = tasks[0]?.task.type;

@@ -49,9 +49,27 @@ export interface TaskBatcherOptions {
   readonly publish: (tasks: readonly BatchedTask[], bulk: boolean) => Promise<void>;
 }
 
+/** Told the outcome of each task of an {@linkcode TaskBatcher.addMany} call: no error once confirmed. */
+export type TaskSettled = (index: number, error?: unknown) => void;
+
+/** Who waits for a task's confirm: one lone task's promise, or a whole `addMany` call. */
+interface _Waiter {
+  settle(index: number, error?: unknown): void;
+}
+
 interface _Pending extends BatchedTask {
-  readonly resolve: () => void;
-  readonly reject: (err: unknown) => void;
+  readonly waiter: _Waiter;
+  /** The task's place in its `addMany` call (0 for a lone task). */
+  readonly index: number;
+}
+
+/** The waiter of a lone task: its promise. */
+function _promiseWaiter(): { waiter: _Waiter; promise: Promise<void> } {
+  const { promise, resolve, reject } = Promise.withResolvers<void>();
+  return {
+    waiter: { settle: (_index, error) => error === undefined ? resolve() : reject(error) },
+    promise,
+  };
 }
 
 interface _Group {
@@ -91,7 +109,41 @@ export class TaskBatcher {
    * cap instead of the fairness cap: the worker that takes their message shares it out (see `BULK_HEADER`).
    */
   add(task: TaskMessage, options: { bulk?: boolean } = {}): Promise<void> {
+    const group = this.#groupOf(task, options.bulk === true);
+    if (group === undefined) return this.#options.publish([{ task, json: taskJson(task) }], false);
+    const { waiter, promise } = _promiseWaiter();
+    group.items.push({ task, json: taskJson(task), waiter, index: 0 });
+    this.#schedule();
+    return promise;
+  }
+
+  /**
+   * {@linkcode add} for many tasks at once, without a promise per task: `settled` is told each task's outcome
+   * (by its index in `tasks`), once, as the confirm of the message that carried it comes.
+   */
+  addMany(
+    tasks: readonly TaskMessage[],
+    options: { bulk?: boolean; settled: TaskSettled },
+  ): void {
     const bulk = options.bulk === true;
+    const waiter: _Waiter = { settle: options.settled };
+    for (let index = 0; index < tasks.length; index++) {
+      const task = tasks[index]!;
+      const group = this.#groupOf(task, bulk);
+      if (group === undefined) {
+        this.#options.publish([{ task, json: taskJson(task) }], false).then(
+          () => options.settled(index),
+          (err: unknown) => options.settled(index, err ?? new Error("Publish failed")),
+        );
+        continue;
+      }
+      group.items.push({ task, json: taskJson(task), waiter, index });
+    }
+    if (tasks.length > 0) this.#schedule();
+  }
+
+  /** The group of this turn a task joins; `undefined` when its cap is 1 (it goes alone, at once). */
+  #groupOf(task: TaskMessage, bulk: boolean): _Group | undefined {
     const key = this.#groupKey(task.type, task.priority, bulk);
     let group = this.#groups.get(key);
     if (group === undefined) {
@@ -107,18 +159,18 @@ export class TaskBatcher {
             Math.floor(this.#options.limitFor?.(task.type) ?? this.#options.maxTasks),
           ),
         );
-      if (cap === 1) return this.#options.publish([{ task, json: taskJson(task) }], false);
+      if (cap === 1) return undefined;
       group = { cap, bulk, items: [] };
       this.#groups.set(key, group);
     }
-    const { promise, resolve, reject } = Promise.withResolvers<void>();
-    group.items.push({ task, json: taskJson(task), resolve, reject });
-    if (!this.#scheduled) {
-      this.#scheduled = true;
-      if (this.#unconfirmed === 0) process.nextTick(() => this.flush());
-      else setImmediate(() => this.flush());
-    }
-    return promise;
+    return group;
+  }
+
+  #schedule(): void {
+    if (this.#scheduled) return;
+    this.#scheduled = true;
+    if (this.#unconfirmed === 0) process.nextTick(() => this.flush());
+    else setImmediate(() => this.flush());
   }
 
   #groupKey(type: string, priority: number, bulk: boolean): string {
@@ -172,11 +224,13 @@ export class TaskBatcher {
     sent.then(
       () => {
         this.#unconfirmed--;
-        for (const item of chunk) item.resolve();
+        for (const item of chunk) item.waiter.settle(item.index);
       },
       (err: unknown) => {
         this.#unconfirmed--;
-        for (const item of chunk) item.reject(err);
+        for (const item of chunk) {
+          item.waiter.settle(item.index, err ?? new Error("Publish failed"));
+        }
       },
     );
   }
