@@ -74,6 +74,73 @@ const PLACEHOLDERS = TASK_COLUMNS.map(() => "?").join(", ");
 
 type Row = Record<string, SQLOutputValue>;
 
+/** The fields {@linkcode pushNewTaskCells} writes, in the order it writes them: the table's. */
+const NEW_TASK_FIELDS = [
+  "taskId",
+  "taskType",
+  "status",
+  "priority",
+  "clientName",
+  "clientKind",
+  "origin",
+  "payload",
+  "payloadRef",
+  "output",
+  "outputRef",
+  "errorCode",
+  "errorMessage",
+  "attempts",
+  "maxAttempts",
+  "timeoutMs",
+  "worker",
+  "durationMs",
+  "submittedAt",
+  "startedAt",
+  "finishedAt",
+  "idempotencyKey",
+  "fileRef",
+  "owner",
+  "publishedAt",
+] as const;
+if (NEW_TASK_FIELDS.join() !== TASK_COLUMNS.map((each) => each.field).join()) {
+  throw new TypeError("Cannot load the SQLite store: the columns of a new task are out of order");
+}
+
+/**
+ * Appends the cells of a new task's row, exactly `recordCells(newTaskRecord(task), "sqlite")`, without
+ * making the record (SQLite keeps each field as it is); the order is checked against the table above.
+ */
+export function pushNewTaskCells(cells: Cell[], task: NewTask): void {
+  const clientName = storableText(task.client.name);
+  cells.push(
+    task.taskId,
+    storableText(task.taskType),
+    "queued",
+    task.priority,
+    clientName,
+    task.client.kind,
+    storableText(task.origin),
+    JSON.stringify(task.payload) ?? null,
+    task.payloadRef ?? null,
+    null,
+    null,
+    null,
+    null,
+    0,
+    task.maxAttempts,
+    task.timeoutMs,
+    null,
+    null,
+    toMillis(task.submittedAt),
+    null,
+    null,
+    task.idempotencyKey === undefined ? null : storableText(task.idempotencyKey),
+    task.fileRef ?? null,
+    task.owner === undefined ? clientName : storableText(task.owner),
+    null,
+  );
+}
+
 /** Keys looked up by one SELECT of `takenKeys`. */
 const KEYS_PER_SELECT = 50;
 
@@ -332,12 +399,11 @@ export class SqliteTaskStore implements TaskStore {
   }
 
   createMany(tasks: readonly NewTask[]): Promise<{ taskId: string; created: boolean }[]> {
-    return this.#write("createMany", () => [
-      tasks.map((task): [Cell[], string, string | null] => {
-        const record = newTaskRecord(task);
-        return [recordCells(record, "sqlite"), record.owner, record.idempotencyKey];
-      }),
-    ]);
+    return this.#write("createMany", () => {
+      const cells: Cell[] = [];
+      for (const task of tasks) pushNewTaskCells(cells, task);
+      return [cells];
+    });
   }
 
   takenKeys(owner: string, keys: readonly string[]): Promise<Set<string>> {
@@ -573,7 +639,7 @@ function _rowsOf(calls: readonly WriteCall[]): number {
   let rows = 0;
   for (const [name, args] of calls) {
     rows += name === "createMany"
-      ? args[0].length
+      ? args[0].length / TASK_COLUMNS.length
       : name === "markPublishedMany"
       ? args[1].length
       : 1;

@@ -1,11 +1,12 @@
 /**
  * Unit tests of `server/stores/columns.ts`: the one table both SQL stores generate their column lists and
- * row mapping from.
+ * row mapping from, and the SQLite store's cells of a new task made without its record.
  *
  * @module
  */
 import assert from "node:assert/strict";
 import {
+  type Cell,
   COLUMN_NAMES,
   recordCells,
   recordFromRow,
@@ -14,7 +15,9 @@ import {
   selectRecordset,
   TASK_COLUMNS,
 } from "../../server/stores/columns.ts";
-import type { TaskRecord } from "../../server/stores/records.ts";
+import { newTaskRecord, type TaskRecord } from "../../server/stores/records.ts";
+import { pushNewTaskCells } from "../../server/stores/sqlite.ts";
+import type { NewTask } from "../../shared/ports.ts";
 
 const RECORD: TaskRecord = {
   taskId: "t-1",
@@ -110,4 +113,27 @@ Deno.test("a lone surrogate, which PostgreSQL's JSON refuses, travels as U+FFFD;
   assert.equal(sent?.payload, RECORD.payload);
   const pair = { ...RECORD, worker: "😀" };
   assert.equal((JSON.parse(recordsJson([pair])) as TaskRecord[])[0]?.worker, "😀");
+});
+
+Deno.test("the SQLite cells of a new task, made without its record, are those of its record", () => {
+  const base: NewTask = {
+    taskId: "t-2",
+    taskType: "echo",
+    priority: 2,
+    client: { name: "cli\u0000ente", kind: "mobile" },
+    submittedAt: "2025-01-01T00:00:00.123Z",
+    origin: "srv-1",
+    payload: { message: "hola" },
+    maxAttempts: 3,
+    timeoutMs: 5_000,
+  };
+  const tasks: NewTask[] = [
+    base,
+    { ...base, idempotencyKey: "k\u00001", owner: "dueño" },
+    { ...base, payload: undefined, payloadRef: "payloads/t-2", fileRef: "uploads/f" },
+    { ...base, payload: null },
+  ];
+  const cells: Cell[] = [];
+  for (const task of tasks) pushNewTaskCells(cells, task);
+  assert.deepEqual(cells, tasks.flatMap((task) => recordCells(newTaskRecord(task), "sqlite")));
 });
