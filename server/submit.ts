@@ -861,8 +861,14 @@ export class Submitter {
         }
         return errors;
       }
-      log.warn(`Confirmación perdida de ${failed.length} tareas; se vuelven a publicar`);
-      places = failed;
+      // Those whose result came in meanwhile are not published again.
+      places = failed.filter((i) => {
+        if (!finished(i)) return true;
+        errors[i] = undefined;
+        return false;
+      });
+      if (places.length === 0) return errors;
+      log.warn(`Confirmación perdida de ${places.length} tareas; se vuelven a publicar`);
     }
   }
 
