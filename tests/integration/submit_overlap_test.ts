@@ -507,3 +507,65 @@ Deno.test({
     assert.equal(app.server.stats.republished, 2);
   },
 });
+
+Deno.test({
+  name:
+    "a submit_many's task whose confirm was lost but whose result came in while the broker reconnected is not published again",
+  ...(await needsRabbit()),
+  sanitizeOps: false,
+  sanitizeResources: false,
+  async fn() {
+    await using queues = uniqueQueues("overlap-many-ran");
+    const store = new MemoryTaskStore();
+    const rounds: string[][] = [];
+    let ranMeanwhile = false;
+    await using app = await startInProcessServer(queues, store, {
+      wrapBroker: (broker) =>
+        overriding(broker, {
+          // The first publish reaches the queue but its confirm is lost.
+          publishTasks: (
+            tasks: readonly TaskMessage[],
+            options: { bulk?: boolean; settled: (index: number, error?: unknown) => void },
+          ) => {
+            rounds.push(tasks.map((t) => t.taskId));
+            const lost = rounds.length === 1;
+            broker.publishTasks(tasks, {
+              ...options,
+              settled: (index, error) =>
+                options.settled(index, lost ? new ColmenaError("PUBLISH_UNCONFIRMED") : error),
+            });
+          },
+          // "Reconnected" only once the worker has run the task from that copy.
+          waitConnected: async () => {
+            await until(() => ranMeanwhile);
+            return true;
+          },
+        }),
+    });
+    await using workerData = await tempDataDir();
+    await using _worker = await startWorker("w1", queues, ["--data-dir", workerData.path]);
+    await using client = await RawClient.connect(app.port);
+    await client.send({ type: "hello", id: "h", client: { name: "overlap", kind: "cli" } });
+    await client.next((f) => f.type === "welcome");
+
+    await client.send({
+      type: "submit_many",
+      id: "m1",
+      tasks: [{ task: { type: "echo", payload: { message: "una vez" } } }],
+    });
+    await until(() => rounds.length === 1);
+    const taskId = rounds[0]![0]!;
+    await until(() => {
+      void store.get(taskId).then((view) => {
+        ranMeanwhile ||= view?.status === "succeeded";
+      });
+      return ranMeanwhile;
+    });
+    const answer = await client.next((f) => f.id === "m1");
+    assert.equal(answer.type, "accepted_many", JSON.stringify(answer));
+    assert.deepEqual(answer.items, [{ taskId }]);
+    const result = await client.next((f) => f.type === "result" && f.taskId === taskId);
+    assert.deepEqual(result.output, { message: "una vez" });
+    assert.equal(rounds.length, 1, "published again after its result came in");
+  },
+});
