@@ -95,6 +95,11 @@ export class ClientConnection {
   #firstLineDone = false;
 
   #awaiting: Set<string> | undefined;
+  /**
+   * Called after each write to the socket completes while the connection is open: the result router uses it
+   * to send results it held back while this connection's output was high (see `result_routing.ts`).
+   */
+  onWritten: (() => void) | undefined;
   #uploads: Map<string, Upload> | undefined;
   /** The last `watch` of this connection, which the next one waits for. */
   lastWatch: Promise<void> = SETTLED;
@@ -458,6 +463,7 @@ export class ClientConnection {
         }
         this.#writeStartedAt = 0;
         this.#inFlightChars = 0;
+        if (this.onWritten !== undefined && !this.#closed && !this.#dropping) this.onWritten();
       }
     } catch (err) {
       if (!this.#closed && !isDisconnect(err)) {

@@ -11,6 +11,12 @@
  * Tasks watched after a reconnect (or repeated with an idempotency key) may have their result consumed by
  * another server, so they are also polled in the store.
  *
+ * A connection whose client reads more slowly than its results arrive is not dropped for it: while its
+ * unsent output is above a high-water mark, its results are owed (only their task ids are held) and sent from
+ * the store, oldest first, as the client takes what is queued. Only a client that stops reading altogether
+ * (a write blocked longer than `writeTimeoutMs`), or that is owed more than `maxOwedResults`, is dropped
+ * with `SLOW_CONSUMER`.
+ *
  * @module
  */
 import { ColmenaError } from "../shared/errors.ts";
@@ -31,6 +37,15 @@ import { DOWNLOAD_CHUNK_BYTES } from "./transfers.ts";
 
 /** Records a `watch` reads at once. */
 const WATCH_BATCH = 16;
+/** Owed results read from the store at once. */
+const OWED_BATCH = 8;
+/** How long to wait before reading owed results again after the store failed. */
+const OWED_RETRY_MS = 1_000;
+/**
+ * The most results one connection may be owed by default: task ids held while its client reads more slowly
+ * than its results arrive (about 100 bytes each).
+ */
+export const MAX_OWED_RESULTS = 100_000;
 
 /**
  * Where a task's result goes once it arrives: held until the task's `accepted` has gone out. One target may
@@ -56,8 +71,16 @@ export interface ResultRouterDeps {
   /** The broker, once connected. */
   readonly broker: () => ServerBroker | undefined;
   readonly stats: ServerStats;
-  /** The connection's output cap: a `watch` of finished tasks waits for the reader past half of it. */
+  /**
+   * The connection's output cap: a `watch` of finished tasks waits for the reader past half of it, and
+   * results are owed past the same mark.
+   */
   readonly maxOutputBytes: number;
+  /**
+   * The most results a connection may be owed before it is dropped with `SLOW_CONSUMER`.
+   * @defaultValue {@linkcode MAX_OWED_RESULTS}
+   */
+  readonly maxOwedResults?: number;
   /** Told of every task whose result this server sees, or that is cancelled here (quotas in flight). */
   readonly onFinished?: (taskId: string) => void;
 }
@@ -115,9 +138,23 @@ export class ResultRouter {
   #polling = false;
   /** Tasks with a cancel under way here, and how many. */
   readonly #cancelling = new Map<string, number>();
+  /** Results owed to each connection whose output was high, as task ids, oldest first. */
+  readonly #owed = new WeakMap<ClientConnection, string[]>();
+  /** Connections whose owed results are being read from the store right now. */
+  readonly #paying = new WeakSet<ClientConnection>();
+  /** Unsent output past which results are owed instead of queued (and a `watch` waits for the reader). */
+  readonly #highWater: number;
+  readonly #maxOwed: number;
 
   constructor(deps: ResultRouterDeps) {
     this.#deps = deps;
+    this.#highWater = Math.min(4 * DOWNLOAD_CHUNK_BYTES, deps.maxOutputBytes / 2);
+    this.#maxOwed = deps.maxOwedResults ?? MAX_OWED_RESULTS;
+  }
+
+  /** How many results `conn` is owed (held back while its output was high). */
+  owedTo(conn: ClientConnection): number {
+    return this.#owed.get(conn)?.length ?? 0;
   }
 
   /** Makes `conn` the connection awaiting a task it is submitting; a result that comes before `accepted` is held. */
@@ -279,10 +316,9 @@ export class ResultRouter {
       this.#watched.add(taskId); // one that ended meanwhile is found in the store by the next poll
     }
     conn.send({ type: "watching", id: request.id, taskIds: found, missing });
-    const flushAt = Math.min(4 * DOWNLOAD_CHUNK_BYTES, this.#deps.maxOutputBytes / 2);
     for (const taskId of finished) {
       // A reader takes what is queued before more is loaded; one that never reads is dropped meanwhile.
-      if (conn.queuedChars > flushAt) await conn.flushed();
+      if (conn.queuedChars > this.#highWater) await conn.flushed();
       if (conn.closed) return;
       const view = await store.get(taskId);
       if (view !== undefined) conn.send(_pushFromView(view));
@@ -298,7 +334,72 @@ export class ResultRouter {
       return;
     }
     this.#remove(taskId, target);
-    target.conn.send(push);
+    this.#push(taskId, target.conn, push);
+  }
+
+  /**
+   * Sends a result to `conn`, or owes it while `conn`'s unsent output is above the high-water mark (or
+   * earlier results are still owed, so they keep their order): the record is in the store, or being
+   * written there, and is read back when the client has taken what is queued. The task stays in
+   * `conn.awaiting` until its result is sent.
+   */
+  #push(taskId: string, conn: ClientConnection, push: ResultPush): void {
+    const owed = this.#owed.get(conn);
+    if (owed === undefined && conn.queuedChars <= this.#highWater) return conn.send(push);
+    if (conn.closed) return;
+    if (owed === undefined) {
+      this.#owed.set(conn, [taskId]);
+      conn.onWritten = () => void this.#payOwed(conn);
+    } else owed.push(taskId);
+    conn.awaiting.add(taskId);
+    if ((owed?.length ?? 1) > this.#maxOwed) {
+      conn.drop(
+        new ColmenaError("SLOW_CONSUMER", {
+          message: `El cliente tiene más de ${this.#maxOwed} resultados sin recibir`,
+        }),
+      );
+    }
+  }
+
+  /**
+   * Sends `conn` the results it is owed, oldest first, read from the store a few at a time, while its unsent
+   * output stays under the high-water mark; called after each of its socket writes. A result whose write to
+   * the store failed is read once the broker's copy is written (`PendingResultsStore`); one still not final
+   * then is awaited again like a watched task.
+   */
+  async #payOwed(conn: ClientConnection): Promise<void> {
+    const owed = this.#owed.get(conn);
+    if (owed === undefined || this.#paying.has(conn)) return;
+    this.#paying.add(conn);
+    try {
+      while (owed.length > 0 && !conn.closed && conn.queuedChars <= this.#highWater) {
+        const taskIds = owed.slice(0, OWED_BATCH);
+        const views = await Promise.all(taskIds.map((taskId) => this.#deps.store.get(taskId)));
+        if (conn.closed) return;
+        let sent = 0;
+        for (; sent < taskIds.length && conn.queuedChars <= this.#highWater; sent++) {
+          const taskId = taskIds[sent]!;
+          const view = views[sent];
+          conn.awaiting.delete(taskId);
+          if (view === undefined) continue; // deleted meanwhile (retention): nothing left to send
+          if (_isFinal(view)) conn.send(_pushFromView(view));
+          else {
+            this.#await(taskId, conn);
+            this.#watched.add(taskId);
+          }
+        }
+        owed.splice(0, sent);
+      }
+      if (owed.length === 0) {
+        this.#owed.delete(conn);
+        conn.onWritten = undefined;
+      }
+    } catch (err) {
+      log.error("No se pudieron leer del almacén resultados pendientes de enviar", err);
+      setTimeout(() => void this.#payOwed(conn), OWED_RETRY_MS);
+    } finally {
+      this.#paying.delete(conn);
+    }
   }
 
   /**
