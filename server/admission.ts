@@ -108,12 +108,14 @@ export function admitFrame(
     );
     return;
   }
-  if (slot) client.beginRequest();
+  // Its line's bytes count until it is answered: past `maxPendingBytes` the connection stops reading.
+  const bytes = slot ? framed.bytes.length : 0;
+  if (slot) client.beginRequest(bytes);
   dispatch(client, request).catch((err: unknown) => {
     const error = toColmenaError(err);
     if (error.code === "INTERNAL") log.error("Error interno atendiendo una petición", err);
     client.sendError(request.id, error);
   }).finally(() => {
-    if (slot) client.endRequest();
+    if (slot) client.endRequest(bytes);
   });
 }

@@ -526,6 +526,7 @@ export class ColmenaServer {
       rateLimit: c.rateLimit,
       rateBurst: c.rateBurst,
       maxPending: c.maxPending,
+      maxPendingBytes: c.maxPendingBytes,
       idleTimeoutMs: c.idleTimeoutMs,
       partialLineTimeoutMs: c.partialLineTimeoutMs,
       maxUploadBytes: c.maxUploadBytes,

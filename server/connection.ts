@@ -37,6 +37,11 @@ export interface ConnectionLimits {
   maxLineBytes: number;
   maxOutputBytes: number;
   writeTimeoutMs: number;
+  /**
+   * Bytes of requests received and not yet answered past which the connection stops reading until some are
+   * answered (TCP backpressure on the client). @defaultValue unlimited
+   */
+  maxPendingBytes?: number;
 }
 
 const encoder = new TextEncoder();
@@ -168,6 +173,10 @@ export class ClientConnection {
   #partialSince = 0;
   #lastFrameAt = Date.now();
   #pending = 0;
+  /** Line bytes of the requests received and not yet answered. */
+  #pendingBytes = 0;
+  /** Set while reading waits for answers (over `maxPendingBytes`): resumes it. */
+  #resumeReading: (() => void) | undefined;
   #inputEnded = false;
   #tokens = -1;
   #tokensAt = 0;
@@ -193,18 +202,42 @@ export class ClientConnection {
     return this.#pending;
   }
 
-  /** Notes a request admitted and not yet answered. */
-  beginRequest(): void {
+  /** Line bytes of the requests received and not yet answered. */
+  get pendingBytes(): number {
+    return this.#pendingBytes;
+  }
+
+  /** Notes a request of `bytes` (its line) admitted and not yet answered. */
+  beginRequest(bytes = 0): void {
     this.#pending++;
+    this.#pendingBytes += bytes;
   }
 
   /**
-   * Notes a request answered (its reply already queued). On a half-closed connection the last answer
-   * closes it, once what is queued has been written.
+   * Notes a request of `bytes` answered (its reply already queued); reading goes on once the unanswered
+   * bytes are back under `maxPendingBytes`. On a half-closed connection the last answer closes it, once
+   * what is queued has been written.
    */
-  endRequest(): void {
+  endRequest(bytes = 0): void {
     this.#pending--;
+    this.#pendingBytes -= bytes;
+    if (this.#resumeReading !== undefined && !this.#overPendingBytes()) this.#resume();
     if (this.#inputEnded && this.#pending === 0) this.#closeSoon();
+  }
+
+  #overPendingBytes(): boolean {
+    return this.#pendingBytes > (this.#limits.maxPendingBytes ?? Infinity);
+  }
+
+  #resume(): void {
+    const resume = this.#resumeReading;
+    this.#resumeReading = undefined;
+    resume?.();
+  }
+
+  /** Whether reading waits for answers to requests already received (over `maxPendingBytes`). */
+  get readingPaused(): boolean {
+    return this.#resumeReading !== undefined;
   }
 
   /** Milliseconds since the last complete line that was not blank. */
@@ -212,9 +245,14 @@ export class ClientConnection {
     return now - this.#lastFrameAt;
   }
 
-  /** Milliseconds since the first byte of a line that is still incomplete, or 0. */
+  /**
+   * Milliseconds since the first byte of a line that is still incomplete, or 0; and 0 while reading waits
+   * for answers (the rest of the line may be waiting in the socket).
+   */
   partialLineFor(now: number): number {
-    return this.#partialSince === 0 ? 0 : now - this.#partialSince;
+    return this.#partialSince === 0 || this.#resumeReading !== undefined
+      ? 0
+      : now - this.#partialSince;
   }
 
   /**
@@ -231,6 +269,13 @@ export class ClientConnection {
     let size = READ_BUFFER_MIN_BYTES;
     try {
       while (!this.#closed) {
+        if (this.#overPendingBytes()) {
+          // Backpressure: what the client sends next waits in the socket until earlier requests are answered.
+          await new Promise<void>((resolve) => this.#resumeReading = resolve);
+          if (this.#closed) break;
+          // A line cut at the pause counts its wait for the rest from now.
+          if (this.#partialSince !== 0) this.#partialSince = Date.now();
+        }
         const buffer = new Uint8Array(size);
         const n = await this.#conn.read(buffer);
         if (n === null) break;
@@ -428,6 +473,7 @@ export class ClientConnection {
   close(): void {
     if (this.#closed) return;
     this.#closed = true;
+    this.#resume();
     clearTimeout(this.#closeTimer);
     this.#out = [];
     this.#outChars = 0;

@@ -87,6 +87,7 @@ const MESSAGE_SIGNING = {
  * - `maxJsonDepth` — deepest JSON nesting. @defaultValue `64` · env `COLMENA_MAX_JSON_DEPTH` · `--max-json-depth`
  * - `maxConnections` — open connections at once. @defaultValue `10000` · env `COLMENA_MAX_CONNECTIONS` · `--max-connections`
  * - `maxPending` — unanswered requests per connection. @defaultValue `10000` · env `COLMENA_MAX_PENDING` · `--max-pending`
+ * - `maxPendingBytes` — bytes of unanswered requests per connection past which it stops reading. @defaultValue `16777216` · env `COLMENA_MAX_PENDING_BYTES` · `--max-pending-bytes`
  * - `maxOutputBytes` — unsent bytes held per connection before it is dropped. @defaultValue `16777216` · env `COLMENA_MAX_OUTPUT_BYTES` · `--max-output-bytes`
  * - `writeTimeoutMs` — longest wait for one socket write. @defaultValue `30000` · env `COLMENA_WRITE_TIMEOUT_MS` · `--write-timeout-ms`
  * - `memoryMaxTasks` — task records kept in memory. @defaultValue `200000` · env `COLMENA_MEMORY_MAX_TASKS` · `--memory-max-tasks`
@@ -140,6 +141,7 @@ export const ServerConfig = z.object({
   maxJsonDepth: positiveInt.max(1000).default(DEFAULT_MAX_JSON_DEPTH),
   maxConnections: positiveInt.default(10_000),
   maxPending: positiveInt.default(10_000),
+  maxPendingBytes: positiveInt.default(16 * 1024 * 1024),
   maxOutputBytes: positiveInt.default(16 * 1024 * 1024),
   writeTimeoutMs: positiveInt.default(30_000),
   memoryMaxTasks: positiveInt.default(200_000),
@@ -377,6 +379,7 @@ const SOURCES: { [R in Role]: Record<string, Source> } = {
     maxJsonDepth: { env: "COLMENA_MAX_JSON_DEPTH", flag: "max-json-depth" },
     maxConnections: { env: "COLMENA_MAX_CONNECTIONS", flag: "max-connections" },
     maxPending: { env: "COLMENA_MAX_PENDING", flag: "max-pending" },
+    maxPendingBytes: { env: "COLMENA_MAX_PENDING_BYTES", flag: "max-pending-bytes" },
     maxOutputBytes: { env: "COLMENA_MAX_OUTPUT_BYTES", flag: "max-output-bytes" },
     writeTimeoutMs: { env: "COLMENA_WRITE_TIMEOUT_MS", flag: "write-timeout-ms" },
     memoryMaxTasks: { env: "COLMENA_MEMORY_MAX_TASKS", flag: "memory-max-tasks" },

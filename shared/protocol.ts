@@ -236,6 +236,11 @@ export const ServerLimits = z.object({
   rateBurst: z.number(),
   /** Unanswered requests per connection (`OVERLOADED` above). */
   maxPending: z.number().int(),
+  /**
+   * Bytes of unanswered requests per connection past which the server stops reading it until some are
+   * answered (no error: TCP backpressure). Absent from servers before 2026-12-03.
+   */
+  maxPendingBytes: z.number().int().optional(),
   /** Idle time before `IDLE_TIMEOUT`. */
   idleTimeoutMs: z.number().int(),
   /** Time a line may stay incomplete before `IDLE_TIMEOUT`. */

@@ -20,6 +20,8 @@ Deno.test({
       "50",
       "--max-pending",
       "7",
+      "--max-pending-bytes",
+      "500000",
     ]);
     await using client = await RawClient.connect(server.port);
     await client.send({ type: "hello", id: "h", client: { name: "ana", kind: "web" } });
@@ -30,6 +32,7 @@ Deno.test({
     assert.equal(limits.maxOutputBytes, 1048576);
     assert.equal(limits.rateLimit, 50);
     assert.equal(limits.maxPending, 7);
+    assert.equal(limits.maxPendingBytes, 500000);
     assert.equal(limits.maxTasksLineBytes, 524288, "half the output cap, below 1 MiB");
     for (const key of ["maxJsonDepth", "rateBurst", "idleTimeoutMs", "maxUploadBytes"]) {
       assert.equal(typeof limits[key], "number", key);

@@ -182,3 +182,62 @@ Deno.test("frames sent in one callback leave in one write before the next turn",
   ]);
   conn.close();
 });
+
+Deno.test("a connection stops reading while its unanswered requests pass maxPendingBytes, and goes on once one is answered", async () => {
+  const peer = new FakePeer();
+  const conn = new ClientConnection(peer, {
+    maxLineBytes: 1024 * 1024,
+    maxOutputBytes: 1024 * 1024,
+    writeTimeoutMs: 10_000,
+    maxPendingBytes: 1_000,
+  });
+  const lines: number[] = [];
+  const served = conn.serve((framed: Framed) => {
+    if (framed.kind !== "line") return;
+    lines.push(framed.bytes.length);
+    conn.beginRequest(framed.bytes.length); // unanswered until the test says so
+  });
+  const settle = () => new Promise((resolve) => setTimeout(resolve, 20));
+  await peer.idle();
+  peer.feed(`${"x".repeat(599)}\n`.repeat(2)); // 1,198 bytes unanswered: over the 1,000
+  await settle();
+  assert.deepEqual(lines, [599, 599]);
+  assert.ok(conn.readingPaused);
+  peer.feed("short\n");
+  await settle();
+  assert.deepEqual(lines, [599, 599], "the next line waits in the socket");
+  assert.equal(
+    conn.partialLineFor(Date.now() + 120_000),
+    0,
+    "a paused connection is not half-sending",
+  );
+  conn.endRequest(599); // 599 left: under the cap again
+  await peer.idle();
+  assert.deepEqual(lines, [599, 599, 5]);
+  assert.ok(!conn.readingPaused);
+  assert.equal(conn.pendingBytes, 604);
+  conn.endRequest(599);
+  conn.endRequest(5);
+  peer.end();
+  await served;
+});
+
+Deno.test("a connection closed while its reading is paused ends its serve()", async () => {
+  const peer = new FakePeer();
+  const conn = new ClientConnection(peer, {
+    maxLineBytes: 1024 * 1024,
+    maxOutputBytes: 1024 * 1024,
+    writeTimeoutMs: 10_000,
+    maxPendingBytes: 10,
+  });
+  const served = conn.serve((framed: Framed) => {
+    if (framed.kind === "line") conn.beginRequest(framed.bytes.length);
+  });
+  await peer.idle();
+  peer.feed(`${"x".repeat(50)}\n`);
+  await new Promise((resolve) => setTimeout(resolve, 20));
+  assert.ok(conn.readingPaused);
+  conn.close();
+  await served;
+  assert.ok(conn.closed);
+});
