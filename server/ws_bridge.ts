@@ -23,7 +23,9 @@ const encoder = new TextEncoder();
 
 /**
  * Wraps an upgraded WebSocket as a {@linkcode ByteStream}. Incoming messages not yet read are held up to
- * `maxQueuedBytes`; past that the socket is closed (1009), which ends the connection.
+ * `maxQueuedBytes`; past that the socket is closed (1009), which ends the connection. A WebSocket has no
+ * backpressure of its own, so while the connection does not read (its unanswered requests over
+ * `maxPendingBytes`) a browser that keeps sending fills this queue and is closed.
  */
 export function webSocketConn(
   socket: WebSocket,
