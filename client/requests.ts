@@ -1,5 +1,8 @@
 /**
- * `PendingRequests`: the client's requests awaiting their reply, matched by request id, with timeouts.
+ * `PendingRequests`: the client's requests awaiting their reply, matched by request id, with timeouts. A
+ * request the server refused without serving it at all (`RATE_LIMITED`, or `OVERLOADED` for its unanswered
+ * requests) is sent again after a growing pause, until its timeout: a client that submits faster than the
+ * server allows is slowed down instead of failing half-way through a batch.
  *
  * @module
  */
@@ -26,11 +29,20 @@ interface Pending {
   readonly line: string;
   readonly resolve: (frame: RequestReply) => void;
   readonly reject: (err: ColmenaError) => void;
-  readonly deadline: number;
+  deadline: number;
+  /** How many times the server refused it without serving it. */
+  refusals: number;
+  /** Set while it waits to be sent again after a refusal. */
+  retry: ReturnType<typeof setTimeout> | undefined;
 }
 
 /** How often expired requests are looked for, in milliseconds. */
 const SWEEP_EVERY_MS = 250;
+/** Codes of a request the server did not serve at all: sending it again is safe. */
+const REFUSED_UNSERVED: ReadonlySet<string> = new Set(["RATE_LIMITED", "OVERLOADED"]);
+/** The pause before sending a refused request again, doubled after each refusal up to the next. */
+const FIRST_RETRY_MS = 20;
+const MAX_RETRY_MS = 1_000;
 
 /**
  * Requests in flight: each gets an id, its reply resolves it (an `error` reply rejects it with the
@@ -72,6 +84,8 @@ export class PendingRequests {
       resolve,
       reject,
       deadline: Date.now() + this.#options.timeoutMs,
+      refusals: 0,
+      retry: undefined,
     });
     this.#options.send(line);
     return promise;
@@ -81,10 +95,29 @@ export class PendingRequests {
   settle(frame: RequestReply): void {
     if (frame.id === null) return;
     const pending = this.#pending.get(frame.id);
-    if (pending === undefined) return;
+    if (pending === undefined || pending.retry !== undefined) return;
+    if (frame.type === "error" && REFUSED_UNSERVED.has(frame.code) && this.#sendAgain(pending)) {
+      return;
+    }
     this.#pending.delete(frame.id);
     if (frame.type === "error") pending.reject(ColmenaError.fromWire(frame));
     else pending.resolve(frame);
+  }
+
+  /**
+   * Sends a refused request again after a pause (20 ms, doubling up to 1 s, with jitter), unless that would
+   * pass its deadline; `false` then, and the refusal is its answer.
+   */
+  #sendAgain(pending: Pending): boolean {
+    const pause = Math.min(MAX_RETRY_MS, FIRST_RETRY_MS * 2 ** pending.refusals) *
+      (0.5 + Math.random() / 2);
+    if (this.#closed || Date.now() + pause >= pending.deadline) return false;
+    pending.refusals++;
+    pending.retry = setTimeout(() => {
+      pending.retry = undefined;
+      if (!this.#closed) this.#options.send(pending.line);
+    }, pause);
+    return true;
   }
 
   /** Restarts a request's timeout, for a reply that comes in parts (a long download). */
@@ -93,12 +126,18 @@ export class PendingRequests {
     if (pending === undefined) return;
     // Re-inserted at the back, where the latest deadlines are.
     this.#pending.delete(id);
-    this.#pending.set(id, { ...pending, deadline: Date.now() + this.#options.timeoutMs });
+    pending.deadline = Date.now() + this.#options.timeoutMs;
+    this.#pending.set(id, pending);
   }
 
   /** The lines of the requests still without a reply, oldest first: what to resend after a reconnect. */
   unanswered(): string[] {
-    return [...this.#pending.values()].map((p) => p.line);
+    return [...this.#pending.values()].map((p) => {
+      // Resent now: not again when its pause after a refusal ends.
+      clearTimeout(p.retry);
+      p.retry = undefined;
+      return p.line;
+    });
   }
 
   /** Starts rejecting expired requests with `TIMEOUT`; calling it again does nothing. */
@@ -110,7 +149,10 @@ export class PendingRequests {
   close(reason: ColmenaError): void {
     this.#closed = true;
     clearInterval(this.#sweeper);
-    for (const pending of this.#pending.values()) pending.reject(reason);
+    for (const pending of this.#pending.values()) {
+      clearTimeout(pending.retry);
+      pending.reject(reason);
+    }
     this.#pending.clear();
   }
 
@@ -118,6 +160,7 @@ export class PendingRequests {
     const now = Date.now();
     for (const [id, pending] of this.#pending) {
       if (pending.deadline > now) break;
+      clearTimeout(pending.retry);
       this.#pending.delete(id);
       pending.reject(
         new ColmenaError("TIMEOUT", {

@@ -72,3 +72,24 @@ Deno.test({
     );
   },
 });
+
+Deno.test({
+  name:
+    "TaskClient slows down to the server's rate limit: submits refused with RATE_LIMITED are sent again and all run",
+  ...rabbit,
+  async fn() {
+    await using queues = uniqueQueues("client-rate");
+    // 20 requests per second, 5 saved up: 30 submits at once cannot all pass at first.
+    await using server = await startServer(queues, ["--rate-limit", "20", "--rate-burst", "5"]);
+    await using _worker = await startWorker("w1", queues, ["--quiet"]);
+    await using client = new TaskClient({ host: "127.0.0.1", port: server.port });
+    const outputs = await Promise.all(
+      Array.from({ length: 30 }, (_, i) => client.run("echo", { message: i })),
+    );
+    assert.deepEqual(outputs, Array.from({ length: 30 }, (_, i) => ({ message: i })));
+    const many = await client.submitMany(
+      Array.from({ length: 3 }, (_, i) => ({ type: "echo", payload: { message: `m${i}` } })),
+    );
+    assert.ok(many.every((item) => item.ok), JSON.stringify(many));
+  },
+});

@@ -57,3 +57,42 @@ Deno.test("PendingRequests rejects what waits, and what comes later, with the cl
     (err) => err instanceof ColmenaError && err.code === "CONNECTION_CLOSED",
   );
 });
+
+Deno.test("PendingRequests sends a request refused with RATE_LIMITED or OVERLOADED again, after a pause, until it is served", async () => {
+  const sent: string[] = [];
+  const requests = collecting(sent);
+  const reply = requests.request({ type: "ping", id: requests.nextId() });
+  requests.settle({ type: "error", id: "1", code: "RATE_LIMITED", message: "Más de 5 peticiones" });
+  assert.equal(sent.length, 1, "not at once");
+  while (sent.length < 2) await new Promise((resolve) => setTimeout(resolve, 5));
+  assert.equal(sent[1], sent[0], "the same line again");
+  requests.settle({ type: "error", id: "1", code: "OVERLOADED", message: "Demasiadas" });
+  while (sent.length < 3) await new Promise((resolve) => setTimeout(resolve, 5));
+  requests.settle({ type: "pong", id: "1" });
+  assert.deepEqual(await reply, { type: "pong", id: "1" });
+});
+
+Deno.test("PendingRequests answers a refusal that a new try would not fit before the request's timeout", async () => {
+  const sent: string[] = [];
+  const requests = new PendingRequests({ timeoutMs: 5, send: (line) => sent.push(line) });
+  const reply = requests.request({ type: "ping", id: requests.nextId() });
+  await new Promise((resolve) => setTimeout(resolve, 6));
+  requests.settle({ type: "error", id: "1", code: "RATE_LIMITED", message: "Más de 5 peticiones" });
+  await assert.rejects(
+    () => reply,
+    (err) => err instanceof ColmenaError && err.code === "RATE_LIMITED",
+  );
+  assert.equal(sent.length, 1);
+});
+
+Deno.test("PendingRequests does not send a refused request twice when a reconnect resends it during its pause", async () => {
+  const sent: string[] = [];
+  const requests = collecting(sent);
+  const reply = requests.request({ type: "ping", id: requests.nextId() });
+  requests.settle({ type: "error", id: "1", code: "RATE_LIMITED", message: "Más de 5 peticiones" });
+  assert.deepEqual(requests.unanswered(), [sent[0]], "resent by the reconnect");
+  await new Promise((resolve) => setTimeout(resolve, 100)); // past any pause
+  assert.equal(sent.length, 1, "the pause's own resend was called off");
+  requests.settle({ type: "pong", id: "1" });
+  assert.deepEqual(await reply, { type: "pong", id: "1" });
+});
