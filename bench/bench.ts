@@ -91,6 +91,7 @@ const USAGE = `Uso: deno task -q bench [opciones]
                       cada lado y repetición; 0 no la hace            [1000]
   --tipos LISTA       tipos de tarea, en rotación                     [${DEFAULT_MIX}]
   --limite-s S        tiempo máximo de una ronda, en segundos         [120]
+  --reposo-s S        segundos sin trabajo antes de leer la memoria del final [0]
   --amqp-url URL      RabbitMQ                                        [amqp://guest:guest@127.0.0.1:5672]
   --almacen LISTA     almacenes del servidor de colmena: memoria, sqlite, postgres;
                       separados por comas o repitiendo la opción      [sqlite]
@@ -136,6 +137,8 @@ interface BenchOptions {
   idleTasks: number;
   taskTypes: string[];
   timeoutMs: number;
+  /** Idle time before the final memory is read, in milliseconds. */
+  restMs: number;
   amqpUrl: string;
   /** Which of colmena, the raw baseline and BullMQ to measure. */
   sides: Exclude<(typeof SOLO_SIDES)[number], "lotes">[];
@@ -183,6 +186,7 @@ function parseOptions(args: readonly string[]): BenchOptions | "help" {
         "sin-carga": { type: "string", default: "1000" },
         tipos: { type: "string", default: DEFAULT_MIX },
         "limite-s": { type: "string", default: "120" },
+        "reposo-s": { type: "string", default: "0" },
         "amqp-url": { type: "string", default: "amqp://guest:guest@127.0.0.1:5672" },
         almacen: { type: "string", multiple: true },
         "database-url": {
@@ -263,6 +267,7 @@ function parseOptions(args: readonly string[]): BenchOptions | "help" {
     idleTasks: int("sin-carga", values["sin-carga"], 0, 1_000_000),
     taskTypes,
     timeoutMs: int("limite-s", values["limite-s"], 1, 3_600) * 1000,
+    restMs: int("reposo-s", values["reposo-s"], 0, 3_600) * 1000,
     amqpUrl: values["amqp-url"],
     sides: solo === "lotes"
       ? values["sin-bullmq"] ? ["colmena"] : ["colmena", "bullmq"]
@@ -1056,6 +1061,8 @@ async function measure(
       };
     }
 
+    // The memory of a process that has just worked counts garbage V8 has not collected yet.
+    if (options.restMs > 0) await new Promise((resolve) => setTimeout(resolve, options.restMs));
     for (const child of children()) {
       const sample: MemorySample | undefined = await child.memory();
       if (sample !== undefined) report.memory.push({ name: child.name, ...sample });
