@@ -40,6 +40,10 @@ export class PendingResultsStore implements TaskStore {
     if (store.takenKeys !== undefined) this.takenKeys = store.takenKeys.bind(store);
   }
 
+  get createCompletesOrphans(): boolean {
+    return this.#store.createCompletesOrphans ?? false;
+  }
+
   get shared(): boolean {
     return this.#store.shared ?? false;
   }

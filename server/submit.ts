@@ -613,8 +613,8 @@ export class Submitter {
       ...(options.idempotencyKey === undefined ? {} : { idempotencyKey: options.idempotencyKey }),
     };
     if (
-      !store.shared && options.idempotencyKey === undefined && payloadRef === undefined &&
-      file === undefined
+      (!store.shared || store.createCompletesOrphans === true) &&
+      options.idempotencyKey === undefined && payloadRef === undefined && file === undefined
     ) {
       return await this.#recordWhilePublishing(client, { newTask, broker, slot, ask, bulk });
     }
@@ -716,11 +716,12 @@ export class Submitter {
   }
 
   /**
-   * The single-server path of a plain task (no idempotency key, no object): records it and publishes it at
-   * once, and answers `accepted` when both are done, so the store's commit (an fsync with SQLite) and the
-   * broker's confirm overlap instead of following one another. Safe only with a store this server alone
-   * writes in order ({@linkcode TaskStore.shared} unset): the record then always lands before any result of
-   * the task. When the record fails but the task was queued, the task is cancelled (workers drop it unless
+   * The path of a plain task (no idempotency key, no object): records it and publishes it at once, and
+   * answers `accepted` when both are done, so the store's commit (an fsync with SQLite) and the broker's
+   * confirm overlap instead of following one another. Safe with a store this server alone writes in order
+   * ({@linkcode TaskStore.shared} unset): the record then always lands before any result of the task; and
+   * with a shared one whose create completes the record a result from another server left first
+   * ({@linkcode TaskStore.createCompletesOrphans}). When the record fails but the task was queued, the task is cancelled (workers drop it unless
    * it already started) and the submit answers the store's error, as when the record fails first.
    */
   async #recordWhilePublishing(

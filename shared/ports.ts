@@ -251,6 +251,13 @@ export interface TaskStore {
    */
   readonly shared?: boolean;
   /**
+   * Whether a `create` without an idempotency key completes the record that a result of the same task left
+   * when it was written first (`complete` of an unknown task, from another server), keeping that result, and
+   * answers `created: true`. With it, a shared store gives the same safety as one this server alone writes
+   * for such a task, which may then be published while it is recorded.
+   */
+  readonly createCompletesOrphans?: boolean;
+  /**
    * Records a task in state `queued` and resolves once the record is durable. With an `idempotencyKey`
    * already used by the same owner, records nothing and returns the first task's id, `created: false`.
    */

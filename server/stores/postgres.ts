@@ -42,6 +42,7 @@ import {
   toMillis,
   toSubmission,
   toTaskView,
+  UNKNOWN_CLIENT,
 } from "./records.ts";
 
 const FINAL = "('succeeded', 'failed', 'cancelled')";
@@ -305,6 +306,8 @@ export function pruneSql(table: string): string {
 export class PostgresTaskStore implements TaskStore {
   /** Every server of a deployment writes here. */
   readonly shared = true;
+  /** A create without a key completes the record a result from another server left first. */
+  readonly createCompletesOrphans = true;
   readonly #pool: pg.Pool;
   readonly #table: string;
   #queue: Write[] = [];
@@ -548,9 +551,21 @@ export class PostgresTaskStore implements TaskStore {
         for (const resolve of outcome.outcomes) resolve();
         return;
       }
-      // A statement failed before COMMIT and the connection is fine: the batch was rolled back, so apply each
-      // write alone and fail only the faulty one. Past that point the outcome is unknown: fail them all.
+      // A statement failed before COMMIT and the connection is fine: the batch was rolled back. It goes again
+      // once with the keyless creates that complete orphan records (a result from another server written
+      // before its create, the usual failure), then each write alone, failing only the faulty one. Past
+      // COMMIT the outcome is unknown: fail them all.
       if (outcome.beforeCommit && batch.length > 1 && outcome.error instanceof pg.DatabaseError) {
+        const careful = await this.#transaction(client, batch, true);
+        if (careful.ok) {
+          for (const resolve of careful.outcomes) resolve();
+          return;
+        }
+        if (!careful.beforeCommit || !(careful.error instanceof pg.DatabaseError)) {
+          if (!(careful.error instanceof pg.DatabaseError)) broken = careful.error;
+          for (const write of batch) write.settle.reject(storeError(careful.error));
+          return;
+        }
         for (const write of batch) {
           const alone = await this.#transaction(client, [write]);
           if (alone.ok) { for (const resolve of alone.outcomes) resolve(); }
@@ -573,10 +588,11 @@ export class PostgresTaskStore implements TaskStore {
   async #transaction(
     client: PoolClient,
     batch: readonly Write[],
+    careful = false,
   ): Promise<
     { ok: true; outcomes: Outcomes } | { ok: false; error: Error; beforeCommit: boolean }
   > {
-    const steps = this.#plan(batch);
+    const steps = this.#plan(batch, careful);
     const [only] = steps;
     if (only !== undefined && steps.length === 1) {
       // One statement commits on its own; it changed nothing when PostgreSQL refused it.
@@ -628,11 +644,12 @@ export class PostgresTaskStore implements TaskStore {
    * The statements of a batch, in order. The writes between two of another kind (cancel, remove, reopen,
    * prune) form a {@linkcode Segment}, applied as at most five multi-row statements.
    */
-  #plan(batch: readonly Write[]): Step[] {
+  #plan(batch: readonly Write[], careful: boolean): Step[] {
     const steps: Step[] = [];
     let segment = new Segment();
-    // A batch of several writes that fails is applied again one write at a time (see #applyBatch).
-    const alone = batch.length === 1;
+    // A batch of several writes that fails is applied again with care, then one write at a time (see
+    // #applyBatch).
+    const alone = careful || batch.length === 1;
     const close = () => {
       steps.push(...this.#segmentSteps(segment, alone));
       segment = new Segment();
@@ -662,15 +679,18 @@ export class PostgresTaskStore implements TaskStore {
     const steps: Step[] = [];
     if (segment.creates.length > 0) {
       // Creates without an idempotency key have ids of their own (`newTaskId`): a plain INSERT, which costs
-      // PostgreSQL less than the speculative insertion of ON CONFLICT. Should an id be taken after all, the
-      // INSERT fails, the batch is rolled back and each write goes again alone, where a create is the
-      // ON CONFLICT DO NOTHING below and answers `created: false`, as before.
-      const plain = alone ? [] : segment.creates.filter((w) => w.record.idempotencyKey === null);
-      const rest = plain.length === 0
+      // PostgreSQL less than the speculative insertion of ON CONFLICT. Should an id be taken after all (an
+      // orphan record: the task's result, consumed by another server, was written first), the INSERT fails,
+      // the batch is rolled back and goes again with care: those creates then complete an orphan record
+      // (#completingCreatesStep) and answer `created: false` for any other.
+      const plain = segment.creates.filter((w) => w.record.idempotencyKey === null);
+      const keyed = plain.length === 0
         ? segment.creates
         : segment.creates.filter((w) => w.record.idempotencyKey !== null);
-      if (plain.length > 0) steps.push(this.#plainCreatesStep(plain));
-      if (rest.length > 0) steps.push(this.#createsStep(rest));
+      if (plain.length > 0) {
+        steps.push(alone ? this.#completingCreatesStep(plain) : this.#plainCreatesStep(plain));
+      }
+      if (keyed.length > 0) steps.push(this.#createsStep(keyed));
     }
     if (segment.published.length > 0) {
       const writes = segment.published;
@@ -768,6 +788,51 @@ export class PostgresTaskStore implements TaskStore {
         writes.map((write) => () =>
           write.settle.resolve({ taskId: write.record.taskId, created: true })
         ),
+    };
+  }
+
+  /**
+   * Creates without an idempotency key that complete an orphan record of their task: a row a result wrote
+   * before the create (`complete` of an unknown task, from another server's consumer) gets the task's own
+   * fields (type, priority, client, origin, payload, limits, submit time, owner) and keeps its result.
+   * Both count as `created: true`; a row of another task with the same id (never seen: ids are random)
+   * is left alone and answers `created: false`.
+   */
+  #completingCreatesStep(writes: WriteOf<"create">[]): Step {
+    const fill = [
+      "task_type",
+      "priority",
+      "client_name",
+      "client_kind",
+      "origin",
+      "payload",
+      "payload_ref",
+      "file_ref",
+      "max_attempts",
+      "timeout_ms",
+      "submitted_at",
+      "owner",
+    ].map((column) => `${column} = EXCLUDED.${column}`).join(", ");
+    return {
+      query: this.#statement(
+        "create_completing",
+        `${insertRecordset(this.#table)}
+         ON CONFLICT (task_id) DO UPDATE SET ${fill}
+         WHERE t.owner = '' AND t.client_name = '${UNKNOWN_CLIENT.name}'
+           AND t.payload IS NULL AND t.payload_ref IS NULL
+         RETURNING task_id AS "taskId"`,
+        [recordsJson(writes.map((write) => write.record))],
+      ),
+      followUp: false,
+      finish: (result) => {
+        const created = new Set(result.rows.map((row: { taskId: string }) => row.taskId));
+        return writes.map((write) => () =>
+          write.settle.resolve({
+            taskId: write.record.taskId,
+            created: created.has(write.record.taskId),
+          })
+        );
+      },
     };
   }
 

@@ -251,6 +251,67 @@ Deno.test({
   },
 });
 
+/** The result of `taskId`, as another server's consumer writes it. */
+function resultOf(taskId: string) {
+  return {
+    taskId,
+    taskType: "text",
+    origin: "s1",
+    status: "succeeded" as const,
+    output: { text: "HOLA" },
+    worker: "w9",
+    durationMs: 2,
+    startedAt: "2025-01-01T00:00:01.000Z",
+    finishedAt: "2025-01-01T00:00:02.000Z",
+    attempt: 1,
+  };
+}
+
+Deno.test({
+  name:
+    "postgres store: a create without a key after its task's result (written first by another server) completes that record, keeps the result and answers created true, alone or in a batch",
+  ...postgres,
+  async fn() {
+    await withStore(async (store) => {
+      assert.equal(store.createCompletesOrphans, true);
+      // Alone: one create, one statement.
+      assert.equal(await store.complete(resultOf("o1")), true);
+      assert.deepEqual(await store.create({ ...task("o1", 6), owner: "ana" }), {
+        taskId: "o1",
+        created: true,
+      });
+      // In a batch: the plain INSERT fails on the orphan, and the batch goes again with care.
+      assert.equal(await store.complete(resultOf("o2")), true);
+      const [o2, fresh] = await Promise.all([
+        store.create({ ...task("o2", 4), owner: "ana" }),
+        store.create({ ...task("o3"), owner: "ana" }),
+      ]);
+      assert.deepEqual(o2, { taskId: "o2", created: true });
+      assert.deepEqual(fresh, { taskId: "o3", created: true });
+      for (const [taskId, priority] of [["o1", 6], ["o2", 4]] as const) {
+        const view = await store.get(taskId);
+        assert.equal(view?.status, "succeeded", "the result stays");
+        assert.deepEqual(view?.output, { text: "HOLA" });
+        assert.equal(view?.worker, "w9");
+        assert.equal(view?.priority, priority, "the task's own fields come in");
+        assert.equal(view?.owner, "ana");
+        assert.equal(view?.client.name, "web-1");
+        const submission = await store.submission(taskId);
+        assert.equal(submission?.submittedAt, "2025-01-01T00:00:00.000Z");
+        assert.equal(submission?.maxAttempts, 3);
+        assert.equal(submission?.timeoutMs, 30_000);
+      }
+      // A record that is no orphan is never overwritten: the create answers created false.
+      assert.deepEqual(await store.create({ ...task("o3", 9), owner: "eva" }), {
+        taskId: "o3",
+        created: false,
+      });
+      assert.equal((await store.get("o3"))?.owner, "ana");
+      assert.equal((await store.get("o3"))?.priority, 1);
+    });
+  },
+});
+
 Deno.test({
   name:
     "postgres store: a lone surrogate in text is kept as U+FFFD and its writes commit; times keep their milliseconds; a JSON null payload is not a missing one",

@@ -14,7 +14,8 @@ import { MemoryTaskStore } from "../../server/stores/memory.ts";
 import { startWorker, tempDataDir, uniqueQueues } from "../_helpers/processes.ts";
 import { RawClient } from "../_helpers/raw_client.ts";
 import { overriding, startInProcessServer } from "../_helpers/in_process_server.ts";
-import { needsRabbit } from "../_helpers/services.ts";
+import { DATABASE_URL, needsPostgres, needsRabbit } from "../_helpers/services.ts";
+import { dropPostgresSchema, openPostgresTaskStore } from "../../server/stores/postgres.ts";
 
 /** How long the wrapped broker holds each task's confirm back. */
 const CONFIRM_DELAY_MS = 4_000;
@@ -567,5 +568,76 @@ Deno.test({
     const result = await client.next((f) => f.type === "result" && f.taskId === taskId);
     assert.deepEqual(result.output, { message: "una vez" });
     assert.equal(rounds.length, 1, "published again after its result came in");
+  },
+});
+
+Deno.test({
+  name:
+    "with PostgreSQL, a plain submit is published while it is recorded: a result written before its record (as another server would) is completed by the record, and the client gets accepted and its result",
+  ignore: (await needsRabbit()).ignore || (await needsPostgres()).ignore,
+  sanitizeOps: false,
+  sanitizeResources: false,
+  async fn() {
+    await using queues = uniqueQueues("overlap-pg");
+    const schema = `colmena_test_${crypto.randomUUID().replaceAll("-", "")}`;
+    try {
+      const real = await openPostgresTaskStore(DATABASE_URL, { schema });
+      const published = new Set<string>();
+      let resultFirst = false;
+      // The record is held back until the task's result is written: the order another server's consumer can
+      // give (its result's write committed before this server's create).
+      const store = overriding(real, {
+        create: async (task: NewTask) => {
+          while (!published.has(task.taskId)) await new Promise((r) => setTimeout(r, 5));
+          for (let i = 0; i < 400; i++) {
+            if ((await real.get(task.taskId))?.status === "succeeded") {
+              resultFirst = true;
+              break;
+            }
+            await new Promise((r) => setTimeout(r, 10));
+          }
+          return await real.create(task);
+        },
+      });
+      try {
+        await using app = await startInProcessServer(queues, store, {
+          wrapBroker: (broker) =>
+            overriding(broker, {
+              publishTask: (task: TaskMessage, options?: { bulk?: boolean }) => {
+                published.add(task.taskId);
+                return broker.publishTask(task, options);
+              },
+            }),
+        });
+        await using workerData = await tempDataDir();
+        await using _worker = await startWorker("w1", queues, ["--data-dir", workerData.path]);
+        await using client = await RawClient.connect(app.port);
+        await client.send({ type: "hello", id: "h", client: { name: "pg-overlap", kind: "web" } });
+        await client.next((f) => f.type === "welcome");
+        await client.send({
+          type: "submit",
+          id: "s1",
+          task: { type: "echo", payload: { message: "hola" } },
+          options: { priority: 7 },
+        });
+        const accepted = await client.next((f) => f.id === "s1");
+        assert.equal(accepted.type, "accepted", JSON.stringify(accepted));
+        const result = await client.next((f) =>
+          f.type === "result" && f.taskId === accepted.taskId
+        );
+        assert.equal(result.status, "succeeded");
+        assert.deepEqual(result.output, { message: "hola" });
+        assert.ok(resultFirst, "the result was written before the record");
+        const view = await real.get(String(accepted.taskId));
+        assert.equal(view?.status, "succeeded");
+        assert.equal(view?.priority, 7, "the record's own fields completed the orphan");
+        assert.equal(view?.owner, "pg-overlap");
+        assert.equal(view?.client.kind, "web");
+      } finally {
+        await real.close();
+      }
+    } finally {
+      await dropPostgresSchema(DATABASE_URL, schema);
+    }
   },
 });
