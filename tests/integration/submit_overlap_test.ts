@@ -20,6 +20,14 @@ import { dropPostgresSchema, openPostgresTaskStore } from "../../server/stores/p
 /** How long the wrapped broker holds each task's confirm back. */
 const CONFIRM_DELAY_MS = 4_000;
 
+/** A raw client connected to `port` that has said `hello` as `name` and got its `welcome`. */
+async function helloClient(port: number, name = "overlap", kind = "cli"): Promise<RawClient> {
+  const client = await RawClient.connect(port);
+  await client.send({ type: "hello", id: "h", client: { name, kind } });
+  await client.next((f) => f.type === "welcome");
+  return client;
+}
+
 /** A server on `store`, whose broker's task confirms are seen `CONFIRM_DELAY_MS` late when `slowConfirms`. */
 function startInProcess(
   queues: { taskQueue: string; resultQueue: string },
@@ -57,9 +65,7 @@ Deno.test({
     await using app = await startInProcess(queues, store, { slowConfirms: true });
     await using workerData = await tempDataDir();
     await using _worker = await startWorker("w1", queues, ["--data-dir", workerData.path]);
-    await using client = await RawClient.connect(app.port);
-    await client.send({ type: "hello", id: "h", client: { name: "overlap", kind: "cli" } });
-    await client.next((f) => f.type === "welcome");
+    await using client = await helloClient(app.port);
 
     const started = performance.now();
     await client.send({
@@ -98,9 +104,7 @@ Deno.test({
     });
     const controls: ControlMessage[] = [];
     await using app = await startInProcess(queues, store, { controls });
-    await using client = await RawClient.connect(app.port);
-    await client.send({ type: "hello", id: "h", client: { name: "overlap", kind: "cli" } });
-    await client.next((f) => f.type === "welcome");
+    await using client = await helloClient(app.port);
 
     await client.send({
       type: "submit",
@@ -193,9 +197,7 @@ Deno.test({
     await using app = await startInProcessServer(queues, held.store, {
       wrapBroker: held.wrapBroker,
     });
-    await using client = await RawClient.connect(app.port);
-    await client.send({ type: "hello", id: "h", client: { name: "overlap", kind: "cli" } });
-    await client.next((f) => f.type === "welcome");
+    await using client = await helloClient(app.port);
     // A task recorded earlier holds "k0" (a lone submit records with `create`, not held).
     await client.send({
       type: "submit",
@@ -256,12 +258,8 @@ Deno.test({
           },
         })),
     });
-    await using one = await RawClient.connect(app.port);
-    await using two = await RawClient.connect(app.port);
-    for (const client of [one, two]) {
-      await client.send({ type: "hello", id: "h", client: { name: "mismo", kind: "cli" } });
-      await client.next((f) => f.type === "welcome");
-    }
+    await using one = await helloClient(app.port, "mismo");
+    await using two = await helloClient(app.port, "mismo");
     const task = {
       task: { type: "echo", payload: { message: "x" } },
       options: { idempotencyKey: "kx" },
@@ -305,9 +303,7 @@ Deno.test({
     });
     const controls: ControlMessage[] = [];
     await using app = await startInProcess(queues, store, { controls });
-    await using client = await RawClient.connect(app.port);
-    await client.send({ type: "hello", id: "h", client: { name: "overlap", kind: "cli" } });
-    await client.next((f) => f.type === "welcome");
+    await using client = await helloClient(app.port);
 
     const tasks = Array.from({ length: 30 }, (_, i) => ({
       task: { type: "echo", payload: { message: `m${i}` } },
@@ -376,9 +372,7 @@ Deno.test({
           },
         }),
     });
-    await using client = await RawClient.connect(app.port);
-    await client.send({ type: "hello", id: "h", client: { name: "overlap", kind: "cli" } });
-    await client.next((f) => f.type === "welcome");
+    await using client = await helloClient(app.port);
 
     await client.send({
       type: "submit_many",
@@ -430,9 +424,7 @@ Deno.test({
     });
     await using workerData = await tempDataDir();
     await using _worker = await startWorker("w1", queues, ["--data-dir", workerData.path]);
-    await using client = await RawClient.connect(app.port);
-    await client.send({ type: "hello", id: "h", client: { name: "overlap", kind: "cli" } });
-    await client.next((f) => f.type === "welcome");
+    await using client = await helloClient(app.port);
 
     await client.send({
       type: "submit_many",
@@ -488,9 +480,7 @@ Deno.test({
           },
         }),
     });
-    await using client = await RawClient.connect(app.port);
-    await client.send({ type: "hello", id: "h", client: { name: "overlap", kind: "cli" } });
-    await client.next((f) => f.type === "welcome");
+    await using client = await helloClient(app.port);
 
     await client.send({
       type: "submit_many",
@@ -545,9 +535,7 @@ Deno.test({
     });
     await using workerData = await tempDataDir();
     await using _worker = await startWorker("w1", queues, ["--data-dir", workerData.path]);
-    await using client = await RawClient.connect(app.port);
-    await client.send({ type: "hello", id: "h", client: { name: "overlap", kind: "cli" } });
-    await client.next((f) => f.type === "welcome");
+    await using client = await helloClient(app.port);
 
     await client.send({
       type: "submit_many",
@@ -611,9 +599,7 @@ Deno.test({
         });
         await using workerData = await tempDataDir();
         await using _worker = await startWorker("w1", queues, ["--data-dir", workerData.path]);
-        await using client = await RawClient.connect(app.port);
-        await client.send({ type: "hello", id: "h", client: { name: "pg-overlap", kind: "web" } });
-        await client.next((f) => f.type === "welcome");
+        await using client = await helloClient(app.port, "pg-overlap", "web");
         await client.send({
           type: "submit",
           id: "s1",
