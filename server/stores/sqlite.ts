@@ -28,6 +28,7 @@ import type { CancelOutcome, NewTask, TaskPage, TaskQuery, TaskStore } from "../
 import type { TaskView } from "../../shared/protocol.ts";
 import type { ResultMessage, StartedNotice } from "../../shared/queue_messages.ts";
 import { type Migration, readMigrations } from "./migrations.ts";
+import { WalSync } from "./wal_sync.ts";
 import {
   type Cell,
   COLUMN_NAMES,
@@ -265,6 +266,21 @@ export interface SqliteStoreOptions {
  * the thread takes its messages in the order they were sent.
  */
 const MAX_IN_FLIGHT = 2;
+/**
+ * Writes no client waits for (a result's, whose broker ack alone waits for it, and the marks of a start, a
+ * retry or a confirm): a quiet batch of only these is made durable by the next sync of the WAL anyone
+ * starts, or after {@linkcode DEFERRED_SYNC_MS}. With one task at a time, the next task's record then does
+ * not queue behind the fsync of the last one's result, and its own fsync makes that result durable too.
+ */
+const DEFERRABLE: ReadonlySet<WriteName> = new Set<WriteName>([
+  "complete",
+  "markStarted",
+  "markRetrying",
+  "markPublished",
+  "markPublishedMany",
+]);
+/** How long a batch of {@linkcode DEFERRABLE} writes waits for another sync of the WAL before its own. */
+const DEFERRED_SYNC_MS = 2;
 /** The window over which the write rate is counted, in milliseconds. */
 const RATE_WINDOW_MS = 100;
 /** Most writes in one window for the store to count as quiet (3,000 writes/s). */
@@ -363,7 +379,9 @@ function migrate(db: DatabaseSync, migrations: readonly Migration[]): void {
 
 /**
  * Keeps task records in a SQLite file (WAL, `synchronous=FULL`): a writer thread applies the writes, the
- * calling thread reads. Open it with {@linkcode openSqliteTaskStore}.
+ * calling thread reads, and applies small batches while the store is quiet (with `synchronous=NORMAL`, each
+ * answered after an `fdatasync` of the WAL off the event loop: {@linkcode WalSync}). A write is answered
+ * only once it is on disk. Open it with {@linkcode openSqliteTaskStore}.
  */
 export class SqliteTaskStore implements TaskStore {
   readonly #db: DatabaseSync;
@@ -380,15 +398,34 @@ export class SqliteTaskStore implements TaskStore {
   /** The batches sent to the writer thread and not yet answered, each settled after its COMMIT. */
   readonly #inFlight = new Set<Promise<void>>();
   readonly #keySelects = new Map<number, StatementSync>();
+  /**
+   * Syncs the WAL for the batches applied on this thread, whose connection commits without an fsync;
+   * `undefined` for a database in memory.
+   */
+  readonly #wal: WalSync | undefined;
+  /** Batches applied on this thread and not yet settled: they wait for a sync of the WAL. */
+  #awaitingSync = 0;
+  /** Settles batches in the order of their COMMITs while some wait for a sync of the WAL. */
+  #settling: Promise<void> = Promise.resolve();
   #closed = false;
 
-  /** Wraps a read connection and an open writer thread; {@linkcode openSqliteTaskStore} makes both. */
-  constructor(db: DatabaseSync, writer: WriterThread, options: SqliteStoreOptions = {}) {
+  /**
+   * Wraps a read connection and an open writer thread; {@linkcode openSqliteTaskStore} makes both. With
+   * `wal`, the read connection commits with `synchronous=NORMAL` and its batches are answered after `wal`
+   * has synced the file.
+   */
+  constructor(
+    db: DatabaseSync,
+    writer: WriterThread,
+    options: SqliteStoreOptions = {},
+    wal?: WalSync,
+  ) {
     this.#db = db;
     this.#sql = prepareReads(db);
     this.#inline = prepareWrites(db, COLUMN_NAMES, PLACEHOLDERS);
     this.#inlineBatch = options.inlineBatch ?? INLINE_BATCH;
     this.#writer = writer;
+    this.#wal = wal;
   }
 
   create(task: NewTask): Promise<{ taskId: string; created: boolean }> {
@@ -545,6 +582,8 @@ export class SqliteTaskStore implements TaskStore {
         this.#flush();
         await Promise.all(this.#inFlight);
       }
+      await this.#settling;
+      await this.#wal?.close();
       const reply = await this.#writer.send({ type: "close" }).catch((err: unknown) => {
         failure = storeError(err);
       });
@@ -600,11 +639,18 @@ export class SqliteTaskStore implements TaskStore {
     const calls = batch.map((write) => write.call);
     // Inline only with nothing in flight: a batch on this thread must not overtake one the writer holds.
     if (this.#quiet(_rowsOf(calls)) && this.#inFlight.size === 0) {
-      settle(batch, { type: "done", outcomes: applyBatch(this.#db, this.#inline, calls) });
+      const reply = { type: "done", outcomes: applyBatch(this.#db, this.#inline, calls) } as const;
+      if (this.#wal === undefined) settle(batch, reply);
+      else {
+        const synced = calls.every(([name]) => DEFERRABLE.has(name))
+          ? this.#wal.deferred(DEFERRED_SYNC_MS)
+          : this.#wal.request();
+        this.#settleAfterSync(batch, reply, synced);
+      }
       return;
     }
     const sent: Promise<void> = this.#writer.send({ type: "batch", writes: calls })
-      .then((reply) => settle(batch, reply), (err: unknown) => {
+      .then((reply) => this.#settleInOrder(batch, reply), (err: unknown) => {
         for (const write of batch) write.reject(storeError(err));
       })
       .finally(() => {
@@ -615,6 +661,28 @@ export class SqliteTaskStore implements TaskStore {
         }
       });
     this.#inFlight.add(sent);
+  }
+
+  /**
+   * Settles a batch committed on this thread (without an fsync) once `synced`, a sync of the WAL begun after
+   * its COMMIT, has ended; when the sync fails, the batch's durability is unknown and its writes reject.
+   */
+  #settleAfterSync(batch: readonly QueuedWrite[], reply: FromWriter, synced: Promise<void>): void {
+    this.#awaitingSync++;
+    this.#settling = this.#settling.then(() => synced).then(
+      () => settle(batch, reply),
+      (err: unknown) => {
+        for (const write of batch) write.reject(storeError(err));
+      },
+    ).finally(() => {
+      this.#awaitingSync--;
+    });
+  }
+
+  /** Settles a batch of the writer thread, after the earlier ones still waiting for a sync of the WAL. */
+  #settleInOrder(batch: readonly QueuedWrite[], reply: FromWriter): void {
+    if (this.#awaitingSync === 0) settle(batch, reply);
+    else this.#settling = this.#settling.then(() => settle(batch, reply));
   }
 
   /** Counts a batch of `size` writes; whether it is small and the store quiet enough to apply it here. */
@@ -661,7 +729,8 @@ function settle(batch: readonly QueuedWrite[], reply: FromWriter): void {
 }
 
 /**
- * Opens (creating when needed, with its folder) the SQLite file at `path`, sets WAL and `synchronous=FULL`,
+ * Opens (creating when needed, with its folder) the SQLite file at `path`, sets WAL and `synchronous=FULL`
+ * (NORMAL on the calling thread's connection once migrated, its writes answered after a WAL sync),
  * brings its schema up to date from the numbered files in `migrations/sqlite/`, and starts its writer
  * thread. Rejects with `STORE_UNAVAILABLE` when the file cannot be used.
  */
@@ -677,6 +746,9 @@ export async function openSqliteTaskStore(
     db = new DatabaseSync(path);
     configure(db);
     migrate(db, migrations);
+    // This connection's small batches commit without an fsync and are answered after `wal` syncs the file.
+    const wal = path === ":memory:" ? undefined : new WalSync(path);
+    if (wal !== undefined) db.exec("PRAGMA synchronous = NORMAL");
     writer = new WriterThread();
     const reply = await writer.send({
       type: "open",
@@ -687,7 +759,7 @@ export async function openSqliteTaskStore(
     if (reply.type !== "opened") {
       throw writerError(reply.type === "failed" ? reply.error : { message: reply.type });
     }
-    return new SqliteTaskStore(db, writer, options);
+    return new SqliteTaskStore(db, writer, options, wal);
   } catch (err) {
     writer?.terminate();
     db?.close();

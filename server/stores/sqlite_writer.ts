@@ -120,7 +120,8 @@ function finishArity(columns: ColumnList): number {
  *
  * FULL: a task answered `accepted` must survive a power loss. In WAL mode NORMAL skips the fsync at each
  * COMMIT and can lose the last transactions. Writes are batched, so FULL costs one fsync per batch, not per
- * task (docs/storage.md).
+ * task (docs/storage.md). The calling thread's connection alone is switched to NORMAL once migrated: its
+ * writes are answered only after a sync of the WAL off the event loop (`wal_sync.ts`).
  */
 export function configure(db: DatabaseSync): void {
   db.exec("PRAGMA journal_mode = WAL");

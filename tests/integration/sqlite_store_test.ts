@@ -87,52 +87,89 @@ for (
   });
 }
 
-Deno.test("sqlite store: writes made in many turns, with batches in flight in the writer thread, apply in order", async () => {
+for (
+  const [how, options] of [
+    ["with batches in flight in the writer thread", { inlineBatch: 0 }],
+    ["applied here, each answered after a sync of the WAL", {}],
+  ] as const
+) {
+  Deno.test(`sqlite store: writes made in many turns, ${how}, apply and are answered in order`, async () => {
+    const dir = await Deno.makeTempDir({ prefix: "colmena-sqlite-" });
+    try {
+      const store = await openSqliteTaskStore(join(dir, "colmena.db"), options);
+      const answered: string[] = [];
+      try {
+        // Each task's create, start and result go in three different turns, none awaited: batches follow
+        // one another to the thread while earlier ones are still there. Out of order, a result would land
+        // before its create (a record without its owner or payload) or a start after its result.
+        const writes: Promise<unknown>[] = [];
+        const ids = Array.from({ length: 60 }, (_, i) => `t${i}`);
+        const turn = () => new Promise((resolve) => setImmediate(resolve));
+        for (const id of ids) {
+          writes.push(
+            store.create({ ...task(id), owner: "ana", payload: { text: id } }).finally(() =>
+              answered.push(`${id} create`)
+            ),
+          );
+          await turn();
+          writes.push(store.markStarted({
+            taskId: id,
+            worker: "w1",
+            startedAt: "2025-01-01T00:00:01.000Z",
+            attempt: 1,
+            origin: "s1",
+          }));
+          await turn();
+          writes.push(
+            store.complete({
+              taskId: id,
+              taskType: "text",
+              status: "succeeded",
+              worker: "w1",
+              startedAt: "2025-01-01T00:00:01.000Z",
+              finishedAt: "2025-01-01T00:00:02.000Z",
+              durationMs: 1000,
+              attempt: 1,
+              origin: "s1",
+              output: { chars: id.length },
+            }).finally(() => answered.push(`${id} result`)),
+          );
+        }
+        const settled = await Promise.all(writes);
+        // A result written in a later batch is never answered before the create of an earlier one.
+        assert.deepEqual(answered, ids.flatMap((id) => [`${id} create`, `${id} result`]));
+        for (let i = 0; i < ids.length; i++) {
+          assert.deepEqual(settled[3 * i], { taskId: ids[i], created: true });
+          assert.equal(settled[3 * i + 2], true, `${ids[i]}: its result is the first`);
+          const view = await store.get(ids[i]!);
+          assert.equal(view?.status, "succeeded");
+          assert.equal(view?.owner, "ana");
+          assert.deepEqual(view?.output, { chars: ids[i]!.length });
+          assert.equal(view?.attempts, 1);
+          assert.deepEqual((await store.submission(ids[i]!))?.payload, { text: ids[i] });
+        }
+      } finally {
+        await store.close();
+      }
+    } finally {
+      await Deno.remove(dir, { recursive: true });
+    }
+  });
+}
+
+Deno.test("sqlite store: a quiet write is answered only once its WAL file is synced: with that file gone, it fails with STORE_UNAVAILABLE", async () => {
   const dir = await Deno.makeTempDir({ prefix: "colmena-sqlite-" });
   try {
-    const store = await openSqliteTaskStore(join(dir, "colmena.db"), { inlineBatch: 0 });
+    const path = join(dir, "colmena.db");
+    const store = await openSqliteTaskStore(path);
     try {
-      // Each task's create, start and result go in three different turns, none awaited: batches follow
-      // one another to the thread while earlier ones are still there. Out of order, a result would land
-      // before its create (a record without its owner or payload) or a start after its result.
-      const writes: Promise<unknown>[] = [];
-      const ids = Array.from({ length: 60 }, (_, i) => `t${i}`);
-      const turn = () => new Promise((resolve) => setImmediate(resolve));
-      for (const id of ids) {
-        writes.push(store.create({ ...task(id), owner: "ana", payload: { text: id } }));
-        await turn();
-        writes.push(store.markStarted({
-          taskId: id,
-          worker: "w1",
-          startedAt: "2025-01-01T00:00:01.000Z",
-          attempt: 1,
-          origin: "s1",
-        }));
-        await turn();
-        writes.push(store.complete({
-          taskId: id,
-          taskType: "text",
-          status: "succeeded",
-          worker: "w1",
-          startedAt: "2025-01-01T00:00:01.000Z",
-          finishedAt: "2025-01-01T00:00:02.000Z",
-          durationMs: 1000,
-          attempt: 1,
-          origin: "s1",
-          output: { chars: id.length },
-        }));
-      }
-      const settled = await Promise.all(writes);
-      for (let i = 0; i < ids.length; i++) {
-        assert.deepEqual(settled[3 * i], { taskId: ids[i], created: true });
-        assert.equal(settled[3 * i + 2], true, `${ids[i]}: its result is the first`);
-        const view = await store.get(ids[i]!);
-        assert.equal(view?.status, "succeeded");
-        assert.equal(view?.owner, "ana");
-        assert.deepEqual(view?.output, { chars: ids[i]!.length });
-        assert.equal(view?.attempts, 1);
-        assert.deepEqual((await store.submission(ids[i]!))?.payload, { text: ids[i] });
-      }
+      // The connection that applies quiet batches commits without an fsync; the sync that must follow
+      // cannot open the WAL any more, so nothing may be answered as stored.
+      await Deno.remove(`${path}-wal`);
+      await assert.rejects(
+        store.create(task("a")),
+        (err: unknown) => err instanceof ColmenaError && err.code === "STORE_UNAVAILABLE",
+      );
     } finally {
       await store.close();
     }
