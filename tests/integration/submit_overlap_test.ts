@@ -28,6 +28,25 @@ async function helloClient(port: number, name = "overlap", kind = "cli"): Promis
   return client;
 }
 
+/**
+ * A `publishTasks` for {@linkcode overriding} that notes the task ids of each call in `rounds` and tells the
+ * tasks of the first call that their confirm was lost (`PUBLISH_UNCONFIRMED`), although the broker got them.
+ */
+function losingFirstConfirms(
+  broker: ServerBroker,
+  rounds: string[][],
+): ServerBroker["publishTasks"] {
+  return (tasks, options) => {
+    rounds.push(tasks.map((t) => t.taskId));
+    const lost = rounds.length === 1;
+    broker.publishTasks(tasks, {
+      ...options,
+      settled: (index, error) =>
+        options.settled(index, lost ? new ColmenaError("PUBLISH_UNCONFIRMED") : error),
+    });
+  };
+}
+
 /** A server on `store`, whose broker's task confirms are seen `CONFIRM_DELAY_MS` late when `slowConfirms`. */
 function startInProcess(
   queues: { taskQueue: string; resultQueue: string },
@@ -466,18 +485,7 @@ Deno.test({
       wrapBroker: (broker) =>
         overriding(broker, {
           // The first publish is sent, but every confirm is lost; the next one goes through.
-          publishTasks: (
-            tasks: readonly TaskMessage[],
-            options: { bulk?: boolean; settled: (index: number, error?: unknown) => void },
-          ) => {
-            rounds.push(tasks.map((t) => t.taskId));
-            const lost = rounds.length === 1;
-            broker.publishTasks(tasks, {
-              ...options,
-              settled: (index, error) =>
-                options.settled(index, lost ? new ColmenaError("PUBLISH_UNCONFIRMED") : error),
-            });
-          },
+          publishTasks: losingFirstConfirms(broker, rounds),
         }),
     });
     await using client = await helloClient(app.port);
@@ -514,18 +522,7 @@ Deno.test({
       wrapBroker: (broker) =>
         overriding(broker, {
           // The first publish reaches the queue but its confirm is lost.
-          publishTasks: (
-            tasks: readonly TaskMessage[],
-            options: { bulk?: boolean; settled: (index: number, error?: unknown) => void },
-          ) => {
-            rounds.push(tasks.map((t) => t.taskId));
-            const lost = rounds.length === 1;
-            broker.publishTasks(tasks, {
-              ...options,
-              settled: (index, error) =>
-                options.settled(index, lost ? new ColmenaError("PUBLISH_UNCONFIRMED") : error),
-            });
-          },
+          publishTasks: losingFirstConfirms(broker, rounds),
           // "Reconnected" only once the worker has run the task from that copy.
           waitConnected: async () => {
             await until(() => ranMeanwhile);
