@@ -747,7 +747,10 @@ export async function openSqliteTaskStore(
     configure(db);
     migrate(db, migrations);
     // This connection's small batches commit without an fsync and are answered after `wal` syncs the file.
-    const wal = path === ":memory:" ? undefined : new WalSync(path);
+    // Only in WAL mode, which a file system may refuse (and a database in memory has no file): without a
+    // `-wal` file, the connection keeps `synchronous=FULL` and each COMMIT syncs on its own.
+    const mode = db.prepare("PRAGMA journal_mode").get()?.journal_mode;
+    const wal = mode === "wal" ? new WalSync(path) : undefined;
     if (wal !== undefined) db.exec("PRAGMA synchronous = NORMAL");
     writer = new WriterThread();
     const reply = await writer.send({
