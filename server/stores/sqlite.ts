@@ -400,7 +400,7 @@ export class SqliteTaskStore implements TaskStore {
   readonly #keySelects = new Map<number, StatementSync>();
   /**
    * Syncs the WAL for the batches applied on this thread, whose connection commits without an fsync;
-   * `undefined` for a database in memory.
+   * `undefined` when the file is not in WAL mode (a database in memory, a file system that refuses WAL).
    */
   readonly #wal: WalSync | undefined;
   /** Batches applied on this thread and not yet settled: they wait for a sync of the WAL. */
