@@ -221,8 +221,9 @@ function optText(row: Record<string, unknown>, column: string): string | null {
 /**
  * Whether a statement wrote a row, from the count SQLite keeps of the rows it changed. The writes tell what
  * they did this way instead of with `RETURNING`: SQLite collects the rows a `RETURNING` gives in a table of
- * their own, and the driver makes an object of each. Without it, a create cost 9.9 µs of CPU against 13.2 and
- * a result 11.9 against 16.5 (the batches of `deno task bench:sqlite` replayed on one thread, 3 runs each).
+ * their own, and the driver makes an object of each. Without it, a create took 10.4–10.6 µs against 13.7–13.8
+ * and a result 13.1–13.3 against 17.3–17.8 (the batches of `deno task bench:sqlite` replayed on one thread,
+ * alternating, 3 runs each; docs/benchmarks.md).
  */
 function changed(result: StatementResultingChanges): boolean {
   return Number(result.changes) > 0;
@@ -251,7 +252,7 @@ const WRITES = {
    * earlier row of the same write) gets the task that holds its key.
    *
    * Each INSERT goes without `RETURNING` inside a savepoint (8.0–8.7 µs a row against 10.2–10.4 with
-   * `RETURNING` and no savepoint, 50 rows an INSERT, measured as for {@linkcode changed}): when it skipped a
+   * `RETURNING` and no savepoint, 50 rows an INSERT, the creates of the same batches): when it skipped a
    * row, it is rolled back to the savepoint and made again with `RETURNING`, which tells the rows it inserted.
    */
   createMany(sql: Statements, cells: Cell[]): { taskId: string; created: boolean }[] {
