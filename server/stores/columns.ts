@@ -126,8 +126,11 @@ export interface Column<K extends keyof TaskRecord = keyof TaskRecord> {
   value(raw: unknown, flavour: Flavour): TaskRecord[K];
   /** The expression that reads it in a SELECT list; `all` reads it even when it is not read back. */
   select(flavour: Flavour, all?: boolean): string;
-  /** In PostgreSQL's `json_to_recordset(…) AS r(…)`: the field's definition there and the column's value. */
-  readonly recordset: { readonly definition: string; readonly value: string };
+  /**
+   * In PostgreSQL's `json_to_recordset(…) AS r(…)`: the type the field is read as there, and the column's
+   * value from a reference to it.
+   */
+  readonly recordset: { readonly type: string; value(ref: string): string };
 }
 
 /** How {@linkcode column} defines one column. */
@@ -165,8 +168,8 @@ function column<K extends keyof TaskRecord>(field: K, spec: ColumnSpec<K>): Colu
       return type[flavour].select?.(name) ?? name;
     },
     recordset: {
-      definition: `"${field}" ${type.postgres.recordset?.type ?? type.postgres.type}`,
-      value: type.postgres.recordset?.value(`r."${field}"`) ?? `r."${field}"`,
+      type: type.postgres.recordset?.type ?? type.postgres.type,
+      value: (ref) => type.postgres.recordset?.value(ref) ?? ref,
     },
   };
 }
@@ -221,18 +224,32 @@ export function recordCells(record: TaskRecord, flavour: Flavour): Cell[] {
 }
 
 /**
+ * The key of each field in the JSON of {@linkcode recordsJson}: its column's place in the table, in base 36
+ * (`0` for the first). PostgreSQL reads the keys of each object into a hash table, and one-character keys
+ * cost it less than the field names (docs/benchmarks.md, "el almacén PostgreSQL, claves de un carácter").
+ */
+export const JSON_KEYS: ReadonlyMap<string, string> = new Map(
+  TASK_COLUMNS.map((each, i) => [each.field, i.toString(36)]),
+);
+
+/**
  * `SELECT … FROM json_to_recordset(<param>) AS r(…)`: the rows, column by column in table order, of the
  * records in the JSON array `param` holds, written by {@linkcode recordsJson}.
  */
 export function selectRecordset(param: string): string {
-  const values = TASK_COLUMNS.map((each) => `${each.recordset.value} AS ${each.name}`).join(", ");
-  const definitions = TASK_COLUMNS.map((each) => each.recordset.definition).join(", ");
-  return `SELECT ${values} FROM json_to_recordset(${param}) AS r(${definitions})`;
+  const key = (field: string) => `"${JSON_KEYS.get(field)}"`;
+  const values = TASK_COLUMNS.map((each) =>
+    `${each.recordset.value(`r.${key(each.field)}`)} AS ${each.name}`
+  );
+  const definitions = TASK_COLUMNS.map((each) => `${key(each.field)} ${each.recordset.type}`);
+  return `SELECT ${values.join(", ")} FROM json_to_recordset(${param}) AS r(${
+    definitions.join(", ")
+  })`;
 }
 
 /**
  * Records as one JSON array for {@linkcode selectRecordset}: each record as it is (times in milliseconds, JSON
- * values as their text), keyed by field, without its `null` fields (an absent key reads as NULL, and costs
+ * values as their text), keyed by {@linkcode JSON_KEYS}, without its `null` fields (an absent key reads as NULL, and costs
  * PostgreSQL less to read than a `null`). PostgreSQL refuses the escape of a lone UTF-16 surrogate, which
  * `JSON.stringify` writes, so strings that hold one are first made well formed (U+FFFD, as the UTF-8
  * encoding of a text parameter does).
@@ -250,7 +267,9 @@ function _withoutNulls(record: TaskRecord, wellFormed: boolean): Record<string, 
   for (const key in record) {
     const value = record[key as keyof TaskRecord];
     if (value === null) continue;
-    fields[key] = wellFormed && typeof value === "string" ? value.toWellFormed() : value;
+    fields[JSON_KEYS.get(key)!] = wellFormed && typeof value === "string"
+      ? value.toWellFormed()
+      : value;
   }
   return fields;
 }

@@ -8,6 +8,7 @@ import assert from "node:assert/strict";
 import {
   type Cell,
   COLUMN_NAMES,
+  JSON_KEYS,
   recordCells,
   recordFromRow,
   recordsJson,
@@ -86,33 +87,42 @@ Deno.test("a row with a value of the wrong kind or a NULL where none may be is a
   assert.throws(() => recordFromRow({ ...row, status: "lost" }, "sqlite"), TypeError);
 });
 
-Deno.test("records travel to PostgreSQL as one JSON array keyed by field, times in milliseconds", () => {
+Deno.test("records travel to PostgreSQL as one JSON array keyed by column place, times in milliseconds", () => {
   const sent = JSON.parse(recordsJson([RECORD, RECORD])) as Record<string, unknown>[];
-  // A null field is left out (it reads as NULL); every other field is there as it is.
-  const withoutNulls = Object.fromEntries(Object.entries(RECORD).filter(([, v]) => v !== null));
-  assert.deepEqual(sent, [withoutNulls, withoutNulls]);
-  assert.ok(!("payloadRef" in (sent[0] ?? {})));
-  assert.equal(sent[0]?.output, "null");
+  // A null field is left out (it reads as NULL); every other field is there as it is, under its column's
+  // place in the table, in base 36.
+  const keyed = Object.fromEntries(
+    TASK_COLUMNS.flatMap((each, i) =>
+      RECORD[each.field] === null ? [] : [[i.toString(36), RECORD[each.field]]]
+    ),
+  );
+  assert.deepEqual(sent, [keyed, keyed]);
+  const key = (field: keyof TaskRecord) => JSON_KEYS.get(field)!;
+  assert.equal(key("taskId"), "0");
+  assert.ok(!(key("payloadRef") in (sent[0] ?? {})));
+  assert.equal(sent[0]?.[key("output")], "null");
   const sql = selectRecordset("$1::json");
   assert.match(sql, /FROM json_to_recordset\(\$1::json\) AS r\(/);
   // JSON text travels as a JSON string, so that a JSON null stays apart from no value.
-  assert.match(sql, /r\."output"::json/);
-  assert.match(sql, /"output" text/);
-  assert.match(sql, /to_timestamp\(r\."submittedAt" \/ 1000\)/);
-  assert.match(sql, /"submittedAt" double precision/);
+  assert.ok(sql.includes(`r."${key("output")}"::json AS output`), sql);
+  assert.ok(sql.includes(`"${key("output")}" text`), sql);
+  assert.ok(sql.includes(`to_timestamp(r."${key("submittedAt")}" / 1000) AS submitted_at`), sql);
+  assert.ok(sql.includes(`"${key("submittedAt")}" double precision`), sql);
   assert.equal(sql.split(" FROM ")[0]?.split(", ").length, TASK_COLUMNS.length);
 });
 
 Deno.test("a lone surrogate, which PostgreSQL's JSON refuses, travels as U+FFFD; other text as it is", () => {
+  const key = (field: keyof TaskRecord) => JSON_KEYS.get(field)!;
   const odd = { ...RECORD, worker: "a\ud800b", errorMessage: "\udc00", clientName: "x\\ud800" };
-  const [sent] = JSON.parse(recordsJson([odd])) as TaskRecord[];
-  assert.equal(sent?.worker, "a\ufffdb");
-  assert.equal(sent?.errorMessage, "\ufffd");
+  const [sent] = JSON.parse(recordsJson([odd])) as Record<string, unknown>[];
+  assert.equal(sent?.[key("worker")], "a\ufffdb");
+  assert.equal(sent?.[key("errorMessage")], "\ufffd");
   // A backslash before "ud" is not a surrogate: it stays.
-  assert.equal(sent?.clientName, "x\\ud800");
-  assert.equal(sent?.payload, RECORD.payload);
+  assert.equal(sent?.[key("clientName")], "x\\ud800");
+  assert.equal(sent?.[key("payload")], RECORD.payload);
   const pair = { ...RECORD, worker: "😀" };
-  assert.equal((JSON.parse(recordsJson([pair])) as TaskRecord[])[0]?.worker, "😀");
+  const [paired] = JSON.parse(recordsJson([pair])) as Record<string, unknown>[];
+  assert.equal(paired?.[key("worker")], "😀");
 });
 
 Deno.test("the SQLite cells of a new task, made without its record, are those of its record", () => {
