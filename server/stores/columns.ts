@@ -249,10 +249,10 @@ export function selectRecordset(param: string): string {
 
 /**
  * Records as one JSON array for {@linkcode selectRecordset}: each record as it is (times in milliseconds, JSON
- * values as their text), keyed by {@linkcode JSON_KEYS}, without its `null` fields (an absent key reads as NULL, and costs
- * PostgreSQL less to read than a `null`). PostgreSQL refuses the escape of a lone UTF-16 surrogate, which
- * `JSON.stringify` writes, so strings that hold one are first made well formed (U+FFFD, as the UTF-8
- * encoding of a text parameter does).
+ * values as their text), keyed by {@linkcode JSON_KEYS}, without its `null` fields (an absent key reads as
+ * NULL, and costs PostgreSQL less to read than a `null`). PostgreSQL refuses the escape of a lone UTF-16
+ * surrogate, which `JSON.stringify` writes, so strings that hold one are first made well formed (U+FFFD, as
+ * the UTF-8 encoding of a text parameter does).
  */
 export function recordsJson(records: readonly TaskRecord[]): string {
   const text = JSON.stringify(records.map((record) => _withoutNulls(record, false)));
