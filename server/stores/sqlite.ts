@@ -22,7 +22,6 @@ import {
 } from "node:sqlite";
 import { mkdir } from "node:fs/promises";
 import { dirname } from "node:path";
-import { fileURLToPath } from "node:url";
 import { clearImmediate, setImmediate } from "node:timers";
 import { ColmenaError, type WireError } from "../../shared/errors.ts";
 import type { CancelOutcome, NewTask, TaskPage, TaskQuery, TaskStore } from "../../shared/ports.ts";
@@ -733,8 +732,7 @@ function settle(batch: readonly QueuedWrite[], reply: FromWriter): void {
  * Opens (creating when needed, with its folder) the SQLite file at `path`, sets WAL and `synchronous=FULL`
  * (NORMAL on the calling thread's connection once migrated, its writes answered after a WAL sync),
  * brings its schema up to date from the numbered files in `migrations/sqlite/`, and starts its writer
- * thread. Rejects with `STORE_UNAVAILABLE` when the file cannot be used. `path` may be a `file:` URI, as
- * SQLite reads them (`file:/ruta/colmena.db?vfs=unix-dotfile`: a VFS without the shared memory WAL needs).
+ * thread. Rejects with `STORE_UNAVAILABLE` when the file cannot be used.
  */
 export async function openSqliteTaskStore(
   path: string,
@@ -744,9 +742,7 @@ export async function openSqliteTaskStore(
   let writer: WriterThread | undefined;
   try {
     const migrations = await readMigrations("sqlite");
-    // The file a `file:` URI names is in its path; its query says how SQLite opens it.
-    const file = path.startsWith("file:") ? fileURLToPath(new URL(path)) : path;
-    if (path !== ":memory:") await mkdir(dirname(file), { recursive: true });
+    if (path !== ":memory:") await mkdir(dirname(path), { recursive: true });
     db = new DatabaseSync(path);
     configure(db);
     migrate(db, migrations);
@@ -754,7 +750,7 @@ export async function openSqliteTaskStore(
     // Only in WAL mode, which a file system may refuse (and a database in memory has no file): without a
     // `-wal` file, the connection keeps `synchronous=FULL` and each COMMIT syncs on its own.
     const mode = db.prepare("PRAGMA journal_mode").get()?.journal_mode;
-    const wal = mode === "wal" ? new WalSync(file) : undefined;
+    const wal = mode === "wal" ? new WalSync(path) : undefined;
     if (wal !== undefined) db.exec("PRAGMA synchronous = NORMAL");
     writer = new WriterThread();
     const reply = await writer.send({

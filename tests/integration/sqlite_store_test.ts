@@ -7,7 +7,6 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import { DatabaseSync } from "node:sqlite";
-import { pathToFileURL } from "node:url";
 import { setImmediate } from "node:timers";
 import { ColmenaError } from "../../shared/errors.ts";
 import type { NewTask, TaskStore } from "../../shared/ports.ts";
@@ -16,23 +15,15 @@ import { TASK_COLUMNS } from "../../server/stores/columns.ts";
 import { readMigrations } from "../../server/stores/migrations.ts";
 import { storeConformance } from "../conformance/task_store.ts";
 
-/** A `file:` URI for `path` with a VFS that has no shared memory, so that SQLite refuses WAL mode. */
-function withoutWal(path: string): string {
-  return `${pathToFileURL(path).href}?vfs=unix-dotfile`;
-}
-
 for (
-  const [name, options, uri] of [
-    ["sqlite store", {}, (path: string) => path],
-    ["sqlite store (writer thread only)", { inlineBatch: 0 }, (path: string) => path],
-    // As on a file system that refuses WAL: every COMMIT syncs on its own, on either thread.
-    ["sqlite store (without WAL)", {}, withoutWal],
-  ] as const
+  const [name, options] of [["sqlite store", {}], ["sqlite store (writer thread only)", {
+    inlineBatch: 0,
+  }]] as const
 ) {
   storeConformance(name, async () => {
     const dir = await Deno.makeTempDir({ prefix: "colmena-sqlite-" });
     // A folder that does not exist yet: opening creates it, as it does the server's ./data.
-    const path = uri(join(dir, "data", "colmena.db"));
+    const path = join(dir, "data", "colmena.db");
     const opened: TaskStore[] = [];
     async function open(): Promise<TaskStore> {
       const store = await openSqliteTaskStore(path, options);
@@ -181,33 +172,6 @@ Deno.test("sqlite store: a quiet write is answered only once its WAL file is syn
       );
     } finally {
       await store.close();
-    }
-  } finally {
-    await Deno.remove(dir, { recursive: true });
-  }
-});
-
-Deno.test("sqlite store: where WAL is refused, writes keep the rollback journal, are answered, and are there once reopened", async () => {
-  const dir = await Deno.makeTempDir({ prefix: "colmena-sqlite-" });
-  try {
-    const path = join(dir, "data", "colmena.db");
-    const store = await openSqliteTaskStore(withoutWal(path));
-    try {
-      // A quiet write (applied on the calling thread) and a batch of them (sent to the writer thread).
-      await store.create(task("a"));
-      await Promise.all(Array.from({ length: 300 }, (_, i) => store.create(task(`b${i}`))));
-      const mode = new DatabaseSync(withoutWal(path)).prepare("PRAGMA journal_mode").get();
-      assert.equal(mode?.journal_mode, "delete");
-      await assert.rejects(Deno.stat(`${path}-wal`), Deno.errors.NotFound);
-    } finally {
-      await store.close();
-    }
-    const again = await openSqliteTaskStore(withoutWal(path));
-    try {
-      assert.equal((await again.get("a"))?.status, "queued");
-      assert.equal((await again.get("b299"))?.status, "queued");
-    } finally {
-      await again.close();
     }
   } finally {
     await Deno.remove(dir, { recursive: true });
