@@ -257,6 +257,11 @@ export interface SqliteStoreOptions {
    * the writer thread (tests use it to run every write through the thread). @defaultValue `4`
    */
   inlineBatch?: number;
+  /**
+   * Whether to ask SQLite for WAL mode; `false` keeps its rollback journal, as a file system that refuses WAL
+   * does (tests use it to run the store that way). @defaultValue `true`
+   */
+  wal?: boolean;
 }
 /**
  * Batches sent to the writer thread and not yet answered. The thread applies them one after another, in
@@ -744,7 +749,7 @@ export async function openSqliteTaskStore(
     const migrations = await readMigrations("sqlite");
     if (path !== ":memory:") await mkdir(dirname(path), { recursive: true });
     db = new DatabaseSync(path);
-    configure(db);
+    configure(db, options.wal ?? true);
     migrate(db, migrations);
     // This connection's small batches commit without an fsync and are answered after `wal` syncs the file.
     // Only in WAL mode, which a file system may refuse (and a database in memory has no file): without a
@@ -756,6 +761,7 @@ export async function openSqliteTaskStore(
     const reply = await writer.send({
       type: "open",
       path,
+      wal: options.wal ?? true,
       columns: COLUMN_NAMES,
       placeholders: PLACEHOLDERS,
     });

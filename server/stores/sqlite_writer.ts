@@ -114,15 +114,16 @@ function finishArity(columns: ColumnList): number {
 }
 
 /**
- * Sets what every connection to the store's file needs: WAL, `synchronous=FULL` and a busy timeout.
+ * Sets what every connection to the store's file needs: WAL (unless `wal` is false), `synchronous=FULL` and
+ * a busy timeout. Where the file system refuses WAL, SQLite keeps its rollback journal.
  *
  * FULL: a task answered `accepted` must survive a power loss. In WAL mode NORMAL skips the fsync at each
  * COMMIT and can lose the last transactions. Writes are batched, so FULL costs one fsync per batch, not per
  * task (docs/storage.md). The calling thread's connection alone is switched to NORMAL once migrated: its
  * writes are answered only after a sync of the WAL off the event loop (`wal_sync.ts`).
  */
-export function configure(db: DatabaseSync): void {
-  db.exec("PRAGMA journal_mode = WAL");
+export function configure(db: DatabaseSync, wal = true): void {
+  if (wal) db.exec("PRAGMA journal_mode = WAL");
   db.exec("PRAGMA synchronous = FULL");
   db.exec("PRAGMA busy_timeout = 5000");
 }
@@ -377,6 +378,8 @@ export type WriteOutcome = { readonly ok: true; readonly value: unknown } | {
 export interface WriterOpen {
   readonly type: "open";
   readonly path: string;
+  /** Whether to ask for WAL mode ({@linkcode configure}). */
+  readonly wal: boolean;
   readonly columns: ColumnList;
   readonly placeholders: string;
 }
@@ -448,7 +451,7 @@ function serve(scope: {
       case "open":
         try {
           db = new DatabaseSync(data.path);
-          configure(db);
+          configure(db, data.wal);
           sql = prepareWrites(db, data.columns, data.placeholders);
           scope.postMessage({ type: "opened" });
         } catch (err) {

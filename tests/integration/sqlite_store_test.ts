@@ -16,9 +16,12 @@ import { readMigrations } from "../../server/stores/migrations.ts";
 import { storeConformance } from "../conformance/task_store.ts";
 
 for (
-  const [name, options] of [["sqlite store", {}], ["sqlite store (writer thread only)", {
-    inlineBatch: 0,
-  }]] as const
+  const [name, options] of [
+    ["sqlite store", {}],
+    ["sqlite store (writer thread only)", { inlineBatch: 0 }],
+    // As on a file system that refuses WAL: every COMMIT syncs on its own, on either thread.
+    ["sqlite store (without WAL)", { wal: false }],
+  ] as const
 ) {
   storeConformance(name, async () => {
     const dir = await Deno.makeTempDir({ prefix: "colmena-sqlite-" });
@@ -172,6 +175,37 @@ Deno.test("sqlite store: a quiet write is answered only once its WAL file is syn
       );
     } finally {
       await store.close();
+    }
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("sqlite store: without WAL, writes keep the rollback journal, are answered, and are there once reopened", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "colmena-sqlite-" });
+  try {
+    const path = join(dir, "colmena.db");
+    const store = await openSqliteTaskStore(path, { wal: false });
+    try {
+      // A quiet write (applied on the calling thread) and a burst of them (sent to the writer thread).
+      await store.create(task("a"));
+      await Promise.all(Array.from({ length: 300 }, (_, i) => store.create(task(`b${i}`))));
+      const db = new DatabaseSync(path);
+      try {
+        assert.equal(db.prepare("PRAGMA journal_mode").get()?.journal_mode, "delete");
+      } finally {
+        db.close();
+      }
+      await assert.rejects(Deno.stat(`${path}-wal`), Deno.errors.NotFound);
+    } finally {
+      await store.close();
+    }
+    const again = await openSqliteTaskStore(path, { wal: false });
+    try {
+      assert.equal((await again.get("a"))?.status, "queued");
+      assert.equal((await again.get("b299"))?.status, "queued");
+    } finally {
+      await again.close();
     }
   } finally {
     await Deno.remove(dir, { recursive: true });
